@@ -1,0 +1,1 @@
+"""Diffusion baselines registered as varbench method plugins."""

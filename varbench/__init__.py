@@ -1,0 +1,2 @@
+"""varbench: reproducible benchmark suite for subject-driven generation."""
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""Datasets: subjects (reference photos + class noun + live flag) and prompt templates.
+
+A prompt template holds one "{}" where the subject phrase goes: "a {} in the jungle"
+becomes "a sks dog in the jungle" for generation and "a dog in the jungle" for CLIP-T.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from varbench.data.subject import Subject
+from varbench.errors import UserError, did_you_mean
+
+DATASETS = ("dreambench", "vico", "smoke")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    subjects: tuple[Subject, ...]
+    object_prompts: tuple[str, ...]
+    live_prompts: tuple[str, ...]
+
+    def prompts_for(self, subject: Subject) -> tuple[str, ...]:
+        return self.live_prompts if subject.live else self.object_prompts
+
+    def subject(self, name: str) -> Subject:
+        for subject in self.subjects:
+            if subject.name == name:
+                return subject
+        raise UserError(f"unknown subject {name!r} in dataset {self.name}", None,
+                        "Pick from: " + ", ".join(s.name for s in self.subjects) + "."
+                        + did_you_mean(name, [s.name for s in self.subjects]))
+
+
+def open_dataset(name: str, root: str | None = None) -> Dataset:
+    """Load dataset `name` from `root` (a local folder) or its verified cache copy."""
+    if name == "smoke":
+        from varbench.data.smoke import smoke_dataset
+
+        return smoke_dataset(root)
+    if name == "dreambench":
+        from varbench.data.dreambench import dreambench_dataset
+
+        return dreambench_dataset(root)
+    if name == "vico":
+        from varbench.data.vico import vico_dataset
+
+        return vico_dataset(root)
+    raise UserError(f"unknown dataset {name!r}", None,
+                    f"Use one of: {', '.join(DATASETS)}." + did_you_mean(name, DATASETS))

@@ -1,0 +1,48 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad protocol, an unknown method, a missing file or
+weights, a corrupt image) is raised as a `UserError`. The CLI prints it as one line,
+"what (where). fix", and exits non-zero without a traceback. Anything else is a bug
+and keeps its traceback.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """An error the user can fix: says what went wrong, where, and how to fix it."""
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None):
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        text = self.what
+        if self.where:
+            text += f" ({self.where})"
+        if self.fix:
+            text += f". {self.fix}"
+        return text
+
+
+class CellError(Exception):
+    """A failure inside one cell (exception, out of memory, NaN loss).
+
+    Recorded in the cell's status with its message; the run goes on with other cells.
+    """
+
+
+class NonFiniteLoss(CellError):
+    """Training produced a NaN or infinite loss."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ' Did you mean ...?' suffix for typos, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

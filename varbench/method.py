@@ -1,0 +1,117 @@
+"""The method plugin interface.
+
+A method (ARBooth, DreamBooth, ... or yours) is a class with a `name`, a `version`, a
+config dataclass `Config`, and four operations the runner calls for every cell
+(one method arm x one subject):
+
+    base  = method.load_base(ctx)                     # timed as "load"
+    model = method.fit(base, subject, ctx)            # timed as "fit"
+    model.save(artifact_dir)                          # only the trained tensors
+    model = method.load_artifact(base, artifact_dir, ctx)   # on resume, "load_artifact"
+    images = model.generate(prompts, seeds)           # timed as "generate"
+
+The runner owns seeding, timing, storage and scoring, so every method is measured the
+same way; a method only reports its fit progress and losses through `ctx`.
+Register a method through the entry-point group `varbench.methods` (see README,
+"Adding a method") or, for code inside this repository, with `@register_method`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from varbench.errors import NonFiniteLoss
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from varbench.data.subject import Subject
+
+
+@dataclass
+class CellContext:
+    """What the runner hands a method for one cell."""
+
+    device: torch.device
+    fit_seed: int  # derived from (base seed, subject, arm): see varbench.seeding
+    workdir: Path  # scratch folder of this cell, removed when the cell is done
+    cache_dir: Path  # shared across cells and runs (class images, teacher pools, ...)
+    subject_name: str = ""
+    on_fit_step: Callable[[int, int], None] = lambda done, total: None
+    losses: list[dict[str, float]] = field(default_factory=list)
+    loss_check_every: int = 10
+    _pending: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def fit_step(self, step: int, total: int, **losses: Any) -> None:
+        """Report that fit step `step` (1-based) of `total` finished, with its losses.
+
+        Loss values may be tensors: they are only read back every `loss_check_every`
+        steps (and at the last step), so logging adds no host sync to the hot loop.
+        A NaN or infinite loss raises `NonFiniteLoss`, which fails the cell.
+        """
+        self._pending.append((step, losses))
+        if step % self.loss_check_every == 0 or step == total:
+            self.flush_losses()
+        self.on_fit_step(step, total)
+
+    def flush_losses(self) -> None:
+        for step, losses in self._pending:
+            row = {"step": float(step)}
+            for key, value in losses.items():
+                row[key] = float(value.item() if hasattr(value, "item") else value)
+                if not math.isfinite(row[key]):
+                    self._pending.clear()
+                    raise NonFiniteLoss(f"{key} became {row[key]} at fit step {step}")
+            self.losses.append(row)
+        self._pending.clear()
+
+
+class PersonalizedModel(ABC):
+    """A fitted subject model: generates images and saves its trained tensors."""
+
+    @property
+    @abstractmethod
+    def trainable_parameters(self) -> int:
+        """Number of parameters the fit changed (the identifier included)."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
+        """One RGB image per (prompt, seed). Image i must depend only on
+        (prompts[i], seeds[i]), never on the batch it was generated in."""
+
+    @abstractmethod
+    def save(self, artifact_dir: Path) -> None:
+        """Write the trained tensors (safetensors or a diffusers format) into `artifact_dir`."""
+
+
+class Method(ABC):
+    """A personalization method. Subclasses set the class attributes below."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Config: ClassVar[type]  # a dataclass whose fields all have defaults
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def subject_phrase(self, class_noun: str) -> str:
+        """How the identifier enters a prompt, e.g. 'sks dog' or '<placeholder> dog'."""
+
+    @abstractmethod
+    def load_base(self, ctx: CellContext) -> Any:
+        """Load the pretrained model(s) the fit starts from (timed separately from fit)."""
+
+    @abstractmethod
+    def fit(self, base: Any, subject: Subject, ctx: CellContext) -> PersonalizedModel:
+        """Personalize `base` to `subject`. May modify `base` in place."""
+
+    @abstractmethod
+    def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> PersonalizedModel:
+        """Apply a saved artifact on top of `base`: the inverse of `PersonalizedModel.save`."""

@@ -1,0 +1,19 @@
+"""The `metrics:` section of a protocol."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MODES = ("canonical", "dreammatcher", "kosmosg", "dreambench++")
+
+
+@dataclass
+class MetricsConfig:
+    # Which evaluator convention (DESIGN.md section 4); every metric row records it.
+    mode: Literal["canonical", "dreammatcher", "kosmosg", "dreambench++"] = "canonical"
+    # "real": published weights (hub cache or local path); "tiny": random-init
+    # encoders of the same families, for tests and the smoke protocol.
+    backbones: Literal["real", "tiny"] = "real"
+    div: bool = True  # mean pairwise LPIPS among the images of one prompt
+    pres_images: int = 0  # class-prompt images per subject for PRES (0 = off)
+    batch_size: int = 64
