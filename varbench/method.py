@@ -100,6 +100,13 @@ class Method(ABC):
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
+    def uses_random_init(self) -> bool:
+        """True when this config runs a random-init backbone (the tiny test configs).
+
+        Results of such runs check the pipeline, not the method; reports say so.
+        """
+        return False
+
     @abstractmethod
     def subject_phrase(self, class_noun: str) -> str:
         """How the identifier enters a prompt, e.g. 'sks dog' or '<placeholder> dog'."""
