@@ -2,10 +2,14 @@
 
 Built-in methods and the baselines are declared as entry points in pyproject.toml,
 exactly as a third-party package would declare its own; in-tree experiments can use the
-decorator instead. Classes load lazily, on first use, so `varbench --help` stays fast.
+decorator instead, in a module named in $VARBENCH_PLUGINS (comma-separated module names,
+imported on first lookup so their decorators run). Classes load lazily, on first use,
+so `varbench --help` stays fast.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from importlib.metadata import entry_points
 
 from varbench.errors import UserError, did_you_mean
@@ -26,8 +30,19 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def import_plugin_modules() -> None:
+    """Import the modules listed in $VARBENCH_PLUGINS (their @register_method calls run)."""
+    for module in filter(None, (m.strip() for m in os.environ.get("VARBENCH_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"cannot import plugin module {module!r}: {err}", "VARBENCH_PLUGINS",
+                            "Fix the module name or make it importable (PYTHONPATH).") from None
+
+
 def available() -> dict[str, str]:
-    """Method name -> where it comes from ('module:Class'), without importing anything."""
+    """Method name -> where it comes from ('module:Class'); imports only $VARBENCH_PLUGINS."""
+    import_plugin_modules()
     names = {ep.name: ep.value for ep in entry_points(group=GROUP)}
     for name, cls in _decorated.items():
         names.setdefault(name, f"{cls.__module__}:{cls.__qualname__}")
@@ -36,6 +51,7 @@ def available() -> dict[str, str]:
 
 def get_method(name: str, where: str = "") -> type[Method]:
     """The Method class registered as `name`; unknown names fail with close matches."""
+    import_plugin_modules()
     if name in _decorated:
         return _decorated[name]
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]

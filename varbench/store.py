@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from varbench.errors import UserError
 from varbench.fileio import read_json, write_json, write_text
 
@@ -141,11 +143,15 @@ class RunStore:
         if not existing:
             write_json(self.dir / "run.json", identity)
 
+    def sessions(self) -> list[dict[str, Any]]:
+        return read_json(self.dir / "manifest.json", default={"sessions": []})["sessions"]
+
     def add_session(self, session: dict[str, Any]) -> None:
-        manifest = read_json(self.dir / "manifest.json", default={"sessions": []})
-        sessions = [s for s in manifest["sessions"] if s.get("session") != session.get("session")]
-        manifest["sessions"] = [*sessions, session]
-        write_json(self.dir / "manifest.json", manifest)
+        """Add (or replace, by session id) one session's provenance in manifest.json."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.dir / ".manifest.lock")):  # two `varbench run`s may share a run
+            others = [s for s in self.sessions() if s.get("session") != session.get("session")]
+            write_json(self.dir / "manifest.json", {"sessions": [*others, session]})
 
     def cell(self, subject: str) -> CellStore:
         return CellStore(self.dir, subject)

@@ -1,0 +1,91 @@
+"""A small deterministic method for the runner's tests, registered with @register_method.
+
+`fit` learns the mean colour of the references by gradient descent (a real optimisation
+with per-step losses); `generate` paints that colour plus noise drawn from the image's
+own seed, so images depend on (prompt, seed) only. `step_seconds` slows fitting and
+generation down so that tests can kill a run mid-way. `fail_on` makes a named subject's
+fit raise, for failure-isolation tests; `nan_on` makes its loss NaN.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from varbench.method import Method, PersonalizedModel
+from varbench.registry import register_method
+
+
+@dataclass
+class ToyConfig:
+    steps: int = 20
+    lr: float = 0.2
+    resolution: int = 32
+    step_seconds: float = 0.0
+    fail_on: str = ""
+    nan_on: str = ""
+
+
+class ToyModel(PersonalizedModel):
+    def __init__(self, colour: torch.Tensor, config: ToyConfig):
+        self.colour = colour.detach().clone()
+        self.config = config
+
+    @property
+    def trainable_parameters(self) -> int:
+        return self.colour.numel()
+
+    def generate(self, prompts, seeds):
+        images = []
+        for prompt, seed in zip(prompts, seeds):
+            time.sleep(self.config.step_seconds)
+            generator = torch.Generator().manual_seed(seed)
+            size = self.config.resolution
+            noise = torch.rand(size, size, 3, generator=generator) * 0.2 - 0.1
+            shift = (len(prompt) % 7) / 70.0  # the prompt matters a little
+            pixels = (self.colour.clamp(0, 1) + noise + shift).clamp(0, 1)
+            images.append(Image.fromarray((pixels.numpy() * 255).round().astype(np.uint8)))
+        return images
+
+    def save(self, artifact_dir: Path) -> None:
+        save_file({"colour": self.colour}, str(artifact_dir / "toy.safetensors"))
+
+
+@register_method
+class ToyMethod(Method):
+    name = "toy"
+    version = "1"
+    Config = ToyConfig
+
+    def subject_phrase(self, class_noun: str) -> str:
+        return f"zxq {class_noun}"
+
+    def load_base(self, ctx):
+        return torch.full((3,), 0.5)
+
+    def fit(self, base, subject, ctx):
+        if subject.name == self.config.fail_on:
+            raise RuntimeError(f"toy failure on {subject.name}")
+        target = torch.tensor(np.stack([np.asarray(im, dtype=np.float32).mean((0, 1)) / 255
+                                        for im in subject.load_images()]).mean(0))
+        generator = torch.Generator().manual_seed(ctx.fit_seed)
+        colour = (base + 0.01 * torch.randn(3, generator=generator)).requires_grad_(True)
+        optimizer = torch.optim.SGD([colour], lr=self.config.lr)
+        for step in range(1, self.config.steps + 1):
+            time.sleep(self.config.step_seconds)
+            loss = ((colour - target) ** 2).sum()
+            if subject.name == self.config.nan_on:
+                loss = loss * float("nan")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            ctx.fit_step(step, self.config.steps, loss=loss.detach())
+        return ToyModel(colour, self.config)
+
+    def load_artifact(self, base, artifact_dir, ctx):
+        return ToyModel(load_file(str(artifact_dir / "toy.safetensors"))["colour"], self.config)

@@ -1,0 +1,3 @@
+from varbench.cli import main
+
+main()

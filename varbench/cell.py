@@ -1,0 +1,187 @@
+"""Running one cell: fit -> generate every planned image -> score, resumable at each step.
+
+What is on disk decides what is left to do: a PNG that exists is finished (PNG writes
+are atomic), an `artifact/` folder that exists is a finished fit (built under a temp
+name and renamed), a `metrics.csv` for the protocol's mode is a finished scoring. A
+rerun after a crash therefore redoes only the interrupted step, and because every seed
+is derived from names, it redoes it identically.
+"""
+from __future__ import annotations
+
+import gc
+import shutil
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from varbench.errors import UserError
+from varbench.fileio import atomic_dir, write_png, write_text
+from varbench.hashing import content_hash
+from varbench.locks import cell_lock
+from varbench.method import CellContext, PersonalizedModel
+from varbench.plan import Cell, PlannedImage
+from varbench.progress import Reporter
+from varbench.provenance import now
+from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, CellStore, RunStore
+from varbench.timing import PhaseRecord, timed
+
+
+class Worker:
+    """Runs cells in one process; keeps metric encoders loaded across cells."""
+
+    def __init__(self, root: Path, device: Any, session: str, reporter: Reporter | None = None):
+        self.root = Path(root)
+        self.device = device
+        self.session = session
+        self.reporter = reporter or Reporter()
+        self._scorers: dict[str, Any] = {}
+
+    def run_cell(self, cell: Cell, retry_failed: bool = False) -> str:
+        """Run `cell` unless done (or failed, without retry); returns its state afterwards,
+        or "busy" when another process holds its lock."""
+        store = RunStore(self.root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name)
+        with cell_lock(store.dir, self.session) as taken:
+            if not taken:
+                return "busy"
+            state = store.status()["state"]
+            if state == "done" or (state == "failed" and not retry_failed):
+                return state
+            started = now()
+            store.set_status("running", started=started, device=str(self.device), session=self.session)
+            try:
+                self._work(cell, store)
+            except Exception as err:  # one cell's failure must not stop the run
+                self._record_failure(store, err, started)
+                return "failed"
+            finally:
+                self._free_memory()
+            store.set_status("done", started=started, finished=now(), device=str(self.device),
+                             session=self.session, error=None)
+            return "done"
+
+    # --- the steps of a cell ---------------------------------------------------------
+    def _work(self, cell: Cell, store: CellStore) -> None:
+        store.replace_rows("images", IMAGE_COLUMNS, [self._image_row(cell, p) for p in cell.images])
+        missing = [p for p in cell.images if not (store.dir / p.path).is_file()]
+        if missing:
+            model = self._personalize(cell, store)
+            self._generate(cell, store, model, [p for p in missing if p.kind == "eval"], "generate")
+            self._generate(cell, store, model, [p for p in missing if p.kind == "pres"], "pres_generate")
+            del model
+        self._score(cell, store)
+        if not cell.protocol.spec.keep_artifacts:
+            shutil.rmtree(store.artifact_dir, ignore_errors=True)
+        shutil.rmtree(store.workdir, ignore_errors=True)
+
+    def _personalize(self, cell: Cell, store: CellStore) -> PersonalizedModel:
+        method = cell.arm.make_method()
+        ctx = CellContext(device=self.device, fit_seed=cell.fit_seed, workdir=store.workdir,
+                          cache_dir=self.root / ".cache", subject_name=cell.subject.name,
+                          on_fit_step=self.reporter.advance_phase)
+        store.workdir.mkdir(parents=True, exist_ok=True)
+        with self._phase(store, "load") as record:
+            base = method.load_base(ctx)
+        if store.artifact_dir.is_dir():
+            with self._phase(store, "load_artifact"):
+                model = method.load_artifact(base, store.artifact_dir, ctx)
+        else:
+            self.reporter.start_phase(f"fit {cell.arm.name}/{cell.subject.name}", 0)
+            with self._phase(store, "fit") as record:
+                model = method.fit(base, cell.subject, ctx)
+                ctx.flush_losses()
+                record.items = len(ctx.losses)
+            self.reporter.end_phase()
+            atomic_dir(store.artifact_dir, model.save)
+            self._write_losses(store, ctx.losses)
+        store.update_facts(subject=cell.subject.name, class_noun=cell.subject.class_noun,
+                           live=cell.subject.live, fit_seed=cell.fit_seed,
+                           trainable_parameters=int(model.trainable_parameters),
+                           artifact_bytes=folder_bytes(store.artifact_dir), device=str(self.device))
+        return model
+
+    def _generate(self, cell: Cell, store: CellStore, model: PersonalizedModel,
+                  todo: list[PlannedImage], phase: str) -> None:
+        if not todo:
+            return
+        size = cell.protocol.spec.batch_size
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        self.reporter.start_phase(f"{phase} {cell.arm.name}/{cell.subject.name}", len(todo))
+        done = 0
+        for index, batch in enumerate(batches):
+            # The first batch of a session pays for kernel selection and caches: it is
+            # recorded as warm-up and kept out of seconds-per-image.
+            name = f"{phase}_warmup" if index == 0 and phase == "generate" and len(batches) > 1 else phase
+            with self._phase(store, name, items=len(batch)):
+                images = model.generate([p.prompt for p in batch], [p.seed for p in batch])
+            if len(images) != len(batch):
+                raise RuntimeError(f"generate returned {len(images)} images for {len(batch)} prompts")
+            for planned, image in zip(batch, images):
+                write_png(store.dir / planned.path, image.convert("RGB"))
+            done += len(batch)
+            self.reporter.advance_phase(done, len(todo))
+        self.reporter.end_phase()
+
+    def _score(self, cell: Cell, store: CellStore) -> None:
+        from varbench.metrics.scoring import GeneratedImage
+
+        metrics = cell.protocol.spec.metrics
+        if any(row["mode"] == metrics.mode for row in store.rows("metrics")):
+            return
+        images = [GeneratedImage(path=store.dir / p.path, name=p.path, kind=p.kind,
+                                 prompt_index=p.prompt_index, sample_index=p.sample_index,
+                                 clip_text=p.clip_text, template=p.template) for p in cell.images]
+        with self._phase(store, "score", items=len(images)):
+            rows = self._scorer(metrics).score_cell(cell.subject, images)
+        base = {"run_id": cell.arm.run_id, "subject": cell.subject.name}
+        store.add_rows("metrics", METRIC_COLUMNS, [{**base, **row} for row in rows])
+
+    # --- helpers -----------------------------------------------------------------------
+    def _scorer(self, metrics: Any) -> Any:
+        from varbench.config import to_dict
+        from varbench.metrics.scoring import Scorer
+
+        key = content_hash(to_dict(metrics))
+        if key not in self._scorers:
+            self._scorers[key] = Scorer(metrics, self.device)
+        return self._scorers[key]
+
+    @contextmanager
+    def _phase(self, store: CellStore, phase: str, items: int = 0) -> Iterator[PhaseRecord]:
+        with timed(phase, self.device, items=items, warmup=phase.endswith("_warmup")) as record:
+            yield record
+        store.add_rows("timings", TIMING_COLUMNS, [{
+            "run_id": store.run_dir.name, "subject": store.subject, "phase": phase,
+            "seconds": round(record.seconds, 6), "items": record.items,
+            "seconds_per_item": round(record.seconds_per_item, 6) if record.items else "",
+            "peak_memory_bytes": record.peak_memory_bytes, "device": str(self.device),
+            "warmup": record.warmup, "session": self.session}])
+
+    def _image_row(self, cell: Cell, planned: PlannedImage) -> dict[str, Any]:
+        return {"run_id": cell.arm.run_id, "subject": cell.subject.name, "kind": planned.kind,
+                "prompt_index": planned.prompt_index, "sample_index": planned.sample_index,
+                "seed": planned.seed, "prompt": planned.prompt, "clip_text": planned.clip_text,
+                "template": planned.template, "path": planned.path}
+
+    def _write_losses(self, store: CellStore, losses: list[dict[str, float]]) -> None:
+        if losses:
+            columns = list(dict.fromkeys(key for row in losses for key in row))
+            store.replace_rows("losses", columns, losses)
+
+    def _record_failure(self, store: CellStore, err: BaseException, started: str) -> None:
+        message = err.line() if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        write_text(store.dir / "error.txt", "".join(traceback.format_exception(err)))
+        store.set_status("failed", started=started, finished=now(), device=str(self.device),
+                         session=self.session, error=message.splitlines()[0] if message else type(err).__name__)
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else 0

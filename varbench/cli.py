@@ -1,0 +1,162 @@
+"""The `varbench` command line. Imports stay inside commands so `--help` is instant."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from varbench.errors import UserError
+
+app = typer.Typer(help="varbench: reproducible benchmarks for subject-driven image generation.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+list_app = typer.Typer(help="List installed methods or available protocols.", no_args_is_help=True)
+data_app = typer.Typer(help="Download and verify datasets.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+app.add_typer(data_app, name="data")
+
+RESULTS = typer.Option(Path("results"), "--results", help="Results root folder.")
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _sbatch_extra(pairs: list[str]) -> dict[str, str]:
+    extra = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--sbatch expects KEY=VALUE, got {pair!r}", "command line", "e.g. --sbatch qos=high")
+        extra[key] = value
+    return extra
+
+
+@app.command()
+def run(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol name (see 'varbench list protocols') or YAML path."),
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma-separated arm or method names."),
+    subjects: Optional[str] = typer.Option(None, "--subjects", "-s", help="Comma-separated subject names."),
+    results: Path = RESULTS,
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells (and their state) without running."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun cells that failed before."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    launcher: str = typer.Option("inprocess", "--launcher", help="inprocess, local (one worker per GPU) or slurm."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Local launcher devices: '0,1,2' ('cpu,cpu' for CPU workers)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
+    time_minutes: Optional[int] = typer.Option(None, "--time-minutes", help="Slurm time limit per array task."),
+    gpus_per_job: Optional[int] = typer.Option(None, "--gpus-per-job", help="GPUs (and cells) per Slurm array task."),
+    sbatch: list[str] = typer.Option([], "--sbatch", help="Extra sbatch option KEY=VALUE (repeatable)."),
+) -> None:
+    """Run a protocol: fit, generate and score every pending cell (resumes finished work)."""
+    from varbench.runner import RunOptions, run_protocol
+
+    if launcher not in ("inprocess", "local", "slurm"):
+        raise UserError(f"unknown launcher {launcher!r}", "--launcher", "Use inprocess, local or slurm.")
+    slurm = {"partition": partition, "account": account, "time_minutes": time_minutes,
+             "gpus_per_job": gpus_per_job, "extra": _sbatch_extra(sbatch) or None}
+    options = RunOptions(results=results, device=device, methods=_split(methods), subjects=_split(subjects),
+                         data_root=data_root, retry_failed=retry_failed, dry_run=dry_run,
+                         launcher=launcher, gpus=_split(gpus) or [], slurm=slurm)
+    raise typer.Exit(run_protocol(protocol, options))
+
+
+@app.command()
+def report(
+    results: Path = RESULTS,
+    out: Path = typer.Option(Path("report/out"), "--out", help="Output folder."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="Report spec YAML (default: report/paper.yaml)."),
+) -> None:
+    """Render tables, plots, sample grids and one self-contained HTML report."""
+    from varbench.report import render_report
+
+    if not results.is_dir():
+        raise UserError("results folder not found", str(results), "Run 'varbench run --protocol ...' first or pass --results.")
+    index = render_report(results, out, spec)
+    typer.echo(f"report written: {index}")
+
+
+@app.command()
+def status(
+    results: Path = RESULTS,
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Only this protocol."),
+) -> None:
+    """Show done / failed / pending / running cells per protocol, arm and subject."""
+    from varbench.status import print_status
+
+    raise typer.Exit(print_status(results, protocol))
+
+
+@app.command()
+def validate(path: str = typer.Argument(..., help="Protocol YAML path or name.")) -> None:
+    """Check a protocol file: keys, types, methods and their configs."""
+    from varbench.protocol import load_protocol
+
+    protocol = load_protocol(path)
+    arms = ", ".join(f"{a.name} ({a.method_name}, run {a.run_id})" for a in protocol.arms)
+    typer.echo(f"ok: {protocol.name} v{protocol.spec.version}: {len(protocol.arms)} arms: {arms}")
+
+
+@list_app.command("methods")
+def list_methods() -> None:
+    """Installed methods (entry-point group varbench.methods)."""
+    from varbench.registry import available
+
+    for name, source in available().items():
+        typer.echo(f"{name:<22} {source}")
+
+
+@list_app.command("protocols")
+def list_protocols() -> None:
+    """Protocols found in $VARBENCH_PROTOCOLS and the checkout's protocols/ folder."""
+    from varbench.protocol import available_protocols
+
+    for name, path in available_protocols().items():
+        typer.echo(f"{name:<28} {path}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="dreambench or vico"),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Target folder (default: the varbench cache)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Local folder or URL to fetch from."),
+) -> None:
+    """Download a dataset into the cache and verify every file's sha256."""
+    from varbench.data.fetch import fetch_dataset
+
+    typer.echo(f"{name}: {fetch_dataset(name, dest=dest, source=source)}")
+
+
+@data_app.command("verify")
+def data_verify(
+    name: str = typer.Argument(..., help="dreambench or vico"),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: the cache)."),
+) -> None:
+    """Check every file of a dataset against the sha256 manifest shipped with varbench."""
+    from varbench.data.fetch import verify_dataset
+
+    typer.echo(str(verify_dataset(name, root=root)))
+
+
+@app.command()
+def calibrate(
+    name: str = typer.Argument("dreambench", help="Dataset to calibrate on."),
+    root: Optional[str] = typer.Option(None, "--root", help="Local dataset folder."),
+    backbones: str = typer.Option("real", "--backbones", help="real (published weights) or tiny (random-init)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Real-vs-real DINO and CLIP-I per subject, beside the published 0.774 / 0.885."""
+    from varbench.metrics.calibrate import run_calibration
+
+    run_calibration(name, root=root, backbones=backbones, device=device)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        typer.secho(f"error: {err.line()}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
