@@ -19,6 +19,9 @@ class Dataset:
     subjects: tuple[Subject, ...]
     object_prompts: tuple[str, ...]
     live_prompts: tuple[str, ...]
+    # Subjects the dataset defines but whose folder is absent from this copy (a public
+    # copy of the ViCo set lacks tortoise_plushy); open_dataset warns about each.
+    absent_subjects: tuple[str, ...] = ()
 
     def prompts_for(self, subject: Subject) -> tuple[str, ...]:
         return self.live_prompts if subject.live else self.object_prompts
@@ -27,6 +30,10 @@ class Dataset:
         for subject in self.subjects:
             if subject.name == name:
                 return subject
+        if name in self.absent_subjects:
+            raise UserError(f"subject {name!r} of dataset {self.name} is absent from this copy", None,
+                            f"Fetch the full dataset with 'varbench data fetch {self.name}' "
+                            "(or add its folder to the local copy), or leave it out of the protocol.")
         raise UserError(f"unknown subject {name!r} in dataset {self.name}", None,
                         "Pick from: " + ", ".join(s.name for s in self.subjects) + "."
                         + did_you_mean(name, [s.name for s in self.subjects]))
