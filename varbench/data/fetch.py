@@ -231,10 +231,9 @@ def _local_root(spec: DatasetSource, root: str | Path, origin_note: str) -> Path
 
 def _dataset_subfolder(spec: DatasetSource, path: Path) -> Path:
     """`path`, or its `dataset/`-style subfolder when `path` is a repository checkout."""
-    manifest = load_manifest(spec.name)
-    top_file = next(entry.path for entry in manifest.entries if entry.subject is None)
+    probe = load_manifest(spec.name).entries[0].path  # any file of the dataset tells
     inner = path / spec.checkout_folder
-    if not (path / top_file).is_file() and (inner / top_file).is_file():
+    if not (path / probe).is_file() and (inner / probe).is_file():
         return inner
     return path
 
