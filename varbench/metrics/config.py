@@ -1,4 +1,7 @@
-"""The `metrics:` section of a protocol."""
+"""The `metrics:` section of a protocol.
+
+The modes and what each one computes are described in `varbench.metrics.modes`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,4 +19,7 @@ class MetricsConfig:
     backbones: Literal["real", "tiny"] = "real"
     div: bool = True  # mean pairwise LPIPS among the images of one prompt
     pres_images: int = 0  # class-prompt images per subject for PRES (0 = off)
-    batch_size: int = 64
+    batch_size: int = 64  # images per encoder batch while scoring
+    # kosmosg and dreambench++ compare every image with one fixed reference: the subject's
+    # reference image at this index (in the dataset's order). Unused by the other modes.
+    reference_index: int = 0

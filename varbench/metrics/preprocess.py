@@ -1,0 +1,163 @@
+"""Pixel pipelines of the metric modes, written out step by step.
+
+Each mode's pipeline (see `varbench.metrics.modes`) is split in two halves so that
+scoring runs fast:
+
+* `cpu_views` runs in decoding threads: geometric steps on the PIL image (resize, crop),
+  ending in small uint8 arrays ("views"): "dino224", "clip224" or "square256".
+* `dino_input`, `clip_input`, `lpips_input` run on the device on whole batches of views:
+  the arithmetic steps (scale to float, normalise, the dreammatcher tensor resize).
+
+The geometric steps reproduce the libraries the published evaluators used, without
+calling them: torchvision's Resize/CenterCrop on PIL images (canonical; the crop offset
+is rounded), Hugging Face's CLIPImageProcessor (the crop offset is floored; pixels are
+multiplied by 1/255 in float64), and DreamMatcher's PIL resize to 256x256 followed by
+x / 127.5 - 1 in float64. Tests check every pipeline tensor-for-tensor against
+hand-written references.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from varbench.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Pixels = Literal["canonical", "dreammatcher", "hf_clip"]
+
+
+# --- decoding ----------------------------------------------------------------------------
+def decode_image(path: Path, exif_and_alpha: bool = False) -> Image.Image:
+    """Read an image fully as RGB; a missing or corrupt file is a `UserError`.
+
+    `exif_and_alpha` applies the EXIF orientation and composites transparency on white
+    (the DreamBench++ loader); otherwise alpha is dropped by a plain RGB conversion.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("image to score not found", str(path),
+                        "Regenerate the cell (delete its status.json and rerun) or fix the dataset folder.")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"cannot read image: {err}", str(path),
+                        "Replace the file with a valid PNG/JPEG or regenerate the cell.") from None
+    if exif_and_alpha:
+        image = ImageOps.exif_transpose(image)
+        if image.mode == "RGBA":
+            background = Image.new("RGBA", image.size, "white")
+            image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+# --- geometric steps (PIL, in decoding threads) -------------------------------------------
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so the short side is `size`; the long side is truncated, not rounded
+    (torchvision's Resize(int) and Hugging Face's shortest_edge rule agree on this)."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int, offsets: Literal["round", "floor"]) -> Image.Image:
+    """Square crop from the centre. torchvision rounds the offset (Python's round, so
+    1.5 -> 2 and 2.5 -> 2); Hugging Face floors it. Images are never smaller than `size`
+    here because a short-side resize to `size` always comes first."""
+    width, height = image.size
+    if offsets == "round":
+        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize to size x size, ignoring the aspect ratio (DreamMatcher, LPIPS)."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.BICUBIC)
+
+
+def cpu_views(image: Image.Image, pixels: Pixels, with_square: bool = False) -> dict[str, np.ndarray]:
+    """The uint8 HxWx3 arrays a mode needs from one decoded image.
+
+    "dino224": Resize(256) -> CenterCrop(224), rounded offsets (canonical DINO pixels).
+    "clip224": Resize(224) -> CenterCrop(224), offsets rounded (canonical) or floored
+               (hf_clip).
+    "square256": 256x256 without crop: every dreammatcher input and every LPIPS input.
+    """
+    views: dict[str, np.ndarray] = {}
+    if pixels in ("canonical", "hf_clip"):
+        views["dino224"] = np.asarray(center_crop(resize_short_side(image, 256), 224, "round"))
+        offsets = "round" if pixels == "canonical" else "floor"
+        views["clip224"] = np.asarray(center_crop(resize_short_side(image, 224), 224, offsets))
+    if pixels == "dreammatcher" or with_square:
+        views["square256"] = np.asarray(resize_square(image, 256))
+    return views
+
+
+# --- arithmetic steps (on the device, whole batches) -----------------------------------
+def _channels_first(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> (N, 3, H, W), still uint8."""
+    return batch.permute(0, 3, 1, 2)
+
+
+def _normalize(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    # float32 mean/std and subtract-then-divide: the order torchvision and HF both use
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def to_unit_torchvision(batch: torch.Tensor) -> torch.Tensor:
+    """ToTensor: float32(x) / 255 in float32."""
+    return _channels_first(batch).to(torch.float32) / 255
+
+
+def to_unit_hf(batch: torch.Tensor) -> torch.Tensor:
+    """Hugging Face rescale: x * (1/255) in float64, then float32."""
+    return (_channels_first(batch).to(torch.float64) * (1 / 255)).to(torch.float32)
+
+
+def to_signed_dreammatcher(batch: torch.Tensor) -> torch.Tensor:
+    """DreamMatcher: x / 127.5 - 1 in float64 (numpy), then float32."""
+    return (_channels_first(batch).to(torch.float64) / 127.5 - 1.0).to(torch.float32)
+
+
+def dino_input(views: dict[str, torch.Tensor], pixels: Pixels) -> torch.Tensor:
+    """The DINO encoder's input batch for a mode."""
+    if pixels == "dreammatcher":
+        return to_signed_dreammatcher(views["square256"])  # no ImageNet normalisation
+    return _normalize(to_unit_torchvision(views["dino224"]), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def clip_input(views: dict[str, torch.Tensor], pixels: Pixels) -> torch.Tensor:
+    """The CLIP image encoder's input batch for a mode."""
+    if pixels == "canonical":
+        return _normalize(to_unit_torchvision(views["clip224"]), CLIP_MEAN, CLIP_STD)
+    if pixels == "hf_clip":
+        return _normalize(to_unit_hf(views["clip224"]), CLIP_MEAN, CLIP_STD)
+    # dreammatcher: Normalize(mean=-1, std=2) back to [0, 1], then torchvision 0.14's
+    # tensor Resize(224, bicubic) (no antialias), CenterCrop(224) (a no-op on a square
+    # 224 image), CLIP normalisation.
+    unit = (to_signed_dreammatcher(views["square256"]) + 1.0) / 2.0
+    resized = F.interpolate(unit, size=(224, 224), mode="bicubic", align_corners=False)
+    return _normalize(resized, CLIP_MEAN, CLIP_STD)
+
+
+def lpips_input(square256: torch.Tensor) -> torch.Tensor:
+    """LPIPS input: the 256x256 view scaled to [-1, 1] (the ARBooth evaluator's tensors)."""
+    return to_signed_dreammatcher(square256)

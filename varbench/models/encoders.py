@@ -1,0 +1,183 @@
+"""Metric encoders: DINO v1 ViT-S/16 and ViT-S/8 (timm), OpenAI CLIP ViT-B/32 (open_clip).
+
+Three ways to build each encoder, one code path:
+  size "real", pretrained=True   the published weights (DESIGN.md section 4),
+  size "real", pretrained=False  the real architecture with random weights (throughput
+                                 benchmarks, where only the arithmetic matters),
+  size "tiny"                    the same architecture family, a few layers wide and deep,
+                                 random-initialised from a fixed seed (tests, `smoke`).
+
+Published weights are single safetensors files on the Hugging Face hub, found through
+`varbench.weights.resolve_file`: an environment variable naming the file or its folder,
+else the hub cache (downloaded into it unless HF_HUB_OFFLINE / VARBENCH_OFFLINE is
+set). Nothing is unpickled.
+  DINO ViT-S/16: timm/vit_small_patch16_224.dino, model.safetensors ($VARBENCH_DINO_WEIGHTS)
+  DINO ViT-S/8:  timm/vit_small_patch8_224.dino, model.safetensors ($VARBENCH_DINO8_WEIGHTS)
+  CLIP ViT-B/32: timm/vit_base_patch32_clip_224.openai, open_clip_model.safetensors
+                 ($VARBENCH_CLIP_WEIGHTS); open_clip's own hub location for its
+                 ('ViT-B-32', 'openai') weights, which use QuickGELU.
+
+Both encoders return L2-normalised float32 embeddings. The DINO embedding is the CLS
+token after the final LayerNorm: timm's `forward_features` ends with that norm, and with
+`num_classes=0` and token pooling its `forward` returns the same vector (a test checks).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import open_clip
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from timm.models.vision_transformer import checkpoint_filter_fn
+from torch import nn
+
+from varbench.errors import UserError
+from varbench.weights import WeightFile, resolve_file
+
+Size = Literal["real", "tiny"]
+
+DINO_FILES = {
+    16: WeightFile("timm/vit_small_patch16_224.dino", "model.safetensors", env_var="VARBENCH_DINO_WEIGHTS"),
+    8: WeightFile("timm/vit_small_patch8_224.dino", "model.safetensors", env_var="VARBENCH_DINO8_WEIGHTS"),
+}
+CLIP_FILE = WeightFile("timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors",
+                       env_var="VARBENCH_CLIP_WEIGHTS")
+
+TINY_SEED = 0
+TINY_DINO = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
+    # the real vocabulary and context length, so the real BPE tokenizer still applies
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def resolve_weights(spec: WeightFile) -> str:
+    """Path of a published weight file, or a one-line `UserError` saying how to get it."""
+    try:
+        return str(resolve_file(spec))
+    except UserError as err:
+        fix = (f"Download it with 'huggingface-cli download {spec.repo_id} {spec.filename}' "
+               f"(fills the hub cache), or set {spec.env_var} to the file or its folder; "
+               "or use 'backbones: tiny' to check the pipeline with random-init encoders.")
+        raise UserError(err.what, err.where, fix) from None
+
+
+# --- DINO --------------------------------------------------------------------------------
+class DinoEncoder(nn.Module):
+    """DINO ViT: pixels (N, 3, S, S) -> L2-normalised CLS embeddings (N, D), float32."""
+
+    def __init__(self, vit: nn.Module, input_size: int):
+        super().__init__()
+        self.vit = vit
+        self.input_size = input_size
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_features(pixels)  # (N, 1 + patches, D), final norm applied
+        return F.normalize(tokens[:, 0].float(), dim=-1)
+
+
+def build_dino(patch: int, size: Size, device: torch.device | str = "cpu", input_size: int = 224,
+               pretrained: bool = True) -> DinoEncoder:
+    """DINO v1 ViT-S/`patch` (16 or 8) taking `input_size` pixels (224, or 256 for dreammatcher)."""
+    name = f"vit_small_patch{patch}_224.dino"
+    if size == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            vit = timm.create_model(name, pretrained=False, num_classes=0, **TINY_DINO)
+        arch = TINY_DINO
+    else:
+        vit = timm.create_model(name, pretrained=False, num_classes=0)
+        arch = {}
+        if pretrained:
+            state = load_file(resolve_weights(DINO_FILES[patch]))
+            _load_strict(vit, checkpoint_filter_fn(state, vit), DINO_FILES[patch])
+    if input_size != 224:
+        vit = _at_input_size(vit, name, arch, patch, input_size)
+    return DinoEncoder(vit.eval(), input_size).to(device)
+
+
+def _at_input_size(vit: nn.Module, name: str, arch: dict, patch: int, input_size: int) -> nn.Module:
+    """The same weights in a ViT built for `input_size`, the position embedding resized the
+    way the official DINO code does it for non-224 inputs (what DreamMatcher ran)."""
+    state = vit.state_dict()
+    state["pos_embed"] = dino_position_embedding(state["pos_embed"], input_size // patch)
+    resized = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size, **arch)
+    resized.load_state_dict(state, strict=True)
+    return resized
+
+
+def dino_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """Resize a (1, 1 + g*g, D) position embedding to a `grid` x `grid` patch grid.
+
+    Follows facebookresearch/dino `interpolate_pos_encoding`: bicubic interpolation by a
+    scale factor of (grid + 0.1) / g (the 0.1 guards against floating-point truncation),
+    align_corners False, the class token's embedding kept as is.
+    """
+    class_embed, patch_embed = pos_embed[:, :1], pos_embed[:, 1:]
+    old_grid = int(round(patch_embed.shape[1] ** 0.5))
+    dim = patch_embed.shape[-1]
+    if old_grid == grid:
+        return pos_embed
+    square = patch_embed.reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
+    scale = (grid + 0.1) / old_grid
+    resized = F.interpolate(square, scale_factor=(scale, scale), mode="bicubic", align_corners=False)
+    if resized.shape[-2:] != (grid, grid):
+        raise AssertionError(f"position embedding resized to {tuple(resized.shape[-2:])}, wanted {grid}")
+    return torch.cat([class_embed, resized.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)], dim=1)
+
+
+# --- CLIP --------------------------------------------------------------------------------
+class ClipEncoder(nn.Module):
+    """OpenAI CLIP ViT-B/32 image and text towers with its BPE tokenizer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")  # BPE vocab ships with open_clip
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts)).to(self._device())
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool = True) -> ClipEncoder:
+    if size == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            model = open_clip.CLIP(**TINY_CLIP, quick_gelu=True)
+    else:
+        # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
+        model = open_clip.CLIP(**open_clip.get_model_config("ViT-B-32"), quick_gelu=True)
+        if pretrained:
+            path = resolve_weights(CLIP_FILE)
+            try:
+                open_clip.load_checkpoint(model, path, strict=True)
+            except RuntimeError as err:
+                raise UserError(f"CLIP weights do not fit ViT-B/32: {str(err).splitlines()[0]}", path,
+                                "The file is not open_clip's ViT-B-32 'openai' checkpoint; "
+                                "download it again.") from None
+    return ClipEncoder(model.eval()).to(device)
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: WeightFile) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        where = os.environ.get(spec.env_var or "", "") or f"{spec.repo_id}/{spec.filename}"
+        raise UserError(f"weights do not fit the model: {str(err).splitlines()[0]}", where,
+                        "The file is corrupt or a different model; download it again.") from None
