@@ -1,0 +1,227 @@
+"""Read a results root (varbench.store layout) into tables the report works from.
+
+Everything is read, nothing is dropped: a cell folder that does not exist yet, or whose
+status is pending, running or failed, appears in `ProtocolResults.cells` with its state.
+Only `done` cells contribute metric rows, so a half-scored cell never biases a mean;
+tables mark the rows whose arm is missing cells.
+
+The expected subjects of a protocol are not stored, so they are taken as every subject
+that has a cell folder in any run of that protocol; a run without that folder counts the
+cell as pending.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from varbench.errors import UserError
+from varbench.fileio import read_json
+from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, CellStore, RunStore, find_runs
+
+RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
+TIMING_KEYS = ["phase", "seconds", "items", "session"]
+CELL_COLUMNS = ["run_id", "subject", "state", "error", "live", "class_noun", "trainable_parameters",
+                "artifact_bytes", "load_seconds", "fit_seconds", "seconds_per_image", "generate_items",
+                "score_seconds", "fit_peak_memory_bytes", "device"]
+
+
+@dataclass
+class RunResults:
+    """One run: one method arm of one protocol version."""
+
+    store: RunStore
+    identity: dict[str, Any]
+    sessions: list[dict[str, Any]]
+
+    @property
+    def protocol(self) -> str:
+        return self.store.protocol
+
+    @property
+    def run_id(self) -> str:
+        return self.store.run_id
+
+    @property
+    def arm(self) -> str:
+        return str(self.identity.get("arm") or self.run_id)
+
+    @property
+    def method(self) -> str:
+        return str(self.identity.get("method", "unknown"))
+
+    @property
+    def mode(self) -> str:
+        return str((self.identity.get("metrics") or {}).get("mode", "canonical"))
+
+    @property
+    def dataset(self) -> str:
+        return str(self.identity.get("dataset", ""))
+
+    @property
+    def random_init(self) -> bool:
+        """True when any session ran a random-init model or metric encoder."""
+        tiny_metrics = (self.identity.get("metrics") or {}).get("backbones") == "tiny"
+        flagged = any(s.get("random_init_method") or s.get("random_init_metrics") for s in self.sessions)
+        return bool(tiny_metrics or flagged)
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({str(s["device"]) for s in self.sessions if s.get("device")})
+
+    def value_at(self, key_path: str) -> Any:
+        """A value of run.json by dotted path ("config.distill_weight"), None if absent."""
+        value: Any = self.identity
+        for key in key_path.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value
+
+
+@dataclass
+class ProtocolResults:
+    name: str
+    runs: list[RunResults]
+    cells: pd.DataFrame  # CELL_COLUMNS: one row per (run, expected subject)
+    metrics: pd.DataFrame  # METRIC_COLUMNS + live: rows of done cells only
+    images: pd.DataFrame  # IMAGE_COLUMNS + cell_dir: every planned image of every cell
+    losses: pd.DataFrame  # run_id, subject, step, one column per loss name
+
+    @cached_property
+    def subjects(self) -> list[str]:
+        return sorted(self.cells["subject"].unique())
+
+    def run(self, run_id: str) -> RunResults:
+        return next(run for run in self.runs if run.run_id == run_id)
+
+    @property
+    def modes(self) -> list[str]:
+        return sorted({run.mode for run in self.runs})
+
+
+def load_results(root: Path) -> dict[str, ProtocolResults]:
+    """Every protocol under `root`, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError("results folder not found", str(root), "Pass the folder 'varbench run' wrote to (--results).")
+    by_protocol: dict[str, list[RunStore]] = {}
+    for store in find_runs(root):
+        by_protocol.setdefault(store.protocol, []).append(store)
+    return {name: _load_protocol(name, stores) for name, stores in sorted(by_protocol.items())}
+
+
+def _load_protocol(name: str, stores: list[RunStore]) -> ProtocolResults:
+    runs = [RunResults(store, _read_json(store.dir / "run.json", {}),
+                       _read_json(store.dir / "manifest.json", {"sessions": []}).get("sessions", []))
+            for store in stores]
+    subjects = sorted({path.name for store in stores for path in (store.dir / "cells").glob("*")
+                       if path.is_dir()})
+    facts = {run.run_id: {s: _read_json(run.store.cell(s).dir / "cell.json", {}) for s in subjects}
+             for run in runs}
+    live = {s: next((f[s]["live"] for f in facts.values() if "live" in f[s]), None) for s in subjects}
+    cell_rows, metric_parts, image_parts, loss_parts = [], [], [], []
+    for run in runs:
+        for subject in subjects:
+            cell = run.store.cell(subject)
+            row = _cell_row(run, cell, facts[run.run_id][subject], live[subject])
+            cell_rows.append(row)
+            image_parts.append(_read_csv(cell.dir / "images.csv", IMAGE_COLUMNS).assign(cell_dir=str(cell.dir)))
+            loss_parts.append(_read_csv(cell.dir / "losses.csv", ["step"]).assign(run_id=run.run_id, subject=subject))
+            if row["state"] == "done":
+                metric_parts.append(_read_csv(cell.dir / "metrics.csv", METRIC_COLUMNS).assign(live=live[subject]))
+    return ProtocolResults(
+        name=name, runs=runs,
+        cells=pd.DataFrame(cell_rows, columns=CELL_COLUMNS),
+        metrics=_concat(metric_parts, METRIC_COLUMNS + ["live"]),
+        images=_concat(image_parts, IMAGE_COLUMNS + ["cell_dir"]),
+        losses=_concat(loss_parts, ["run_id", "subject", "step"]),
+    )
+
+
+def _cell_row(run: RunResults, cell: CellStore, facts: dict[str, Any], live: bool | None) -> dict[str, Any]:
+    status = _read_json(cell.dir / "status.json", {"state": "pending"})
+    phases = latest_phases(_read_csv(cell.dir / "timings.csv", TIMING_KEYS), run.sessions)
+    generate = phases.get("generate") or phases.get("generate_warmup") or {}
+    items = generate.get("items", 0)
+    return {
+        "run_id": run.run_id, "subject": cell.subject,
+        "state": str(status.get("state", "pending")), "error": status.get("error"),
+        "live": facts.get("live", live), "class_noun": facts.get("class_noun"),
+        "trainable_parameters": facts.get("trainable_parameters"),
+        "artifact_bytes": facts.get("artifact_bytes"),
+        "load_seconds": phases.get("load", {}).get("seconds"),
+        "fit_seconds": phases.get("fit", {}).get("seconds"),
+        "seconds_per_image": generate["seconds"] / items if items else None,
+        "generate_items": items or None,
+        "score_seconds": phases.get("score", {}).get("seconds"),
+        "fit_peak_memory_bytes": phases.get("fit", {}).get("peak_memory_bytes"),
+        "device": facts.get("device") or status.get("device"),
+    }
+
+
+def latest_phases(timings: pd.DataFrame, sessions: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per phase, the totals of the latest session that ran it.
+
+    A resumed cell has rows from several sessions; only the latest session's rows of a
+    phase count (they describe the work that produced what is on disk). A phase timed
+    per batch ("generate") has several rows in one session: seconds and items are summed.
+    Sessions are ordered by their manifest start time; rows of a session missing from
+    the manifest rank before known ones, in file order.
+    """
+    if timings.empty:
+        return {}
+    by_start = sorted(sessions, key=lambda s: str(s.get("started") or ""))
+    order = {s.get("session"): index for index, s in enumerate(by_start)}
+    table = pd.DataFrame({
+        "phase": timings["phase"],
+        "session": timings["session"],
+        "seconds": pd.to_numeric(timings["seconds"], errors="coerce"),
+        "items": pd.to_numeric(timings["items"], errors="coerce").fillna(0),
+        "peak_memory_bytes": pd.to_numeric(timings.get("peak_memory_bytes", pd.Series(dtype=str)),
+                                           errors="coerce"),
+        "row": range(len(timings)),
+    })
+    phases = {}
+    for phase, rows in table.groupby("phase", sort=False):
+        first_row = rows.groupby("session", sort=False)["row"].min()
+        latest = max(first_row.index, key=lambda s: (order.get(s, -1), first_row[s]))
+        chosen = rows[rows["session"] == latest]
+        phases[str(phase)] = {"seconds": float(chosen["seconds"].sum()), "items": int(chosen["items"].sum()),
+                              "peak_memory_bytes": float(chosen["peak_memory_bytes"].max())}
+    return phases
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return read_json(path, default=default)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"malformed JSON: {err}", str(path),
+                        "Restore the file (results are written atomically, so this means it was edited).") from None
+
+
+def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=required)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=required)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"malformed CSV: {err}", str(path), "Restore the file or rerun the cell.") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise UserError(f"CSV lacks column(s) {', '.join(missing)}", str(path),
+                        "The file was written by another varbench version or edited; rerun the cell.")
+    return table
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True, sort=False)
