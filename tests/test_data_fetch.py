@@ -59,6 +59,10 @@ def test_fetch_of_the_vico_copy_without_tortoise_plushy_warns_and_verifies(vico_
     assert not (vico_copy / "tortoise_plushy").exists()
     report = verify_dataset("vico", root=vico_copy)
     assert report.ok and report.checked_files == 84 and report.absent_subjects == ["tortoise_plushy"]
+    assert str(report).splitlines() == [
+        f"vico: 84 files (24.7 MB) match the manifest ({vico_copy})",
+        "  absent from this copy (left out): tortoise_plushy",
+    ]
 
 
 def test_a_changed_byte_is_one_error_naming_the_file(vico_copy):
@@ -116,7 +120,7 @@ def test_fetch_repairs_a_damaged_cache_copy_and_keeps_good_files(isolated_cache)
     damaged, untouched = cached / "alarm_clock" / "1.jpeg", cached / "alarm_clock" / "2.jpeg"
     damaged.write_bytes(b"not a jpeg")
     untouched_inode = untouched.stat().st_ino
-    with pytest.raises(UserError, match="alarm_clock/1.jpeg"):
+    with pytest.raises(UserError, match="alarm_clock/1.jpeg.*Run 'varbench data fetch vico' to fetch those"):
         verify_dataset("vico")
     with pytest.warns(DatasetWarning):
         fetch_dataset("vico", source=str(VICO))

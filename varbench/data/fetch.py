@@ -55,8 +55,12 @@ def cache_folder(name: str) -> Path:
     return cache_root() / "data" / name
 
 
-def fetch_hint(name: str) -> str:
-    return f"Run 'varbench data fetch {name}' to download it again (or fix the local copy)."
+def fetch_hint(name: str, folder: Path) -> str:
+    """How to repair a copy with missing or changed files."""
+    if folder == cache_folder(name):
+        return f"Run 'varbench data fetch {name}' to fetch those files again."
+    return (f"Repair it with 'varbench data fetch {name} --dest {folder}', "
+            "or drop the local folder to use the cache copy.")
 
 
 # --------------------------------------------------------------------------- fetch
@@ -82,6 +86,7 @@ def fetch_dataset(name: str, dest: str | Path | None = None, source: str | Path 
         todo = [entry for entry in manifest.entries
                 if entry.subject not in absent and not _already_there(dest / entry.path, entry)]
         if todo:
+            (dest / MARKER).unlink(missing_ok=True)  # not "checked" again until every file is
             _copy_all(todo, _reader(origin, name), dest, name)
         write_json(dest / MARKER, {"dataset": name, "manifest": manifest.fingerprint,
                                    "source": _describe(origin), "absent_subjects": absent})
@@ -248,7 +253,7 @@ def open_checked(name: str, root: str | Path | None = None) -> tuple[Path, Manif
     folder = dataset_folder(name, root)
     manifest = load_manifest(name)
     report = quick_check(manifest, folder, spec.allow_absent_subjects)
-    report.raise_for_problems(fetch_hint(name))
+    report.raise_for_problems(fetch_hint(name, folder))
     for subject in report.absent_subjects:
         _warn_absent(name, subject, folder)
     return folder, manifest, report.absent_subjects
@@ -274,7 +279,7 @@ def verify_dataset(name: str, root: str | Path | None = None, raise_on_problems:
     if report.problems and (folder / MARKER).is_file():
         (folder / MARKER).unlink()
     if raise_on_problems:
-        report.raise_for_problems(fetch_hint(name))
+        report.raise_for_problems(fetch_hint(name, folder))
     return report
 
 

@@ -145,6 +145,15 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def __str__(self) -> str:
+        """A short summary for the CLI: the verdict, then one line per problem."""
+        verdict = "match the manifest" if self.ok else f"checked, {len(self.problems)} missing or changed"
+        lines = [f"{self.name}: {self.checked_files} files ({self.checked_bytes / 1e6:.1f} MB) {verdict} ({self.root})"]
+        lines += [f"  {problem.path} {problem.problem}" for problem in self.problems]
+        if self.absent_subjects:
+            lines.append(f"  absent from this copy (left out): {', '.join(self.absent_subjects)}")
+        return "\n".join(lines)
+
     def raise_for_problems(self, fix: str) -> None:
         """One UserError naming the first bad file (and how many more there are)."""
         if self.ok:
