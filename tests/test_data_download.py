@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from varbench.data import fetch, sources
-from varbench.data.fetch import fetch_dataset, verify_dataset
+from varbench.data.fetch import DatasetWarning, fetch_dataset, verify_dataset
 from varbench.data.manifest import Manifest, ManifestEntry, bytes_digest, load_manifest
 from varbench.errors import UserError
 
@@ -116,12 +116,13 @@ def test_fetch_checks_git_blob_entries(tmp_path, monkeypatch):
     blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     entry = ManifestEntry("red_vase/00.jpg", "gitsha1:" + blob_id, None)
     monkeypatch.setattr(fetch, "load_manifest", lambda name: Manifest(name, (entry,), "x"))
-    dest = fetch_dataset("vico", dest=tmp_path / "good", source=str(VICO))
+    with pytest.warns(DatasetWarning, match="tortoise_plushy"):
+        dest = fetch_dataset("vico", dest=tmp_path / "good", source=str(VICO))
     assert (dest / "red_vase" / "00.jpg").read_bytes() == data
     source = tmp_path / "source" / "red_vase"
     source.mkdir(parents=True)
     (source / "00.jpg").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(UserError, match="git blob id differs"):
+    with pytest.warns(DatasetWarning), pytest.raises(UserError, match="git blob id differs"):
         fetch_dataset("vico", dest=tmp_path / "bad", source=str(tmp_path / "source"))
 
 

@@ -92,6 +92,12 @@ def test_a_missing_file_fails_on_open_and_on_verify(vico_copy):
         verify_dataset("vico", root=vico_copy)
 
 
+def test_only_tortoise_plushy_may_be_absent_from_a_vico_copy(vico_copy):
+    shutil.rmtree(vico_copy / "brown_dog")
+    with pytest.raises(UserError, match=r"file brown_dog/00.jpg is missing \(and 4 more"):
+        open_dataset("vico", str(vico_copy))
+
+
 def test_a_truncated_file_fails_on_open_with_its_size(vico_copy):
     target = vico_copy / "duck_toy" / "01.jpg"
     target.write_bytes(target.read_bytes()[:1000])

@@ -80,7 +80,7 @@ def fetch_dataset(name: str, dest: str | Path | None = None, source: str | Path 
 
     with FileLock(str(dest / ".varbench-fetch.lock")):  # two workers never fetch one copy twice
         # Only a local folder may lack whole subjects; an upstream must have every file.
-        absent = absent_subjects(manifest, origin, spec.allow_absent_subjects) if isinstance(origin, Path) else []
+        absent = absent_subjects(origin, spec.optional_subjects) if isinstance(origin, Path) else []
         for subject in absent:
             _warn_absent(name, subject, origin)
         todo = [entry for entry in manifest.entries
@@ -252,7 +252,7 @@ def open_checked(name: str, root: str | Path | None = None) -> tuple[Path, Manif
     spec = dataset_source(name)
     folder = dataset_folder(name, root)
     manifest = load_manifest(name)
-    report = quick_check(manifest, folder, spec.allow_absent_subjects)
+    report = quick_check(manifest, folder, spec.optional_subjects)
     report.raise_for_problems(fetch_hint(name, folder))
     for subject in report.absent_subjects:
         _warn_absent(name, subject, folder)
@@ -275,7 +275,7 @@ def verify_dataset(name: str, root: str | Path | None = None, raise_on_problems:
     """
     spec = dataset_source(name)
     folder = dataset_folder(name, root, fetch_missing=False)
-    report = verify_folder(load_manifest(name), folder, spec.allow_absent_subjects)
+    report = verify_folder(load_manifest(name), folder, spec.optional_subjects)
     if report.problems and (folder / MARKER).is_file():
         (folder / MARKER).unlink()
     if raise_on_problems:

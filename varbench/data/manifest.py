@@ -139,7 +139,7 @@ class VerifyReport:
     checked_files: int = 0
     checked_bytes: int = 0
     problems: list[FileProblem] = field(default_factory=list)
-    absent_subjects: list[str] = field(default_factory=list)  # whole folders allowed to be absent
+    absent_subjects: list[str] = field(default_factory=list)  # optional subjects with no folder
 
     @property
     def ok(self) -> bool:
@@ -165,17 +165,19 @@ class VerifyReport:
         raise UserError(what, str(self.root / first.path), fix)
 
 
-def absent_subjects(manifest: Manifest, root: Path, allowed: bool) -> list[str]:
-    """Subjects whose whole folder is missing from `root`, when the dataset allows that."""
-    if not allowed:
-        return []
-    return [subject for subject in manifest.subjects() if not (root / subject).is_dir()]
+def absent_subjects(root: Path, optional_subjects: tuple[str, ...]) -> list[str]:
+    """The optional subjects whose whole folder is missing from `root`."""
+    return [subject for subject in optional_subjects if not (root / subject).is_dir()]
 
 
-def quick_check(manifest: Manifest, root: Path, allow_absent_subjects: bool = False) -> VerifyReport:
-    """Presence and size of every file (one stat each); no hashing."""
+def quick_check(manifest: Manifest, root: Path, optional_subjects: tuple[str, ...] = ()) -> VerifyReport:
+    """Presence and size of every file (one stat each); no hashing.
+
+    An optional subject whose whole folder is missing is listed in `absent_subjects`
+    instead of counting as a problem.
+    """
     report = VerifyReport(manifest.name, root)
-    report.absent_subjects = absent_subjects(manifest, root, allow_absent_subjects)
+    report.absent_subjects = absent_subjects(root, optional_subjects)
     for entry in manifest.entries:
         if entry.subject in report.absent_subjects:
             continue
@@ -191,9 +193,9 @@ def quick_check(manifest: Manifest, root: Path, allow_absent_subjects: bool = Fa
     return report
 
 
-def verify_folder(manifest: Manifest, root: Path, allow_absent_subjects: bool = False) -> VerifyReport:
+def verify_folder(manifest: Manifest, root: Path, optional_subjects: tuple[str, ...] = ()) -> VerifyReport:
     """Hash every file and compare it with the manifest."""
-    report = quick_check(manifest, root, allow_absent_subjects)
+    report = quick_check(manifest, root, optional_subjects)
     already_bad = {problem.path for problem in report.problems}  # missing, or the size differs
     for entry in manifest.entries:
         if entry.subject in report.absent_subjects or entry.path in already_bad:

@@ -48,9 +48,10 @@ class DatasetSource:
     # The folder that holds the dataset in a checkout of its repository: a local root
     # pointing at the checkout itself also works.
     checkout_folder: str
-    # A public copy of the ViCo set lacks one concept folder: such a copy still opens
-    # (without it, with a warning) instead of failing.
-    allow_absent_subjects: bool = False
+    # Subjects a local copy may lack entirely: a widely shared copy of the ViCo set has
+    # no tortoise_plushy folder, and still opens (without it, with a warning). Any other
+    # missing file is an error.
+    optional_subjects: tuple[str, ...] = ()
 
     @property
     def default_source(self) -> str:
@@ -78,7 +79,7 @@ VICO = DatasetSource(
         "github": Upstream("github", "jiwoogit/ARBooth", "febf8f4f80ae3e7692aa6e231dce2ebcc6b848b2", "inputs"),
     },
     checkout_folder="inputs",
-    allow_absent_subjects=True,
+    optional_subjects=("tortoise_plushy",),
 )
 
 SOURCES = {source.name: source for source in (DREAMBENCH, VICO)}
