@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import socket
 import threading
 
 import pytest
@@ -133,3 +134,14 @@ def test_every_upstream_is_pinned_to_a_full_commit():
     url = sources.VICO.upstreams["github"].url("brown_teddybear/x y.jpg")
     assert url == ("https://raw.githubusercontent.com/jiwoogit/ARBooth/febf8f4f80ae3e7692aa6e231dce2ebcc6b848b2"
                    "/inputs/brown_teddybear/x%20y.jpg")
+
+
+def test_no_network_is_one_clear_error(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(sources, "GITHUB_RAW", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(fetch, "load_manifest", lambda name: small_manifest(name, SMALL_DREAMBENCH))
+    with pytest.raises(UserError, match="cannot download dataset file dog/00.jpg.*Check the network"):
+        fetch_dataset("dreambench", dest=tmp_path / "dest", source="github")

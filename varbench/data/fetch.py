@@ -17,6 +17,7 @@ copy then only checks presence and sizes. `verify_dataset` hashes every file aga
 """
 from __future__ import annotations
 
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -167,7 +168,7 @@ def _download(url: str, entry: ManifestEntry, advance: Callable[[int], None]) ->
     except urllib.error.HTTPError as err:
         raise UserError(f"cannot download dataset file {entry.path}: HTTP {err.code}", url,
                         "The pinned upstream may have moved; try another --source or a local folder.") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
+    except (OSError, http.client.HTTPException) as err:  # no network, timeout, connection cut mid-file
         raise UserError(f"cannot download dataset file {entry.path}: {err}", url,
                         "Check the network (or proxy settings) and run the fetch again; "
                         "finished files are kept.") from None
