@@ -14,7 +14,7 @@ PNG. Builders return None (with a reason) when a unit has nothing to draw.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ class FigureFile:
     png: bytes
     pdf: bytes
     axes_labels: list[tuple[str, str]]  # (x label, y label) of every panel, read from the figure
+    figure: Figure | None = field(default=None, repr=False)  # the drawn figure, for inspection
 
 
 def build_figures(view: SectionView) -> tuple[list[FigureFile], list[str]]:
@@ -217,4 +218,4 @@ def _finish(figure: Figure, view: SectionView, kind: str, what: str, caption: st
     png, pdf = io.BytesIO(), io.BytesIO()
     figure.savefig(png, format="png")
     figure.savefig(pdf, format="pdf")
-    return FigureFile(f"{view.stem}-{kind}", title, caption, png.getvalue(), pdf.getvalue(), labels)
+    return FigureFile(f"{view.stem}-{kind}", title, caption, png.getvalue(), pdf.getvalue(), labels, figure)
