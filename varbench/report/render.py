@@ -126,8 +126,9 @@ def _csv(records: list[dict]) -> str:
 
 
 def _summary_csv(view: SectionView) -> str:
-    labels = {row.run_id: row.label for row in view.rows if row.run is not None}
-    summary = view.summary.assign(label=view.summary["run_id"].map(labels))
+    runs = {row.run_id: row for row in view.rows if row.run is not None}
+    summary = view.summary.assign(label=view.summary["run_id"].map(lambda r: runs[r].label),
+                                  random_init=view.summary["run_id"].map(lambda r: runs[r].run.random_init))
     return summary.to_csv(index=False, lineterminator="\n")
 
 

@@ -20,6 +20,7 @@ from varbench.report.table import (Column, Entry, Table, format_bytes, format_co
                                    mark_best, rounded)
 
 INCOMPLETE = "†"
+COUNT_COLUMNS = ("trainable_parameters", "artifact_bytes", "fit_peak_memory_bytes")  # integers in the CSV
 COST_COLUMNS = {  # key -> (header, formatter)
     "fit_minutes": ("Fit (min)", format_seconds),
     "fit_seconds": ("Fit (s)", format_seconds),
@@ -56,7 +57,7 @@ def comparison_table(view: SectionView) -> Table:
             else:
                 value = view.cost(row.run_id, key) if row.run else None
                 entry = Entry(COST_COLUMNS[key][1](value), value=value)
-                record[key] = value
+                record[key] = int(value) if key in COUNT_COLUMNS and value is not None and value.is_integer() else value
             entries.append(entry)
         table.rows.append(entries)
         table.records.append(record)
@@ -127,8 +128,8 @@ def subject_records(view: SectionView) -> list[dict[str, Any]]:
         if row.run is None:
             continue
         for cell in view.cells(row.run_id).itertuples():
-            record = {"label": row.label, "run_id": row.run_id, "subject": cell.subject, "live": cell.live,
-                      "state": cell.state, "error": cell.error}
+            record = {"label": row.label, "run_id": row.run_id, "random_init": row.run.random_init,
+                      "subject": cell.subject, "live": cell.live, "state": cell.state, "error": cell.error}
             for metric in METRIC_LABELS:
                 key = (row.run_id, cell.subject)
                 has = metric in values.columns and key in values.index

@@ -1,0 +1,81 @@
+"""Reading a results root: cell states, expected subjects, timings of resumed cells, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from varbench.errors import UserError
+from varbench.report.results import latest_phases, load_results
+from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.store import TIMING_COLUMNS
+
+SUBJECTS = [SyntheticSubject("dog", "dog", live=True), SyntheticSubject("can", "can", live=False)]
+
+
+def timing(phase: str, seconds: float, items: int, session: str) -> dict:
+    return {"phase": phase, "seconds": str(seconds), "items": str(items), "session": session,
+            "peak_memory_bytes": "0"}
+
+
+def test_latest_session_wins_and_batches_of_one_session_add_up():
+    sessions = [{"session": "b", "started": "2026-01-02T00:00:00"}, {"session": "a", "started": "2026-01-01T00:00:00"}]
+    rows = [timing("fit", 100.0, 10, "a"), timing("generate", 8.0, 4, "a"),
+            timing("fit", 90.0, 10, "b"),  # the resumed session refit: its time counts
+            timing("generate_warmup", 5.0, 4, "b"), timing("generate", 2.0, 4, "b"), timing("generate", 4.0, 4, "b")]
+    phases = latest_phases(pd.DataFrame(rows), sessions)
+    assert phases["fit"]["seconds"] == 90.0
+    assert (phases["generate"]["seconds"], phases["generate"]["items"]) == (6.0, 8)
+    assert phases["generate_warmup"]["seconds"] == 5.0
+
+
+def test_seconds_per_image_excludes_warmup_and_falls_back_to_it(tmp_path: Path):
+    arm = SyntheticArm("a", "arbooth", {"dino": 0.5}, fit_seconds=120.0, seconds_per_image=0.25)
+    run = write_synthetic_run(tmp_path, "p", arm, SUBJECTS)
+    cell = run.cell("can")  # one batch only: the runner records it as "generate" ...
+    rows = [r for r in cell.rows("timings") if r["phase"] != "generate"]
+    cell.replace_rows("timings", TIMING_COLUMNS, rows)  # ... here only the warm-up row is left
+    cells = load_results(tmp_path)["p"].cells.set_index("subject")
+    assert cells.loc["dog", "seconds_per_image"] == pytest.approx(0.25)  # warm-up batch excluded
+    assert cells.loc["can", "seconds_per_image"] == pytest.approx(2.5)  # the warm-up row: 10 x 0.25 s, 1 image
+    assert cells.loc["dog", "fit_seconds"] == 120.0 and cells.loc["dog", "load_seconds"] == 5.0
+
+
+def test_expected_subjects_come_from_every_run_and_missing_cells_are_pending(tmp_path: Path):
+    write_synthetic_run(tmp_path, "p", SyntheticArm("a", "arbooth", {"dino": 0.5}), SUBJECTS)
+    write_synthetic_run(tmp_path, "p", SyntheticArm("b", "dreambooth", {"dino": 0.4},
+                                                     states={"can": "absent", "dog": "failed"}), SUBJECTS)
+    results = load_results(tmp_path)["p"]
+    assert results.subjects == ["can", "dog"]
+    states = {(results.run(r).arm, s): state for r, s, state in results.cells[["run_id", "subject", "state"]].itertuples(index=False)}
+    assert states == {("a", "can"): "done", ("a", "dog"): "done", ("b", "can"): "pending", ("b", "dog"): "failed"}
+    assert set(results.metrics["run_id"]) == {r.run_id for r in results.runs if r.arm == "a"}  # done cells only
+    assert results.cells.set_index(["run_id", "subject"])["live"].tolist().count(True) == 2  # dog, in both runs
+    assert results.metrics.groupby("subject")["live"].first().to_dict() == {"can": False, "dog": True}
+
+
+def test_random_init_and_devices_come_from_the_manifest(tmp_path: Path):
+    real = write_synthetic_run(tmp_path, "p", SyntheticArm("a", "arbooth", {"dino": 0.5}), SUBJECTS,
+                               random_init=False, device="NVIDIA H100 80GB HBM3")
+    results = load_results(tmp_path)["p"]
+    run = results.run(real.run_id)
+    assert not run.random_init and run.devices == ["NVIDIA H100 80GB HBM3"] and run.mode == "canonical"
+    real.add_session({"session": "later", "started": "2026-02-01T00:00:00", "device": "cpu",
+                      "random_init_method": True, "random_init_metrics": False})
+    run = load_results(tmp_path)["p"].run(real.run_id)
+    assert run.random_init and run.devices == ["NVIDIA H100 80GB HBM3", "cpu"]
+    assert run.value_at("metrics.mode") == "canonical" and run.value_at("config.nothing") is None
+
+
+def test_corrupt_files_are_user_errors_naming_the_file(tmp_path: Path):
+    run = write_synthetic_run(tmp_path, "p", SyntheticArm("a", "arbooth", {"dino": 0.5}), SUBJECTS)
+    (run.dir / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        load_results(tmp_path)
+    assert "malformed JSON" in caught.value.line() and "manifest.json" in caught.value.line()
+    (run.dir / "manifest.json").write_text('{"sessions": []}', encoding="utf-8")
+    (run.cell("dog").dir / "metrics.csv").write_text("run_id,subject\nx,dog\n", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        load_results(tmp_path)
+    assert "lacks column(s)" in caught.value.line() and "metrics.csv" in caught.value.line()
