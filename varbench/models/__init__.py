@@ -1,0 +1,1 @@
+"""Model implementations and glue: the Infinity VAR backbone (`varbench.models.infinity`)."""

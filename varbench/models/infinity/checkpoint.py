@@ -1,0 +1,151 @@
+"""Reading checkpoint files safely and loading them strictly.
+
+Safe: `.pth` files go through `torch.load(weights_only=True)` (no arbitrary pickled code
+runs), `.safetensors` through safetensors; a folder means sharded safetensors.
+Strict: every checkpoint tensor must find a model tensor of the same shape and every
+model tensor must be filled, otherwise one `UserError` lists the offending keys.
+
+The released files (hub repo FoundationVision/Infinity):
+  infinity_2b_reg.pth       plain fp32 state dict of the 2B transformer (694 tensors)
+  infinity_vae_d32reg.pth   the tokenizer under key "vae"
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from varbench.errors import UserError
+from varbench.weights import WeightFile
+
+HUB_REPO = "FoundationVision/Infinity"
+ENV_VAR = "VARBENCH_INFINITY_DIR"
+INFINITY_2B_FILE = WeightFile(HUB_REPO, "infinity_2b_reg.pth", size=8_819_295_332, env_var=ENV_VAR)
+VAE_D32REG_FILE = WeightFile(HUB_REPO, "infinity_vae_d32reg.pth", size=1_557_324_701, env_var=ENV_VAR)
+VAE_KEY = "vae"
+_SHOWN = 8  # keys listed per category in a mismatch error
+
+
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file or safetensors folder; `key` selects a nested dict."""
+    path = Path(path)
+    if path.is_dir():
+        data = _read_safetensors_folder(path)
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        data = _guarded(lambda: load_file(str(path)), path)
+    elif path.is_file():
+        data = _guarded(lambda: _torch_load(path), path)
+    else:
+        raise UserError("checkpoint not found", str(path), "Check the path.")
+    if key is not None:
+        if not isinstance(data, Mapping) or key not in data:
+            found = sorted(data)[:_SHOWN] if isinstance(data, Mapping) else type(data).__name__
+            raise UserError(f"checkpoint has no entry {key!r} (found {found})", str(path),
+                            "Use the released tokenizer file (its weights sit under 'vae').")
+        data = data[key]
+    if not isinstance(data, Mapping) or not all(torch.is_tensor(v) for v in data.values()):
+        raise UserError("checkpoint is not a plain state dict of tensors", str(path),
+                        "Use the released weights file (or a file saved with state_dict()).")
+    return dict(data)
+
+
+def _torch_load(path: Path):
+    try:  # memory-map: only the tensors we copy are read
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+
+
+def _guarded(read, path: Path):
+    try:
+        return read()
+    except pickle.UnpicklingError as err:
+        raise UserError(f"refusing to load {path.name}: it holds objects other than tensors "
+                        f"({str(err).splitlines()[0][:120]})", str(path),
+                        "Only plain tensor checkpoints load (weights_only); re-save it with state_dict().") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise UserError(f"cannot read checkpoint: {str(err).splitlines()[0][:160]}", str(path),
+                        "The file is incomplete or corrupt; download it again.") from None
+
+
+def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise UserError("folder holds no .safetensors shards", str(folder),
+                        "Pass the checkpoint file, or the folder of its safetensors shards.")
+    data: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        data.update(_guarded(lambda shard=shard: load_file(str(shard)), shard))
+    return data
+
+
+def key_mismatch(model_shapes: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Missing, unexpected and wrongly shaped keys (empty lists when all match)."""
+    missing = sorted(k for k in model_shapes if k not in state)
+    unexpected = sorted(k for k in state if k not in model_shapes)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs model {tuple(model_shapes[k])}"
+                   for k in model_shapes if k in state and tuple(state[k].shape) != tuple(model_shapes[k]))
+    return {"missing": missing, "unexpected": unexpected, "wrong shape": wrong}
+
+
+def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,
+                defaults: Mapping[str, torch.Tensor] | None = None, assign: bool = False) -> None:
+    """Load `state` into `model` only if keys and shapes match exactly.
+
+    `defaults` fills known constant buffers the file may omit (a value the file does
+    carry must equal the default). `assign=True` adopts the checkpoint tensors (for models
+    built on the meta device: no second copy of the weights).
+    """
+    state = dict(state)
+    for key, value in (defaults or {}).items():
+        if key not in state:
+            state[key] = value
+        elif not torch.equal(state[key].cpu(), value.cpu()):
+            raise UserError(f"checkpoint constant {key} has unexpected values", where,
+                            "Use the released file for this model.")
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    problems = key_mismatch(shapes, state)
+    if any(problems.values()):
+        raise UserError(_mismatch_line(problems), where,
+                        "Use the checkpoint made for this model size (and the tokenizer file for the VAE).")
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+def _mismatch_line(problems: dict[str, list[str]]) -> str:
+    parts = []
+    for kind, keys in problems.items():
+        if keys:
+            shown = ", ".join(keys[:_SHOWN]) + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+            parts.append(f"{len(keys)} {kind}: {shown}")
+    return "checkpoint does not match the model: " + "; ".join(parts)
+
+
+def canonical_vae_keys(state: Mapping[str, torch.Tensor], model_keys: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Accept the tokenizer's keys with or without the release's wrapper level.
+
+    The release wraps each Conv2d at `.conv` and each GroupNorm at `.norm`, and its loader
+    also accepts files saved without that level (`encoder.conv_in.weight`). Such keys are
+    renamed to the wrapped form; anything else is left for the strict check to report.
+    """
+    model_keys = set(model_keys)
+    out = {}
+    for key, value in state.items():
+        if key not in model_keys and "." in key:
+            stem, leaf = key.rsplit(".", 1)
+            for wrapper in ("conv", "norm"):
+                candidate = f"{stem}.{wrapper}.{leaf}"
+                if candidate in model_keys:
+                    key = candidate
+                    break
+        out[key] = value
+    return out
