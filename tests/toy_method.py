@@ -4,7 +4,8 @@
 with per-step losses); `generate` paints that colour plus noise drawn from the image's
 own seed, so images depend on (prompt, seed) only. `step_seconds` slows fitting and
 generation down so that tests can kill a run mid-way. `fail_on` makes a named subject's
-fit raise, for failure-isolation tests; `nan_on` makes its loss NaN.
+fit raise while the file `fail_flag` exists (or always, if no flag is given), for
+failure-isolation and retry tests; `nan_on` makes that subject's loss NaN.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ToyConfig:
     resolution: int = 32
     step_seconds: float = 0.0
     fail_on: str = ""
+    fail_flag: str = ""
     nan_on: str = ""
 
 
@@ -69,7 +71,7 @@ class ToyMethod(Method):
         return torch.full((3,), 0.5)
 
     def fit(self, base, subject, ctx):
-        if subject.name == self.config.fail_on:
+        if subject.name == self.config.fail_on and (not self.config.fail_flag or Path(self.config.fail_flag).exists()):
             raise RuntimeError(f"toy failure on {subject.name}")
         target = torch.tensor(np.stack([np.asarray(im, dtype=np.float32).mean((0, 1)) / 255
                                         for im in subject.load_images()]).mean(0))

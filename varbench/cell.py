@@ -132,19 +132,22 @@ class Worker:
         images = [GeneratedImage(path=store.dir / p.path, name=p.path, kind=p.kind,
                                  prompt_index=p.prompt_index, sample_index=p.sample_index,
                                  clip_text=p.clip_text, template=p.template) for p in cell.images]
+        scorer = self._scorer(metrics, store)
         with self._phase(store, "score", items=len(images)):
-            rows = self._scorer(metrics).score_cell(cell.subject, images)
+            rows = scorer.score_cell(cell.subject, images)
         base = {"run_id": cell.arm.run_id, "subject": cell.subject.name}
         store.add_rows("metrics", METRIC_COLUMNS, [{**base, **row} for row in rows])
 
     # --- helpers -----------------------------------------------------------------------
-    def _scorer(self, metrics: Any) -> Any:
+    def _scorer(self, metrics: Any, store: CellStore) -> Any:
+        """The worker's Scorer for this metrics config, built once (its load is timed once)."""
         from varbench.config import to_dict
         from varbench.metrics.scoring import Scorer
 
         key = content_hash(to_dict(metrics))
         if key not in self._scorers:
-            self._scorers[key] = Scorer(metrics, self.device)
+            with self._phase(store, "load_metrics"):
+                self._scorers[key] = Scorer(metrics, self.device)
         return self._scorers[key]
 
     @contextmanager

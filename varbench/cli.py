@@ -122,7 +122,7 @@ def list_protocols() -> None:
 def data_fetch(
     name: str = typer.Argument(..., help="dreambench or vico"),
     dest: Optional[Path] = typer.Option(None, "--dest", help="Target folder (default: the varbench cache)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Local folder or URL to fetch from."),
+    source: Optional[str] = typer.Option(None, "--source", help="'hf', 'github', or a local folder to copy from."),
 ) -> None:
     """Download a dataset into the cache and verify every file's sha256."""
     from varbench.data.fetch import fetch_dataset
@@ -138,7 +138,8 @@ def data_verify(
     """Check every file of a dataset against the sha256 manifest shipped with varbench."""
     from varbench.data.fetch import verify_dataset
 
-    typer.echo(str(verify_dataset(name, root=root)))
+    report = verify_dataset(name, root=root)
+    typer.echo(str(report))
 
 
 @app.command()
@@ -155,6 +156,10 @@ def calibrate(
 
 
 def main() -> None:
+    import warnings
+
+    # Dataset warnings (e.g. a concept absent from a local copy) as one plain line.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         app()
     except UserError as err:

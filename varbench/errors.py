@@ -26,7 +26,7 @@ class UserError(Exception):
             text += f" ({self.where})"
         if self.fix:
             text += f". {self.fix}"
-        return text
+        return " ".join(text.split())  # always one line, whatever the parts contained
 
 
 class CellError(Exception):

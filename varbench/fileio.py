@@ -24,6 +24,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and caches may be shared
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

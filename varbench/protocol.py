@@ -186,8 +186,8 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark else str(path)
-        raise UserError(f"malformed YAML: {getattr(err, 'problem', None) or err}", where,
-                        "Fix the syntax.") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"malformed YAML: {problem}", where, "Fix the syntax.") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read protocol: {err}", str(path)) from None
     if data is None:
