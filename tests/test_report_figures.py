@@ -91,7 +91,8 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_spread_and_loss_plots(sweep_view):
     spread = spread_figure(sweep_view)
     assert_real_files(spread)
-    assert spread.axes_labels == [("Fine-scale weight", "DINO per subject"), ("Fine-scale weight", "CLIP-T per subject")]
+    assert spread.axes_labels == [("Fine-scale weight", "DINO per subject"),
+                                  ("Fine-scale weight", "CLIP-T per subject")]
     loss = loss_figure(sweep_view)
     assert_real_files(loss)
     assert loss.axes_labels == [("fit step", "loss")]

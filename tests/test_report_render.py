@@ -28,8 +28,8 @@ SUBJECTS = [SyntheticSubject("red_robot", "robot", live=False, offset=0.0),
             SyntheticSubject("spotted_dog", "dog", live=True, offset=0.05),
             SyntheticSubject("striped_mug", "mug", live=False, offset=-0.02)]
 ARMS = [
-    SyntheticArm("arbooth", "arbooth", {"dino": 0.4, "clip_i": 0.6, "clip_t": 0.2}, fit_seconds=20, seconds_per_image=0.3,
-                 trainable_parameters=120_000, artifact_bytes=480_000),
+    SyntheticArm("arbooth", "arbooth", {"dino": 0.4, "clip_i": 0.6, "clip_t": 0.2}, fit_seconds=20,
+                 seconds_per_image=0.3, trainable_parameters=120_000, artifact_bytes=480_000),
     SyntheticArm("dreambooth", "dreambooth", {"dino": 0.35, "clip_i": 0.62, "clip_t": 0.21}, fit_seconds=12,
                  seconds_per_image=0.9, trainable_parameters=300_000, artifact_bytes=1_200_000,
                  states={"striped_mug": "failed"}),
@@ -117,7 +117,8 @@ def test_html_is_self_contained_with_banner_problems_and_provenance(rendered):
     problems = page[page.index('id="cells"'):page.index('id="provenance"')]
     assert "striped_mug" in problems and "RuntimeError: synthetic failure" in problems and "pending" in problems
     provenance = page[page.index('id="provenance"'):]
-    assert "0123456789ab" in provenance and "torch 2.11.0" in provenance and rendered["runs"]["dreambooth"].run_id in provenance
+    assert "0123456789ab" in provenance and "torch 2.11.0" in provenance
+    assert rendered["runs"]["dreambooth"].run_id in provenance
     assert "Section &#x27;main&#x27;: no results for protocol(s) dreambench; skipped." in page
 
 
@@ -138,7 +139,8 @@ def test_missing_dataset_draws_grid_without_references_and_says_so(tmp_path: Pat
     spec.write_text("sections:\n  - {name: g, protocols: [smoke], tables: [comparison], figures: [],"
                     " grids: {prompts: [0, 1]}}\n", encoding="utf-8")
     page = render_report(tmp_path / "results", tmp_path / "out", spec).read_text(encoding="utf-8")
-    assert "sample grids drawn without reference photos (dataset &#x27;no_such_dataset&#x27; could not be opened" in page
+    assert ("sample grids drawn without reference photos "
+            "(dataset &#x27;no_such_dataset&#x27; could not be opened") in page
     assert (tmp_path / "out" / "grids" / "g-smoke-red_robot.png").is_file()
 
 

@@ -48,7 +48,8 @@ def test_expected_subjects_come_from_every_run_and_missing_cells_are_pending(tmp
                                                      states={"can": "absent", "dog": "failed"}), SUBJECTS)
     results = load_results(tmp_path)["p"]
     assert results.subjects == ["can", "dog"]
-    states = {(results.run(r).arm, s): state for r, s, state in results.cells[["run_id", "subject", "state"]].itertuples(index=False)}
+    cells = results.cells[["run_id", "subject", "state"]].itertuples(index=False)
+    states = {(results.run(run_id).arm, subject): state for run_id, subject, state in cells}
     assert states == {("a", "can"): "done", ("a", "dog"): "done", ("b", "can"): "pending", ("b", "dog"): "failed"}
     assert set(results.metrics["run_id"]) == {r.run_id for r in results.runs if r.arm == "a"}  # done cells only
     assert results.cells.set_index(["run_id", "subject"])["live"].tolist().count(True) == 2  # dog, in both runs

@@ -43,12 +43,14 @@ def test_unknown_key_names_the_path_and_suggests_the_fix(tmp_path: Path):
 
 def test_bad_values_are_clear_errors(tmp_path: Path):
     cases = {
-        "sections:\n  - {name: main, protocols: [x], tables: [comparision]}\n": "sections[0].tables[0] is 'comparision'",
+        "sections:\n  - {name: main, protocols: [x], tables: [comparision]}\n":
+            "sections[0].tables[0] is 'comparision'",
         "sections:\n  - {name: main, protocols: [x], columns: [dino, speed]}\n": "sections[0].columns[1] is 'speed'",
         "sections:\n  - {name: a, protocols: [x]}\n  - {name: a, protocols: [y]}\n": "section name 'a' used twice",
         "sections:\n  - {name: ../up, protocols: [x]}\n": "section name '../up' is not allowed",
         "sections:\n  - {name: a, protocols: []}\n": "section names no protocols",
-        "statistics: {confidence: 95}\nsections:\n  - {name: a, protocols: [x]}\n": "confidence must be between 0 and 1",
+        "statistics: {confidence: 95}\nsections:\n  - {name: a, protocols: [x]}\n":
+            "confidence must be between 0 and 1",
         "sections:\n  - {name: a, protocols: [x], grids: {prompts: []}}\n": "grids.prompts is empty",
         "sections:\n  - {name: a, protocols: [x], arms: [{arm: b}, {arm: b}]}\n": "arm 'b' listed twice",
         "sections: [\n": "malformed YAML",

@@ -68,8 +68,8 @@ def render_page(page: Page) -> str:
     escape = html.escape
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(page.title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{escape(page.title)}</h1>"]
-    parts.append('<p class="meta">' + "<br>".join(f"{escape(k)}: <code>{escape(v)}</code>" for k, v in page.meta.items())
-                 + "</p>")
+    meta = "<br>".join(f"{escape(key)}: <code>{escape(value)}</code>" for key, value in page.meta.items())
+    parts.append(f'<p class="meta">{meta}</p>')
     if page.random_init:
         parts.append(f'<p class="banner" id="random-init">Warning, {escape(RANDOM_INIT_NOTE)}. Runs marked '
                      "random-init below used randomly initialised models or metric encoders: their numbers "

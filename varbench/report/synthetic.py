@@ -104,7 +104,8 @@ def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, sta
     if state == "done":
         cell.replace_rows("metrics", METRIC_COLUMNS, metrics)
     cell.replace_rows("timings", TIMING_COLUMNS, _timing_rows(run, arm, subject, prompts * samples, session, device))
-    cell.replace_rows("losses", ["step", "loss"], [{"step": step, "loss": round(2.0 / step, 6)} for step in range(1, 11)])
+    losses = [{"step": step, "loss": round(2.0 / step, 6)} for step in range(1, 11)]
+    cell.replace_rows("losses", ["step", "loss"], losses)
 
 
 def _metric_row(run: RunStore, subject: SyntheticSubject, kind: str, prompt_index: int, sample_index: int,

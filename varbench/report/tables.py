@@ -97,7 +97,8 @@ def paired_table(view: SectionView) -> Table | None:
         return None
     wanted = view.spec.reference_arm
     reference = next((row for row in with_results if row.arm == wanted), with_results[0])
-    columns = [Column("label", view.spec.row_header, align="left"), Column("run_id", "Run", align="left", in_latex=False)]
+    columns = [Column("label", view.spec.row_header, align="left"),
+               Column("run_id", "Run", align="left", in_latex=False)]
     columns += [Column(key, METRIC_LABELS[key], group="Δ vs reference") for key in view.spec.metrics]
     what = (f"Paired Wilcoxon signed-rank tests (two-sided) of each row against {reference.label} over the "
             f"subjects both have; Δ = mean over those subjects of (row − {reference.label}); p = p-value, "
