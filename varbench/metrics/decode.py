@@ -32,7 +32,8 @@ class ViewLoader:
     def __init__(self, pixels: Pixels, exif_and_alpha: bool = False, threads: int | None = None):
         self.pixels = pixels
         self.exif_and_alpha = exif_and_alpha
-        self.pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="varbench-decode")
+        self.threads = threads or default_threads()
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="varbench-decode")
 
     def views(self, path: Path, with_square: bool = False) -> dict[str, np.ndarray]:
         """The uint8 views of one image (runs in a pool thread)."""

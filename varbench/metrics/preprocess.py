@@ -111,8 +111,9 @@ def cpu_views(image: Image.Image, pixels: Pixels, with_square: bool = False) -> 
 
 # --- arithmetic steps (on the device, whole batches) -----------------------------------
 def _channels_first(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> (N, 3, H, W), still uint8."""
-    return batch.permute(0, 3, 1, 2)
+    """uint8 (N, H, W, 3) -> contiguous (N, 3, H, W), still uint8: the layout ToTensor
+    gives, so the encoders run the same kernels as the published evaluators."""
+    return batch.permute(0, 3, 1, 2).contiguous()
 
 
 def _normalize(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -93,7 +93,7 @@ class Scorer:
         dino, clip, square = [], [], []
         pixels = self.mode.pixels
         for views in self.loader.batches(paths, self.config.batch_size, self.device, with_square):
-            with self._autocast():
+            with self.autocast():
                 dino.append(self.dino(dino_input(views, pixels)))
                 clip.append(self.clip.encode_image(clip_input(views, pixels)))
             if with_square:
@@ -116,7 +116,7 @@ class Scorer:
         """CLIP text embeddings, row i = texts[i]; each distinct text is encoded once."""
         missing = sorted(set(texts) - set(self._texts))
         if missing:
-            with self._autocast():
+            with self.autocast():
                 encoded = self.clip.encode_text(missing)
             self._texts.update(zip(missing, encoded))
         return torch.stack([self._texts[text] for text in texts])
@@ -200,7 +200,8 @@ class Scorer:
         return {"kind": kind, "prompt_index": prompt_index, "sample_index": sample_index,
                 "image": image, "metric": metric, "mode": self.config.mode, "value": float(value)}
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA, full precision elsewhere."""
         if self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()

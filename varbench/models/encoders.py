@@ -23,7 +23,6 @@ token after the final LayerNorm: timm's `forward_features` ends with that norm, 
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -93,11 +92,11 @@ def build_dino(patch: int, size: Size, device: torch.device | str = "cpu", input
             vit = timm.create_model(name, pretrained=False, num_classes=0, **TINY_DINO)
         arch = TINY_DINO
     else:
+        path = resolve_weights(DINO_FILES[patch]) if pretrained else None  # fail before building
         vit = timm.create_model(name, pretrained=False, num_classes=0)
         arch = {}
-        if pretrained:
-            state = load_file(resolve_weights(DINO_FILES[patch]))
-            _load_strict(vit, checkpoint_filter_fn(state, vit), DINO_FILES[patch])
+        if path is not None:
+            _load_strict(vit, checkpoint_filter_fn(load_file(path), vit), path)
     if input_size != 224:
         vit = _at_input_size(vit, name, arch, patch, input_size)
     return DinoEncoder(vit.eval(), input_size).to(device)
@@ -161,10 +160,10 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
             torch.manual_seed(TINY_SEED)
             model = open_clip.CLIP(**TINY_CLIP, quick_gelu=True)
     else:
+        path = resolve_weights(CLIP_FILE) if pretrained else None  # fail before building
         # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
         model = open_clip.CLIP(**open_clip.get_model_config("ViT-B-32"), quick_gelu=True)
-        if pretrained:
-            path = resolve_weights(CLIP_FILE)
+        if path is not None:
             try:
                 open_clip.load_checkpoint(model, path, strict=True)
             except RuntimeError as err:
@@ -174,10 +173,9 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
     return ClipEncoder(model.eval()).to(device)
 
 
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: WeightFile) -> None:
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        where = os.environ.get(spec.env_var or "", "") or f"{spec.repo_id}/{spec.filename}"
-        raise UserError(f"weights do not fit the model: {str(err).splitlines()[0]}", where,
+        raise UserError(f"weights do not fit the model: {str(err).splitlines()[0]}", path,
                         "The file is corrupt or a different model; download it again.") from None
