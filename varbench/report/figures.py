@@ -183,16 +183,17 @@ def loss_figure(view: SectionView) -> FigureFile | str:
 
 # --- shared ------------------------------------------------------------------------------------
 def _log_axis(ax: Axes, values: list[float]) -> None:
-    """Log x with plain numbers at 1-2-5 steps (matplotlib's 10^k labels crowd short ranges)."""
+    """Log x with plain numbers (matplotlib's 10^k labels are hard to read on short ranges)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.set_xscale("log")
     ax.margins(x=0.2)  # room for the point labels
-    if max(values) / min(values) < 10:  # under a decade: tick the data values themselves
+    span = max(values) / min(values)
+    if span < 10:  # under a decade: tick the data values themselves
         ax.set_xticks(sorted({float(f"{v:.3g}") for v in values}))
-    else:
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    else:  # 1-2-5 steps over up to two decades, powers of ten beyond
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span <= 100 else (1.0,)))
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(NullFormatter())
 

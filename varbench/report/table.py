@@ -68,7 +68,7 @@ def format_seconds(seconds: float | None) -> str:
         return f"{seconds:.0f}"
     if seconds >= 10:
         return f"{seconds:.1f}"
-    return f"{seconds:.2f}" if seconds >= 0.1 else f"{seconds:.3f}"
+    return f"{seconds:.2f}" if seconds >= 0.1 else f"{seconds:.2g}"  # 0.042, 0.00042: never "0.000"
 
 
 def format_count(count: float | None) -> str:

@@ -56,7 +56,7 @@ def comparison_table(view: SectionView) -> Table:
                 record.update({f"{key}_{name}": value for name, value in values.items()})
             else:
                 value = view.cost(row.run_id, key) if row.run else None
-                entry = Entry(COST_COLUMNS[key][1](value), value=value)
+                entry = _cost_entry(key, value)
                 record[key] = int(value) if key in COUNT_COLUMNS and value is not None and value.is_integer() else value
             entries.append(entry)
         table.rows.append(entries)
@@ -183,6 +183,15 @@ def _metric_entry(summary: dict[str, Any] | None, decimals: int) -> tuple[Entry,
     detail = f"[{low:.{decimals}f}, {high:.{decimals}f}]" if not math.isnan(low) else f"(n = {summary['n_subjects']})"
     entry = Entry(f"{mean:.{decimals}f}", detail, value=rounded(mean, decimals))
     return entry, {"mean": mean, "ci_low": low, "ci_high": high, "n_subjects": int(summary["n_subjects"])}
+
+
+def _cost_entry(key: str, value: float | None) -> Entry:
+    """Costs compare as shown (3 significant digits), so equal-looking entries tie for best."""
+    text = COST_COLUMNS[key][1](value)
+    if value is None:
+        return Entry(text)
+    shown = float(text) if COST_COLUMNS[key][1] is format_seconds else float(f"{value:.3g}")
+    return Entry(text, value=shown)
 
 
 def _paired_entry(difference: float, p_value: float, n_subjects: int, decimals: int) -> Entry:
