@@ -74,20 +74,20 @@ class GridSpec:
 
 @dataclass
 class SectionSpec:
-    name: str
-    protocols: list[str]
+    name: str  # file stem prefix; unique within the spec
+    protocols: list[str]  # each one with results is rendered on its own (never pooled)
     title: str = ""
-    description: str = ""
-    row_header: str = "Method"
-    arms: list[ArmRow] = field(default_factory=list)
+    description: str = ""  # a paragraph under the title in index.html
+    row_header: str = "Method"  # header of the label column ("Tuned layers", "Distillation")
+    arms: list[ArmRow] = field(default_factory=list)  # rows in order; empty: every arm found
     other_arms: Literal["append", "omit"] = "append"  # arms found but not listed above
     parameter: ParameterSpec = field(default_factory=ParameterSpec)
     reference_arm: str | None = None  # paired tests compare every row with it (default: first row)
     tables: list[TableKind] = field(default_factory=lambda: ["comparison", "split", "paired"])
-    columns: list[ColumnName] = field(default_factory=lambda: list(MAIN_COLUMNS))
-    metrics: list[MetricName] = field(default_factory=lambda: ["dino", "clip_i", "clip_t"])
+    columns: list[ColumnName] = field(default_factory=lambda: list(MAIN_COLUMNS))  # of "comparison"
+    metrics: list[MetricName] = field(default_factory=lambda: ["dino", "clip_i", "clip_t"])  # split/paired/plots
     figures: list[FigureKind] = field(default_factory=lambda: ["cost", "spread"])
-    grids: GridSpec | None = None
+    grids: GridSpec | None = None  # sample grids; none when absent
 
 
 @dataclass
