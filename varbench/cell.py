@@ -9,6 +9,8 @@ is derived from names, it redoes it identically.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import shutil
 import traceback
 from collections.abc import Iterator
@@ -49,7 +51,7 @@ class Worker:
             if state == "done" or (state == "failed" and not retry_failed):
                 return state
             started = now()
-            store.set_status("running", started=started, device=str(self.device), session=self.session)
+            store.set_status("running", started=started, **self._where())
             try:
                 self._work(cell, store)
             except Exception as err:  # one cell's failure must not stop the run
@@ -57,8 +59,7 @@ class Worker:
                 return "failed"
             finally:
                 self._free_memory()
-            store.set_status("done", started=started, finished=now(), device=str(self.device),
-                             session=self.session, error=None)
+            store.set_status("done", started=started, finished=now(), error=None, **self._where())
             return "done"
 
     # --- the steps of a cell ---------------------------------------------------------
@@ -175,8 +176,13 @@ class Worker:
     def _record_failure(self, store: CellStore, err: BaseException, started: str) -> None:
         message = err.line() if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         write_text(store.dir / "error.txt", "".join(traceback.format_exception(err)))
-        store.set_status("failed", started=started, finished=now(), device=str(self.device),
-                         session=self.session, error=message.splitlines()[0] if message else type(err).__name__)
+        store.set_status("failed", started=started, finished=now(), **self._where(),
+                         error=message.splitlines()[0] if message else type(err).__name__)
+
+    def _where(self) -> dict[str, Any]:
+        """Who ran the cell: device, host, process, session (shown by `varbench status`)."""
+        return {"device": str(self.device), "host": socket.gethostname(), "pid": os.getpid(),
+                "session": self.session}
 
     def _free_memory(self) -> None:
         gc.collect()

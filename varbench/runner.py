@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from varbench.plan import Cell, dataset_of, plan_cells
 from varbench.progress import console
 from varbench.protocol import Protocol, load_protocol
@@ -77,7 +79,8 @@ def summarise(root: Path, cells: list[Cell]) -> int:
         if status["state"] == "failed":
             errors[status.get("error") or "unknown error"] += 1
     for message, count in errors.items():
-        console.print(f"[red]failed[/] ({count} cell{'s' * (count > 1)}): {message}")
+        console.print(f"[red]failed[/] ({count} cell{'s' * (count > 1)}): {escape(message)}",
+                      soft_wrap=True, highlight=False)
     if errors:
         console.print("Details in cells/<subject>/error.txt; rerun with --retry-failed after fixing.")
     return 0 if states.get("done", 0) == len(cells) else 1
