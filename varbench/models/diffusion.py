@@ -164,6 +164,17 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
     return DiffusionComponents(tokenizer, text_encoder, vae, unet, scheduler_config, source)
 
 
+def save_folder(components: DiffusionComponents, folder: Path) -> None:
+    """Write `components` in the diffusers layout that `load_folder` reads (safetensors),
+    e.g. to put the tiny components on disk as a local model."""
+    folder = Path(folder)
+    components.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    components.text_encoder.save_pretrained(str(folder / "text_encoder"), safe_serialization=True)
+    components.vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
+    components.unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
+    components.noise_scheduler().save_pretrained(str(folder / "scheduler"))
+
+
 # --- random-init components: tiny (tests, smoke) and full SD 1.5 size (benchmarks) -----
 
 def tiny_components(seed: int = TINY_SEED) -> DiffusionComponents:
