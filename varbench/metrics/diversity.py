@@ -101,11 +101,22 @@ def _load_alexnet_trunk(net: nn.Module, path: Path) -> None:
 
 @torch.no_grad()
 def pairwise_lpips(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """LPIPS of every unordered pair (i < j) of `images` (N, 3, H, W) in [-1, 1]: (N(N-1)/2,)."""
+    """LPIPS of every unordered pair (i < j) of `images` (N, 3, H, W) in [-1, 1]: (N(N-1)/2,).
+
+    Equal to calling the network on each pair (a test checks), but AlexNet runs once per
+    image instead of twice per pair: the LPIPS formula, per layer, is the spatial mean of
+    a non-negative 1x1 convolution of the squared difference of channel-normalised
+    features, summed over the five layers.
+    """
     first, second = torch.triu_indices(len(images), len(images), offset=1, device=images.device)
     if first.numel() == 0:
         return images.new_zeros(0)
-    return net(images[first], images[second]).flatten().float()
+    features = net.net(net.scaling_layer(images))
+    distance = images.new_zeros(len(first), 1, 1, 1)
+    for layer, head in zip(features, net.lins):
+        unit = layer / torch.sqrt(1e-8 + (layer ** 2).sum(dim=1, keepdim=True))
+        distance = distance + head((unit[first] - unit[second]) ** 2).mean(dim=(2, 3), keepdim=True)
+    return distance.flatten().float()
 
 
 class Diversity(Metric):
