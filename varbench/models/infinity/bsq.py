@@ -72,6 +72,7 @@ class TokenMaps:
     """Result of quantizing a batch on a schedule."""
 
     bits: list[torch.Tensor]  # per scale (B, h, w, d) bool: the labels
+    used_bits: list[torch.Tensor]  # per scale: the bits summed (= bits, or flipped by self-correction)
     inputs: torch.Tensor  # (B, L - 1, d) fp32: teacher-forcing inputs of scales 2..K
     summed: torch.Tensor  # (B, d, H, W): sum of the (possibly corrupted) upsampled codes
 
@@ -97,7 +98,7 @@ def multiscale_quantize(z: torch.Tensor, schedule: ScaleSchedule, flip_max: floa
         steps = round(flip_max * 100) + 1  # U{0, 0.01, ..., flip_max}, one draw per scale
         strengths = torch.randint(0, steps, (count,), generator=generator, device=_device(generator, z)) * 0.01
     summed = torch.zeros_like(z)
-    bits_per_scale, inputs = [], []
+    bits_per_scale, used_bits, inputs = [], [], []
     for k, size in enumerate(schedule.scales):
         bits, codes = quantize_scale(resize(z - summed, size, "area"))
         bits_per_scale.append(bits)
@@ -105,12 +106,15 @@ def multiscale_quantize(z: torch.Tensor, schedule: ScaleSchedule, flip_max: floa
             noise = torch.rand(bits.shape, generator=generator, device=_device(generator, z))
             flipped = bits ^ (noise.to(z.device) < strengths[k].to(z.device))
             codes = bits_to_codes(flipped)
+            used_bits.append(flipped)
+        else:
+            used_bits.append(bits)
         summed = summed + resize(codes, final, "trilinear")
         if k + 1 < schedule.num_scales:
             inputs.append(flatten_grid(resize(summed, schedule.scales[k + 1], next_input)))
     width = z.shape[1]
     joined = torch.cat(inputs, dim=1) if inputs else z.new_zeros(z.shape[0], 0, width)
-    return TokenMaps(bits_per_scale, joined, summed)
+    return TokenMaps(bits_per_scale, used_bits, joined, summed)
 
 
 def _device(generator: torch.Generator | None, fallback: torch.Tensor) -> torch.device:

@@ -12,6 +12,7 @@ The released files (hub repo FoundationVision/Infinity):
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -68,12 +69,32 @@ def _guarded(read, path: Path):
     try:
         return read()
     except pickle.UnpicklingError as err:
-        raise UserError(f"refusing to load {path.name}: it holds objects other than tensors "
-                        f"({str(err).splitlines()[0][:120]})", str(path),
-                        "Only plain tensor checkpoints load (weights_only); re-save it with state_dict().") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise UserError(f"cannot read checkpoint: {str(err).splitlines()[0][:160]}", str(path),
+        reason = _unpickler_reason(str(err))
+        if "Unsupported global" in reason or "GLOBAL" in reason:
+            raise UserError(f"refusing to load {path.name}: it holds objects other than tensors ({reason})",
+                            str(path), "Only plain tensor checkpoints load (weights_only); re-save it with "
+                            "state_dict().") from None
+        raise UserError(f"cannot read checkpoint: {reason}", str(path),
                         "The file is incomplete or corrupt; download it again.") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise UserError(f"cannot read checkpoint: {_first_sentence(str(err)) or type(err).__name__}", str(path),
+                        "The file is incomplete or corrupt; download it again.") from None
+
+
+def _unpickler_reason(message: str) -> str:
+    """The informative part of torch's long, multi-line weights_only error."""
+    found = re.search(r"GLOBAL (\S+)", message)
+    if found:
+        return f"Unsupported global {found.group(1)}"
+    for line in message.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()[:120] or "not a torch checkpoint"
+    return _first_sentence(message) or "not a torch checkpoint"
+
+
+def _first_sentence(message: str) -> str:
+    line = message.splitlines()[0] if message else ""
+    return line.split(". ")[0][:160]
 
 
 def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:

@@ -93,9 +93,12 @@ class SelfAttention(nn.Module):
 
 
 def normalize_and_rotate(x: torch.Tensor, rope: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """L2-normalise the last dim in fp32 (times `scale`), then apply RoPE; returns fp32."""
-    x = x.float()
-    factor = 1.0 / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-12)
+    """L2-normalise the last dim in fp32 (times `scale`), then apply RoPE; returns fp32.
+
+    Written for few memory passes: the norm is read straight from the bf16 input and
+    the normalising factor is applied while converting to fp32."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    factor = norm.clamp(min=1e-12).reciprocal()
     if scale is not None:
         factor = factor * scale
     return apply_rope(x * factor, rope)

@@ -51,7 +51,10 @@ def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | st
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., L, head_dim) by table (L, head_dim/2); returns fp32."""
-    pairs = torch.view_as_complex(x.float().contiguous().view(*x.shape[:-1], -1, 2))
+    x = x.float()
+    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):
+        x = x.contiguous()
+    pairs = torch.view_as_complex(x.view(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * table).flatten(-2)
 
 

@@ -13,7 +13,12 @@ computed once; RoPE tables are cached fp32; the loop has no host syncs (no .item
 branching on tensor values); bf16 autocast on CUDA (fp32 on the CPU).
 
 Seeds: image i draws its uniforms from its own torch.Generator seeded with seeds[i], in a
-fixed order, so it is the same image alone or inside any batch.
+fixed order, so its random draws do not depend on the batch. The arithmetic is per sample
+too (text padding is masked out), so in fp32 the tokens of image i are the same alone or
+inside any batch; only floating-point rounding of batched kernels differs (~1e-7 in fp32,
+the decoder may move a pixel by one level). In bf16 on a GPU, kernels chosen per batch
+size round differently, so a rare draw that lands within that rounding of its threshold
+can flip: fix the batch size when bit-exact reruns matter.
 
 Released-code quirks of ARBooth's teacher sampler (`SamplingConfig`):
   (2) `next_input="area"`: the release built the next-scale input with area resizing at

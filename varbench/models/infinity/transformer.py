@@ -88,11 +88,17 @@ class Block(nn.Module):
             text_kv = self.ca.text_kv(text_kv)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + ada).unbind(2)
         h = self.sa(modulate(x, scale1, shift1, self.eps), rope, spans, cache, cache_start)
-        x = x + drop_path(h.float() * gamma1, self.drop_path_rate, self.training)
+        x = self._residual(x, h, gamma1)
         normed = F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(), self.eps)
-        x = x + self.ca(normed, text_kv, text_mask).float()
+        x = x + self.ca(normed, text_kv, text_mask)  # fp32 + (bf16 or fp32) -> fp32
         h = self.ffn(modulate(x, scale2, shift2, self.eps))
-        return x + drop_path(h.float() * gamma2, self.drop_path_rate, self.training)
+        return self._residual(x, h, gamma2)
+
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """x + drop_path(branch * gamma), in fp32 (one fused kernel when nothing is dropped)."""
+        if self.training and self.drop_path_rate > 0:
+            return x + drop_path(branch.float() * gamma, self.drop_path_rate, True)
+        return torch.addcmul(x, branch, gamma)
 
 
 class BlockChunk(nn.Module):
