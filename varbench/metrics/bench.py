@@ -38,7 +38,8 @@ SAMPLES_PER_PROMPT = 4
 def synthetic_png(path: Path, size: int, seed: int) -> None:
     """A size x size RGB PNG: an upsampled 8x8 colour grid plus mild noise."""
     rng = np.random.default_rng(seed)
-    grid = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+    colours = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    grid = colours.resize((size, size), Image.BICUBIC)
     pixels = np.asarray(grid).astype(np.int16) + rng.integers(-6, 7, (size, size, 3))
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
 
@@ -56,7 +57,8 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
     """Images per second of `Scorer.score_cell` (decode + DINO + CLIP-I + CLIP-T), and of
     decoding alone and encoding alone, after one warm-up pass. Random weights."""
     device = torch.device(device)
-    config = MetricsConfig(mode=mode, backbones=size, div=False, batch_size=batch_size)  # type: ignore[arg-type]
+    config = MetricsConfig(mode=mode, backbones=size, div=False,  # type: ignore[arg-type]
+                           batch_size=batch_size)
     scorer = Scorer(config, device, pretrained=False, threads=threads)
     with tempfile.TemporaryDirectory(prefix="varbench-bench-") as tmp:
         folder = Path(tmp)

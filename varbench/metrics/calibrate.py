@@ -73,7 +73,8 @@ def calibration_table(frame: pd.DataFrame) -> Table:
         table.add_column(column, justify="left" if column == "group" else "right")
     groups = {"all": frame, "live": frame[frame["live"]], "object": frame[~frame["live"]]}
     for name, part in groups.items():
-        table.add_row(name, str(len(part)), _fmt(part["dino"].mean(), digits), _fmt(part["clip_i"].mean(), digits))
+        table.add_row(name, str(len(part)), _fmt(part["dino"].mean(), digits),
+                      _fmt(part["clip_i"].mean(), digits))
     published = {key: value * mode.scale for key, value in PUBLISHED_REAL_IMAGES.items()}
     table.add_row("published (DreamBench real images)", "30", _fmt(published["dino"], digits),
                   _fmt(published["clip_i"], digits))

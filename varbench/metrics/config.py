@@ -20,6 +20,9 @@ class MetricsConfig:
     div: bool = True  # mean pairwise LPIPS among the images of one prompt
     pres_images: int = 0  # class-prompt images per subject for PRES (0 = off)
     batch_size: int = 64  # images per encoder batch while scoring
+    # encoder arithmetic on CUDA: bf16 autocast (fast; per-image values can move in the
+    # third decimal) or fp32. On CPU the encoders always run in fp32.
+    precision: Literal["bf16", "fp32"] = "bf16"
     # kosmosg and dreambench++ compare every image with one fixed reference: the subject's
     # reference image at this index (in the dataset's order). Unused by the other modes.
     reference_index: int = 0

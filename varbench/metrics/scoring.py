@@ -18,8 +18,9 @@ dreambench++; DIV is raw LPIPS in every mode) is in `varbench.metrics.modes`. Wi
 and means nothing about the images (reports must say so).
 
 Speed: images are decoded in a thread pool, encoded in batches of `batch_size` under
-bf16 autocast on CUDA, and read back to the host once per cell; reference embeddings
-are computed once per subject and text embeddings once per text.
+bf16 autocast on CUDA (`precision: fp32` turns it off), and values are read back to the
+host a few times per cell, never per image. Reference embeddings are computed once per
+subject and text embeddings once per text.
 """
 from __future__ import annotations
 
@@ -201,8 +202,8 @@ class Scorer:
                 "image": image, "metric": metric, "mode": self.config.mode, "value": float(value)}
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA, full precision elsewhere."""
-        if self.device.type == "cuda":
+        """bf16 autocast on CUDA (unless `precision: fp32`), full precision elsewhere."""
+        if self.device.type == "cuda" and self.config.precision == "bf16":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

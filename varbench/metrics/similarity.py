@@ -59,7 +59,8 @@ class TextAlignment(_PerImageMetric):
     def update(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> None:
         """image_embeddings (N, D) and text_embeddings (N, D): row i is image i's text."""
         if image_embeddings.shape != text_embeddings.shape:
-            raise ValueError(f"{tuple(image_embeddings.shape)} images vs {tuple(text_embeddings.shape)} texts")
+            raise ValueError(f"{tuple(image_embeddings.shape)} image embeddings vs "
+                             f"{tuple(text_embeddings.shape)} text embeddings")
         values = F.cosine_similarity(image_embeddings.float(), text_embeddings.float(), dim=-1)
         self.values.append(values * self.scale)
 

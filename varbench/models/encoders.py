@@ -164,12 +164,9 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
         # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
         model = open_clip.CLIP(**open_clip.get_model_config("ViT-B-32"), quick_gelu=True)
         if path is not None:
-            try:
-                open_clip.load_checkpoint(model, path, strict=True)
-            except RuntimeError as err:
-                raise UserError(f"CLIP weights do not fit ViT-B/32: {str(err).splitlines()[0]}", path,
-                                "The file is not open_clip's ViT-B-32 'openai' checkpoint; "
-                                "download it again.") from None
+            # loaded here rather than by open_clip.load_checkpoint, which reads safetensors
+            # only in recent open_clip releases; the hub file already uses open_clip's keys
+            _load_strict(model, load_file(path), path)
     return ClipEncoder(model.eval()).to(device)
 
 
