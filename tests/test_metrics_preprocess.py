@@ -180,3 +180,37 @@ def test_device_pipeline_runs_on_batches_and_matches_single_images():
     for index, image in enumerate(images):
         assert torch.equal(together[index:index + 1], clip_input(device_views(image, "canonical"), "canonical"))
     assert F.mse_loss(together[0], together[1]) > 0
+
+
+def test_each_mode_names_its_pipeline_pairing_text_and_scale():
+    from varbench.metrics.modes import MODE_SPECS, mode_spec
+
+    table = {name: (spec.dino_patch, spec.dino_input_size, spec.pixels, spec.pairing, spec.clip_text, spec.scale)
+             for name, spec in MODE_SPECS.items()}
+    assert table == {
+        "canonical": (16, 224, "canonical", "all", "clip_text", 1.0),
+        "dreammatcher": (16, 256, "dreammatcher", "all", "template", 1.0),
+        "kosmosg": (16, 224, "hf_clip", "fixed", "clip_text", 100.0),
+        "dreambench++": (8, 224, "hf_clip", "fixed", "clip_text", 100.0),
+    }
+    assert mode_spec("kosmosg").label == "kosmosg mode (x100 scale)"
+    with pytest.raises(UserError, match="dreammatcher"):
+        mode_spec("dreammatch")
+
+
+def test_loader_yields_batches_in_order(tmp_path):
+    from varbench.metrics.decode import ViewLoader
+
+    paths = []
+    for index in range(7):
+        paths.append(tmp_path / f"{index}.png")
+        make_image(50 + index, 40, seed=index).save(paths[-1])
+    loader = ViewLoader("canonical", threads=3)
+    batches = list(loader.batches(paths, 3, torch.device("cpu"), with_square=True))
+    loader.close()
+    assert [len(batch["clip224"]) for batch in batches] == [3, 3, 1]
+    stacked = torch.cat([batch["dino224"] for batch in batches])
+    for index, path in enumerate(paths):
+        expected = cpu_views(decode_image(path), "canonical")["dino224"]
+        assert torch.equal(stacked[index], torch.from_numpy(expected))
+    assert batches[0]["square256"].shape == (3, 256, 256, 3) and batches[0]["square256"].dtype == torch.uint8
