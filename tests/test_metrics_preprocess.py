@@ -212,5 +212,5 @@ def test_loader_yields_batches_in_order(tmp_path):
     stacked = torch.cat([batch["dino224"] for batch in batches])
     for index, path in enumerate(paths):
         expected = cpu_views(decode_image(path), "canonical")["dino224"]
-        assert torch.equal(stacked[index], torch.from_numpy(expected))
+        assert torch.equal(stacked[index], torch.from_numpy(expected.copy()))
     assert batches[0]["square256"].shape == (3, 256, 256, 3) and batches[0]["square256"].dtype == torch.uint8
