@@ -1,0 +1,48 @@
+"""The GPU benchmark module runs at tiny size on the CPU and reports well-formed results."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from baselines.bench import LABEL, main
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_tiny_cpu_benchmark_reports_every_measurement(tmp_path, capsys):
+    report_path = tmp_path / "bench.json"
+    main(["--size", "tiny", "--device", "cpu", "--warmup-steps", "2", "--timed-steps", "3", "--repeats", "2",
+          "--sample-steps", "3", "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert report["label"] == LABEL and "random-init" in LABEL
+    assert report["device"] == "cpu" and report["matmul_flops_per_second"] > 0
+    results = {r["name"]: r for r in report["results"]}
+    assert list(results) == ["dreambooth", "custom_diffusion", "textual_inversion", "sampling@1", "sampling@4"]
+    assert [results[n]["batch"] for n in results] == [2, 4, 1, 1, 4]
+    assert [results[n]["unit"] for n in results] == ["steps/s"] * 3 + ["s/image"] * 2
+    for result in results.values():
+        assert math.isfinite(result["value"]) and result["value"] > 0
+        assert result["flops"] > 0 and result["floor"] > 0
+        assert result["target"] is None and result["meets_target"] is None  # targets are for SD 1.5 on a GPU
+        assert result["peak_memory_gb"] is None
+    for name in ("dreambooth", "custom_diffusion", "textual_inversion"):
+        assert len(results[name]["seconds"]) == 3  # three timed windows of one step
+        assert results[name]["value"] == pytest.approx(1 / sorted(results[name]["seconds"])[1])
+    assert [results[n]["extra"]["trainable_parameters"] for n in ("dreambooth", "custom_diffusion",
+                                                                   "textual_inversion")] == [1_055_044, 22_560, 32]
+    textual = results["textual_inversion"]
+    assert textual["extra"]["micro_steps_per_second"] == pytest.approx(4 * textual["value"])
+    assert len(results["sampling@4"]["seconds"]) == 2
+    printed = capsys.readouterr().out
+    assert printed.startswith("Diffusion baselines on cpu (random-init weights")
+    assert all(name in printed for name in results)
