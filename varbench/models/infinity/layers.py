@@ -41,13 +41,16 @@ class KVCache:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
+    def allocate(self, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device) -> None:
+        """Allocate now (B, H, length, d) instead of on the first write."""
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+
     def extend(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v (B, H, n, d) at positions start..start+n; return all keys/values so far."""
         end = start + k.shape[2]
         if self.k is None:
-            shape = (k.shape[0], k.shape[1], self.length, k.shape[3])
-            self.k = k.new_empty(shape)
-            self.v = v.new_empty(shape)
+            self.allocate((k.shape[0], k.shape[1], self.length, k.shape[3]), k.dtype, k.device)
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]

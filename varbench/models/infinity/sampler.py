@@ -10,7 +10,9 @@ input. The final sum goes through the VAE decoder.
 Speed: conditional and unconditional rows run as one batch; every block's KV cache is
 allocated once for the whole sequence; the text keys/values of the cross-attention are
 computed once; RoPE tables are cached fp32; the loop has no host syncs (no .item(), no
-branching on tensor values); bf16 autocast on CUDA (fp32 on the CPU).
+branching on tensor values); bf16 autocast on CUDA (fp32 on the CPU). With
+`cuda_graphs=True` each scale's forward is captured once as a CUDA graph and replayed
+(see graphs.py): this removes the kernel-launch overhead that dominates small scales.
 
 Seeds: image i draws its uniforms from its own torch.Generator seeded with seeds[i], in a
 fixed order, so its random draws do not depend on the batch. The arithmetic is per sample
@@ -38,6 +40,7 @@ from typing import Literal
 import torch
 
 from varbench.models.infinity.bsq import BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8, resize
+from varbench.models.infinity.graphs import graph_cache
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.text import TextFeatures
@@ -53,6 +56,7 @@ class SamplingConfig:
     next_input: Interpolation = "trilinear"  # quirk (2): "area" = ARBooth's teacher
     attention: Literal["kv_cache", "released_teacher"] = "kv_cache"  # quirk (3)
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
+    cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (graphs.py); kv_cache only
 
 
 @dataclass
@@ -63,6 +67,12 @@ class SampleOutput:
     bits: torch.Tensor  # (B, L, d) bool: the sampled token maps, scales concatenated
     logits: torch.Tensor | None  # (B, L, 2d) fp32 when return_logits: guided, before 1/tau
     condition: Condition  # the conditional text condition (first B rows)
+    schedule: ScaleSchedule
+
+    def per_scale(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Split (B, L, ...) token-major data into per-scale maps (B, h, w, ...)."""
+        pieces = torch.split(tokens, self.schedule.tokens_per_scale, dim=1)
+        return [p.reshape(p.shape[0], h, w, *p.shape[2:]) for p, (h, w) in zip(pieces, self.schedule.scales)]
 
     def pil_images(self) -> list:
         from PIL import Image
@@ -133,7 +143,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
         if vae is None:
             raise ValueError("decode=True needs the VAE")
         images = decode_images(vae, summed, config.amp)
-    return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)))
+    return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)), schedule)
 
 
 def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds: Sequence[int],
@@ -142,10 +152,7 @@ def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds
     guided = config.cfg != 1
     length, final = schedule.num_tokens, schedule.final
     generators = image_generators(seeds, device)
-    text_kvs = [block.ca.text_kv(cond.text) for block in model.blocks]
-    cached = config.attention == "kv_cache"
-    caches = [KVCache(length) for _ in model.blocks] if cached else None
-    rope = model.rope.get(schedule, model.config.head_dim, device)
+    forward_scale = _scale_forward(model, cond, schedule, config)
     summed = torch.zeros(batch, bits_per_token, *final, device=device)
     inputs = torch.zeros(batch, length - 1, bits_per_token, device=device)
     bits_out = torch.zeros(batch, length, bits_per_token, dtype=torch.bool, device=device)
@@ -153,12 +160,7 @@ def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds
     x = model.sos(cond)
     for k, ((start, end), (h, w)) in enumerate(zip(schedule.bounds(), schedule.scales)):
         count = end - start
-        level = model.lvl_embed.weight[k].float()
-        if cached:
-            hidden = model.run_blocks(x, cond, level, rope[start:end], (), text_kvs, caches, start)
-        else:  # quirk (3): self-only attention, RoPE rows from offset 0
-            hidden = model.run_blocks(x, cond, level, rope[:count], ((0, count, count),), text_kvs)
-        logits = model.logits(hidden, cond)
+        logits = forward_scale(k, x)
         if guided:
             logits = config.cfg * logits[:batch] + (1 - config.cfg) * logits[batch:]
         if logits_out is not None:
@@ -173,6 +175,30 @@ def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds
             x = model.embed_inputs(nxt)
             x = torch.cat([x, x]) if guided else x
     return summed, inputs, bits_out, logits_out
+
+
+def _scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, config: SamplingConfig):
+    """A function (scale index, input tokens) -> logits, eager or through CUDA graphs."""
+    text_kvs = [block.ca.text_kv(cond.text) for block in model.blocks]  # once for all scales
+    if config.cuda_graphs and config.attention == "kv_cache":
+        graphs = graph_cache(model).get(model, schedule, cond, text_kvs, config.amp)
+        return graphs.run
+    cached = config.attention == "kv_cache"
+    caches = [KVCache(schedule.num_tokens) for _ in model.blocks] if cached else None
+    rope = model.rope.get(schedule, model.config.head_dim, cond.pooled.device)
+    bounds = schedule.bounds()
+
+    def forward(k: int, x: torch.Tensor) -> torch.Tensor:
+        start, end = bounds[k]
+        level = model.lvl_embed.weight[k]
+        if cached:
+            hidden = model.run_blocks(x, cond, level, rope[start:end], (), text_kvs, caches, start)
+        else:  # quirk (3): self-only attention, RoPE rows from offset 0
+            count = end - start
+            hidden = model.run_blocks(x, cond, level, rope[:count], ((0, count, count),), text_kvs)
+        return model.logits(hidden, cond)
+
+    return forward
 
 
 @torch.no_grad()

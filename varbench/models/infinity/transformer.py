@@ -44,7 +44,8 @@ class Condition:
 
     pooled: torch.Tensor  # (B, C) fp32: the SOS base and the AdaLN input ("cond_BD")
     ada: torch.Tensor  # (B, 1, 6, C) fp32: shared AdaLN output, before each block's ada_gss
-    text: torch.Tensor  # (B, Lt, C) fp32: projected T5 tokens (cross-attention keys/values)
+    text: torch.Tensor | None  # (B, Lt, C) fp32: projected T5 tokens (cross-attention input);
+    #                            None only where every block's keys/values are precomputed
     text_mask: torch.Tensor | None  # (B, Lt) bool, True = real token; None = no padding
 
     @property
@@ -53,11 +54,12 @@ class Condition:
 
     def select(self, index: torch.Tensor | slice) -> Condition:
         mask = None if self.text_mask is None else self.text_mask[index]
-        return Condition(self.pooled[index], self.ada[index], self.text[index], mask)
+        text = None if self.text is None else self.text[index]
+        return Condition(self.pooled[index], self.ada[index], text, mask)
 
     def detach(self) -> Condition:
-        mask = self.text_mask
-        return Condition(self.pooled.detach(), self.ada.detach(), self.text.detach(), mask)
+        text = None if self.text is None else self.text.detach()
+        return Condition(self.pooled.detach(), self.ada.detach(), text, self.text_mask)
 
 
 def bit_logits(logits: torch.Tensor) -> torch.Tensor:
