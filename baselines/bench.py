@@ -202,8 +202,6 @@ def bench_sampling(master: DiffusionComponents, settings: BenchSettings, matmul_
             result.flops = count_flops(lambda: generate_images(pipeline, prompts, seeds, config)) / batch
             result.floor = result.flops / matmul_rate
         results.append(result)
-    del pipeline, components
-    free_memory(settings.device)
     return results
 
 
@@ -218,6 +216,7 @@ def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
         for method_class in METHODS:
             results.append(bench_training(method_class, master, settings, Path(folder) / method_class.name, rate))
         results.extend(bench_sampling(master, settings, rate))
+        free_memory(settings.device)
     import diffusers
 
     return {
@@ -232,8 +231,9 @@ def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = [f"Diffusion baselines on {report['device']} ({report['label']})",
-             f"{'benchmark':<18} {'batch':>5} {'value':>10} {'unit':<8} {'floor':>10} {'target':>7} {'ok':>4} {'peak GB':>8}"]
+    header = (f"{'benchmark':<18} {'batch':>5} {'value':>10} {'unit':<8} {'floor':>10} {'target':>7} {'ok':>4} "
+              f"{'peak GB':>8}")
+    lines = [f"Diffusion baselines on {report['device']} ({report['label']})", header]
     for r in report["results"]:
         floor = f"{r['floor']:.3g}" if r["floor"] is not None else "-"
         target = f"{r['target']:g}" if r["target"] is not None else "-"

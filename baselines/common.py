@@ -26,7 +26,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from varbench.method import CellContext, PersonalizedModel
+from varbench.errors import UserError
+from varbench.method import CellContext, Method, PersonalizedModel
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, TINY, DiffusionComponents, load_components
 
 
@@ -47,12 +48,33 @@ class DiffusionConfig:
     adam_epsilon: float = 1e-8
 
 
-def load_base_components(config: DiffusionConfig, ctx: CellContext) -> DiffusionComponents:
-    return load_components(config.base_model, config.revision, ctx.device)
+class DiffusionMethod(Method):
+    """What the three baselines share as methods: value checks on the config, the
+    random-init flag, and loading Stable Diffusion (`base_model`, `revision`)."""
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        check_config(self.config, f"{self.name} config")
+
+    def uses_random_init(self) -> bool:
+        return self.config.base_model == TINY
+
+    def load_base(self, ctx: CellContext) -> DiffusionComponents:
+        return load_components(self.config.base_model, self.config.revision, ctx.device)
 
 
-def is_random_init(config: DiffusionConfig) -> bool:
-    return config.base_model == TINY
+def check_config(config: DiffusionConfig, where: str) -> None:
+    """Values the type check cannot catch, as one clear error each."""
+    if config.resolution < 8 or config.resolution % 8:
+        raise UserError(f"resolution is {config.resolution}, must be a positive multiple of 8", where,
+                        "The VAE works on 8x8 pixel cells; use e.g. 512 (or 64 with base_model tiny).")
+    counts = ("steps", "batch_size", "sample_steps", "grad_accumulation", "num_class_images", "class_batch_size")
+    for name in counts:
+        value = getattr(config, name, 1)
+        if value < 1:
+            raise UserError(f"{name} is {value}, must be at least 1", where, f"Set {name} to a positive number.")
+    if getattr(config, "learning_rate", 0.0) < 0:
+        raise UserError(f"learning_rate is {config.learning_rate}, must not be negative", where, None)
 
 
 # --- precision ---------------------------------------------------------------------

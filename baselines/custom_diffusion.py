@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from baselines.class_images import class_image_paths, class_prompt
 from baselines.common import (
     DiffusionConfig,
+    DiffusionMethod,
     DiffusionModel,
     LatentPool,
     ShuffledOrder,
@@ -49,8 +50,6 @@ from baselines.common import (
     denoising_error,
     encode_prompts,
     image_to_tensor,
-    is_random_init,
-    load_base_components,
     make_optimizer,
     pixel_batch,
     tokenize,
@@ -59,7 +58,7 @@ from baselines.common import (
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
-from varbench.method import CellContext, Method
+from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents
 
 WEIGHTS_FILE = "pytorch_custom_diffusion_weights.safetensors"  # diffusers' name for this format
@@ -108,20 +107,14 @@ class CustomDiffusionModel(DiffusionModel):
         save_embeds(artifact_dir, self.config.modifier_token, self.vectors)
 
 
-class CustomDiffusion(Method):
+class CustomDiffusion(DiffusionMethod):
     name = "custom_diffusion"
     version = "1"
     Config = CustomDiffusionConfig
     description = "Custom Diffusion: cross-attention K/V + modifier token (Stable Diffusion 1.5)"
 
-    def uses_random_init(self) -> bool:
-        return is_random_init(self.config)
-
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.modifier_token} {class_noun}"
-
-    def load_base(self, ctx: CellContext) -> DiffusionComponents:
-        return load_base_components(self.config, ctx)
 
     def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> CustomDiffusionModel:
         config = self.config
@@ -140,8 +133,8 @@ class CustomDiffusion(Method):
             class_pixels = pixel_batch([load_rgb(p) for p in class_paths], config.resolution,
                                        Image.Resampling.BILINEAR, ctx.device)
             classes = LatentPool(base.vae, class_pixels, with_flips=config.hflip)
-        trained = [p for name, proc in processors.items() if name.endswith("attn2.processor") for p in proc.parameters()]
-        params = trained + [spliced.vectors]
+        cross_attention = [proc for name, proc in processors.items() if name.endswith("attn2.processor")]
+        params = [p for proc in cross_attention for p in proc.parameters()] + [spliced.vectors]
         optimizer = make_optimizer(params, config.effective_learning_rate(), config, ctx.device)
         micro_step = self._micro_step(base, subject, classes, ctx)
         train(micro_step, params, optimizer, config.steps, ctx, dtype, max_grad_norm=config.max_grad_norm)

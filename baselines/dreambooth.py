@@ -30,6 +30,7 @@ from PIL import Image
 from baselines.class_images import class_image_paths, class_prompt
 from baselines.common import (
     DiffusionConfig,
+    DiffusionMethod,
     DiffusionModel,
     LatentPool,
     ShuffledOrder,
@@ -39,15 +40,13 @@ from baselines.common import (
     denoising_error,
     encode_prompts,
     in_dtype,
-    is_random_init,
-    load_base_components,
     make_optimizer,
     pixel_batch,
     train,
 )
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
-from varbench.method import CellContext, Method
+from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents
 
 
@@ -79,20 +78,14 @@ class DreamBoothModel(DiffusionModel):
         self.trained_unet.save_pretrained(str(artifact_dir), safe_serialization=True)
 
 
-class DreamBooth(Method):
+class DreamBooth(DiffusionMethod):
     name = "dreambooth"
     version = "1"
     Config = DreamBoothConfig
     description = "DreamBooth: full UNet fine-tuning with prior preservation (Stable Diffusion 1.5)"
 
-    def uses_random_init(self) -> bool:
-        return is_random_init(self.config)
-
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.identifier} {class_noun}"
-
-    def load_base(self, ctx: CellContext) -> DiffusionComponents:
-        return load_base_components(self.config, ctx)
 
     def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> DreamBoothModel:
         config = self.config

@@ -27,6 +27,7 @@ from PIL import Image
 
 from baselines.common import (
     DiffusionConfig,
+    DiffusionMethod,
     DiffusionModel,
     LatentPool,
     ShuffledOrder,
@@ -34,8 +35,6 @@ from baselines.common import (
     compute_dtype,
     count_parameters,
     denoising_error,
-    is_random_init,
-    load_base_components,
     make_optimizer,
     pixel_batch,
     tokenize,
@@ -43,7 +42,7 @@ from baselines.common import (
 )
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject
-from varbench.method import CellContext, Method
+from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents
 
 # The release's templates for objects (`imagenet_templates_small`).
@@ -85,21 +84,15 @@ class TextualInversionModel(DiffusionModel):
         save_embeds(artifact_dir, self.config.placeholder_token, self.vectors)
 
 
-class TextualInversion(Method):
+class TextualInversion(DiffusionMethod):
     name = "textual_inversion"
     version = "1"
     Config = TextualInversionConfig
     description = "Textual Inversion: one learnt token embedding (Stable Diffusion 1.5)"
 
-    def uses_random_init(self) -> bool:
-        return is_random_init(self.config)
-
     def subject_phrase(self, class_noun: str) -> str:
         token = self.config.placeholder_token
         return f"{token} {class_noun}" if self.config.keep_class_noun else token
-
-    def load_base(self, ctx: CellContext) -> DiffusionComponents:
-        return load_base_components(self.config, ctx)
 
     def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> TextualInversionModel:
         config = self.config

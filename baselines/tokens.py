@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -66,7 +67,8 @@ def initial_vector(components: DiffusionComponents, words: str, where: str) -> t
     return table[ids].detach().float().mean(dim=0)
 
 
-def splice_in(components: DiffusionComponents, token_ids: list[int], initial: torch.Tensor) -> TokenEmbeddingWithNewRows:
+def splice_in(components: DiffusionComponents, token_ids: list[int],
+              initial: torch.Tensor) -> TokenEmbeddingWithNewRows:
     """Route the text encoder's token lookup through trainable vectors for `token_ids`."""
     table = components.text_encoder.get_input_embeddings()
     spliced = TokenEmbeddingWithNewRows(table, token_ids, initial.to(table.weight.device))

@@ -171,3 +171,16 @@ def test_a_broken_artifact_is_a_user_error(fitted, tmp_path):
     (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(UserError, match="cannot load the DreamBooth UNet"):
         method.load_artifact(method.load_base(fitted.ctx), tmp_path, fitted.ctx)
+
+
+@pytest.mark.parametrize("method_name", ["dreambooth", "custom_diffusion", "textual_inversion"])
+@pytest.mark.parametrize("field, value, message", [("resolution", 100, "multiple of 8"), ("steps", 0, "at least 1"),
+                                                    ("sample_steps", 0, "at least 1"),
+                                                    ("learning_rate", -1.0, "must not be negative")])
+def test_bad_config_values_are_user_errors(method_name, field, value, message):
+    from varbench.registry import get_method
+
+    method_class = get_method(method_name)
+    config = from_dict(method_class.Config, {**SMOKE_CONFIGS[method_name], field: value}, "protocol.yaml")
+    with pytest.raises(UserError, match=message):
+        method_class(config)

@@ -39,7 +39,8 @@ def test_tiny_components_are_a_function_of_the_seed():
 def test_full_size_configs_have_the_published_sd15_parameter_counts():
     with torch.device("meta"):  # shapes only: no memory, no init cost
         components = sd15_components()
-    counts = [sum(p.numel() for p in m.parameters()) for m in (components.unet, components.vae, components.text_encoder)]
+    modules = (components.unet, components.vae, components.text_encoder)
+    counts = [sum(p.numel() for p in module.parameters()) for module in modules]
     assert counts == [859_520_964, 83_653_863, 123_060_480]
 
 
