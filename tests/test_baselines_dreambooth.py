@@ -12,9 +12,10 @@ from diffusers import UNet2DConditionModel
 
 import baselines.class_images as class_images
 from baselines.common import generate_images, sampling_pipeline
-from baselines.custom_diffusion import CustomDiffusionConfig
+from baselines.custom_diffusion import CustomDiffusion, CustomDiffusionConfig
 from baselines.dreambooth import DreamBooth, DreamBoothConfig
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
+from baselines.textual_inversion import TextualInversion
 from varbench.config import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
@@ -173,14 +174,11 @@ def test_a_broken_artifact_is_a_user_error(fitted, tmp_path):
         method.load_artifact(method.load_base(fitted.ctx), tmp_path, fitted.ctx)
 
 
-@pytest.mark.parametrize("method_name", ["dreambooth", "custom_diffusion", "textual_inversion"])
+@pytest.mark.parametrize("method_class", [DreamBooth, CustomDiffusion, TextualInversion])
 @pytest.mark.parametrize("field, value, message", [("resolution", 100, "multiple of 8"), ("steps", 0, "at least 1"),
                                                     ("sample_steps", 0, "at least 1"),
                                                     ("learning_rate", -1.0, "must not be negative")])
-def test_bad_config_values_are_user_errors(method_name, field, value, message):
-    from varbench.registry import get_method
-
-    method_class = get_method(method_name)
-    config = from_dict(method_class.Config, {**SMOKE_CONFIGS[method_name], field: value}, "protocol.yaml")
+def test_bad_config_values_are_user_errors(method_class, field, value, message):
+    config = from_dict(method_class.Config, {**SMOKE_CONFIGS[method_class.name], field: value}, "protocol.yaml")
     with pytest.raises(UserError, match=message):
         method_class(config)
