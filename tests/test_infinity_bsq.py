@@ -89,7 +89,8 @@ def test_bitwise_self_correction():
         expected, _ = quantize_scale(resize(z - corrupted, SCHEDULE.scales[k], "area"))
         assert torch.equal(noisy.bits[k], expected)
     assert torch.allclose(noisy.summed, codes_from_bits(noisy.used_bits, SCHEDULE.final))
-    only_first = multiscale_quantize(z, SCHEDULE, flip_max=0.3, flip_scales=1, generator=torch.Generator().manual_seed(0))
+    only_first = multiscale_quantize(z, SCHEDULE, flip_max=0.3, flip_scales=1,
+                                     generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(u, b) for u, b in zip(only_first.used_bits[1:], only_first.bits[1:]))
 
 

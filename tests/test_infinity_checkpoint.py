@@ -77,7 +77,7 @@ def test_missing_or_incomplete_release_files(tmp_path, monkeypatch):
     (tmp_path / INFINITY_2B_FILE.filename).write_bytes(b"\0" * 1000)
     with pytest.raises(UserError, match="1,000 bytes, expected 8,819,295,332"):
         load_transformer("infinity-2b")
-    with pytest.raises(UserError, match="no published transformer weights"):
+    with pytest.raises(UserError, match="no download entry for the transformer weights of infinity-tiny"):
         load_transformer("infinity-tiny")
 
 

@@ -21,7 +21,8 @@ def test_square_1m_schedule_matches_the_release():
     assert s.pixel_size() == (1024, 1024)
 
 
-@pytest.mark.parametrize("size,scales,pixels", [("0.06M", 7, 256), ("0.25M", 10, 512), ("0.60M", 12, 768), ("1M", 13, 1024)])
+@pytest.mark.parametrize("size,scales,pixels",
+                         [("0.06M", 7, 256), ("0.25M", 10, 512), ("0.60M", 12, 768), ("1M", 13, 1024)])
 def test_resolution_names(size, scales, pixels):
     s = get_schedule(size)
     assert s.num_scales == scales

@@ -14,6 +14,7 @@ measured bf16 matmul rate. Prints a table and one JSON document (also `--json PA
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -23,6 +24,7 @@ import torch
 
 from varbench.models.infinity.config import InfinityConfig, get_size
 from varbench.models.infinity.factory import build_infinity, build_vae
+from varbench.models.infinity.graphs import release_graphs
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
 from varbench.models.infinity.text import TextFeatures
@@ -31,7 +33,8 @@ from varbench.timing import timed
 RANDOM_INIT_NOTE = "random-init weights: timing only"
 
 
-def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: int, cfg: bool = True) -> dict[str, float]:
+def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
+                cfg: bool = True) -> dict[str, float]:
     """FLOPs of one image's transformer sampling (multiply-add = 2 FLOPs), CFG rows included."""
     width, hidden, depth = config.width, config.ffn_hidden, config.depth
     tokens = schedule.num_tokens
@@ -85,6 +88,9 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
             decode_images(vae, out.summed, config.amp)
         decoding.append(record.seconds / batch)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    if config.cuda_graphs:  # graphs keep their KV caches: free them before the next batch size
+        release_graphs(model)
+        gc.collect()
     transformer, decode = statistics.median(sampling), statistics.median(decoding)
     return {"batch": batch, "transformer_s_per_image": transformer, "vae_decode_s_per_image": decode,
             "total_s_per_image": transformer + decode, "peak_memory_gib": peak / 2**30,
@@ -125,10 +131,10 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
 
 
 def format_table(report: dict) -> str:
+    tflop, rate = report["flops_per_image"]["total"] / 1e12, report["matmul_flops_per_second"] / 1e12
     lines = [f"Infinity sampling, {report['size']} ({report['note']}), {report['pixels'][0]}x{report['pixels'][1]}, "
              f"cfg {report['cfg']}, {report['device']}",
-             f"FLOP floor {report['flop_floor_s_per_image']:.3f} s/image "
-             f"({report['flops_per_image']['total'] / 1e12:.1f} TFLOP at {report['matmul_flops_per_second'] / 1e12:.0f} TFLOP/s)",
+             f"FLOP floor {report['flop_floor_s_per_image']:.3f} s/image ({tflop:.1f} TFLOP at {rate:.0f} TFLOP/s)",
              f"{'variant':8} {'batch':>5} {'transformer':>12} {'vae decode':>11} {'total s/img':>12} {'peak GiB':>9}"]
     for row in report["results"]:
         if "error" in row:

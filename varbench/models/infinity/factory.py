@@ -58,8 +58,9 @@ def _weights_path(size: ModelSize, files: dict[str, WeightFile], weights: str | 
     spec = files.get(size.name)
     if spec is None:
         if weights is None:
-            raise UserError(f"{size.name} has no published {what} weights", "model size",
-                            "Pass a weights path, or use build_* for random weights.")
+            raise UserError(f"no download entry for the {what} weights of {size.name}", "model size",
+                            "Pass a weights path (a file, or a folder of safetensors shards), "
+                            "or use build_* for random weights.")
         path = Path(weights).expanduser()
         if not path.exists():
             raise UserError(f"{what} weights not found", str(path), "Check the path.")

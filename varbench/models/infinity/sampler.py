@@ -39,7 +39,8 @@ from typing import Literal
 
 import torch
 
-from varbench.models.infinity.bsq import BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8, resize
+from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8,
+                                          resize)
 from varbench.models.infinity.graphs import graph_cache
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule

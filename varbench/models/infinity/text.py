@@ -116,7 +116,11 @@ class TextEncoder:
     def encode(self, prompts: Sequence[str], placeholder: str | None = None,
                placeholder_vectors: torch.Tensor | None = None) -> TextFeatures:
         """Encode prompts; see the module docstring for the placeholder hook."""
-        ids, lengths = self.tokenize(prompts) if placeholder is None else self._tokenize_with(prompts, placeholder)
+        if placeholder is None and placeholder_vectors is not None:
+            raise ValueError("placeholder_vectors given without the placeholder string they replace")
+        if placeholder is not None:
+            self.placeholder_id(placeholder)  # make sure the tokenizer knows it
+        ids, lengths = self.tokenize(prompts)
         mask = torch.arange(ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]
         device = self.device
         with torch.no_grad():
@@ -125,10 +129,6 @@ class TextEncoder:
         if placeholder is None or placeholder_vectors is None:
             return TextFeatures(features, tuple(lengths))
         return replace_placeholder(features, ids, lengths, self.placeholder_id(placeholder), placeholder_vectors)
-
-    def _tokenize_with(self, prompts: Sequence[str], placeholder: str) -> tuple[torch.Tensor, list[int]]:
-        self.placeholder_id(placeholder)  # make sure the tokenizer knows it
-        return self.tokenize(prompts)
 
 
 def replace_placeholder(features: torch.Tensor, ids: torch.Tensor, lengths: Sequence[int], token_id: int,
@@ -169,8 +169,8 @@ def load_text_encoder(name: str = FLAN_T5_XL, device: torch.device | str = "cpu"
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = T5EncoderModel.from_pretrained(folder)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the T5 encoder: {err}".split("\n")[0], str(folder),
-                        f"Download it with 'huggingface-cli download {name}' or pass a complete local folder.") from None
+        hint = f"Download it with 'huggingface-cli download {name}' or pass a complete local folder."
+        raise UserError(f"cannot load the T5 encoder: {err}".split("\n")[0], str(folder), hint) from None
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     return TextEncoder(tokenizer, model, name).to(device, dtype)
