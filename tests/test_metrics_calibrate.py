@@ -86,6 +86,7 @@ def test_run_calibration_prints_the_table(isolated_cache):
 def test_throughput_benchmark_output_is_well_formed():
     result = measure_throughput("cpu", "tiny", images=8, image_size=64, batch_size=4, threads=2)
     assert result["random_init"] is True and result["rows"] == 3 * 8
-    for key in ("images_per_second", "decode_images_per_second", "encode_images_per_second"):
+    for key in ("images_per_second", "decode_images_per_second", "encode_images_per_second",
+                "encoder_gflops_per_image", "encoder_floor_images_per_second"):
         assert result[key] > 0 and math.isfinite(result[key])
     assert {"device", "size", "mode", "images", "image_size", "batch_size", "threads", "seconds"} <= set(result)

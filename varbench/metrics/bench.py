@@ -7,6 +7,10 @@ real architectures (DINO ViT-S/16, CLIP ViT-B/32) built without pretrained weigh
 the arithmetic is the real one; at size "tiny" they are the test encoders (a CPU check
 that the benchmark runs). The numbers measure speed only; no score is reported.
 
+Beside the measured rates the result gives the encoders' floor: their FLOPs per image
+(counted by torch's FlopCounterMode) divided by a matmul rate measured on the same
+device (bf16 on CUDA, fp32 on CPU), i.e. the images/s the encoders could not beat.
+
 Run on a GPU machine:
     uv run python -m varbench.metrics.bench --device cuda --images 4096 --image-size 512
 (DESIGN.md section 9 targets >= 2,000 images/s on one H100 for 512 px images.)
@@ -74,6 +78,8 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
         score_seconds = time.perf_counter() - start
         decode_seconds = _time_decoding(scorer, [image.path for image in cell], device)
         encode_seconds = _time_encoding(scorer, [image.path for image in cell[:batch_size]], images)
+    flops = encoder_flops_per_image(scorer)
+    rate = matmul_flops_per_second(device)
     scorer.close()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -82,6 +88,8 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
         "seconds": score_seconds, "images_per_second": images / score_seconds,
         "decode_images_per_second": images / decode_seconds,
         "encode_images_per_second": images / encode_seconds,
+        "encoder_gflops_per_image": flops / 1e9, "matmul_tflops_per_second": rate / 1e12,
+        "encoder_floor_images_per_second": rate / flops,
     }
 
 
@@ -113,6 +121,31 @@ def _time_encoding(scorer: Scorer, paths: list[Path], images: int) -> float:
             scorer.clip.encode_image(clip_input(views, pixels))
     synchronize(scorer.device)
     return (time.perf_counter() - start) * images / (repeats * len(paths))
+
+
+def encoder_flops_per_image(scorer: Scorer) -> float:
+    """FLOPs of one image through the DINO and CLIP image towers."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dino_size = scorer.mode.dino_input_size
+    with FlopCounterMode(display=False) as counter, scorer.autocast():
+        scorer.dino(torch.zeros(1, 3, dino_size, dino_size, device=scorer.device))
+        scorer.clip.encode_image(torch.zeros(1, 3, 224, 224, device=scorer.device))
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_second(device: torch.device, repeats: int = 10) -> float:
+    """A square matmul's measured rate: bf16 on CUDA, fp32 on CPU."""
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (512, torch.float32)
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    left @ right  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        left @ right
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:
