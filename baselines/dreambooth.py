@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
+from safetensors import SafetensorError
 
 from baselines.class_images import class_image_paths, class_prompt
 from baselines.common import (
@@ -151,7 +152,7 @@ def load_unet(folder: Path) -> UNet2DConditionModel:
                         "Delete the artifact folder so the cell is fitted again.")
     try:
         return UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot load the DreamBooth UNet: {first_line}", str(folder),
                         "Delete the artifact folder so the cell is fitted again.") from None

@@ -73,9 +73,12 @@ def test_folder_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="model folder not found"):
         load_components(str(tmp_path / "missing"), None)
     save_folder(tiny_components(), tmp_path / "sd")
-    (tmp_path / "sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"broken")
-    with pytest.raises(UserError, match="cannot load Stable Diffusion components"):
-        load_components(str(tmp_path / "sd"), None)
+    for weights in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        original = (tmp_path / "sd" / weights).read_bytes()
+        (tmp_path / "sd" / weights).write_bytes(b"broken")
+        with pytest.raises(UserError, match="cannot load Stable Diffusion components"):
+            load_components(str(tmp_path / "sd"), None)
+        (tmp_path / "sd" / weights).write_bytes(original)
     (tmp_path / "partial" / "unet").mkdir(parents=True)
     with pytest.raises(UserError, match="lacks tokenizer, text_encoder, vae, scheduler"):
         load_components(str(tmp_path / "partial"), None)

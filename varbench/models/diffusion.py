@@ -31,6 +31,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     UNet2DConditionModel,
 )
+from safetensors import SafetensorError
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from varbench.errors import UserError
@@ -155,7 +156,7 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
         scheduler_config = dict(DDPMScheduler.load_config(folder, subfolder="scheduler"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load Stable Diffusion components: {first_line}", str(folder),
                         "Re-download the model (safetensors weights are required).") from None
