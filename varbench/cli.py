@@ -148,11 +148,13 @@ def calibrate(
     root: Optional[str] = typer.Option(None, "--root", help="Local dataset folder."),
     backbones: str = typer.Option("real", "--backbones", help="real (published weights) or tiny (random-init)."),
     device: str = typer.Option("auto", "--device"),
+    mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),
+    per_subject: bool = typer.Option(False, "--per-subject", help="Also print the per-subject table."),
 ) -> None:
     """Real-vs-real DINO and CLIP-I per subject, beside the published 0.774 / 0.885."""
     from varbench.metrics.calibrate import run_calibration
 
-    run_calibration(name, root=root, backbones=backbones, device=device)
+    run_calibration(name, root=root, backbones=backbones, device=device, mode=mode, per_subject=per_subject)
 
 
 def main() -> None:

@@ -256,6 +256,11 @@ def _check_positive(spec: ProtocolSpec, source: str) -> None:
     for key in ("images_per_prompt", "batch_size", "version"):
         if getattr(spec, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(spec, key)}", source)
+    for key in ("pres_images", "reference_index"):
+        if getattr(spec.metrics, key) < 0:
+            raise UserError(f"metrics.{key} must be 0 or more, got {getattr(spec.metrics, key)}", source)
+    if spec.metrics.batch_size < 1:
+        raise UserError(f"metrics.batch_size must be at least 1, got {spec.metrics.batch_size}", source)
     if spec.prompts.limit is not None and spec.prompts.limit < 1:
         raise UserError(f"prompts.limit must be at least 1, got {spec.prompts.limit}", source)
     for text in (*spec.prompts.object, *spec.prompts.live):
