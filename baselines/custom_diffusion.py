@@ -130,9 +130,9 @@ class CustomDiffusion(DiffusionMethod):
 
         classes = None
         if class_paths:
-            class_pixels = pixel_batch([load_rgb(p) for p in class_paths], config.resolution,
-                                       Image.Resampling.BILINEAR, ctx.device)
-            classes = LatentPool(base.vae, class_pixels, with_flips=config.hflip)
+            classes = LatentPool(base.vae, pixel_batch([load_rgb(p) for p in class_paths], config.resolution,
+                                                       Image.Resampling.BILINEAR, ctx.device),
+                                 with_flips=config.hflip)
         cross_attention = [proc for name, proc in processors.items() if name.endswith("attn2.processor")]
         params = [p for proc in cross_attention for p in proc.parameters()] + [spliced.vectors]
         optimizer = make_optimizer(params, config.effective_learning_rate(), config, ctx.device)
