@@ -97,10 +97,12 @@ def test_hub_ids_and_revisions_are_checked(tmp_path, monkeypatch):
 
 
 def test_sd15_weight_files_are_checked_against_their_published_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(diffusion, "resolve_snapshot", lambda *args, **kwargs: tmp_path)
+    with pytest.raises(UserError, match="unet/diffusion_pytorch_model.safetensors is missing from the cached"):
+        load_components(SD15_ID, SD15_REVISION)
     for spec in diffusion.SD15_WEIGHTS:
         (tmp_path / spec.filename).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / spec.filename).write_bytes(b"truncated download")
-    monkeypatch.setattr(diffusion, "resolve_snapshot", lambda *args, **kwargs: tmp_path)
     with pytest.raises(UserError, match="expected 3,438,167,540"):
         load_components(SD15_ID, SD15_REVISION)
 

@@ -15,11 +15,12 @@ Weights are read from safetensors only, so loading never runs pickled code.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,6 @@ class DiffusionComponents:
     scheduler_config: dict[str, Any]
     source: str  # what was loaded: "hub-id@revision", an absolute folder, or "tiny-v1-seed0"
     random_init: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> DiffusionComponents:
         for module in (self.text_encoder, self.vae, self.unet):
@@ -106,8 +106,6 @@ class DiffusionComponents:
 def _scheduler(cls: type, config: dict[str, Any]) -> Any:
     # Keep only the keys this scheduler takes: a PNDM config (what SD ships) would
     # otherwise log a warning about every key that DDPM/DDIM do not know.
-    import inspect
-
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in config.items() if k in accepted})
 
@@ -140,6 +138,9 @@ def model_folder(base_model: str, revision: str | None) -> tuple[Path, str]:
     folder = resolve_snapshot(base_model, revision, allow_patterns=PIPELINE_FILES)
     if base_model == SD15_ID and revision == SD15_REVISION:
         for spec in SD15_WEIGHTS:
+            if not (folder / spec.filename).is_file():  # a cached snapshot from a partial download
+                raise UserError(f"{spec.filename} is missing from the cached {base_model} snapshot", str(folder),
+                                spec.download_hint())
             check_file(folder / spec.filename, spec)
     return folder, f"{base_model}@{revision or 'main'}"
 
