@@ -9,6 +9,8 @@ release's augmentation (random horizontal flip; random rescale to 1/3..1x or 1.2
 placed at a random position with a loss mask over the valid region, and "a far away" /
 "very small" / "zoomed in" / "close up" prefixed to the prompt accordingly), captioned
 "photo of a <new1> {class}"; plus the same number of class images with a prior loss.
+Subject images are re-encoded by the VAE every step (the augmentation changes them);
+class images are encoded once.
 
 Artifact (diffusers' own formats):
   - `pytorch_custom_diffusion_weights.safetensors`: the keys `UNet2DConditionModel.
