@@ -67,6 +67,7 @@ class TextualInversionConfig(DiffusionConfig):
     steps: int = 3000  # optimizer steps (each accumulates `grad_accumulation` micro-batches)
     batch_size: int = 1
     grad_accumulation: int = 4
+    max_grad_norm: float | None = None  # the release does not clip gradients
     flip_probability: float = 0.5  # random horizontal flip of the subject's photos
 
     def effective_learning_rate(self) -> float:
@@ -106,7 +107,8 @@ class TextualInversion(DiffusionMethod):
         params = [spliced.vectors]
         optimizer = make_optimizer(params, config.effective_learning_rate(), config, ctx.device)
         micro_step = self._micro_step(base, subject, instance, ctx)
-        train(micro_step, params, optimizer, config.steps, ctx, dtype, grad_accumulation=config.grad_accumulation)
+        train(micro_step, params, optimizer, config.steps, ctx, dtype, grad_accumulation=config.grad_accumulation,
+              max_grad_norm=config.max_grad_norm)
         vectors = splice_out(base, spliced)
         return TextualInversionModel(base, config, vectors)
 

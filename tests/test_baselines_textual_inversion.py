@@ -142,7 +142,8 @@ def test_subject_phrase_templates_and_release_defaults():
     assert len(OBJECT_TEMPLATES) == 27 and all(t.count("{}") == 1 for t in OBJECT_TEMPLATES)
     default = TextualInversion().config
     assert default.effective_learning_rate() == pytest.approx(2e-3)  # 5e-4 x batch 1 x accumulation 4
-    expected = dict(learning_rate=5e-4, steps=3000, batch_size=1, grad_accumulation=4, flip_probability=0.5,
+    expected = dict(learning_rate=5e-4, steps=3000, batch_size=1, grad_accumulation=4, max_grad_norm=None,
+                    flip_probability=0.5,
                     adam_weight_decay=1e-2, resolution=512, sample_steps=50, guidance_scale=7.5)
     assert {name: getattr(default, name) for name in expected} == expected
     assert TextualInversion().uses_random_init() is False and make_method().uses_random_init() is True
