@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -78,14 +79,16 @@ def build_components(settings: BenchSettings) -> DiffusionComponents:
 
 def method_overrides(settings: BenchSettings, steps: int) -> dict[str, Any]:
     resolution = 512 if settings.size == "sd15" else 64
-    # Few class images: their generation is setup, outside the timed windows.
-    return {"base_model": "tiny" if settings.size == "tiny" else "bench", "resolution": resolution,
+    # base_model only names the run here (`run_fit` passes the components in); few class
+    # images, since their generation is setup, outside the timed windows.
+    return {"base_model": "tiny" if settings.size == "tiny" else "sd15-random", "resolution": resolution,
             "steps": steps, "sample_steps": settings.sample_steps, "num_class_images": 2, "class_batch_size": 2}
 
 
 def run_fit(method_class: type, master: DiffusionComponents, settings: BenchSettings, folder: Path,
-            steps: int, on_step=None) -> Any:
-    config_fields = {f for f in method_class.Config.__dataclass_fields__}
+            steps: int, on_step: Callable[[int, int], None] | None = None) -> Any:
+    """A fresh copy of `master` fitted for `steps` steps with the method's own code."""
+    config_fields = set(method_class.Config.__dataclass_fields__)
     overrides = {k: v for k, v in method_overrides(settings, steps).items() if k in config_fields}
     method = method_class(from_dict(method_class.Config, overrides, "baselines.bench"))
     components = copy.deepcopy(master).to(settings.device)
