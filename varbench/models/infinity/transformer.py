@@ -133,6 +133,7 @@ class Infinity(nn.Module):
         self.block_chunks = nn.ModuleList(BlockChunk(blocks[c * per:(c + 1) * per])
                                           for c in range(config.block_chunks))
         self.rope = RopeCache()
+        self._level_cache: dict[tuple, torch.Tensor] = {}  # see _level_indices
 
     @property
     def blocks(self) -> list[Block]:
@@ -188,16 +189,20 @@ class Infinity(nn.Module):
     def run_blocks(self, x: torch.Tensor, cond: Condition, level: torch.Tensor, rope: torch.Tensor,
                    spans: tuple[tuple[int, int, int], ...], text_kvs: list | None = None,
                    caches: list[KVCache] | None = None, cache_start: int = 0,
-                   checkpointing: bool = False) -> torch.Tensor:
+                   checkpointing: bool | int = False) -> torch.Tensor:
         """All blocks, adding the level embedding `level` ((n, C) or (C,)) once before the
-        first chunk, or before every chunk if `config.lvl_embed_every_chunk` (quirk 1)."""
+        first chunk, or before every chunk if `config.lvl_embed_every_chunk` (quirk 1).
+
+        `checkpointing`: True recomputes every block in the backward pass, an int n only
+        the first n blocks (the others keep their activations: faster, more memory)."""
         blocks_per_chunk = self.config.blocks_per_chunk
+        checkpointed = checkpointed_blocks(checkpointing, self.config.depth)
         for index, block in enumerate(self.blocks):
             if index == 0 or (self.config.lvl_embed_every_chunk and index % blocks_per_chunk == 0):
                 x = x + level
             text_kv = cond.text if text_kvs is None else text_kvs[index]
             cache = None if caches is None else caches[index]
-            if checkpointing and torch.is_grad_enabled():
+            if index < checkpointed and torch.is_grad_enabled():
                 x = checkpoint(block, x, cond.ada, text_kv, cond.text_mask, rope, spans, cache, cache_start,
                                use_reentrant=False)
             else:
@@ -206,13 +211,14 @@ class Infinity(nn.Module):
 
     # ---- teacher-forced (training) forward -------------------------------------------
     def forward(self, cond: Condition, inputs: torch.Tensor | None, schedule: ScaleSchedule,
-                checkpointing: bool = False) -> torch.Tensor:
+                checkpointing: bool | int = False) -> torch.Tensor:
         """Logits (B, L, 2*token_bits) of all L tokens of `schedule`, block-causal.
 
         `inputs` (B, L - 1, token_bits): the inputs of every token after the SOS, i.e. per
         scale k >= 2 the running code sum of scales < k resized to scale k (from
         `BSQTokenizer.quantize` or a sampler's `inputs`). `checkpointing` recomputes each
-        block in the backward pass (activation checkpointing) to save memory.
+        block (True) or the first n blocks (an int) in the backward pass (activation
+        checkpointing) to save memory.
         """
         length = schedule.num_tokens
         x = self.sos(cond)
@@ -221,12 +227,19 @@ class Infinity(nn.Module):
                 got = None if inputs is None else tuple(inputs.shape)
                 raise ValueError(f"inputs must be (B, {length - 1}, {self.config.token_bits}), got {got}")
             x = torch.cat([x, self.embed_inputs(inputs)], dim=1)
-        levels = torch.tensor(schedule.scale_of_token(), device=x.device)
-        level = self.lvl_embed(levels).float()
+        level = self.lvl_embed(self._level_indices(schedule, x.device)).float()
         rope = self.rope.get(schedule, self.config.head_dim, x.device)
         spans = tuple((start, end, end) for start, end in schedule.bounds())
         x = self.run_blocks(x, cond, level, rope, spans, checkpointing=checkpointing)
         return self.logits(x, cond)
+
+    def _level_indices(self, schedule: ScaleSchedule, device: torch.device) -> torch.Tensor:
+        """Scale index of every token, cached per (schedule, device): building it from a
+        Python list at every forward would copy it to the GPU and wait for queued work."""
+        key = (schedule.scales, str(device))
+        if key not in self._level_cache:
+            self._level_cache[key] = torch.tensor(schedule.scale_of_token(), device=device)
+        return self._level_cache[key]
 
     # ---- initialisation ----------------------------------------------------------------
     @torch.no_grad()
@@ -252,6 +265,15 @@ class Infinity(nn.Module):
             else:
                 _normal(tensor, 0.02, generator)
         return self
+
+
+def checkpointed_blocks(checkpointing: bool | int, depth: int) -> int:
+    """How many leading blocks `checkpointing` (True, False or a count) recomputes."""
+    if isinstance(checkpointing, bool):
+        return depth if checkpointing else 0
+    if checkpointing < 0:
+        raise ValueError(f"checkpointing must be a bool or a block count >= 0, got {checkpointing}")
+    return min(int(checkpointing), depth)
 
 
 def _normal(tensor: torch.Tensor, std: float, generator: torch.Generator) -> None:

@@ -1,0 +1,105 @@
+"""Loading the base model of a fit: the Infinity transformer, the BSQ tokenizer, the T5 encoder.
+
+Released weights (Infinity-2B) come through the backbone's loaders: a local path from the
+config (`weights`, `vae_weights`, `text_encoder`), else $VARBENCH_INFINITY_DIR, else the
+Hugging Face hub cache, with size checks and strict, pickle-free loading. The tiny sizes
+are built in code with deterministic random weights (`init_seed`).
+
+The transformer is loaded in fp32 (the tuned tensors start from exact pretrained values;
+`training.prepare_storage` then stores the untuned blocks in bf16 on CUDA), with the
+config's `lvl_embed` quirk and drop-path rate.
+
+The base's `identity` names the checkpoint files (name and size) or the random-init seed;
+artifacts record it so that one made for another base is refused, and teacher pools are
+keyed by it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from varbench.methods.arbooth.config import ARBoothConfig
+from varbench.models.infinity.config import get_size
+from varbench.models.infinity.factory import (TRANSFORMER_FILES, VAE_FILES, build_infinity, build_vae,
+                                              load_transformer, load_vae)
+from varbench.models.infinity.pipeline import InfinityPipeline
+from varbench.models.infinity.sampler import SamplingConfig
+from varbench.models.infinity.schedule import ScaleSchedule, schedule_for_pixels
+from varbench.models.infinity.text import load_text_encoder
+from varbench.weights import resolve_file
+
+
+@dataclass
+class ARBoothBase:
+    pipeline: InfinityPipeline  # model, vae, text encoder, schedule, generation sampling
+    identity: dict[str, Any]  # which weights: see the module docstring
+
+    @property
+    def schedule(self) -> ScaleSchedule:
+        return self.pipeline.schedule
+
+
+def model_overrides(config: ARBoothConfig) -> dict[str, Any]:
+    """Transformer config fields the method sets (quirk 1, drop path)."""
+    return {"lvl_embed_every_chunk": config.faithful("quirk_lvl_embed"), "drop_path_rate": config.drop_path}
+
+
+def generation_sampling(config: ARBoothConfig) -> SamplingConfig:
+    return SamplingConfig(cfg=config.cfg, tau=config.tau, top_k=config.top_k, top_p=config.top_p,
+                          next_input="area" if config.faithful("quirk_next_input") else "trilinear",
+                          amp=config.amp, cuda_graphs=config.cuda_graphs)
+
+
+def teacher_sampling(config: ARBoothConfig) -> SamplingConfig:
+    attention = "released_teacher" if config.faithful("quirk_teacher_attention") else "kv_cache"
+    return SamplingConfig(cfg=config.teacher_cfg, tau=config.teacher_tau, top_k=config.teacher_top_k,
+                          top_p=config.teacher_top_p,
+                          next_input="area" if config.faithful("quirk_next_input") else "trilinear",
+                          attention=attention, amp=config.amp, cuda_graphs=config.cuda_graphs)
+
+
+def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
+    """Transformer and tokenizer files, or None where the size is random-init."""
+    paths = []
+    for files, local in ((TRANSFORMER_FILES, config.weights), (VAE_FILES, config.vae_weights)):
+        spec = files.get(config.model)
+        if spec is not None:  # published weights: local path, env var or hub cache, size-checked
+            paths.append(resolve_file(spec, local))
+        else:  # a random-init size: random unless a file is given
+            paths.append(Path(local).expanduser() if local is not None else None)
+    return paths[0], paths[1]
+
+
+def describe_file(path: Path | None, seed: int) -> dict[str, Any]:
+    if path is None:
+        return {"random_init_seed": seed}
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return {"file": path.name, "bytes": size}
+
+
+def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
+    """The base model of `config` on `device` (module docstring)."""
+    size = get_size(config.model)
+    transformer_path, vae_path = weight_paths(config)
+    overrides = model_overrides(config)
+    if transformer_path is None:
+        model = build_infinity(config.model, device=device, seed=config.init_seed, **overrides)
+    else:
+        model = load_transformer(config.model, transformer_path, device=device, **overrides)
+    vae = build_vae(config.model, device, config.init_seed) if vae_path is None else load_vae(
+        config.model, vae_path, device)
+    if size.text_encoder == "tiny":
+        encoder = load_text_encoder("tiny", device=device)
+    else:
+        encoder = load_text_encoder(size.text_encoder, device=device, local=config.text_encoder)
+    model.eval().requires_grad_(False)
+    schedule = schedule_for_pixels(config.resolution, config.resolution, vae.stride)
+    random_init = transformer_path is None or vae_path is None or encoder.name == "tiny"
+    pipeline = InfinityPipeline(model, vae, encoder, size, random_init=random_init, schedule=schedule,
+                                sampling=generation_sampling(config))
+    identity = {"model": config.model, "transformer": describe_file(transformer_path, config.init_seed),
+                "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": encoder.name}
+    return ARBoothBase(pipeline, identity)

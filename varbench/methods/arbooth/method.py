@@ -1,0 +1,56 @@
+"""ARBooth as a varbench method plugin (`arbooth`, entry point in pyproject.toml).
+
+    base  = method.load_base(ctx)            # Infinity-2B + BSQ tokenizer + Flan-T5-XL (base.py)
+    model = method.fit(base, subject, ctx)   # selective tuning + scale weights + distillation (fit.py)
+    model.save(folder)                       # trained tensors only (artifact.py)
+    model = method.load_artifact(base, folder, ctx)
+    images = model.generate(prompts, seeds)  # KV-cached sampler, CFG 4 (model.py)
+
+The identifier enters prompts as "<placeholder> {class}"; after T5 its single output
+vector is replaced by 4 learned vectors. This module imports no torch: protocols can be
+validated without loading the model code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from varbench.method import CellContext, Method
+from varbench.methods.arbooth.config import ARBoothConfig, check_config
+from varbench.models.infinity.config import get_size
+
+
+class ARBooth(Method):
+    name = "arbooth"
+    version = "1"
+    Config = ARBoothConfig
+    description = ("ARBooth (arXiv 2504.02612): Infinity-2B with selective layer tuning, scale-wise "
+                   "weighted CE and prior distillation")
+
+    def __init__(self, config: ARBoothConfig | None = None):
+        super().__init__(config)
+        check_config(self.config)
+        get_size(self.config.model)  # an unknown size fails here, with close matches
+
+    def uses_random_init(self) -> bool:
+        return get_size(self.config.model).random_init_only
+
+    def subject_phrase(self, class_noun: str) -> str:
+        return f"{self.config.placeholder} {class_noun}"
+
+    def load_base(self, ctx: CellContext) -> Any:
+        import torch
+
+        from varbench.methods.arbooth.base import load_base
+
+        return load_base(self.config, torch.device(ctx.device))
+
+    def fit(self, base: Any, subject: Any, ctx: CellContext) -> Any:
+        from varbench.methods.arbooth.fit import fit_subject
+
+        return fit_subject(base, subject, self.config, ctx, self.subject_phrase(subject.class_noun))
+
+    def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> Any:
+        from varbench.methods.arbooth.model import ARBoothModel
+
+        return ARBoothModel.from_artifact(base, self.config, Path(artifact_dir))
