@@ -72,9 +72,14 @@ NEAR_PREFIXES = ("zoomed in ", "close up ")
 @dataclass
 class CustomDiffusionConfig(DiffusionConfig):
     modifier_token: str = "<new1>"  # the new word: "<new1> dog"
-    initializer_token: str = "ktn"  # its initial embedding (the release's rare token); "{class}" = the class noun
+    # Its initial embedding: the class noun (DESIGN.md section 8: "initialised from a
+    # class-like token"); "ktn" reproduces the release's rare-token start.
+    initializer_token: str = "{class}"
     learning_rate: float = 1e-5  # before scaling
-    scale_lr: bool = True  # x batch size, and x2 with prior preservation (the release's --scale_lr)
+    scale_lr: bool = True  # x batch size: 2e-5 at batch 2, as DESIGN.md section 8 gives
+    # diffusers' example script also doubles the rate with prior preservation (4e-5);
+    # the paper's setting does not. True reproduces the diffusers script.
+    double_lr_with_prior: bool = False
     steps: int = 500  # one GPU; the release's 250 steps were on two GPUs
     batch_size: int = 2  # subject images per step (plus as many class images with the prior)
     max_grad_norm: float = 1.0
@@ -89,7 +94,8 @@ class CustomDiffusionConfig(DiffusionConfig):
     def effective_learning_rate(self) -> float:
         if not self.scale_lr:
             return self.learning_rate
-        return self.learning_rate * self.batch_size * (2.0 if self.prior_preservation else 1.0)
+        doubled = self.double_lr_with_prior and self.prior_preservation
+        return self.learning_rate * self.batch_size * (2.0 if doubled else 1.0)
 
 
 class CustomDiffusionModel(DiffusionModel):

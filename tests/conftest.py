@@ -12,6 +12,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
 SHARED_DATA = REPO_DIR.parent / "shared" / "data"
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only add contention
 os.environ["VARBENCH_PLUGINS"] = "toy_method"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network

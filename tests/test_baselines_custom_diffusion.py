@@ -192,11 +192,13 @@ def test_rescale_augmentation_matches_the_release_rules():
 
 def test_learning_rate_scaling_and_release_defaults():
     default = CustomDiffusion().config
-    assert default.effective_learning_rate() == pytest.approx(4e-5)  # 1e-5 x batch 2 x 2 (prior)
-    without_prior = make_method(prior_preservation=False, learning_rate=1e-5).config
+    assert default.effective_learning_rate() == pytest.approx(2e-5)  # 1e-5 x batch 2 (DESIGN.md section 8)
+    diffusers_script = make_method(double_lr_with_prior=True, learning_rate=1e-5).config
+    assert diffusers_script.effective_learning_rate() == pytest.approx(4e-5)  # x2 with prior preservation
+    without_prior = make_method(prior_preservation=False, double_lr_with_prior=True, learning_rate=1e-5).config
     assert without_prior.effective_learning_rate() == pytest.approx(2e-5)
     assert make_method(scale_lr=False, learning_rate=1e-5).config.effective_learning_rate() == pytest.approx(1e-5)
-    expected = dict(modifier_token="<new1>", initializer_token="ktn", learning_rate=1e-5, steps=500, batch_size=2,
+    expected = dict(modifier_token="<new1>", initializer_token="{class}", learning_rate=1e-5, steps=500, batch_size=2,
                     max_grad_norm=1.0, prior_preservation=True, prior_loss_weight=1.0, num_class_images=200,
                     hflip=True, scale_augmentation=True, resolution=512, sample_steps=50, guidance_scale=7.5)
     assert {name: getattr(default, name) for name in expected} == expected

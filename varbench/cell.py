@@ -39,6 +39,7 @@ class Worker:
         self.session = session
         self.reporter = reporter or Reporter()
         self._scorers: dict[str, Any] = {}
+        limit_cpu_threads(device)
 
     def run_cell(self, cell: Cell, retry_failed: bool = False) -> str:
         """Run `cell` unless done (or failed, without retry); returns its state afterwards,
@@ -190,6 +191,19 @@ class Worker:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def limit_cpu_threads(device: Any) -> None:
+    """On the CPU, run torch single-threaded unless OMP_NUM_THREADS says otherwise.
+
+    CPU runs are the tiny random-init checks (smoke, tests), where intra-op threads buy
+    nothing, and OpenMP threads that spin while another process holds a core slowed a
+    smoke run on a shared 2-core machine from 23 s to over 5 minutes.
+    """
+    if getattr(device, "type", str(device)) == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def folder_bytes(folder: Path) -> int:

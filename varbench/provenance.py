@@ -61,7 +61,7 @@ def device_name(device: Any) -> str:
         import torch
 
         return torch.cuda.get_device_name(torch.device(device))
-    return platform.processor() or platform.machine() or "cpu"
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def session_record(session: str, device: Any, launcher: str, **extra: Any) -> dict[str, Any]:
