@@ -7,6 +7,10 @@ A weight per scale k = 1..K (K = 13 at 1024 px):
     step       1.0 for k <= weight_cutoff_scale, fine_scale_weight after
     geometric  scale_weight_decay ** (k - 1)
 
+A cut-off at or beyond the last scale weighs every scale 1.0: at 512 px (10 scales) the
+released step still applies, at the tiny model's 5 scales it equals uniform. One arm
+config thus runs at any resolution.
+
 Every token of scale k carries w_k. With per-token CE c_t (the 2-way CE of each of the 32
 bits, averaged over the bits) the loss of one image is
 
@@ -47,10 +51,6 @@ def scale_weights(config: ARBoothConfig, num_scales: int) -> list[float]:
     if kind == "uniform":
         return [1.0] * num_scales
     if kind == "step":
-        if config.weight_cutoff_scale > num_scales:
-            raise UserError(f"weight_cutoff_scale {config.weight_cutoff_scale} exceeds the {num_scales} scales "
-                            "of this resolution", "arbooth config",
-                            f"Use 1..{num_scales} ({num_scales} = uniform).")
         return step_weights(num_scales, config.weight_cutoff_scale, config.fine_scale_weight)
     if kind == "geometric":
         return geometric_weights(num_scales, config.scale_weight_decay)

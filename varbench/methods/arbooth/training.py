@@ -195,7 +195,8 @@ class Trainer:
 
     def _distill_pass(self, teacher: TeacherBatch) -> torch.Tensor:
         distill = self._distill(self._forward(self.data.prior, teacher.inputs), teacher)
-        (self.config.distill_weight * distill).backward()
+        if distill.requires_grad:  # not when only the identifier is trained: the prior prompt lacks it
+            (self.config.distill_weight * distill).backward()
         return distill.detach()
 
     def _joint_pass(self, teacher: TeacherBatch) -> tuple[torch.Tensor, torch.Tensor]:
