@@ -7,7 +7,8 @@ Random weights (timing only, never image quality), random text features (T5 time
 included: ~0.01-0.03 s per prompt), 1024x1024 for the 2B (the size's default schedule
 otherwise), CFG 4, tau 0.5, top-p 0.97. Each batch size runs `--warmup` untimed
 generations, then `--repeats` timed ones (CUDA-synchronised); the median is reported.
-`--variants eager graphs` also times CUDA-graph replay (SamplingConfig.cuda_graphs).
+Variants: `eager` (plain PyTorch kernels), `fused` (compiled norm/RoPE kernels,
+fusion.py), `graphs` (fused + CUDA-graph replay per scale, batches <= 4).
 The FLOP floor is the counted matrix-product and attention FLOPs per image divided by a
 measured bf16 matmul rate. Prints a table and one JSON document (also `--json PATH`).
 """
@@ -31,6 +32,9 @@ from varbench.models.infinity.text import TextFeatures
 from varbench.timing import timed
 
 RANDOM_INIT_NOTE = "random-init weights: timing only"
+# CUDA graphs pay where kernel launches dominate (small batches); above this batch the
+# graphs' static buffers cost more memory than the replay saves time.
+GRAPH_MAX_BATCH = 4
 
 
 def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
@@ -99,7 +103,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
 
 def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8), device: str = "cuda",
                   repeats: int = 3, warmup: int = 1, text_tokens: int = 32, cfg: float = 4.0,
-                  variants: tuple[str, ...] = ("eager",), schedule: ScaleSchedule | None = None) -> dict:
+                  variants: tuple[str, ...] = ("fused",), schedule: ScaleSchedule | None = None) -> dict:
     device = torch.device(device)
     spec = get_size(size)
     if schedule is None:
@@ -109,10 +113,14 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
     vae = build_vae(size, device=device)
     flops = count_flops(spec.transformer, schedule, text_tokens, cfg != 1)
     rate = measure_matmul_rate(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
     for variant in variants:
-        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs")
+        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", fused_kernels=variant != "eager")
         for batch in batches:
+            if variant == "graphs" and batch > GRAPH_MAX_BATCH:
+                continue
             try:
                 row = bench_batch(model, vae, schedule, batch, config, text_tokens, repeats, warmup, device)
             except Exception as err:  # noqa: BLE001 - report a failing variant (e.g. OOM) and go on
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--variants", nargs="+", choices=["eager", "graphs"], default=["eager"])
+    parser.add_argument("--variants", nargs="+", choices=["eager", "fused", "graphs"], default=["fused"])
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = run_benchmark(args.size, tuple(args.batch), args.device, args.repeats, args.warmup,

@@ -41,6 +41,7 @@ import torch
 
 from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8,
                                           resize)
+from varbench.models.infinity.fusion import fused_kernels
 from varbench.models.infinity.graphs import graph_cache
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule
@@ -58,6 +59,7 @@ class SamplingConfig:
     attention: Literal["kv_cache", "released_teacher"] = "kv_cache"  # quirk (3)
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
     cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (graphs.py); kv_cache only
+    fused_kernels: bool = True  # compiled norm/modulation/RoPE kernels on CUDA (fusion.py)
 
 
 @dataclass
@@ -135,7 +137,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     try:
         text = text.to(device)
         cond = build_condition(model, text, config.cfg)
-        with autocast_for(device, config.amp):
+        with autocast_for(device, config.amp), fused_kernels(config.fused_kernels and device.type == "cuda"):
             summed, inputs, bits, logits = _scale_loop(model, cond, schedule, seeds, config, return_logits)
     finally:
         model.train(was_training)
