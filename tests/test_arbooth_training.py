@@ -185,7 +185,7 @@ def test_a_nan_loss_is_reported_through_fit_step(tmp_path, subject):
 
 
 def test_teacher_shares_untuned_tensors_and_copies_tuned_ones():
-    student = build_infinity("infinity-tiny", seed=1)
+    student = build_infinity("infinity-tiny", seed=1).requires_grad_(False)
     tuned = tuned_tensor_names(student, ARBooth.Config(**TINY))
     twin = frozen_twin(student, tuned)
     for name, param in student.named_parameters():

@@ -48,9 +48,11 @@ def fit_subject(base: ARBoothBase, subject: Subject, config: ARBoothConfig, ctx:
 
 def make_trainer(model: Infinity, tuned: list[str], config: ARBoothConfig, schedule: ScaleSchedule,
                  data: TrainingData, device: torch.device, fit_seed: int, clock: NoClock | None = None) -> Trainer:
-    """The trainer over `tuned` (made trainable here) and new zero identifier vectors."""
+    """The trainer over `tuned` (the only transformer tensors left trainable here) and new
+    zero identifier vectors."""
     identifier = torch.nn.Parameter(torch.zeros(identifier_shape(model, config), device=device),
                                     requires_grad=trains_identifier(config.layers))
+    model.requires_grad_(False)
     params = [model.get_parameter(name).requires_grad_(True) for name in tuned]
     return Trainer(config, model, identifier, params, schedule, data, device, fit_seed, clock)
 

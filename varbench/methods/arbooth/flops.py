@@ -1,51 +1,56 @@
 """FLOPs of one ARBooth iteration, counted from the architecture (multiply-add = 2 FLOPs).
 
-Only matrix products and attention are counted (what a GPU's tensor cores do; norms,
-RoPE and element-wise work are memory-bound and left out), like torch's FlopCounterMode,
-against which a test checks these formulas on the tiny model.
+Only matrix products and attention are counted (what a GPU's tensor cores do; norms, RoPE
+and element-wise work are memory-bound and left out), as torch's FlopCounterMode does; a
+test checks these formulas against it on the tiny model, exactly.
 
-Per row (one image) of a teacher-forced forward over L tokens with Lt text tokens, width C,
-FFN width H, depth D:
-  per block   tokens: 2L(3C^2 + C^2) self-attn qkv/proj, 2L(2C^2) cross-attn q/proj, 4LCH FFN;
-              text:   2Lt(2C^2) cross-attn keys/values;
-              attention: 4C sum_k n_k m_k (self; m_k = keys visible to scale k) + 4C L Lt (cross)
-  outside     word_embed, head, text projections, pooling, AdaLN (small).
-Backward: gradients w.r.t. activations cost one forward matmul each (every block passes
-gradient on: the identifier sits before all of them); gradients w.r.t. weights cost one
-forward matmul each for trained weights only; attention backward costs 2.5 forward
-(scores are recomputed, as flash attention does). Activation checkpointing adds one more
-forward of the recomputed blocks. Teacher sampling (KV cache) costs one forward per sample.
+Forward, per row (image) with L tokens, Lt text tokens, width C, FFN width H, per block:
+  self-attention   qkv 6LC^2, proj 2LC^2, attention 4C sum_k n_k m_k (n_k queries of scale
+                   k see m_k keys: all earlier scales, or only its own with quirk 3)
+  cross-attention  q 2LC^2, proj 2LC^2, keys/values of the text 4LtC^2, attention 4CLLt
+  FFN              4LCH
+plus outside the blocks: the text condition (pooling, projections, shared AdaLN), the
+input embedding and the head.
+Backward, per matrix product: the gradient w.r.t. its input costs one forward product if
+that input needs a gradient (anything trained, or the identifier, lies before it); the
+gradient w.r.t. its weight costs one forward product if the weight is trained; attention
+backward costs 2.5 forwards (scores are recomputed, as in flash attention). Activation
+checkpointing adds one forward of every recomputed block. Teacher sampling with the KV
+cache costs one forward per sample (plus the head's AdaLN at every scale).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.layers import block_parts
+from varbench.methods.arbooth.layers import block_parts, trains_identifier
 from varbench.models.infinity.config import InfinityConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
 ATTENTION_BACKWARD = 2.5  # backward / forward FLOPs of attention (FlopCounterMode's convention)
+SUBLAYERS = ("sa", "ca", "ffn")  # in block order
 
 
 @dataclass
-class BlockFlops:
-    """FLOPs of one block's forward for one row, split by what the backward needs."""
+class Sublayer:
+    """Forward FLOPs of one sub-layer of one block for one row."""
 
-    sa_tokens: float  # qkv + proj on the image tokens
-    ca_tokens: float  # q + proj on the image tokens
-    ca_text: float  # keys/values of the text tokens
-    ffn: float
-    attention: float  # self + cross attention (score and value products)
+    first: float  # the product reading the block's residual stream (qkv, ca q, fc1)
+    rest: float  # the other products on image tokens (sa proj, ca proj, fc2)
+    text: float  # cross-attention keys/values of the text tokens
+    attention: float
 
     @property
-    def matmul(self) -> float:
-        return self.sa_tokens + self.ca_tokens + self.ca_text + self.ffn
+    def forward(self) -> float:
+        return self.first + self.rest + self.text + self.attention
 
-    def trained_matmul(self, parts: set[str]) -> float:
-        """Forward matmul FLOPs of the layers whose weights are trained (their weight grads)."""
-        return ((self.sa_tokens if "sa" in parts else 0.0) + (self.ca_tokens + self.ca_text if "ca" in parts else 0.0)
-                + (self.ffn if "ffn" in parts else 0.0))
+    def backward(self, trained: bool, input_grad: bool, text_grad: bool) -> float:
+        """Backward FLOPs; `input_grad`: its input needs a gradient; `text_grad`: so does the text."""
+        if not (trained or input_grad or (self.text and text_grad)):
+            return 0.0  # nothing before or inside it needs a gradient
+        inputs = (self.first if input_grad else 0.0) + self.rest + (self.text if text_grad else 0.0)
+        weights = self.first + self.rest + self.text if trained else 0.0
+        return inputs + weights + ATTENTION_BACKWARD * self.attention
 
 
 def self_attention_pairs(schedule: ScaleSchedule, self_only: bool = False) -> int:
@@ -53,64 +58,76 @@ def self_attention_pairs(schedule: ScaleSchedule, self_only: bool = False) -> in
     return sum(n * (n if self_only else end) for n, (_, end) in zip(schedule.tokens_per_scale, schedule.bounds()))
 
 
-def block_flops(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int, self_only: bool = False) -> BlockFlops:
-    c, tokens = model.width, schedule.num_tokens
-    attention = 4 * c * self_attention_pairs(schedule, self_only) + 4 * c * tokens * text_tokens
-    return BlockFlops(sa_tokens=2 * tokens * 4 * c * c, ca_tokens=2 * tokens * 2 * c * c,
-                      ca_text=2 * text_tokens * 2 * c * c, ffn=2 * tokens * 2 * c * model.ffn_hidden,
-                      attention=attention)
+def sublayers(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
+              self_only: bool = False) -> dict[str, Sublayer]:
+    c, tokens, hidden = model.width, schedule.num_tokens, model.ffn_hidden
+    return {
+        "sa": Sublayer(2 * tokens * 3 * c * c, 2 * tokens * c * c, 0.0, 4 * c * self_attention_pairs(schedule, self_only)),
+        "ca": Sublayer(2 * tokens * c * c, 2 * tokens * c * c, 2 * text_tokens * 2 * c * c, 4 * c * tokens * text_tokens),
+        "ffn": Sublayer(2 * tokens * c * hidden, 2 * tokens * hidden * c, 0.0, 0.0),
+    }
 
 
-@dataclass
-class OutsideFlops:
-    """Matmul FLOPs outside the blocks for one row's forward."""
-
-    condition: float  # text path: pooling keys/values and attention, projections, shared AdaLN
-    condition_attention: float  # the pooling attention (one query per head) within `condition`
-    word_embed: float
-    head: float  # head AdaLN + head
+def condition_flops(model: InfinityConfig, text_tokens: int) -> tuple[float, float]:
+    """(products, pooling attention) of the text condition of one row."""
+    c, ct5 = model.width, model.text_channels
+    products = 2 * text_tokens * (2 * ct5 * c + ct5 * c + c * c) + 2 * (c * c + c * 6 * c)
+    return products, 4 * c * text_tokens
 
 
-def outside_flops(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int) -> OutsideFlops:
-    c, ct5, tokens = model.width, model.text_channels, schedule.num_tokens
-    attention = 4 * c * text_tokens
-    text = 2 * text_tokens * (2 * ct5 * c + ct5 * c + c * c)  # pooling keys/values, projection to C
-    condition = text + attention + 2 * (c * c + c * 6 * c)  # + pooling output projection, shared AdaLN
-    head = 2 * c * 2 * c + 2 * tokens * c * model.num_logits
-    return OutsideFlops(condition, attention, 2 * (tokens - 1) * model.token_bits * c, head)
+def head_flops(model: InfinityConfig, schedule: ScaleSchedule) -> float:
+    """The head's AdaLN (once per row) and the head."""
+    return 2 * model.width * 2 * model.width + 2 * schedule.num_tokens * model.width * model.num_logits
+
+
+def embed_flops(model: InfinityConfig, schedule: ScaleSchedule) -> float:
+    return 2 * (schedule.num_tokens - 1) * model.token_bits * model.width
 
 
 def sampling_flops(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int, self_only: bool = False) -> float:
     """One sample of the KV-cached sampler without guidance (the teacher): a forward over
     every token, with the head's AdaLN recomputed at every scale. `self_only`: quirk 3."""
-    block = block_flops(model, schedule, text_tokens, self_only)
-    outside = outside_flops(model, schedule, text_tokens)
+    per_block = sum(sub.forward for sub in sublayers(model, schedule, text_tokens, self_only).values())
+    condition = sum(condition_flops(model, text_tokens))
     head_adaln = 2 * model.width * 2 * model.width
-    return (model.depth * (block.matmul + block.attention) + outside.condition + outside.word_embed + outside.head
+    return (model.depth * per_block + condition + embed_flops(model, schedule) + head_flops(model, schedule)
             + (schedule.num_scales - 1) * head_adaln)
 
 
-def training_pass_flops(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int, rows: int,
-                        parts: set[str], recomputed_blocks: int, condition_grad: bool) -> float:
-    """Forward + backward (+ recomputation) of `rows` teacher-forced rows.
+@dataclass
+class PassSpec:
+    """What one teacher-forced pass computes, for its rows."""
 
-    `condition_grad`: the text condition is computed in the pass and needs gradients (the
-    CE rows: the identifier is in their prompt); otherwise it is a precomputed constant
-    (the prior prompt's). Block 0's self-attention backward is counted even where its
-    input needs no gradient (distillation rows alone): an over-count of < 1% at 2B."""
-    block = block_flops(model, schedule, text_tokens)
-    per_block_forward = block.matmul + block.attention
-    per_block_backward = block.matmul + block.trained_matmul(parts) + ATTENTION_BACKWARD * block.attention
-    if not condition_grad:
-        per_block_backward -= block.ca_text  # no gradient flows into a constant text
-    outside = outside_flops(model, schedule, text_tokens)
-    forward = outside.word_embed + outside.head + (outside.condition if condition_grad else 0.0)
-    backward = outside.head  # the head's input gradients (its weights are frozen)
-    if condition_grad:
-        backward += outside.condition + (ATTENTION_BACKWARD - 1) * outside.condition_attention
-    per_row = (model.depth * (per_block_forward + per_block_backward) + recomputed_blocks * per_block_forward
-               + forward + backward)
-    return rows * per_row
+    text_tokens: int  # keys of the cross-attention (the longest prompt of the batch)
+    condition_tokens: int  # tokens of a text condition computed in the pass; 0 = precomputed
+    grad_from_text: bool  # the text (and the first input) carry the identifier's gradient
+
+
+def training_pass_flops(model: InfinityConfig, schedule: ScaleSchedule, spec: PassSpec, rows: int,
+                        trained: dict[int, set[str]], recomputed_blocks: int) -> float:
+    """Forward + backward (+ recomputation) of `rows` rows; `trained[b]`: trained sub-layers of block b."""
+    layers = sublayers(model, schedule, spec.text_tokens)
+    block_forward = sum(sub.forward for sub in layers.values())
+    forward = model.depth * block_forward + embed_flops(model, schedule) + head_flops(model, schedule)
+    backward, input_grad = 0.0, spec.grad_from_text
+    for block in range(model.depth):
+        block_backward = 0.0
+        for name in SUBLAYERS:
+            is_trained = name in trained.get(block, set())
+            block_backward += layers[name].backward(is_trained, input_grad, spec.grad_from_text)
+            input_grad = input_grad or is_trained or (name == "ca" and spec.grad_from_text)
+        if block_backward and block < recomputed_blocks:
+            block_backward += block_forward  # a checkpointed block is recomputed in its backward
+        backward += block_backward
+    head_adaln = 2 * model.width * 2 * model.width
+    if input_grad:  # the head's input gradient (its AdaLN's too when the condition carries one)
+        backward += head_flops(model, schedule) - (0 if spec.grad_from_text else head_adaln)
+    if spec.condition_tokens:
+        products, attention = condition_flops(model, spec.condition_tokens)
+        forward += products + attention
+        if spec.grad_from_text:
+            backward += products + ATTENTION_BACKWARD * attention
+    return rows * (forward + backward)
 
 
 @dataclass
@@ -128,16 +145,26 @@ class IterationFlops:
 
 
 def iteration_flops(config: ARBoothConfig, model: InfinityConfig, schedule: ScaleSchedule,
-                    prompt_tokens: int, prior_tokens: int, teacher_from_pool: bool | None = None) -> IterationFlops:
-    """FLOPs of one iteration of `config` (prompt lengths after the identifier insertion)."""
+                    prompt_tokens: int, prior_tokens: int) -> IterationFlops:
+    """FLOPs of one iteration of `config`; `prompt_tokens` counts the training prompt after
+    the identifier insertion. In the joint step (quirk 5 fixed) the rows share one batch:
+    text padded to the longer prompt, gradients flowing through every row."""
     parts = block_parts(config.layers)
+    start, stop = config.block_range or (0, model.depth)
+    trained = {block: parts for block in range(start, min(stop, model.depth))}
     recomputed = model.depth if config.checkpoint_blocks == -1 else min(config.checkpoint_blocks, model.depth)
-    ce = training_pass_flops(model, schedule, prompt_tokens, config.batch_size, parts, recomputed, True)
-    if config.distill == "off":
+    identifier = trains_identifier(config.layers)
+    distill = config.distill != "off"
+    joint = distill and not config.faithful("quirk_optimizer_steps")
+    text = max(prompt_tokens, prior_tokens) if joint else prompt_tokens
+    ce = training_pass_flops(model, schedule, PassSpec(text, prompt_tokens, identifier), config.batch_size,
+                             trained, recomputed)
+    if not distill:
         return IterationFlops(0.0, ce, 0.0)
+    spec = PassSpec(text, 0, identifier) if joint else PassSpec(prior_tokens, 0, False)
     rows = config.distill_batch_size
-    distill = training_pass_flops(model, schedule, prior_tokens, rows, parts, recomputed, False)
-    pool = config.teacher_source == "pool" if teacher_from_pool is None else teacher_from_pool
-    self_only = config.faithful("quirk_teacher_attention")
-    teacher = 0.0 if pool else rows * sampling_flops(model, schedule, prior_tokens, self_only)
-    return IterationFlops(teacher, ce, distill)
+    distill_pass = training_pass_flops(model, schedule, spec, rows, trained, recomputed)
+    teacher = 0.0
+    if config.teacher_source == "on_the_fly":
+        teacher = rows * sampling_flops(model, schedule, prior_tokens, config.faithful("quirk_teacher_attention"))
+    return IterationFlops(teacher, ce, distill_pass)

@@ -58,7 +58,7 @@ def frozen_twin(student: Infinity, tuned: Sequence[str], dtype: torch.dtype | No
         _set_tensor(twin, name, param, is_buffer=False)
     for name, buffer in student.named_buffers():
         _set_tensor(twin, name, buffer, is_buffer=True)
-    return twin.eval().requires_grad_(False)
+    return twin.eval()  # the shared tensors keep the student's (frozen) state
 
 
 def _empty_like(model: Infinity) -> Infinity:
