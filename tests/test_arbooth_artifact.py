@@ -55,7 +55,7 @@ def fitted(tmp_path_factory):
 
 
 def test_artifact_holds_only_the_trained_tensors_under_checkpoint_names(fitted):
-    method, model, folder, _, _ = fitted
+    _, model, folder, _, _ = fitted
     with safe_open(str(folder / ARTIFACT_FILE), framework="pt") as handle:
         names = set(handle.keys())
         metadata = handle.metadata()

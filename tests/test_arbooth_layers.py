@@ -53,7 +53,8 @@ def test_trainable_count_of_every_layer_option(meta_2b, layers, expected):
 
 
 def test_block_range_restricts_block_parts_only(meta_2b):
-    assert count(meta_2b, ["ca", "ffn", "identifier"], (0, 16)) == 16 * (PER_BLOCK["ca"] + PER_BLOCK["ffn"]) + IDENTIFIER
+    expected = 16 * (PER_BLOCK["ca"] + PER_BLOCK["ffn"]) + IDENTIFIER
+    assert count(meta_2b, ["ca", "ffn", "identifier"], (0, 16)) == expected
     names = select_tensors(shapes_of(meta_2b), ["ffn"], DEPTH, 4, (30, 32))
     assert {block_of(name, 4)[0] for name in names} == {30, 31}
     assert names[0] == "block_chunks.7.module.2.ffn.fc1.weight"
@@ -62,8 +63,9 @@ def test_block_range_restricts_block_parts_only(meta_2b):
 
 
 def test_text_pooler_and_norms_never_match():
-    names = ["text_proj_for_sos.ca.mat_q", "text_proj_for_sos.ca.mat_kv.weight", "block_chunks.0.module.1.ca_norm.weight",
-             "block_chunks.0.module.1.ada_gss", "block_chunks.2.module.3.ca.mat_q.weight", "head.weight"]
+    names = ["text_proj_for_sos.ca.mat_q", "text_proj_for_sos.ca.mat_kv.weight",
+             "block_chunks.0.module.1.ca_norm.weight", "block_chunks.0.module.1.ada_gss",
+             "block_chunks.2.module.3.ca.mat_q.weight", "head.weight"]
     assert select_tensors(names, ["all"], 16, 4) == ["block_chunks.2.module.3.ca.mat_q.weight"]
     assert block_of("block_chunks.2.module.3.ca.mat_q.weight", 4) == (11, "ca")
     assert block_of("text_proj_for_sos.ca.mat_q", 4) is None

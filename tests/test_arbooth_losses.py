@@ -9,8 +9,13 @@ import torch
 
 from varbench.errors import UserError
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.losses import (bitwise_ce, distillation_loss, hard_distillation, soft_distillation,
-                                             weighted_ce)
+from varbench.methods.arbooth.losses import (
+    bitwise_ce,
+    distillation_loss,
+    hard_distillation,
+    soft_distillation,
+    weighted_ce,
+)
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
 from varbench.models.infinity.schedule import get_schedule
 

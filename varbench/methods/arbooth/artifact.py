@@ -46,7 +46,7 @@ def load_artifact_tensors(folder: Path, base_identity: dict[str, Any],
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     except (OSError, SafetensorError) as err:
         raise UserError(f"cannot read the ARBooth artifact: {str(err).splitlines()[0]}", str(path), REFIT) from None
     _check_base(metadata, base_identity, path)

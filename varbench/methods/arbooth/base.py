@@ -23,8 +23,14 @@ import torch
 
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.models.infinity.config import get_size
-from varbench.models.infinity.factory import (TRANSFORMER_FILES, VAE_FILES, build_infinity, build_vae,
-                                              load_transformer, load_vae)
+from varbench.models.infinity.factory import (
+    TRANSFORMER_FILES,
+    VAE_FILES,
+    build_infinity,
+    build_vae,
+    load_transformer,
+    load_vae,
+)
 from varbench.models.infinity.pipeline import InfinityPipeline
 from varbench.models.infinity.sampler import SamplingConfig
 from varbench.models.infinity.schedule import ScaleSchedule, schedule_for_pixels

@@ -11,6 +11,7 @@ then `--iterations` timed ones, for each variant:
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
   joint-ckpt16 joint, only the first 16 of 32 blocks recomputed in backward
+  joint-graphs joint, the teacher's per-scale forwards replayed as CUDA graphs
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
 synthetic (random latents and text features): the VAE encoder and T5 run once per fit,
@@ -52,6 +53,7 @@ VARIANTS = {
     "joint": {"quirk_optimizer_steps": "fixed"},
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},
     "joint-ckpt16": {"quirk_optimizer_steps": "fixed", "checkpoint_blocks": 16},
+    "joint-graphs": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True},
 }
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS
 PLACEHOLDER_ID, PLACEHOLDER_POSITION = 99, 3
@@ -193,12 +195,13 @@ def run_benchmark(size: str = "infinity-2b", device: str = "cuda", variants: tup
 
 
 def format_table(report: dict) -> str:
-    lines = [f"ARBooth fine-tuning iteration, {report['size']} ({report['note']}), batch {report['batch_size']}, "
-             f"{report['pixels']}x{report['pixels']}, soft distillation, {report['device']}",
-             f"matmul rate {report['matmul_flops_per_second'] / 1e12:.3g} TFLOP/s (bf16 on CUDA, fp32 on the CPU); "
-             f"target {report['target_seconds_per_iteration']:g} s/iteration at 2B on one H100",
-             f"{'variant':13} {'s/iter':>7} {'min/500':>8} {'TFLOP':>8} {'floor s':>8} {'of floor':>8} "
-             f"{'peak GiB':>8}  split (s)"]
+    title = (f"ARBooth fine-tuning iteration, {report['size']} ({report['note']}), batch {report['batch_size']}, "
+             f"{report['pixels']}x{report['pixels']}, soft distillation, {report['device']}")
+    rate = (f"matmul rate {report['matmul_flops_per_second'] / 1e12:.3g} TFLOP/s (bf16 on CUDA, fp32 on the CPU); "
+            f"target {report['target_seconds_per_iteration']:g} s/iteration at 2B on one H100")
+    header = (f"{'variant':13} {'s/iter':>7} {'min/500':>8} {'TFLOP':>8} {'floor s':>8} {'of floor':>8} "
+              f"{'peak GiB':>8}  split (s)")
+    lines = [title, rate, header]
     for row in report["results"]:
         head = f"{row['variant']:13}"
         if "error" in row:

@@ -61,9 +61,10 @@ def self_attention_pairs(schedule: ScaleSchedule, self_only: bool = False) -> in
 def sublayers(model: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
               self_only: bool = False) -> dict[str, Sublayer]:
     c, tokens, hidden = model.width, schedule.num_tokens, model.ffn_hidden
+    self_pairs, cross_pairs = self_attention_pairs(schedule, self_only), tokens * text_tokens
     return {
-        "sa": Sublayer(2 * tokens * 3 * c * c, 2 * tokens * c * c, 0.0, 4 * c * self_attention_pairs(schedule, self_only)),
-        "ca": Sublayer(2 * tokens * c * c, 2 * tokens * c * c, 2 * text_tokens * 2 * c * c, 4 * c * tokens * text_tokens),
+        "sa": Sublayer(2 * tokens * 3 * c * c, 2 * tokens * c * c, 0.0, 4 * c * self_pairs),
+        "ca": Sublayer(2 * tokens * c * c, 2 * tokens * c * c, 2 * text_tokens * 2 * c * c, 4 * c * cross_pairs),
         "ffn": Sublayer(2 * tokens * c * hidden, 2 * tokens * hidden * c, 0.0, 0.0),
     }
 

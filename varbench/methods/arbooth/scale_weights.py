@@ -57,7 +57,8 @@ def scale_weights(config: ARBoothConfig, num_scales: int) -> list[float]:
     raise ValueError(f"unknown scale_weights {kind!r}")
 
 
-def token_weights(weights: Sequence[float], schedule: ScaleSchedule, device: torch.device | str = "cpu") -> torch.Tensor:
+def token_weights(weights: Sequence[float], schedule: ScaleSchedule,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
     """(L,) fp32: the weight of every token of `schedule` (its scale's weight)."""
     if len(weights) != schedule.num_scales:
         raise ValueError(f"{len(weights)} weights for {schedule.num_scales} scales")

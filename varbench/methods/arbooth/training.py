@@ -76,8 +76,8 @@ def compute_autocast(config: ARBoothConfig, device: torch.device) -> contextlib.
 
 
 def make_adamw(params: list[torch.Tensor], config: ARBoothConfig, device: torch.device) -> torch.optim.AdamW:
-    options = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                   eps=config.adam_epsilon, weight_decay=config.weight_decay)
+    options = {"lr": config.learning_rate, "betas": (config.adam_beta1, config.adam_beta2),
+               "eps": config.adam_epsilon, "weight_decay": config.weight_decay}
     # One fused kernel for all tensors on CUDA (older torch releases lack the option).
     if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
         options["fused"] = True

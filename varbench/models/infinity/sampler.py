@@ -110,9 +110,12 @@ def draw_uniforms(generators: list[torch.Generator], shape: tuple[int, ...], dev
 def build_condition(model: Infinity, text: TextFeatures, cfg: float) -> Condition:
     """Condition rows: the prompts, then (if cfg != 1) the same with the null text."""
     features, mask = text.features, text.mask
+    # Drop flags are made on the features' device: copying a CPU tensor there would wait for
+    # all queued GPU work (the teacher samples inside ARBooth's training loop).
+    rows = torch.zeros(text.batch_size, dtype=torch.bool, device=features.device)
     if cfg == 1:
-        return model.condition(features, mask, drop=torch.zeros(text.batch_size, dtype=torch.bool))
-    drop = torch.cat([torch.zeros(text.batch_size, dtype=torch.bool), torch.ones(text.batch_size, dtype=torch.bool)])
+        return model.condition(features, mask, drop=rows)
+    drop = torch.cat([rows, ~rows])
     both_mask = None if mask is None else torch.cat([mask, mask])
     return model.condition(torch.cat([features, features]), both_mask, drop=drop)
 
