@@ -81,7 +81,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
     warm_start = time.perf_counter()
     for _ in range(warmup):
         out = sample(model, vae, text, schedule, seeds, config, decode=False)
-        decode_images(vae, out.summed, config.amp)
+        decode_images(vae, out.summed, config.amp, config.fused_kernels)
     warmup_seconds = time.perf_counter() - warm_start
     sampling, decoding = [], []
     for _ in range(repeats):
@@ -89,7 +89,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
             out = sample(model, vae, text, schedule, seeds, config, decode=False)
         sampling.append(record.seconds / batch)
         with timed("decode", device) as record:
-            decode_images(vae, out.summed, config.amp)
+            decode_images(vae, out.summed, config.amp, config.fused_kernels)
         decoding.append(record.seconds / batch)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     if config.cuda_graphs:  # graphs keep their KV caches: free them before the next batch size

@@ -40,22 +40,25 @@ def axis_frequencies(head_dim: int) -> torch.Tensor:
 
 
 def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """fp32 table shaped (L, head_dim/2, 2): (cos, sin) of the rotation of every token's
-    channel pairs (real numbers rather than complex64, so compiled kernels can use it)."""
+    """Complex64 table shaped (L, head_dim/2): the rotation of every token's channel pairs."""
     ys, xs = grid_positions(schedule)
     if int(max(ys.max(), xs.max())) >= _MAX_GRID:
         raise ValueError(f"RoPE grid {schedule.rope_grid} exceeds {_MAX_GRID} positions per axis")
     theta = axis_frequencies(head_dim)
     angles = torch.cat([ys.float()[:, None] * theta[None, :], xs.float()[:, None] * theta[None, :]], dim=1)
-    return torch.stack((angles.cos(), angles.sin()), dim=-1).to(device)
+    return torch.polar(torch.ones_like(angles), angles).to(device)
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate x (..., L, head_dim) by table (L, head_dim/2, 2); returns fp32:
-    channel pair (a, b) -> (a cos - b sin, a sin + b cos)."""
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = table.unbind(-1)
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    """Rotate x (..., L, head_dim) by table (L, head_dim/2); returns fp32.
+
+    One complex multiply: the fastest eager form. (fusion.py has the real-valued form
+    that compiled kernels need, since inductor generates no code for complex tensors.)"""
+    x = x.float()
+    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):
+        x = x.contiguous()
+    pairs = torch.view_as_complex(x.view(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * table).flatten(-2)
 
 
 class RopeCache:

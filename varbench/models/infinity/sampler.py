@@ -148,7 +148,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     if decode:
         if vae is None:
             raise ValueError("decode=True needs the VAE")
-        images = decode_images(vae, summed, config.amp)
+        images = decode_images(vae, summed, config.amp, config.fused_kernels)
     return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)), schedule)
 
 
@@ -208,7 +208,8 @@ def _scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, co
 
 
 @torch.no_grad()
-def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True) -> torch.Tensor:
-    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast on CUDA)."""
-    with autocast_for(summed.device, amp):
+def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True, fused: bool = True) -> torch.Tensor:
+    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast and, if `fused`, a compiled
+    decoder on CUDA)."""
+    with autocast_for(summed.device, amp), fused_kernels(fused):
         return images_to_uint8(vae.decode(summed))
