@@ -79,7 +79,7 @@ def test_tiny_benchmark_on_cpu_writes_a_well_formed_report(tmp_path, capsys):
                    "--json", str(tmp_path / "bench.json")])
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
     assert report["note"].startswith("random-init") and report["pixels"] == 64 and report["tokens"] == 121
-    assert [row["variant"] for row in report["results"]] == ["released", "joint", "joint-pool", "joint-ckpt16",
+    assert [row["variant"] for row in report["results"]] == ["released", "joint", "joint-pool", "joint-ckpt28",
                                                               "joint-graphs"]
     for row in report["results"]:
         assert "error" not in row, row

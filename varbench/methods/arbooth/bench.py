@@ -10,7 +10,8 @@ then `--iterations` timed ones, for each variant:
                teacher samples drawn on the fly with the KV-cached sampler
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
-  joint-ckpt16 joint, only the first 16 of 32 blocks recomputed in backward
+  joint-ckpt28 joint, the last 4 of 32 blocks keep their activations instead of being
+               recomputed in backward (an estimated ~5 GB per block at 4 rows)
   joint-graphs joint, the teacher's per-scale forwards replayed as CUDA graphs
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
@@ -52,7 +53,7 @@ VARIANTS = {
     "released": {},
     "joint": {"quirk_optimizer_steps": "fixed"},
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},
-    "joint-ckpt16": {"quirk_optimizer_steps": "fixed", "checkpoint_blocks": 16},
+    "joint-ckpt28": {"quirk_optimizer_steps": "fixed", "checkpoint_blocks": 28},
     "joint-graphs": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True},
 }
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS

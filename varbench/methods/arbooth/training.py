@@ -44,7 +44,7 @@ from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, ShuffledOrder, pick_rows
 from varbench.methods.arbooth.losses import distillation_loss, weighted_ce
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
-from varbench.methods.arbooth.teacher import TeacherBatch
+from varbench.methods.arbooth.teacher import OnTheFly, Pool, TeacherBatch
 from varbench.models.infinity.bsq import multiscale_quantize
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.transformer import Condition, Infinity
@@ -113,7 +113,7 @@ class TrainingData:
     latents: torch.Tensor  # (N, d, h, w) continuous subject latents, on the device
     prompt: PromptFeatures  # the training prompt (with the placeholder)
     prior: Condition  # the prior prompt's condition, distill_batch_size rows (constant)
-    teacher: object | None  # a source with .next(step) -> TeacherBatch (teacher.OnTheFly / Pool), or None
+    teacher: OnTheFly | Pool | None  # .next(step) -> TeacherBatch; None without distillation
 
 
 class Trainer:
