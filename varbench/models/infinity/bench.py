@@ -7,8 +7,8 @@ Random weights (timing only, never image quality), random text features (T5 time
 included: ~0.01-0.03 s per prompt), 1024x1024 for the 2B (the size's default schedule
 otherwise), CFG 4, tau 0.5, top-p 0.97. Each batch size runs `--warmup` untimed
 generations, then `--repeats` timed ones (CUDA-synchronised); the median is reported.
-Variants: `eager` (plain PyTorch kernels), `fused` (compiled norm/RoPE kernels,
-fusion.py), `graphs` (fused + CUDA-graph replay per scale, batches <= 4).
+Variants: `eager` (plain PyTorch, eager decoder), `fused` (compiled VAE decoder,
+fusion.py), `graphs` (compiled decoder + CUDA-graph replay per scale, batches <= 4).
 The FLOP floor is the counted matrix-product and attention FLOPs per image divided by a
 measured bf16 matmul rate. Prints a table and one JSON document (also `--json PATH`).
 """
@@ -81,7 +81,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
     warm_start = time.perf_counter()
     for _ in range(warmup):
         out = sample(model, vae, text, schedule, seeds, config, decode=False)
-        decode_images(vae, out.summed, config.amp, config.fused_kernels)
+        decode_images(vae, out.summed, config.amp, config.compile_decoder)
     warmup_seconds = time.perf_counter() - warm_start
     sampling, decoding = [], []
     for _ in range(repeats):
@@ -89,7 +89,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
             out = sample(model, vae, text, schedule, seeds, config, decode=False)
         sampling.append(record.seconds / batch)
         with timed("decode", device) as record:
-            decode_images(vae, out.summed, config.amp, config.fused_kernels)
+            decode_images(vae, out.summed, config.amp, config.compile_decoder)
         decoding.append(record.seconds / batch)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     if config.cuda_graphs:  # graphs keep their KV caches: free them before the next batch size
@@ -117,7 +117,7 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
         torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
     for variant in variants:
-        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", fused_kernels=variant != "eager")
+        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", compile_decoder=variant != "eager")
         for batch in batches:
             if variant == "graphs" and batch > GRAPH_MAX_BATCH:
                 continue

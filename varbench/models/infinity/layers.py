@@ -5,8 +5,7 @@ kernels on GPU, plain math on CPU); if the `flash_attn` package is installed it 
 for unmasked bf16/fp16 attention on CUDA (set VARBENCH_FLASH_ATTN=0 to turn that off).
 Every module computes its norms and AdaLN modulation in fp32 and its matrix products
 in the dtype of its weights, or in the autocast dtype when autocast is on (inputs are
-cast to the weight dtype first, so a bf16 model also runs without autocast). The
-memory-bound norm/modulation/RoPE steps live in fusion.py (fused kernels on CUDA).
+cast to the weight dtype first, so a bf16 model also runs without autocast).
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varbench.models.infinity.fusion import modulate, normalize_and_rotate
+from varbench.models.infinity.rope import apply_rope
 
 _FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None and os.environ.get("VARBENCH_FLASH_ATTN", "1") != "0"
 
@@ -82,8 +81,8 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x.to(weight.dtype), weight, bias)
         q, k, v = qkv.view(B, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         scale_mul = self.scale_mul_1H11.float().clamp(max=math.log(100.0)).exp()
-        q = normalize_and_rotate(q, rope, scale_mul, v.dtype)
-        k = normalize_and_rotate(k, rope, None, v.dtype)
+        q = normalize_and_rotate(q, rope, scale_mul).to(v.dtype)
+        k = normalize_and_rotate(k, rope).to(v.dtype)
         if cache is not None:
             k_all, v_all = cache.extend(cache_start, k, v)
             out = attend(q, k_all, v_all, scale=1.0)
@@ -94,6 +93,18 @@ class SelfAttention(nn.Module):
             out = torch.cat([attend(q[:, :, s:e], k[:, :, :kend], v[:, :, :kend], scale=1.0)
                              for s, e, kend in spans], dim=2)
         return self.proj(out.transpose(1, 2).reshape(B, n, C))
+
+
+def normalize_and_rotate(x: torch.Tensor, rope: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """L2-normalise the last dim in fp32 (times `scale`), then apply RoPE; returns fp32.
+
+    Written for few memory passes: the norm is read straight from the bf16 input and
+    the normalising factor is applied while converting to fp32."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    factor = norm.clamp(min=1e-12).reciprocal()
+    if scale is not None:
+        factor = factor * scale
+    return apply_rope(x * factor, rope)
 
 
 class CrossAttention(nn.Module):
@@ -196,6 +207,12 @@ class AdaLNBeforeHead(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         scale, shift = self.ada_lin(cond).view(cond.shape[0], 1, 2, -1).unbind(2)
         return modulate(x, scale, shift, self.eps)
+
+
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm(x) * (1 + scale) + shift, in fp32."""
+    normed = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+    return torch.addcmul(shift.float(), normed, scale.float() + 1)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:

@@ -50,10 +50,7 @@ def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | st
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate x (..., L, head_dim) by table (L, head_dim/2); returns fp32.
-
-    One complex multiply: the fastest eager form. (fusion.py has the real-valued form
-    that compiled kernels need, since inductor generates no code for complex tensors.)"""
+    """Rotate x (..., L, head_dim) by table (L, head_dim/2); returns fp32."""
     x = x.float()
     if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):
         x = x.contiguous()

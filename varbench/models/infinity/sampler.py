@@ -41,7 +41,7 @@ import torch
 
 from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8,
                                           resize)
-from varbench.models.infinity.fusion import fused_kernels
+from varbench.models.infinity.fusion import compiled_decoder
 from varbench.models.infinity.graphs import graph_cache
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule
@@ -59,7 +59,7 @@ class SamplingConfig:
     attention: Literal["kv_cache", "released_teacher"] = "kv_cache"  # quirk (3)
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
     cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (graphs.py); kv_cache only
-    fused_kernels: bool = True  # compiled norm/modulation/RoPE kernels on CUDA (fusion.py)
+    compile_decoder: bool = True  # decode through a compiled VAE decoder on CUDA (fusion.py)
 
 
 @dataclass
@@ -140,7 +140,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     try:
         text = text.to(device)
         cond = build_condition(model, text, config.cfg)
-        with autocast_for(device, config.amp), fused_kernels(config.fused_kernels and device.type == "cuda"):
+        with autocast_for(device, config.amp):
             summed, inputs, bits, logits = _scale_loop(model, cond, schedule, seeds, config, return_logits)
     finally:
         model.train(was_training)
@@ -148,7 +148,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     if decode:
         if vae is None:
             raise ValueError("decode=True needs the VAE")
-        images = decode_images(vae, summed, config.amp, config.fused_kernels)
+        images = decode_images(vae, summed, config.amp, config.compile_decoder)
     return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)), schedule)
 
 
@@ -208,8 +208,8 @@ def _scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, co
 
 
 @torch.no_grad()
-def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True, fused: bool = True) -> torch.Tensor:
-    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast and, if `fused`, a compiled
-    decoder on CUDA)."""
-    with autocast_for(summed.device, amp), fused_kernels(fused):
+def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True, compiled: bool = True) -> torch.Tensor:
+    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast and, if `compiled`, a
+    compiled decoder on CUDA)."""
+    with autocast_for(summed.device, amp), compiled_decoder(compiled):
         return images_to_uint8(vae.decode(summed))

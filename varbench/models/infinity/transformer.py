@@ -26,14 +26,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from varbench.errors import UserError
 from varbench.models.infinity.config import InfinityConfig
-from varbench.models.infinity.fusion import layer_norm, matmul_dtype, modulate
 from varbench.models.infinity.layers import (AdaLNBeforeHead, CrossAttention, FeedForward, KVCache, RMSNorm,
-                                             SelfAttention, TextAttentivePool, drop_path)
+                                             SelfAttention, TextAttentivePool, drop_path, modulate)
 from varbench.models.infinity.rope import RopeCache
 from varbench.models.infinity.schedule import ScaleSchedule
 
@@ -89,12 +89,11 @@ class Block(nn.Module):
         if torch.is_tensor(text_kv):
             text_kv = self.ca.text_kv(text_kv)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + ada).unbind(2)
-        dtype = matmul_dtype(self.sa.mat_qkv.weight)  # norms in fp32, handed over in the matmul dtype
-        h = self.sa(modulate(x, scale1, shift1, self.eps, dtype), rope, spans, cache, cache_start)
+        h = self.sa(modulate(x, scale1, shift1, self.eps), rope, spans, cache, cache_start)
         x = self._residual(x, h, gamma1)
-        normed = layer_norm(x, self.ca_norm.weight, self.ca_norm.bias, self.eps, dtype)
+        normed = F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(), self.eps)
         x = x + self.ca(normed, text_kv, text_mask)  # fp32 + (bf16 or fp32) -> fp32
-        h = self.ffn(modulate(x, scale2, shift2, self.eps, dtype))
+        h = self.ffn(modulate(x, scale2, shift2, self.eps))
         return self._residual(x, h, gamma2)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
