@@ -60,6 +60,7 @@ class ARBoothConfig:
     # Any combination of "sa", "ca", "ffn" (per block), "identifier", or "all" (= sa + ca +
     # ffn of every block, the release's enable_all_layer). Norms, AdaLN gains and the
     # top-level modules (text pooler `text_proj_for_sos.ca.*` included) are never tuned.
+    # Without "identifier" the identifier vectors stay zero (prompts still carry them).
     layers: list[LayerName] = field(default_factory=lambda: ["ca", "ffn", "identifier"])
     block_range: tuple[int, int] | None = None  # tune only blocks start..stop-1 (0-based); null = all
 
