@@ -55,6 +55,9 @@ VARIANTS = {
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},
     "joint-ckpt28": {"quirk_optimizer_steps": "fixed", "checkpoint_blocks": 28},
     "joint-graphs": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True},
+    "released-graphs": {"cuda_graphs": True},
+    "joint-graphs-ckpt26": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True, "checkpoint_blocks": 26},
+    "released-graphs-ckpt26": {"cuda_graphs": True, "checkpoint_blocks": 26},
 }
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS
 PLACEHOLDER_ID, PLACEHOLDER_POSITION = 99, 3
