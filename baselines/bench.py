@@ -4,13 +4,18 @@ At full Stable Diffusion 1.5 size with random weights (the real architecture bui
 code, no download) it measures, with the methods' own `fit` code:
   - training steps per second of DreamBooth (batch 1 subject + 1 class image = 2 per
     UNet call), Custom Diffusion (2 + 2) and Textual Inversion (batch 1, 4 micro-batches
-    accumulated per optimizer step; micro-steps/s is reported too);
+    accumulated per optimizer step; micro-steps/s is reported too, and its target is in
+    micro-steps/s, the unit of the reference figure);
   - 50-step DDIM sampling with CFG 7.5, seconds per image at batch 1 and 4;
 each CUDA-synchronised, warm-up excluded, the median over timing windows/repeats, with
 peak GPU memory, FLOPs per step/image (torch's FLOP counter) and the floor those FLOPs
 imply at the measured bf16 matmul rate. Random-init weights: timings only.
 
-    python -m baselines.bench --device cuda --json bench.json      # on the GPU box
+Variants are named sets of the speed options (`VARIANTS`; config fields of every
+baseline), measured one after the other in one process so the table shows them side by
+side: `base` is the code before the speed work, `default` the configs' defaults.
+
+    python -m baselines.bench --device cuda --variants base default --json bench.json
     python -m baselines.bench --size tiny --device cpu              # a quick local check
 """
 from __future__ import annotations
@@ -28,9 +33,25 @@ from typing import Any, Literal
 
 import torch
 
-from baselines.common import cast, compute_dtype, generate_images, sampling_pipeline
+from baselines.bench_device import (
+    SD15_ATTENTION,
+    TINY_ATTENTION,
+    StepFlopCounter,
+    attention_table,
+    copy_bandwidth,
+    count_flops,
+    device_name,
+    free_memory,
+    is_cuda,
+    matmul_rate,
+    peak_memory_gb,
+    reset_peak_memory,
+    synchronize,
+)
+from baselines.common import cast, compute_dtype
 from baselines.custom_diffusion import CustomDiffusion
 from baselines.dreambooth import DreamBooth
+from baselines.sampling import Sampler, sampling_pipeline
 from baselines.synthetic import synthetic_subject
 from baselines.textual_inversion import TextualInversion
 from varbench.config import from_dict
@@ -38,23 +59,46 @@ from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents, sd15_components, tiny_components
 
 LABEL = "random-init weights: timings only, not image quality"
-# Targets set for one H100 (steps/s for training, s/image for sampling at batch 4).
+# Targets set for one H100: steps/s for training (Textual Inversion: micro-steps/s at
+# batch 1, the unit of the issue's reference figure), s/image for sampling at batch 4.
 TARGETS = {"dreambooth": 15.0, "custom_diffusion": 25.0, "textual_inversion": 25.0, "sampling@4": 0.25}
 METHODS = (DreamBooth, CustomDiffusion, TextualInversion)
+BENCHMARKS = ("dreambooth", "custom_diffusion", "textual_inversion", "sampling@1", "sampling@4")
+
+_ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, cuda_graphs=False, compile=False, fuse_qkv=False,
+                attention_backend="auto", sampling_loop="diffusers")
+_NO_COMPILE = dict(_ALL_OFF, cudnn_benchmark=True, channels_last=True, cuda_graphs=True, fuse_qkv=True,
+                   sampling_loop="varbench")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": _ALL_OFF,  # the code before the speed work: eager, NCHW, diffusers' sampling loop
+    "default": {},  # the configs' defaults
+    "fast": _NO_COMPILE,  # every option except torch.compile
+    "compiled": dict(_NO_COMPILE, compile=True),  # every option
+    "compiled-nographs": dict(_NO_COMPILE, compile=True, cuda_graphs=False),
+    "nographs": dict(_NO_COMPILE, cuda_graphs=False),  # ablations of `fast`, one option each
+    "nchw": dict(_NO_COMPILE, channels_last=False),
+    "nocudnnbench": dict(_NO_COMPILE, cudnn_benchmark=False),
+    "cudnn-attention": dict(_NO_COMPILE, attention_backend="cudnn"),
+    "flash-attention": dict(_NO_COMPILE, attention_backend="flash"),
+    "efficient-attention": dict(_NO_COMPILE, attention_backend="efficient"),
+}
 
 
 @dataclass
 class BenchSettings:
     size: Literal["sd15", "tiny"] = "sd15"
     device: str = "cuda"
+    variants: tuple[str, ...] = ("default",)
+    benchmarks: tuple[str, ...] = BENCHMARKS
     warmup_steps: int = 10  # training steps before the clock starts (>= 2: step 2 has its FLOPs counted)
     timed_steps: int = 30  # split into `windows` equal windows; the median window rate is reported
     windows: int = 3
-    sample_batches: tuple[int, ...] = (1, 4)
     sample_repeats: int = 3  # timed pipeline calls per batch size, after one warm-up call
     sample_steps: int = 50
     guidance_scale: float = 7.5
     count_flops: bool = True
+    attention: bool = False  # also time the SDPA kernels on SD's attention shapes
+    deadline_s: float | None = None  # start no new benchmark after this many seconds
     seed: int = 0
 
 
@@ -70,6 +114,7 @@ class BenchResult:
     floor: float | None = None  # best possible value at the measured matmul rate
     target: float | None = None
     meets_target: bool | None = None
+    variant: str = "default"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,38 +122,57 @@ def build_components(settings: BenchSettings) -> DiffusionComponents:
     return sd15_components(settings.seed) if settings.size == "sd15" else tiny_components(settings.seed)
 
 
-def method_overrides(settings: BenchSettings, steps: int) -> dict[str, Any]:
+def method_overrides(settings: BenchSettings, steps: int, variant: str) -> dict[str, Any]:
     resolution = 512 if settings.size == "sd15" else 64
     # base_model only names the run here (`run_fit` passes the components in); few class
     # images, since their generation is setup, outside the timed windows.
     return {"base_model": "tiny" if settings.size == "tiny" else "sd15-random", "resolution": resolution,
-            "steps": steps, "sample_steps": settings.sample_steps, "num_class_images": 2, "class_batch_size": 2}
+            "steps": steps, "sample_steps": settings.sample_steps, "num_class_images": 2, "class_batch_size": 2,
+            **VARIANTS[variant]}
 
 
-def run_fit(method_class: type, master: DiffusionComponents, settings: BenchSettings, folder: Path,
-            steps: int, on_step: Callable[[int, int], None] | None = None) -> Any:
+def countable(settings: BenchSettings, variant: str) -> bool:
+    """FLOPs are counted by intercepting eager ops: not possible inside graphs or compiled code."""
+    options = {**asdict(DreamBooth.Config()), **VARIANTS[variant]}
+    return settings.count_flops and not (is_cuda(settings.device) and (options["cuda_graphs"] or options["compile"]))
+
+
+def uses_compile(variant: str) -> bool:
+    return bool({**asdict(DreamBooth.Config()), **VARIANTS[variant]}["compile"])
+
+
+def run_fit(method_class: type, master: DiffusionComponents, settings: BenchSettings, folder: Path, steps: int,
+            variant: str = "default", on_step: Callable[[int, int], None] | None = None,
+            on_start: Callable[[], None] | None = None) -> Any:
     """A fresh copy of `master` fitted for `steps` steps with the method's own code."""
     config_fields = set(method_class.Config.__dataclass_fields__)
-    overrides = {k: v for k, v in method_overrides(settings, steps).items() if k in config_fields}
+    overrides = {k: v for k, v in method_overrides(settings, steps, variant).items() if k in config_fields}
     method = method_class(from_dict(method_class.Config, overrides, "baselines.bench"))
     components = copy.deepcopy(master).to(settings.device)
     subject = synthetic_subject(folder / "subject", count=5, size=overrides["resolution"], seed=settings.seed)
     ctx = CellContext(device=torch.device(settings.device), fit_seed=settings.seed, workdir=folder / "work",
                       cache_dir=folder / "cache", on_fit_step=on_step or (lambda done, total: None))
+    if on_start is not None:
+        on_start()
     model = method.fit(components, subject, ctx)
     ctx.flush_losses()
     return model
 
 
 def bench_training(method_class: type, master: DiffusionComponents, settings: BenchSettings, folder: Path,
-                   matmul_rate: float) -> BenchResult:
+                   variant: str, rates: dict[str, float]) -> BenchResult:
     window = max(1, settings.timed_steps // settings.windows)
     stamps: list[float] = []
-    flops = StepFlopCounter(step=1) if settings.count_flops else None
+    started: list[float] = []
+    first_step: list[float] = []
+    flops = StepFlopCounter(step=1) if countable(settings, variant) else None
 
     def on_step(done: int, total: int) -> None:
         if flops is not None:
             flops.on_step(done)
+        if done == 1:  # setup + first step: class images, encodings, compiling, graph capture
+            synchronize(settings.device)
+            first_step.append(time.perf_counter() - started[0])
         # Synchronise only at window edges: the loop itself never waits for the GPU.
         if done >= settings.warmup_steps and (done - settings.warmup_steps) % window == 0:
             synchronize(settings.device)
@@ -117,54 +181,30 @@ def bench_training(method_class: type, master: DiffusionComponents, settings: Be
     reset_peak_memory(settings.device)
     try:
         model = run_fit(method_class, master, settings, folder, settings.warmup_steps + window * settings.windows,
-                        on_step)
+                        variant, on_step, on_start=lambda: started.append(time.perf_counter()))
     finally:
         if flops is not None:
             flops.stop()
     seconds = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
     rate = window / statistics.median(seconds)
+    accumulation = getattr(model.config, "grad_accumulation", 1)
     result = BenchResult(name=method_class.name, value=rate, unit="steps/s", batch=unet_batch(model.config),
                          seconds=seconds, peak_memory_gb=peak_memory_gb(settings.device),
-                         target=target_for(method_class.name, settings),
-                         extra={"trainable_parameters": model.trainable_parameters})
-    if result.target is not None:
-        result.meets_target = rate >= result.target
-    accumulation = getattr(model.config, "grad_accumulation", 1)
+                         target=target_for(method_class.name, settings), variant=variant,
+                         extra={"trainable_parameters": model.trainable_parameters, "first_step_s": first_step[0]})
     if accumulation > 1:
         result.extra["micro_steps_per_second"] = rate * accumulation
+    if result.target is not None:
+        result.meets_target = rate * accumulation >= result.target
     if flops is not None and flops.total:
         result.flops = float(flops.total)
-        result.floor = matmul_rate / flops.total
+        result.floor = rates["matmul"] / flops.total
+    # AdamW must at least read parameter, gradient and both moments and write three of
+    # them back (fp32): 28 bytes per trained parameter, whatever the kernels.
+    result.extra["optimizer_bytes"] = 28 * model.trainable_parameters
     del model
-    free_memory(settings.device)
+    free_memory(settings.device, compiled=uses_compile(variant))
     return result
-
-
-class StepFlopCounter:
-    """Counts the FLOPs of training step `step + 1` only, from the fit's step callback
-    (entered after step `step`, left after the next one), so no extra fit is needed.
-    The counted step is a warm-up step: counting slows it down."""
-
-    def __init__(self, step: int):
-        from torch.utils.flop_counter import FlopCounterMode
-
-        self.step = step
-        self.counter = FlopCounterMode(display=False)
-        self.active = False
-        self.total = 0
-
-    def on_step(self, done: int) -> None:
-        if done == self.step:
-            self.counter.__enter__()
-            self.active = True
-        elif done == self.step + 1:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.active:
-            self.counter.__exit__(None, None, None)
-            self.active = False
-            self.total = int(self.counter.get_total_flops())
 
 
 def target_for(name: str, settings: BenchSettings) -> float | None:
@@ -177,156 +217,186 @@ def unet_batch(config: Any) -> int:
     return config.batch_size * prior
 
 
-def bench_sampling(master: DiffusionComponents, settings: BenchSettings, matmul_rate: float) -> list[BenchResult]:
-    config = from_dict(DreamBooth.Config, {**method_overrides(settings, 1), "guidance_scale": settings.guidance_scale},
-                       "baselines.bench")
+def bench_sampling(master: DiffusionComponents, settings: BenchSettings, batch: int, variant: str,
+                   rates: dict[str, float]) -> BenchResult:
+    config = from_dict(DreamBooth.Config, {**method_overrides(settings, 1, variant),
+                                           "guidance_scale": settings.guidance_scale}, "baselines.bench")
     components = copy.deepcopy(master).to(settings.device)
     cast([components.text_encoder, components.vae, components.unet], compute_dtype(config, settings.device))
-    pipeline = sampling_pipeline(components, components.unet, config)
-    results = []
-    for batch in settings.sample_batches:
-        prompts, seeds = ["a photo of a dog"] * batch, list(range(batch))
-        reset_peak_memory(settings.device)
-        generate_images(pipeline, prompts, seeds, config)  # warm-up: kernel selection, caches
-        seconds = []
-        for _ in range(settings.sample_repeats):
-            synchronize(settings.device)
-            start = time.perf_counter()
-            generate_images(pipeline, prompts, seeds, config)
-            synchronize(settings.device)
-            seconds.append(time.perf_counter() - start)
-        per_image = statistics.median(seconds) / batch
-        name = f"sampling@{batch}"
-        result = BenchResult(name=name, value=per_image, unit="s/image", batch=batch, seconds=seconds,
-                             peak_memory_gb=peak_memory_gb(settings.device), target=target_for(name, settings))
-        if result.target is not None:
-            result.meets_target = per_image <= result.target
-        if settings.count_flops:
-            result.flops = count_flops(lambda: generate_images(pipeline, prompts, seeds, config)) / batch
-            result.floor = result.flops / matmul_rate
-        results.append(result)
-    return results
+    sampler = Sampler(sampling_pipeline(components, components.unet, config), config)
+    prompts, seeds = ["a photo of a dog"] * batch, list(range(batch))
+    reset_peak_memory(settings.device)
+    synchronize(settings.device)
+    start = time.perf_counter()
+    sampler(prompts, seeds)  # warm-up: kernel selection, compiling, graph capture
+    synchronize(settings.device)
+    first_call = time.perf_counter() - start
+    seconds = []
+    for _ in range(settings.sample_repeats):
+        synchronize(settings.device)
+        start = time.perf_counter()
+        sampler(prompts, seeds)
+        synchronize(settings.device)
+        seconds.append(time.perf_counter() - start)
+    per_image = statistics.median(seconds) / batch
+    name = f"sampling@{batch}"
+    result = BenchResult(name=name, value=per_image, unit="s/image", batch=batch, seconds=seconds,
+                         peak_memory_gb=peak_memory_gb(settings.device), target=target_for(name, settings),
+                         variant=variant, extra={"first_call_s": first_call})
+    if result.target is not None:
+        result.meets_target = per_image <= result.target
+    if countable(settings, variant):
+        result.flops = count_flops(lambda: sampler(prompts, seeds)) / batch
+        result.floor = result.flops / rates["matmul"]
+    del sampler, components
+    free_memory(settings.device, compiled=uses_compile(variant))
+    return result
 
 
-def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
-    """All benchmarks; returns a JSON-ready report (settings, environment, results)."""
-    if settings.count_flops and settings.warmup_steps < 2:
-        raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
+def run_benchmarks(settings: BenchSettings, on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """All benchmarks of all variants; returns a JSON-ready report (settings, environment,
+    results). `on_result(report)` is called after each result (e.g. to save partial reports)."""
+    check_settings(settings)
+    began = time.perf_counter()
     master = build_components(settings)
-    rate = matmul_rate(settings.device)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="varbench-bench-") as folder:
-        for method_class in METHODS:
-            results.append(bench_training(method_class, master, settings, Path(folder) / method_class.name, rate))
-        results.extend(bench_sampling(master, settings, rate))
-        free_memory(settings.device)
+    rates = {"matmul": matmul_rate(settings.device), "bandwidth": copy_bandwidth(settings.device)}
     import diffusers
 
-    return {
-        "label": LABEL,
-        "settings": asdict(settings),
-        "device": device_name(settings.device),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "matmul_flops_per_second": rate,
-        "results": [asdict(r) for r in results],
+    report: dict[str, Any] = {
+        "label": LABEL, "settings": asdict(settings), "device": device_name(settings.device),
+        "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "matmul_flops_per_second": rates["matmul"], "bandwidth_bytes_per_second": rates["bandwidth"],
+        "variants": {name: VARIANTS[name] for name in settings.variants}, "results": [], "skipped": [],
     }
+    if settings.attention:
+        shapes = SD15_ATTENTION if settings.size == "sd15" else TINY_ATTENTION
+        report["attention"] = {
+            "sampling_batch8_forward": attention_table(settings.device, 8, False, shapes),
+            "training_batch4_forward_backward": attention_table(settings.device, 4, True, shapes)}
+    methods = {method.name: method for method in METHODS}
+    with tempfile.TemporaryDirectory(prefix="varbench-bench-") as folder:
+        for variant in settings.variants:
+            for name in settings.benchmarks:
+                if settings.deadline_s is not None and time.perf_counter() - began > settings.deadline_s:
+                    report["skipped"].append(f"{name}/{variant}")
+                    continue
+                if name in methods:
+                    result = bench_training(methods[name], master, settings, Path(folder) / variant / name, variant,
+                                            rates)
+                else:
+                    result = bench_sampling(master, settings, int(name.split("@")[1]), variant, rates)
+                report["results"].append(asdict(result))
+                fill_floors(report["results"])
+                if on_result is not None:
+                    on_result(report)
+    return report
+
+
+def check_settings(settings: BenchSettings) -> None:
+    if settings.count_flops and settings.warmup_steps < 2:
+        raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
+    unknown = [v for v in settings.variants if v not in VARIANTS] + [
+        b for b in settings.benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown variant or benchmark: {', '.join(unknown)}; variants: {', '.join(VARIANTS)}; "
+                         f"benchmarks: {', '.join(BENCHMARKS)}")
+
+
+def fill_floors(results: list[dict[str, Any]]) -> None:
+    """Variants whose FLOPs could not be counted (graphs, compiled) take those of a
+    counted variant of the same benchmark: the same work, differently scheduled."""
+    counted = {r["name"]: r for r in results if r["flops"] is not None}
+    for result in results:
+        if result["flops"] is None and result["name"] in counted:
+            result["flops"] = counted[result["name"]]["flops"]
+            result["floor"] = counted[result["name"]]["floor"]
+
+
+def floor_fraction(result: dict[str, Any]) -> float | None:
+    """Measured speed as a fraction of the floor (1 = at the floor)."""
+    if result["floor"] is None:
+        return None
+    if result["unit"] == "s/image":
+        return result["floor"] / result["value"]
+    return result["value"] / result["floor"]
 
 
 def format_table(report: dict[str, Any]) -> str:
-    header = (f"{'benchmark':<18} {'batch':>5} {'value':>10} {'unit':<8} {'floor':>10} {'target':>7} {'ok':>4} "
-              f"{'peak GB':>8}")
+    header = (f"{'benchmark':<18} {'variant':<18} {'batch':>5} {'value':>10} {'unit':<8} {'floor':>10} {'%floor':>7} "
+              f"{'target':>7} {'ok':>4} {'peak GB':>8} {'setup s':>8}")
     lines = [f"Diffusion baselines on {report['device']} ({report['label']})", header]
-    for r in report["results"]:
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    variants = list(report["settings"]["variants"])
+    rows = sorted(report["results"], key=lambda r: (order[r["name"]], variants.index(r["variant"])))
+    for r in rows:
         floor = f"{r['floor']:.3g}" if r["floor"] is not None else "-"
+        fraction = floor_fraction(r)
+        percent = f"{100 * fraction:.1f}" if fraction is not None else "-"
         target = f"{r['target']:g}" if r["target"] is not None else "-"
         ok = {True: "yes", False: "no", None: "-"}[r["meets_target"]]
         peak = f"{r['peak_memory_gb']:.1f}" if r["peak_memory_gb"] is not None else "-"
-        lines.append(f"{r['name']:<18} {r['batch']:>5} {r['value']:>10.4g} {r['unit']:<8} {floor:>10} {target:>7} "
-                     f"{ok:>4} {peak:>8}")
+        setup = r["extra"].get("first_step_s", r["extra"].get("first_call_s"))
+        lines.append(f"{r['name']:<18} {r['variant']:<18} {r['batch']:>5} {r['value']:>10.4g} {r['unit']:<8} "
+                     f"{floor:>10} {percent:>7} {target:>7} {ok:>4} {peak:>8} {setup:>8.1f}")
+    micro = [r for r in rows if "micro_steps_per_second" in r["extra"]]
+    for r in micro:
+        lines.append(f"  {r['name']} [{r['variant']}]: {r['extra']['micro_steps_per_second']:.4g} micro-steps/s "
+                     f"(one step = {r['extra']['micro_steps_per_second'] / r['value']:.0f} micro-batches; "
+                     "the target counts micro-steps)")
+    if report["skipped"]:
+        lines.append(f"  skipped (deadline): {', '.join(report['skipped'])}")
     return "\n".join(lines)
 
 
-# --- device helpers ----------------------------------------------------------------------
-
-def is_cuda(device: str) -> bool:
-    return torch.device(device).type == "cuda"
-
-
-def synchronize(device: str) -> None:
-    if is_cuda(device):
-        torch.cuda.synchronize(device)
-
-
-def reset_peak_memory(device: str) -> None:
-    if is_cuda(device):
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_gb(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda(device) else None
-
-
-def free_memory(device: str) -> None:
-    if is_cuda(device):
-        import gc
-
-        gc.collect()  # drop the last cell's tensors before the next one allocates
-        torch.cuda.empty_cache()
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name(device) if is_cuda(device) else "cpu"
-
-
-def matmul_rate(device: str) -> float:
-    """Measured dense matmul FLOP/s: bf16 8192^2 on CUDA, fp32 1024^2 on the CPU."""
-    size, dtype = (8192, torch.bfloat16) if is_cuda(device) else (1024, torch.float32)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    repeats = 20 if is_cuda(device) else 3
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
-def count_flops(function) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        function()
-    return int(counter.get_total_flops())
+def format_attention(report: dict[str, Any]) -> str:
+    lines = []
+    for title, rows in report.get("attention", {}).items():
+        lines.append(f"SDPA ms per call, {title} (q tokens x kv tokens, heads x head dim)")
+        for row in rows:
+            cells = "  ".join(f"{name} {row[name]:.3f}" if row[name] is not None else f"{name} -"
+                              for name in ("flash", "efficient", "cudnn", "math"))
+            lines.append(f"  {row['queries']:>5} x {row['keys']:<5} {row['heads']} x {row['head_dim']:<4} {cells}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS),
+                        help="speed-option sets to measure, in this order (put an eager one, e.g. base, first: "
+                             "FLOPs are counted there)")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--timed-steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="timed sampling calls per batch size")
     parser.add_argument("--sample-steps", type=int, help="denoising steps per image (default: 50; tiny: 10)")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
-    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--attention", action="store_true", help="also time the SDPA kernels on SD's shapes")
+    parser.add_argument("--deadline", type=float, help="start no new benchmark after this many seconds")
+    parser.add_argument("--json", type=Path, help="also write the report here (rewritten after every result)")
     args = parser.parse_args(argv)
     if not args.no_flops and args.warmup_steps < 2:
         parser.error("--warmup-steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
-    settings = BenchSettings(size=args.size, device=args.device, warmup_steps=args.warmup_steps,
-                             timed_steps=args.timed_steps, sample_repeats=args.repeats, count_flops=not args.no_flops)
+    settings = BenchSettings(size=args.size, device=args.device, variants=tuple(args.variants),
+                             benchmarks=tuple(args.only or BENCHMARKS), warmup_steps=args.warmup_steps,
+                             timed_steps=args.timed_steps, sample_repeats=args.repeats,
+                             count_flops=not args.no_flops, attention=args.attention, deadline_s=args.deadline)
     if args.sample_steps is not None:
         settings.sample_steps = args.sample_steps
     elif args.size == "tiny":
         settings.sample_steps = 10
-    report = run_benchmarks(settings)
+
+    def save(report: dict[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+    report = run_benchmarks(settings, on_result=save)
+    save(report)
     print(format_table(report))
+    if "attention" in report:
+        print(format_attention(report))
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from baselines.common import cast, compute_dtype, generate_images, in_dtype, sampling_pipeline
+from baselines.common import cast, compute_dtype, in_dtype
+from baselines.sampling import Sampler, generate_images, sampling_pipeline
 from varbench.cache import get_or_build
 from varbench.fileio import write_png
 from varbench.method import CellContext
@@ -60,11 +61,15 @@ def class_image_paths(components: DiffusionComponents, config: Any, class_noun: 
         original = [next(p.parameters()).dtype for p in parts]
         cast(parts, dtype)
         try:
-            pipeline = sampling_pipeline(components, unet, config)
+            # One sampler for all batches (its CUDA graphs are reused). Not compiled: 200
+            # images do not repay the compile time. The pretrained UNet itself (fp32 runs,
+            # where no copy is made) must not be fused, since a fit trains it next.
+            sampler = Sampler(sampling_pipeline(components, unet, config), config, allow_compile=False,
+                              may_fuse=unet is not components.unet)
             for start in range(0, config.num_class_images, config.class_batch_size):
                 indices = range(start, min(start + config.class_batch_size, config.num_class_images))
                 seeds = [derive_seed("class_image", config.class_image_seed, prompt, i) for i in indices]
-                images = generate_images(pipeline, [prompt] * len(seeds), seeds, config)
+                images = generate_images(sampler, [prompt] * len(seeds), seeds, config)
                 for index, image in zip(indices, images):
                     write_png(folder / f"{index:04d}.png", image)
         finally:

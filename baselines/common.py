@@ -1,15 +1,17 @@
 """What the three diffusion baselines share: config fields, precision, data, the
-denoising loss, the training loop, and the sampling pipeline.
+denoising loss, the training loop, and the model that samples.
 
 Precision (on CUDA with `mixed_precision: bf16`): trained tensors are fp32 master weights
 updated by AdamW (fused when available) and the forward runs under bf16 autocast; frozen
 modules are cast to bf16 once, since nothing updates them. Sampling runs the whole
-pipeline in bf16. On the CPU everything stays fp32 (tests compare images exactly).
+pipeline in bf16 weights (no per-call casts). On the CPU everything stays fp32 (tests
+compare images exactly).
 
 Speed: nothing in a training step reads a value back to the host (data choices come from
 a Python RNG, noise and timesteps from a device generator, losses go to `ctx.fit_step` as
 tensors); prompts that do not contain a trained token are encoded once; VAE latent
-distributions of fixed images are encoded once and re-sampled every step.
+distributions of fixed images are encoded once and re-sampled every step. The speed
+options (config fields below; CUDA only) are applied through `baselines.speed`.
 """
 from __future__ import annotations
 
@@ -23,12 +25,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import Image
 
+from baselines.sampling import Sampler, generate_images, sampling_pipeline
+from baselines.speed import speed_context
 from varbench.errors import UserError
 from varbench.method import CellContext, Method, PersonalizedModel
-from varbench.models.diffusion import SD15_ID, SD15_REVISION, TINY, DiffusionComponents, load_components
+from varbench.models.diffusion import (
+    SD15_ID,
+    SD15_REVISION,
+    TINY,
+    DiffusionComponents,
+    cast_module,
+    load_components,
+)
+
+__all__ = ["Sampler", "generate_images", "sampling_pipeline", "speed_context"]  # re-exported for callers
 
 
 @dataclass
@@ -46,6 +58,15 @@ class DiffusionConfig:
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
+    # Speed options: CUDA only (no effect on the CPU); see baselines/speed.py and
+    # benchmarks/NOTES-baselines.md for what each one measured on an H100.
+    cudnn_benchmark: bool = True  # cuDNN picks the fastest convolution per (fixed) shape, timed once
+    channels_last: bool = True  # UNet and VAE convolutions in NHWC, the tensor cores' layout
+    cuda_graphs: bool = True  # UNet (and text/VAE encoder) calls replayed as captured CUDA graphs
+    compile: bool = False  # torch.compile the UNet for fit and sampling (minutes of compiling per process)
+    fuse_qkv: bool = True  # sampling: one q/k/v matmul per attention layer (diffusers' fuse_qkv_projections)
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn"] = "auto"  # SDPA kernel; auto = PyTorch's choice
+    sampling_loop: Literal["varbench", "diffusers"] = "varbench"  # diffusers = the pipeline's own loop (reference)
 
 
 class DiffusionMethod(Method):
@@ -61,6 +82,14 @@ class DiffusionMethod(Method):
 
     def load_base(self, ctx: CellContext) -> DiffusionComponents:
         return load_components(self.config.base_model, self.config.revision, ctx.device)
+
+    def fit(self, base: DiffusionComponents, subject: Any, ctx: CellContext) -> PersonalizedModel:
+        with speed_context(self.config, ctx.device):  # cuDNN autotuning, attention backend
+            return self.fit_subject(base, subject, ctx)
+
+    def fit_subject(self, base: DiffusionComponents, subject: Any, ctx: CellContext) -> PersonalizedModel:
+        """The method's own fit (`fit` adds the speed settings around it)."""
+        raise NotImplementedError
 
 
 def check_config(config: DiffusionConfig, where: str) -> None:
@@ -89,14 +118,16 @@ def compute_dtype(config: DiffusionConfig, device: torch.device | str) -> torch.
 def autocast(dtype: torch.dtype, device: torch.device | str) -> contextlib.AbstractContextManager:
     if dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    # No weight-cast cache: each weight is used once per forward anyway, and CUDA graph
+    # capture (make_graphed_callables) refuses a caching autocast.
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, cache_enabled=False)
 
 
 def cast(modules: Sequence[torch.nn.Module], dtype: torch.dtype) -> None:
-    """Cast frozen modules in place (skipped when already there: diffusers logs every cast)."""
+    """Cast frozen modules in place (skipped when already there)."""
     for module in modules:
         if next(module.parameters()).dtype != dtype:
-            module.to(dtype)
+            cast_module(module, dtype)
 
 
 def in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -104,7 +135,9 @@ def in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     its fp32 weights, e.g. DreamBooth's trained UNet, which is saved in fp32)."""
     if next(module.parameters()).dtype == dtype:
         return module
-    return copy.deepcopy(module).to(dtype)
+    converted = copy.deepcopy(module)
+    cast_module(converted, dtype)
+    return converted
 
 
 # --- data ----------------------------------------------------------------------------
@@ -195,14 +228,17 @@ def encode_prompts(components: DiffusionComponents, prompts: Sequence[str]) -> t
 
 # --- the denoising loss and the training loop --------------------------------------------
 
-def denoising_error(unet: Any, noise_scheduler: Any, latents: torch.Tensor, text_states: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
-    """Per-element squared error (B, C, H, W) of the UNet's prediction at random timesteps."""
+def denoising_error(predict_noise: Callable[..., torch.Tensor], noise_scheduler: Any, latents: torch.Tensor,
+                    text_states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-element squared error (B, C, H, W) of the UNet's prediction at random timesteps.
+
+    `predict_noise(noisy, timesteps, states)` is the UNet call (`baselines.speed.NoisePrediction`,
+    possibly accelerated)."""
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=generator, device=latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction = unet(noisy, timesteps, text_states).sample
+    prediction = predict_noise(noisy, timesteps, text_states)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
@@ -248,43 +284,17 @@ def count_parameters(tensors: Sequence[torch.Tensor]) -> int:
     return sum(int(t.numel()) for t in tensors)
 
 
-# --- sampling --------------------------------------------------------------------------
-
-def sampling_pipeline(components: DiffusionComponents, unet: Any, config: DiffusionConfig) -> StableDiffusionPipeline:
-    """A diffusers SD pipeline over these components (no safety checker: DreamBench scoring
-    must see every image as generated)."""
-    pipeline = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=unet, scheduler=components.sampling_scheduler(config.sampler),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
-def generate_images(pipeline: StableDiffusionPipeline, prompts: Sequence[str], seeds: Sequence[int],
-                    config: DiffusionConfig) -> list[Image.Image]:
-    """One image per (prompt, seed), each from its own generator, so image i depends only
-    on (prompts[i], seeds[i]) and never on the batch it was generated in."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if not prompts:
-        return []
-    device = pipeline.unet.device
-    generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
-    result = pipeline(list(prompts), height=config.resolution, width=config.resolution,
-                      num_inference_steps=config.sample_steps, guidance_scale=config.guidance_scale,
-                      generator=generators, output_type="pil")
-    return list(result.images)
-
+# --- sampling ----------------------------------------------------------------------------
 
 class DiffusionModel(PersonalizedModel):
     """A personalized SD pipeline; each baseline adds how its trained tensors are saved."""
 
     def __init__(self, components: DiffusionComponents, unet: Any, config: DiffusionConfig,
-                 trainable_parameters: int):
+                 trainable_parameters: int, may_fuse: bool = True):
         self.components = components
         self.config = config
         self.pipeline = sampling_pipeline(components, unet, config)
+        self.sampler = Sampler(self.pipeline, config, may_fuse=may_fuse)  # keeps its CUDA graphs between calls
         self._trainable_parameters = trainable_parameters
 
     @property
@@ -292,4 +302,4 @@ class DiffusionModel(PersonalizedModel):
         return self._trainable_parameters
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
-        return generate_images(self.pipeline, prompts, seeds, self.config)
+        return generate_images(self.sampler, prompts, seeds, self.config)

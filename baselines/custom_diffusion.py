@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import CustomDiffusionAttnProcessor2_0
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -57,6 +58,7 @@ from baselines.common import (
     tokenize,
     train,
 )
+from baselines.speed import LatentMoments, NoisePrediction, TextStates, accelerate, to_channels_last
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
@@ -124,7 +126,7 @@ class CustomDiffusion(DiffusionMethod):
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.modifier_token} {class_noun}"
 
-    def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> CustomDiffusionModel:
+    def fit_subject(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> CustomDiffusionModel:
         config = self.config
         dtype = compute_dtype(config, ctx.device)
         class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
@@ -133,6 +135,7 @@ class CustomDiffusion(DiffusionMethod):
                                  "method config 'initializer_token'")
         processors = make_processors(base.unet, kv_weights=None)  # fp32 copies of the pretrained K/V
         cast([base.text_encoder, base.vae, base.unet], dtype)  # frozen; the processors stay fp32 to train
+        to_channels_last([base.unet, base.vae], config, ctx.device)
         base.unet.set_attn_processor(dict(processors))
         spliced = splice_in(base, [token_id], initial)
 
@@ -160,6 +163,12 @@ class CustomDiffusion(DiffusionMethod):
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.fit_seed)
         noise_scheduler = base.noise_scheduler()
         originals = [image_to_tensor(image).to(ctx.device) for image in subject.load_images()]
+        # The three network calls of a step; on CUDA possibly compiled / CUDA graphs. The
+        # VAE encoder has no gradient; the text encoder does (the <new1> vector trains).
+        encode_moments = accelerate(LatentMoments(base.vae), config, ctx.device, training=False, allow_compile=False)
+        text_states = accelerate(TextStates(base.text_encoder), config, ctx.device, training=True,
+                                 allow_compile=False)
+        predict_noise = accelerate(NoisePrediction(base.unet), config, ctx.device, training=True)
         order = ShuffledOrder(max(len(originals), classes.count if classes else 0), rng)
         instance_prompt = INSTANCE_TEMPLATE.format(self.subject_phrase(subject.class_noun))
         prefixes = ("",) + FAR_PREFIXES + NEAR_PREFIXES
@@ -180,15 +189,17 @@ class CustomDiffusion(DiffusionMethod):
                 pixels.append(augmented)
                 masks.append(mask)
                 ids.append(prompt_ids[prefix])
+            # Re-encoded every step: the augmentation moves and rescales the subject, and the
+            # VAE is not shift- or scale-equivariant, so no pool of encodings is exact.
             with torch.no_grad():
-                dist = base.vae.encode(torch.stack(pixels).to(base.vae.dtype)).latent_dist
+                dist = DiagonalGaussianDistribution(encode_moments(torch.stack(pixels).to(base.vae.dtype)))
                 latents = [dist.sample(generator=generator).float() * base.vae.config.scaling_factor]
-            states = [base.text_encoder(torch.stack(ids))[0]]
+            states = [text_states(torch.stack(ids))]
             if classes is not None:
                 flips = [config.hflip and rng.random() < 0.5 for _ in picks]
                 latents.append(classes.sample([p % classes.count for p in picks], generator, flips))
                 states.append(class_states.expand(batch, -1, -1))
-            error = denoising_error(base.unet, noise_scheduler, torch.cat(latents), torch.cat(states), generator)
+            error = denoising_error(predict_noise, noise_scheduler, torch.cat(latents), torch.cat(states), generator)
             mask = torch.stack(masks).unsqueeze(1)
             # As released: squared error summed over the 4 latent channels, divided by the
             # number of valid (single-channel) mask cells. The clamp only matters at toy

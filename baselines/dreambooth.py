@@ -45,6 +45,7 @@ from baselines.common import (
     pixel_batch,
     train,
 )
+from baselines.speed import NoisePrediction, accelerate, to_channels_last, to_contiguous
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
 from varbench.method import CellContext
@@ -72,10 +73,12 @@ class DreamBoothModel(DiffusionModel):
     def __init__(self, components: DiffusionComponents, trained_unet: Any, config: DreamBoothConfig):
         self.trained_unet = trained_unet
         dtype = compute_dtype(config, trained_unet.device)
-        super().__init__(components, in_dtype(trained_unet, dtype), config,
-                         count_parameters(list(trained_unet.parameters())))
+        sampling_unet = in_dtype(trained_unet, dtype)
+        super().__init__(components, sampling_unet, config, count_parameters(list(trained_unet.parameters())),
+                         may_fuse=sampling_unet is not trained_unet)  # the saved UNet stays unfused
 
     def save(self, artifact_dir: Path) -> None:
+        to_contiguous(self.trained_unet)  # channels_last (a CUDA speed option): old safetensors need contiguous
         self.trained_unet.save_pretrained(str(artifact_dir), safe_serialization=True)
 
 
@@ -88,12 +91,13 @@ class DreamBooth(DiffusionMethod):
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.identifier} {class_noun}"
 
-    def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> DreamBoothModel:
+    def fit_subject(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> DreamBoothModel:
         config = self.config
         dtype = compute_dtype(config, ctx.device)
         # Class images come from the pretrained UNet, so they are made before training.
         class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
         cast([base.text_encoder, base.vae], dtype)
+        to_channels_last([base.unet, base.vae], config, ctx.device)
         resample = Image.Resampling.BILINEAR
         instance = LatentPool(base.vae, pixel_batch(subject.load_images(), config.resolution, resample, ctx.device))
         classes = None
@@ -107,13 +111,14 @@ class DreamBooth(DiffusionMethod):
         unet.train().requires_grad_(True)
         params = list(unet.parameters())
         optimizer = make_optimizer(params, config.learning_rate, config, ctx.device)
-        micro_step = self._micro_step(base, unet, instance, classes, states, ctx)
+        predict_noise = accelerate(NoisePrediction(unet), config, ctx.device, training=True)
+        micro_step = self._micro_step(base, predict_noise, instance, classes, states, ctx)
         train(micro_step, params, optimizer, config.steps, ctx, dtype, max_grad_norm=config.max_grad_norm)
         unet.eval().requires_grad_(False)
         return DreamBoothModel(base, unet, config)
 
-    def _micro_step(self, base: DiffusionComponents, unet: Any, instance: LatentPool, classes: LatentPool | None,
-                    states: torch.Tensor, ctx: CellContext):
+    def _micro_step(self, base: DiffusionComponents, predict_noise: Any, instance: LatentPool,
+                    classes: LatentPool | None, states: torch.Tensor, ctx: CellContext):
         config = self.config
         noise_scheduler = base.noise_scheduler()
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.fit_seed)
@@ -128,7 +133,7 @@ class DreamBooth(DiffusionMethod):
             if classes is not None:
                 latents.append(classes.sample([p % classes.count for p in picks], generator))
                 text.append(states[1:2].expand(batch, -1, -1))
-            error = denoising_error(unet, noise_scheduler, torch.cat(latents), torch.cat(text), generator)
+            error = denoising_error(predict_noise, noise_scheduler, torch.cat(latents), torch.cat(text), generator)
             instance_loss = error[:batch].mean()
             if classes is None:
                 return {"loss": instance_loss}

@@ -40,6 +40,7 @@ from baselines.common import (
     tokenize,
     train,
 )
+from baselines.speed import NoisePrediction, TextStates, accelerate, to_channels_last
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject
 from varbench.method import CellContext
@@ -95,12 +96,13 @@ class TextualInversion(DiffusionMethod):
         token = self.config.placeholder_token
         return f"{token} {class_noun}" if self.config.keep_class_noun else token
 
-    def fit(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> TextualInversionModel:
+    def fit_subject(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> TextualInversionModel:
         config = self.config
         dtype = compute_dtype(config, ctx.device)
         token_id = add_token(base, config.placeholder_token)
         initial = initial_vector(base, subject.class_noun, f"class noun of subject {subject.name}")
         cast([base.text_encoder, base.vae, base.unet], dtype)  # all frozen; the new vector stays fp32
+        to_channels_last([base.unet, base.vae], config, ctx.device)
         spliced = splice_in(base, [token_id], initial)
         pixels = pixel_batch(subject.load_images(), config.resolution, Image.Resampling.BICUBIC, ctx.device)
         instance = LatentPool(base.vae, pixels, with_flips=config.flip_probability > 0)
@@ -120,6 +122,11 @@ class TextualInversion(DiffusionMethod):
         order = ShuffledOrder(instance.count, rng)
         phrase = self.subject_phrase(subject.class_noun)
         template_ids = tokenize(base.tokenizer, [t.format(phrase) for t in OBJECT_TEMPLATES], ctx.device)
+        # Batch 1: a step is hundreds of small kernels, so on CUDA both network calls
+        # (text encoder, for the placeholder's gradient, and UNet) replay as CUDA graphs.
+        text_states = accelerate(TextStates(base.text_encoder), config, ctx.device, training=True,
+                                 allow_compile=False)
+        predict_noise = accelerate(NoisePrediction(base.unet), config, ctx.device, training=True)
 
         def micro_step() -> dict[str, torch.Tensor]:
             picks = [order.next() for _ in range(config.batch_size)]
@@ -127,8 +134,8 @@ class TextualInversion(DiffusionMethod):
             templates = [rng.randrange(len(OBJECT_TEMPLATES)) for _ in picks]
             latents = instance.sample(picks, generator, flips)
             ids = torch.cat([template_ids[t:t + 1] for t in templates])
-            states = base.text_encoder(ids)[0]
-            return {"loss": denoising_error(base.unet, noise_scheduler, latents, states, generator).mean()}
+            states = text_states(ids)
+            return {"loss": denoising_error(predict_noise, noise_scheduler, latents, states, generator).mean()}
 
         return micro_step
 

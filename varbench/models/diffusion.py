@@ -103,6 +103,19 @@ class DiffusionComponents:
         return _scheduler(SAMPLERS[sampler], self.scheduler_config)
 
 
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast `module`'s floating-point tensors to `dtype` in place, except the submodules its
+    class lists in `_keep_in_fp32_modules`, which stay fp32: what loading with
+    `from_pretrained(torch_dtype=dtype)` gives. (diffusers' own `ModelMixin.to(dtype)`
+    casts everything and warns at every call, even when that list is empty.)"""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    torch.nn.Module.to(module, dtype)
+    if dtype != torch.float32 and keep:
+        for name, submodule in module.named_modules():
+            if any(part in keep for part in name.split(".")):
+                torch.nn.Module.to(submodule, torch.float32)
+
+
 def _scheduler(cls: type, config: dict[str, Any]) -> Any:
     # Keep only the keys this scheduler takes: a PNDM config (what SD ships) would
     # otherwise log a warning about every key that DDPM/DDIM do not know.
