@@ -53,18 +53,19 @@ def model_overrides(config: ARBoothConfig) -> dict[str, Any]:
     return {"lvl_embed_every_chunk": config.faithful("quirk_lvl_embed"), "drop_path_rate": config.drop_path}
 
 
-def generation_sampling(config: ARBoothConfig) -> SamplingConfig:
+def generation_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
     return SamplingConfig(cfg=config.cfg, tau=config.tau, top_k=config.top_k, top_p=config.top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
-                          amp=config.amp, cuda_graphs=config.cuda_graphs)
+                          amp=config.amp, cuda_graphs=config.cuda_graphs and device.type == "cuda")
 
 
-def teacher_sampling(config: ARBoothConfig) -> SamplingConfig:
+def teacher_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
     attention = "released_teacher" if config.faithful("quirk_teacher_attention") else "kv_cache"
     return SamplingConfig(cfg=config.teacher_cfg, tau=config.teacher_tau, top_k=config.teacher_top_k,
                           top_p=config.teacher_top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
-                          attention=attention, amp=config.amp, cuda_graphs=config.cuda_graphs)
+                          attention=attention, amp=config.amp,
+                          cuda_graphs=config.cuda_graphs and device.type == "cuda")
 
 
 def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
@@ -105,7 +106,7 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
     schedule = schedule_for_pixels(config.resolution, config.resolution, vae.stride)
     random_init = transformer_path is None or vae_path is None or encoder.name == "tiny"
     pipeline = InfinityPipeline(model, vae, encoder, size, random_init=random_init, schedule=schedule,
-                                sampling=generation_sampling(config))
+                                sampling=generation_sampling(config, device))
     identity = {"model": config.model, "transformer": describe_file(transformer_path, config.init_seed),
                 "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": encoder.name}
     return ARBoothBase(pipeline, identity)

@@ -6,13 +6,14 @@
 At full size with random weights (timing only, never image quality), batch 2, 1024^2,
 soft prior distillation, the method's own `Trainer` runs `--warmup` untimed iterations and
 then `--iterations` timed ones, for each variant:
-  released     the default config: CE step, then distillation step (quirk 5 faithful),
-               teacher samples drawn on the fly with the KV-cached sampler
+  default      the default config: CE step, then distillation step (quirk 5 faithful),
+               teacher samples drawn on the fly with the KV-cached sampler replayed as
+               CUDA graphs
+  no-graphs    default without CUDA graphs
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
-  joint-ckpt28 joint, the last 4 of 32 blocks keep their activations instead of being
-               recomputed in backward (an estimated ~5 GB per block at 4 rows)
-  joint-graphs joint, the teacher's per-scale forwards replayed as CUDA graphs
+  ckpt26       default, the last 6 of 32 blocks keep their activations instead of being
+               recomputed in backward (~4.4 GiB per block at 2B, 1024^2, 2 rows)
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
 synthetic (random latents and text features): the VAE encoder and T5 run once per fit,
@@ -49,15 +50,15 @@ from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
 NOTE = "random-init weights: timings only, not image quality"
 TARGET_SECONDS = 3.0  # per iteration on one H100 (500 iterations in 25 minutes)
 SIZES = ("infinity-2b", "infinity-small", "infinity-tiny")
+# Named overrides of the default config (quirks as released but 3 and 6 fixed, CUDA
+# graphs on). Measured on an H100 (benchmarks/NOTES-arbooth.md): default 3.28 s,
+# no-graphs 3.52, joint 3.50 (graphs off), joint-pool 2.92, ckpt26 3.18 at 71 GiB peak.
 VARIANTS = {
-    "released": {},
+    "default": {},
+    "no-graphs": {"cuda_graphs": False},
     "joint": {"quirk_optimizer_steps": "fixed"},
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},
-    "joint-ckpt28": {"quirk_optimizer_steps": "fixed", "checkpoint_blocks": 28},
-    "joint-graphs": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True},
-    "released-graphs": {"cuda_graphs": True},
-    "joint-graphs-ckpt26": {"quirk_optimizer_steps": "fixed", "cuda_graphs": True, "checkpoint_blocks": 26},
-    "released-graphs-ckpt26": {"cuda_graphs": True, "checkpoint_blocks": 26},
+    "ckpt26": {"checkpoint_blocks": 26},
 }
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS
 PLACEHOLDER_ID, PLACEHOLDER_POSITION = 99, 3

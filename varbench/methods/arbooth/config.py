@@ -110,7 +110,9 @@ class ARBoothConfig:
     tau: float = 0.5
     top_k: int = 900
     top_p: float = 0.97
-    cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (generation and teacher)
+    # Replay each scale's forward as a CUDA graph (generation and teacher sampling; CUDA
+    # only, same values as eager): teacher 0.60 -> 0.34 s per iteration on an H100.
+    cuda_graphs: bool = True
 
     # ---- released-code quirks (module docstring) ----------------------------------------------
     quirk_lvl_embed: Fidelity = "faithful"

@@ -88,7 +88,7 @@ def make_teacher(model: Infinity, tuned: list[str], config: ARBoothConfig, sched
                  base_identity: dict, prompt: str) -> OnTheFly | Pool:
     """The teacher source of `config`: fresh samples every iteration, or the shared pool."""
     copy_dtype = torch.bfloat16 if uses_amp(config, device) else None  # autocast runs bf16 anyway
-    teacher = Teacher(frozen_twin(model, tuned, copy_dtype), schedule, teacher_sampling(config))
+    teacher = Teacher(frozen_twin(model, tuned, copy_dtype), schedule, teacher_sampling(config, device))
     rows = config.distill_batch_size
     if config.teacher_source == "on_the_fly":
         return OnTheFly(teacher, prior.rows(rows), rows, fit_seed)
