@@ -157,6 +157,27 @@ def calibrate(
     run_calibration(name, root=root, backbones=backbones, device=device, mode=mode, per_subject=per_subject)
 
 
+@app.command()
+def bench(
+    size: str = typer.Option("full", "--size", help="full (real sizes, GPU) or tiny (a quick CPU check)."),
+    device: str = typer.Option("cuda", "--device"),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated: infinity, arbooth, baselines, metrics."),
+    out: Path = typer.Option(Path("results/bench"), "--out", help="Folder for bench.json, bench.md, cost.md."),
+    gpus: int = typer.Option(8, "--gpus", help="GPU count for the wall-clock projection."),
+) -> None:
+    """Speed of every method and metric against its FLOP floor, and projected protocol cost."""
+    from varbench.benchmark import COMPONENTS, print_bench, run_bench
+
+    chosen = tuple(_split(only) or COMPONENTS)
+    for name in chosen:
+        if name not in COMPONENTS:
+            raise UserError(f"unknown benchmark component {name!r}", "--only", f"Use: {', '.join(COMPONENTS)}.")
+    if size not in ("full", "tiny"):
+        raise UserError(f"unknown size {size!r}", "--size", "Use full or tiny.")
+    print_bench(run_bench(size, device, chosen, out, gpus))
+    typer.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'cost.md'}")
+
+
 def main() -> None:
     import warnings
 

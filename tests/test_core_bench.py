@@ -1,0 +1,65 @@
+"""`varbench bench` plumbing: floors, targets, merging by component, cost projection."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED_DATA
+from varbench.benchmark import format_bench, row, run_bench
+from varbench.cost import arm_hours, cost_report, sampling_seconds, workload
+from varbench.protocol import load_protocol
+
+
+def test_floor_and_fraction_for_times_and_rates():
+    time_row = row("infinity", "infinity sampling@8", 0.5, "s/image", flops=100e12, rate=800e12)
+    assert time_row["floor"] == pytest.approx(0.125) and time_row["fraction_of_floor"] == pytest.approx(0.25)
+    assert time_row["target"] == 0.25 and time_row["meets_target"] is False
+    rate_row = row("baselines", "dreambooth step", 16.0, "steps/s", flops=5e12, rate=800e12)
+    assert rate_row["floor"] == pytest.approx(160.0) and rate_row["fraction_of_floor"] == pytest.approx(0.1)
+    assert rate_row["meets_target"] is True
+    tiny = row("metrics", "scoring", 20.0, "images/s", flops=1e9, rate=1e11, full_size=False)
+    assert tiny["meets_target"] is None  # targets apply to full sizes only
+
+
+def measured_rows():
+    return [row("arbooth", "arbooth iteration", 3.0, "s/iteration", None, None),
+            row("infinity", "infinity sampling@1", 0.4, "s/image", None, None),
+            row("infinity", "infinity sampling@4", 0.3, "s/image", None, None),
+            row("baselines", "dreambooth step", 10.0, "steps/s", None, None),
+            row("baselines", "sd15 sampling@4", 0.5, "s/image", None, None),
+            row("metrics", "scoring", 1000.0, "images/s", None, None)]
+
+
+def test_sampling_seconds_takes_the_largest_measured_batch_not_above():
+    rows = measured_rows()
+    assert sampling_seconds(rows, "infinity sampling", 8) == 0.3
+    assert sampling_seconds(rows, "infinity sampling", 2) == 0.4
+    assert sampling_seconds(rows, "sd15 sampling", 1) == 0.5  # only batch 4 measured: use it
+
+
+def test_dreambench_projection_by_hand(monkeypatch):
+    monkeypatch.setenv("VARBENCH_DREAMBENCH_DIR", str(SHARED_DATA / "dreambench"))
+    protocol = load_protocol("dreambench")
+    work = workload(protocol)
+    assert (work.subjects, work.images_per_subject) == (30, 25 * 4 + 4)
+    hours = arm_hours(protocol.arm("arbooth"), measured_rows(), work, batch=4)
+    assert hours["fit"] == pytest.approx(30 * 500 * 3.0 / 3600)
+    assert hours["generate"] == pytest.approx(30 * 104 * 0.3 / 3600)
+    assert hours["score"] == pytest.approx(30 * 104 / 1000 / 3600)
+    dreambooth = arm_hours(protocol.arm("dreambooth"), measured_rows(), work, batch=4)
+    assert dreambooth["fit"] == pytest.approx(30 * 800 / 10.0 / 3600)
+    assert arm_hours(protocol.arm("textual_inversion"), measured_rows(), work, batch=4) is None  # not measured
+    report = cost_report({"device": "test", "note": "n", "rows": measured_rows()}, gpus=8)
+    assert "| arbooth | 12.50 | 0.26 | 0.00 | 12.76 | 1.60 |" in report
+    assert "| textual_inversion | not measured |" in report
+
+
+@pytest.mark.slow
+def test_tiny_metrics_bench_writes_well_formed_files(tmp_path):
+    report = run_bench("tiny", "cpu", ("metrics",), tmp_path)
+    (scoring,) = report["rows"]
+    assert scoring["name"] == "scoring" and scoring["unit"] == "images/s" and scoring["value"] > 0
+    assert 0 < scoring["fraction_of_floor"] < 1 and scoring["meets_target"] is None
+    assert (tmp_path / "bench.md").read_text() == format_bench(report)
+    assert "dreambench" in (tmp_path / "cost.md").read_text()
+    merged = run_bench("tiny", "cpu", ("metrics",), tmp_path)  # rerun replaces, never duplicates
+    assert len(merged["rows"]) == 1

@@ -1,0 +1,124 @@
+"""Projected GPU-hours of whole protocols, from the figures `varbench bench` measured.
+
+For each arm of a protocol: fit = its optimizer steps (or iterations) at the measured
+rate; generation = its images (prompts x images per prompt + PRES images) at the
+measured seconds per image of its backbone at the protocol's batch size; scoring = the
+images at the measured scoring throughput; summed over subjects. Class images for
+prior preservation (DreamBooth, Custom Diffusion: generated once per class and shared
+between them when their settings match, as the cache does) are a separate row. Model
+loading is not included (it depends on the disk). Cells are independent, so N GPUs
+divide the wall-clock time (while cells >= N).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOLS = ("dreambench", "vico")
+DIFFUSION = ("dreambooth", "custom_diffusion", "textual_inversion")
+
+
+@dataclass
+class Workload:
+    subjects: int
+    classes: int  # distinct class nouns (class-image pools)
+    images_per_subject: int  # evaluation + PRES images
+
+
+def workload(protocol: Any) -> Workload:
+    """Cell count and sizes of a protocol, from its dataset's local copy (never downloads:
+    a projection must not start a multi-GB fetch)."""
+    from varbench.plan import dataset_of, plan_cells
+
+    saved = os.environ.get("VARBENCH_OFFLINE")
+    os.environ["VARBENCH_OFFLINE"] = "1"
+    try:
+        dataset = dataset_of(protocol)
+    finally:
+        if saved is None:
+            del os.environ["VARBENCH_OFFLINE"]
+        else:
+            os.environ["VARBENCH_OFFLINE"] = saved
+    cells = plan_cells(protocol, dataset, [protocol.arms[0].name])
+    return Workload(subjects=len(cells), classes=len({c.subject.class_noun for c in cells}),
+                    images_per_subject=round(sum(len(c.images) for c in cells) / len(cells)))
+
+
+def figure(rows: list[dict[str, Any]], name: str) -> float | None:
+    for r in rows:
+        if r["name"] == name:
+            return r["value"]
+    return None
+
+
+def sampling_seconds(rows: list[dict[str, Any]], prefix: str, batch: int) -> float | None:
+    """Seconds per image at the largest measured batch not above `batch`."""
+    measured = sorted((int(r["name"].split("@")[1]), r["value"]) for r in rows if r["name"].startswith(prefix + "@"))
+    usable = [value for size, value in measured if size <= batch] or [value for _, value in measured[:1]]
+    return usable[-1] if usable else None
+
+
+def arm_hours(arm: Any, rows: list[dict[str, Any]], work: Workload, batch: int) -> dict[str, float] | None:
+    config, method = arm.config, arm.method_name
+    if method == "arbooth":
+        step_seconds, steps = figure(rows, "arbooth iteration"), config.iterations
+        image_seconds = sampling_seconds(rows, "infinity sampling", batch)
+    elif method in DIFFUSION:
+        rate, steps = figure(rows, f"{method} step"), config.steps
+        step_seconds = 1 / rate if rate else None
+        image_seconds = sampling_seconds(rows, "sd15 sampling", batch)
+    else:
+        return None
+    scoring = figure(rows, "scoring")
+    if step_seconds is None or image_seconds is None or scoring is None:
+        return None
+    images = work.subjects * work.images_per_subject
+    return {"fit": work.subjects * steps * step_seconds / 3600, "generate": images * image_seconds / 3600,
+            "score": images / scoring / 3600}
+
+
+def class_image_hours(protocol: Any, rows: list[dict[str, Any]], work: Workload) -> float | None:
+    """One pool per (class, settings); arms with equal settings share it (the cache key)."""
+    seconds = sampling_seconds(rows, "sd15 sampling", 4)
+    if seconds is None:
+        return None
+    pools = {(a.config.num_class_images, a.config.class_image_seed, a.config.resolution)
+             for a in protocol.arms if getattr(a.config, "prior_preservation", False)}
+    return sum(count for count, _, _ in pools) * work.classes * seconds / 3600
+
+
+def protocol_table(name: str, rows: list[dict[str, Any]], gpus: int) -> list[str]:
+    from varbench.errors import UserError
+    from varbench.protocol import load_protocol
+
+    protocol = load_protocol(name)
+    try:
+        work = workload(protocol)
+    except UserError as err:
+        return [f"#### {name}", "", f"not projected: {err.line()}", ""]
+    lines = [f"#### {name}: {work.subjects} subjects x {work.images_per_subject} images, batch "
+             f"{protocol.spec.batch_size}", "",
+             f"| arm | fit | generation | scoring | GPU-hours | wall h on {gpus} GPUs |",
+             "| :--- | ---: | ---: | ---: | ---: | ---: |"]
+    for arm in protocol.arms:
+        hours = arm_hours(arm, rows, work, protocol.spec.batch_size)
+        if hours is None:
+            lines.append(f"| {arm.name} | not measured | | | | |")
+            continue
+        total = sum(hours.values())
+        lines.append(f"| {arm.name} | {hours['fit']:.2f} | {hours['generate']:.2f} | {hours['score']:.2f} | "
+                     f"{total:.2f} | {total / min(gpus, work.subjects):.2f} |")
+    class_hours = class_image_hours(protocol, rows, work)
+    if class_hours is not None:
+        lines.append(f"| class images (shared) | {class_hours:.2f} | | | {class_hours:.2f} | |")
+    return lines + [""]
+
+
+def cost_report(bench: dict[str, Any], gpus: int = 8) -> str:
+    lines = [f"### Projected cost on {bench['device']} (hours; from `varbench bench`, {bench['note']})", ""]
+    for name in PROTOCOLS:
+        lines += protocol_table(name, bench["rows"], gpus)
+    lines.append("Model loading is not included. Wall-clock on N GPUs assumes cells spread evenly "
+                 "(the local and Slurm launchers hand out cells as workers free up).")
+    return "\n".join(lines) + "\n"
