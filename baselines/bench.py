@@ -26,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,29 +268,41 @@ def run_benchmarks(settings: BenchSettings, on_result: Callable[[dict[str, Any]]
         "torch": torch.__version__, "diffusers": diffusers.__version__,
         "matmul_flops_per_second": rates["matmul"], "bandwidth_bytes_per_second": rates["bandwidth"],
         "variants": {name: VARIANTS[name] for name in settings.variants}, "results": [], "skipped": [],
+        "errors": [],
     }
     if settings.attention:
         shapes = SD15_ATTENTION if settings.size == "sd15" else TINY_ATTENTION
         report["attention"] = {
             "sampling_batch8_forward": attention_table(settings.device, 8, False, shapes),
             "training_batch4_forward_backward": attention_table(settings.device, 4, True, shapes)}
-    methods = {method.name: method for method in METHODS}
+    # Benchmark-major order: each benchmark's variants run back to back, so a run cut short
+    # (deadline, time limit) still holds before/after pairs.
     with tempfile.TemporaryDirectory(prefix="varbench-bench-") as folder:
-        for variant in settings.variants:
-            for name in settings.benchmarks:
+        for name in settings.benchmarks:
+            for variant in settings.variants:
                 if settings.deadline_s is not None and time.perf_counter() - began > settings.deadline_s:
                     report["skipped"].append(f"{name}/{variant}")
                     continue
-                if name in methods:
-                    result = bench_training(methods[name], master, settings, Path(folder) / variant / name, variant,
-                                            rates)
-                else:
-                    result = bench_sampling(master, settings, int(name.split("@")[1]), variant, rates)
+                try:
+                    result = run_one(name, variant, master, settings, Path(folder) / variant / name, rates)
+                except Exception as err:  # noqa: BLE001 - one broken benchmark must not lose the others
+                    traceback.print_exc()
+                    report["errors"].append(f"{name}/{variant}: {type(err).__name__}: {err}"[:500])
+                    free_memory(settings.device, compiled=uses_compile(variant))
+                    continue
                 report["results"].append(asdict(result))
                 fill_floors(report["results"])
                 if on_result is not None:
                     on_result(report)
     return report
+
+
+def run_one(name: str, variant: str, master: DiffusionComponents, settings: BenchSettings, folder: Path,
+            rates: dict[str, float]) -> BenchResult:
+    methods = {method.name: method for method in METHODS}
+    if name in methods:
+        return bench_training(methods[name], master, settings, folder, variant, rates)
+    return bench_sampling(master, settings, int(name.split("@")[1]), variant, rates)
 
 
 def check_settings(settings: BenchSettings) -> None:
@@ -345,6 +358,8 @@ def format_table(report: dict[str, Any]) -> str:
                      "the target counts micro-steps)")
     if report["skipped"]:
         lines.append(f"  skipped (deadline): {', '.join(report['skipped'])}")
+    for error in report["errors"]:
+        lines.append(f"  FAILED {error}")
     return "\n".join(lines)
 
 
