@@ -51,6 +51,7 @@ def test_dreambench_projection_by_hand(monkeypatch):
     report = cost_report({"device": "test", "note": "n", "rows": measured_rows()}, gpus=8)
     assert "| arbooth | 12.50 | 0.26 | 0.00 | 12.76 | 1.60 |" in report
     assert "| textual_inversion | not measured |" in report
+    assert "| class images (shared) | " in report
 
 
 @pytest.mark.slow

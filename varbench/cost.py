@@ -88,37 +88,51 @@ def class_image_hours(protocol: Any, rows: list[dict[str, Any]], work: Workload)
     return sum(count for count, _, _ in pools) * work.classes * seconds / 3600
 
 
-def protocol_table(name: str, rows: list[dict[str, Any]], gpus: int) -> list[str]:
+def project(rows: list[dict[str, Any]], gpus: int = 8) -> list[dict[str, Any]]:
+    """Projected hours per (protocol, arm): fit, generate, score, total GPU-hours and
+    wall-clock hours on `gpus` GPUs; `note` says why a row has no numbers."""
     from varbench.errors import UserError
     from varbench.protocol import load_protocol
 
-    protocol = load_protocol(name)
-    try:
-        work = workload(protocol)
-    except UserError as err:
-        return [f"#### {name}", "", f"not projected: {err.line()}", ""]
-    lines = [f"#### {name}: {work.subjects} subjects x {work.images_per_subject} images, batch "
-             f"{protocol.spec.batch_size}", "",
-             f"| arm | fit | generation | scoring | GPU-hours | wall h on {gpus} GPUs |",
-             "| :--- | ---: | ---: | ---: | ---: | ---: |"]
-    for arm in protocol.arms:
-        hours = arm_hours(arm, rows, work, protocol.spec.batch_size)
-        if hours is None:
-            lines.append(f"| {arm.name} | not measured | | | | |")
+    projected = []
+    for name in PROTOCOLS:
+        protocol = load_protocol(name)
+        try:
+            work = workload(protocol)
+        except UserError as err:
+            projected.append({"protocol": name, "arm": "", "note": f"not projected: {err.line()}"})
             continue
-        total = sum(hours.values())
-        lines.append(f"| {arm.name} | {hours['fit']:.2f} | {hours['generate']:.2f} | {hours['score']:.2f} | "
-                     f"{total:.2f} | {total / min(gpus, work.subjects):.2f} |")
-    class_hours = class_image_hours(protocol, rows, work)
-    if class_hours is not None:
-        lines.append(f"| class images (shared) | {class_hours:.2f} | | | {class_hours:.2f} | |")
-    return lines + [""]
+        size = f"{work.subjects} subjects x {work.images_per_subject} images, batch {protocol.spec.batch_size}"
+        for arm in protocol.arms:
+            hours = arm_hours(arm, rows, work, protocol.spec.batch_size)
+            entry = {"protocol": name, "size": size, "arm": arm.name, "note": "" if hours else "not measured"}
+            if hours:
+                total = sum(hours.values())
+                entry.update(hours, total=total, wall=total / min(gpus, work.subjects))
+            projected.append(entry)
+        class_hours = class_image_hours(protocol, rows, work)
+        if class_hours is not None:
+            projected.append({"protocol": name, "size": size, "arm": "class images (shared)", "note": "",
+                              "fit": class_hours, "total": class_hours})
+    return projected
 
 
 def cost_report(bench: dict[str, Any], gpus: int = 8) -> str:
+    """The projection as Markdown, one table per protocol."""
     lines = [f"### Projected cost on {bench['device']} (hours; from `varbench bench`, {bench['note']})", ""]
-    for name in PROTOCOLS:
-        lines += protocol_table(name, bench["rows"], gpus)
-    lines.append("Model loading is not included. Wall-clock on N GPUs assumes cells spread evenly "
-                 "(the local and Slurm launchers hand out cells as workers free up).")
+    columns = ("fit", "generate", "score", "total", "wall")
+    current = None
+    for entry in project(bench["rows"], gpus):
+        if entry["protocol"] != current:
+            current = entry["protocol"]
+            lines += ["", f"#### {current}" + (f": {entry['size']}" if "size" in entry else ""), ""]
+            if not entry["arm"]:
+                lines.append(entry["note"])
+                continue
+            lines += [f"| arm | fit | generation | scoring | GPU-hours | wall h on {gpus} GPUs |",
+                      "| :--- | ---: | ---: | ---: | ---: | ---: |"]
+        cells = [f"{entry[c]:.2f}" if c in entry else "" for c in columns]
+        lines.append(f"| {entry['arm']} | " + (entry["note"] or " | ".join(cells)) + " |")
+    lines += ["", "Model loading is not included. Wall-clock on N GPUs assumes cells spread evenly "
+              "(the local and Slurm launchers hand out cells as workers free up)."]
     return "\n".join(lines) + "\n"

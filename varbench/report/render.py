@@ -32,6 +32,7 @@ from varbench.report.html import Page, Unit, render_page
 from varbench.report.results import ProtocolResults, load_results
 from varbench.report.section import SectionView, build_views
 from varbench.report.spec import PACKAGE_DIR, ReportSpec, SectionSpec, find_spec, load_spec
+from varbench.report.speed import speed_unit
 from varbench.report.table import Table
 from varbench.report.tables import build_tables, subject_records
 
@@ -68,6 +69,11 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
             progress.update(task, description=f"rendering {view.stem}")
             units.append(_render_unit(view, out, written))
             progress.advance(task)
+        speed = speed_unit(Path(results))
+        if speed is not None:
+            for table in speed.tables:
+                _write_table(out, table, written)
+            units.append(speed)
         page = Page(title=report_spec.title, meta=_meta(Path(results), spec_path), units=units, skipped=skipped,
                     problems=_problems(views), runs=_shown_runs(views),
                     random_init=any(view.random_init for view in views))
