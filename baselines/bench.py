@@ -16,6 +16,8 @@ baseline), measured one after the other in one process so the table shows them s
 side: `base` is the code before the speed work, `default` the configs' defaults.
 
     python -m baselines.bench --device cuda --variants base default --json bench.json
+    python -m baselines.bench --device cuda --variants fast compiled:sampling@4,custom_diffusion
+                                            # a variant restricted to some benchmarks
     python -m baselines.bench --size tiny --device cpu              # a quick local check
 """
 from __future__ import annotations
@@ -89,7 +91,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class BenchSettings:
     size: Literal["sd15", "tiny"] = "sd15"
     device: str = "cuda"
-    variants: tuple[str, ...] = ("default",)
+    variants: tuple[str, ...] = ("default",)  # measured in this order; "name:bench,bench" restricts one
     benchmarks: tuple[str, ...] = BENCHMARKS
     warmup_steps: int = 10  # training steps before the clock starts (>= 2: step 2 has its FLOPs counted)
     timed_steps: int = 30  # split into `windows` equal windows; the median window rate is reported
@@ -267,7 +269,8 @@ def run_benchmarks(settings: BenchSettings, on_result: Callable[[dict[str, Any]]
         "label": LABEL, "settings": asdict(settings), "device": device_name(settings.device),
         "torch": torch.__version__, "diffusers": diffusers.__version__,
         "matmul_flops_per_second": rates["matmul"], "bandwidth_bytes_per_second": rates["bandwidth"],
-        "variants": {name: VARIANTS[name] for name in settings.variants}, "results": [], "skipped": [],
+        "variants": {name: VARIANTS[name] for name, _ in map(parse_variant, settings.variants)},
+        "results": [], "skipped": [],
         "errors": [],
     }
     if settings.attention:
@@ -275,25 +278,24 @@ def run_benchmarks(settings: BenchSettings, on_result: Callable[[dict[str, Any]]
         report["attention"] = {
             "sampling_batch8_forward": attention_table(settings.device, 8, False, shapes),
             "training_batch4_forward_backward": attention_table(settings.device, 4, True, shapes)}
-    # Benchmark-major order: each benchmark's variants run back to back, so a run cut short
-    # (deadline, time limit) still holds before/after pairs.
+    jobs = [(name, variant) for variant, only in map(parse_variant, settings.variants)
+            for name in settings.benchmarks if only is None or name in only]
     with tempfile.TemporaryDirectory(prefix="varbench-bench-") as folder:
-        for name in settings.benchmarks:
-            for variant in settings.variants:
-                if settings.deadline_s is not None and time.perf_counter() - began > settings.deadline_s:
-                    report["skipped"].append(f"{name}/{variant}")
-                    continue
-                try:
-                    result = run_one(name, variant, master, settings, Path(folder) / variant / name, rates)
-                except Exception as err:  # noqa: BLE001 - one broken benchmark must not lose the others
-                    traceback.print_exc()
-                    report["errors"].append(f"{name}/{variant}: {type(err).__name__}: {err}"[:500])
-                    free_memory(settings.device, compiled=uses_compile(variant))
-                    continue
-                report["results"].append(asdict(result))
-                fill_floors(report["results"])
-                if on_result is not None:
-                    on_result(report)
+        for name, variant in jobs:
+            if settings.deadline_s is not None and time.perf_counter() - began > settings.deadline_s:
+                report["skipped"].append(f"{name}/{variant}")
+                continue
+            try:
+                result = run_one(name, variant, master, settings, Path(folder) / variant / name, rates)
+            except Exception as err:  # noqa: BLE001 - one broken benchmark must not lose the others
+                traceback.print_exc()
+                report["errors"].append(f"{name}/{variant}: {type(err).__name__}: {err}"[:500])
+                free_memory(settings.device, compiled=uses_compile(variant))
+                continue
+            report["results"].append(asdict(result))
+            fill_floors(report["results"])
+            if on_result is not None:
+                on_result(report)
     return report
 
 
@@ -305,11 +307,18 @@ def run_one(name: str, variant: str, master: DiffusionComponents, settings: Benc
     return bench_sampling(master, settings, int(name.split("@")[1]), variant, rates)
 
 
+def parse_variant(spec: str) -> tuple[str, tuple[str, ...] | None]:
+    """"fast" -> ("fast", None); "compiled:sampling@4,dreambooth" -> ("compiled", (...))."""
+    name, _, only = spec.partition(":")
+    return name, tuple(only.split(",")) if only else None
+
+
 def check_settings(settings: BenchSettings) -> None:
     if settings.count_flops and settings.warmup_steps < 2:
         raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
-    unknown = [v for v in settings.variants if v not in VARIANTS] + [
-        b for b in settings.benchmarks if b not in BENCHMARKS]
+    parsed = [parse_variant(spec) for spec in settings.variants]
+    unknown = [name for name, _ in parsed if name not in VARIANTS] + [
+        b for b in list(settings.benchmarks) + [b for _, only in parsed for b in only or ()] if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown variant or benchmark: {', '.join(unknown)}; variants: {', '.join(VARIANTS)}; "
                          f"benchmarks: {', '.join(BENCHMARKS)}")
@@ -339,7 +348,7 @@ def format_table(report: dict[str, Any]) -> str:
               f"{'target':>7} {'ok':>4} {'peak GB':>8} {'setup s':>8}")
     lines = [f"Diffusion baselines on {report['device']} ({report['label']})", header]
     order = {name: i for i, name in enumerate(BENCHMARKS)}
-    variants = list(report["settings"]["variants"])
+    variants = list(report["variants"])
     rows = sorted(report["results"], key=lambda r: (order[r["name"]], variants.index(r["variant"])))
     for r in rows:
         floor = f"{r['floor']:.3g}" if r["floor"] is not None else "-"
@@ -378,9 +387,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS),
-                        help="speed-option sets to measure, in this order (put an eager one, e.g. base, first: "
-                             "FLOPs are counted there)")
+    parser.add_argument("--variants", nargs="+", default=["default"],
+                        help=f"speed-option sets to measure, in this order ({', '.join(VARIANTS)}); "
+                             "NAME:BENCH,BENCH restricts one to some benchmarks. Put an eager one (base) first: "
+                             "FLOPs are counted there")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--timed-steps", type=int, default=30)
@@ -397,6 +407,10 @@ def main(argv: list[str] | None = None) -> None:
                              benchmarks=tuple(args.only or BENCHMARKS), warmup_steps=args.warmup_steps,
                              timed_steps=args.timed_steps, sample_repeats=args.repeats,
                              count_flops=not args.no_flops, attention=args.attention, deadline_s=args.deadline)
+    try:
+        check_settings(settings)
+    except ValueError as err:
+        parser.error(str(err))
     if args.sample_steps is not None:
         settings.sample_steps = args.sample_steps
     elif args.size == "tiny":

@@ -32,9 +32,9 @@ def peak_memory_gb(device: str) -> float | None:
 
 def free_memory(device: str, compiled: bool = False) -> None:
     if compiled:
-        import torch._dynamo
+        from torch import _dynamo  # (not `import torch._dynamo`: that would make `torch` local here)
 
-        torch._dynamo.reset()  # compiled graphs may hold the last benchmark's modules
+        _dynamo.reset()  # compiled graphs may hold the last benchmark's modules
     gc.collect()  # drop the last benchmark's tensors (and CUDA graph pools) first
     if is_cuda(device):
         torch.cuda.empty_cache()

@@ -50,27 +50,41 @@ def test_tiny_cpu_benchmark_reports_every_measurement(tmp_path, capsys):
 
 def test_variants_are_measured_side_by_side(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
-    main(["--size", "tiny", "--device", "cpu", "--variants", "base", "fast", "--only", "textual_inversion",
-          "sampling@1", "--warmup-steps", "2", "--timed-steps", "2", "--repeats", "1", "--sample-steps", "2",
+    main(["--size", "tiny", "--device", "cpu", "--variants", "base", "fast", "nchw:sampling@1", "--only",
+          "textual_inversion", "sampling@1", "--warmup-steps", "2", "--timed-steps", "2", "--repeats", "1", "--sample-steps", "2",
           "--json", str(report_path)])
     report = json.loads(report_path.read_text())
     assert [(r["name"], r["variant"]) for r in report["results"]] == [
-        ("textual_inversion", "base"), ("textual_inversion", "fast"), ("sampling@1", "base"), ("sampling@1", "fast")]
+        ("textual_inversion", "base"), ("sampling@1", "base"), ("textual_inversion", "fast"), ("sampling@1", "fast"),
+        ("sampling@1", "nchw")]
     assert report["errors"] == [] and report["skipped"] == []
     assert report["variants"]["base"]["sampling_loop"] == "diffusers"
     assert report["variants"]["fast"]["cuda_graphs"] is True and report["bandwidth_bytes_per_second"] > 0
     for result in report["results"]:  # on the CPU every variant is eager, so each counts its FLOPs
         assert result["flops"] > 0 and result["floor"] > 0
-    base, fast = report["results"][0], report["results"][1]
+    base, fast = report["results"][0], report["results"][2]
     assert base["flops"] == fast["flops"]  # the same work
     assert base["extra"]["optimizer_bytes"] == 28 * 32 and base["extra"]["first_step_s"] > 0
     table = capsys.readouterr().out.split("\n{")[0]
     lines = [line.split() for line in table.splitlines()]
     assert lines[1][:3] == ["benchmark", "variant", "batch"]
-    assert [line[:2] for line in lines[2:6]] == [["textual_inversion", "base"], ["textual_inversion", "fast"],
-                                                 ["sampling@1", "base"], ["sampling@1", "fast"]]
+    assert [line[:2] for line in lines[2:7]] == [["textual_inversion", "base"], ["textual_inversion", "fast"],
+                                                 ["sampling@1", "base"], ["sampling@1", "fast"], ["sampling@1", "nchw"]]
 
 
-def test_unknown_variants_are_rejected():
+@pytest.mark.parametrize("variants", [["turbo"], ["fast:sampling@9"]])
+def test_unknown_variants_are_rejected(variants, capsys):
     with pytest.raises(SystemExit):
-        main(["--size", "tiny", "--device", "cpu", "--variants", "turbo"])
+        main(["--size", "tiny", "--device", "cpu", "--variants", *variants])
+    assert "unknown variant or benchmark" in capsys.readouterr().err
+
+
+def test_free_memory_on_cuda_after_a_compiled_benchmark(monkeypatch):
+    import baselines.bench_device as bench_device
+
+    emptied = []
+    monkeypatch.setattr(bench_device, "is_cuda", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    for compiled in (False, True):
+        bench_device.free_memory("cuda", compiled=compiled)
+    assert emptied == [True, True]
