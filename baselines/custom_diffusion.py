@@ -58,7 +58,7 @@ from baselines.common import (
     tokenize,
     train,
 )
-from baselines.speed import LatentMoments, NoisePrediction, TextStates, accelerate, to_channels_last
+from baselines.speed import LatentMoments, NoisePrediction, TextStates, accelerate, set_memory_format
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
@@ -135,7 +135,7 @@ class CustomDiffusion(DiffusionMethod):
                                  "method config 'initializer_token'")
         processors = make_processors(base.unet, kv_weights=None)  # fp32 copies of the pretrained K/V
         cast([base.text_encoder, base.vae, base.unet], dtype)  # frozen; the processors stay fp32 to train
-        to_channels_last([base.unet, base.vae], config, ctx.device)
+        set_memory_format([base.unet, base.vae], config.channels_last, ctx.device)
         base.unet.set_attn_processor(dict(processors))
         spliced = splice_in(base, [token_id], initial)
 
@@ -165,7 +165,7 @@ class CustomDiffusion(DiffusionMethod):
         originals = [image_to_tensor(image).to(ctx.device) for image in subject.load_images()]
         # The three network calls of a step; on CUDA possibly compiled / CUDA graphs. The
         # VAE encoder has no gradient; the text encoder does (the <new1> vector trains).
-        encode_moments = accelerate(LatentMoments(base.vae), config, ctx.device, training=False, allow_compile=False)
+        encode_moments = accelerate(LatentMoments(base.vae), config, ctx.device, training=False)
         text_states = accelerate(TextStates(base.text_encoder), config, ctx.device, training=True,
                                  allow_compile=False)
         predict_noise = accelerate(NoisePrediction(base.unet), config, ctx.device, training=True)

@@ -45,7 +45,7 @@ from baselines.common import (
     pixel_batch,
     train,
 )
-from baselines.speed import NoisePrediction, accelerate, to_channels_last, to_contiguous
+from baselines.speed import NoisePrediction, accelerate, set_memory_format, to_contiguous
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
 from varbench.method import CellContext
@@ -97,7 +97,7 @@ class DreamBooth(DiffusionMethod):
         # Class images come from the pretrained UNet, so they are made before training.
         class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
         cast([base.text_encoder, base.vae], dtype)
-        to_channels_last([base.unet, base.vae], config, ctx.device)
+        set_memory_format([base.unet, base.vae], config.channels_last, ctx.device)
         resample = Image.Resampling.BILINEAR
         instance = LatentPool(base.vae, pixel_batch(subject.load_images(), config.resolution, resample, ctx.device))
         classes = None

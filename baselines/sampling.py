@@ -20,7 +20,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from baselines.speed import Accelerated, accelerate, on_cuda, speed_context, to_channels_last
+from baselines.speed import Accelerated, accelerate, on_cuda, set_memory_format, speed_context
 from varbench.models.diffusion import DiffusionComponents
 
 PLAIN_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0")  # diffusers' default attention processors
@@ -69,7 +69,7 @@ class Sampler:
         self.config = config
         self.device = pipeline.unet.device
         if on_cuda(self.device):
-            to_channels_last([pipeline.unet, pipeline.vae], config, self.device)
+            set_memory_format([pipeline.unet, pipeline.vae], config.channels_last_sampling, self.device)
             if may_fuse and config.fuse_qkv and config.sampling_loop == "varbench":
                 fuse_projections(pipeline.unet)
         guided = config.guidance_scale > 1 and pipeline.unet.config.time_cond_proj_dim is None

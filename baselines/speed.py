@@ -9,8 +9,9 @@ on or off.
     timing cost is paid once. Set for the duration of `speed_context` only.
   - `attention_backend`: which fused scaled-dot-product-attention kernel PyTorch may use
     ("auto" lets PyTorch choose), also set by `speed_context`.
-  - `channels_last`: UNet and VAE convolutions in NHWC memory order, the layout the
-    tensor cores read directly (NCHW needs transposes around every convolution).
+  - `channels_last` (fit) and `channels_last_sampling`: UNet and VAE convolutions in NHWC
+    memory order, the layout the tensor cores read directly; measured faster for
+    training, slower for (uncompiled) sampling, where GroupNorm dominates more.
   - `compile` and `cuda_graphs`: `accelerate()` wraps a module so that it runs compiled
     (`torch.compile`, default mode, fixed shapes) and/or replayed as a CUDA graph that was
     captured at its first call. A graph replays a whole forward (and, when training, a
@@ -22,6 +23,7 @@ on or off.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -53,21 +55,27 @@ def speed_context(config: Any, device: torch.device | str) -> Iterator[None]:
 
 
 def attention_backend(name: str) -> contextlib.AbstractContextManager:
-    """Restrict SDPA to one fused kernel (plus the math fallback for shapes it cannot run)."""
+    """SDPA tries kernel `name` first, the others where it cannot run a shape (e.g. the VAE's
+    head dim of 512). Older torch (no `set_priority`): only `name` and the math kernel."""
     if name == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    chosen = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-              "cudnn": SDPBackend.CUDNN_ATTENTION}[name]
-    return sdpa_kernel([chosen, SDPBackend.MATH])
+    kernels = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+               "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    if "set_priority" in inspect.signature(sdpa_kernel).parameters:
+        order = [kernels[name]] + [k for key, k in kernels.items() if key != name] + [SDPBackend.MATH]
+        return sdpa_kernel(order, set_priority=True)
+    return sdpa_kernel([kernels[name], SDPBackend.MATH])
 
 
-def to_channels_last(modules: Sequence[torch.nn.Module], config: Any, device: torch.device | str) -> None:
-    """NHWC convolution weights (in place); activations follow the weights' layout."""
-    if config.channels_last and on_cuda(device):
+def set_memory_format(modules: Sequence[torch.nn.Module], channels_last: bool, device: torch.device | str) -> None:
+    """NHWC (channels_last) or NCHW convolution weights, in place, on CUDA; activations
+    follow the weights' layout. (Fits and sampling have separate options: the H100
+    measurements favour NHWC for training and NCHW for eager/graphed sampling.)"""
+    if on_cuda(device):
         for module in modules:
-            module.to(memory_format=torch.channels_last)
+            module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def to_contiguous(module: torch.nn.Module) -> None:

@@ -40,7 +40,7 @@ from baselines.common import (
     tokenize,
     train,
 )
-from baselines.speed import NoisePrediction, TextStates, accelerate, to_channels_last
+from baselines.speed import NoisePrediction, TextStates, accelerate, set_memory_format
 from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
 from varbench.data.subject import Subject
 from varbench.method import CellContext
@@ -102,7 +102,7 @@ class TextualInversion(DiffusionMethod):
         token_id = add_token(base, config.placeholder_token)
         initial = initial_vector(base, subject.class_noun, f"class noun of subject {subject.name}")
         cast([base.text_encoder, base.vae, base.unet], dtype)  # all frozen; the new vector stays fp32
-        to_channels_last([base.unet, base.vae], config, ctx.device)
+        set_memory_format([base.unet, base.vae], config.channels_last, ctx.device)
         spliced = splice_in(base, [token_id], initial)
         pixels = pixel_batch(subject.load_images(), config.resolution, Image.Resampling.BICUBIC, ctx.device)
         instance = LatentPool(base.vae, pixels, with_flips=config.flip_probability > 0)

@@ -25,9 +25,11 @@ from varbench.models.diffusion import cast_module, tiny_components
 
 PROMPTS = ["a dog in the snow", "a photo of sks dog", "a red cube"]
 SEEDS = [3, 4, 5]
-ALL_ON = dict(cudnn_benchmark=True, channels_last=True, cuda_graphs=True, compile=True, fuse_qkv=True,
+ALL_ON = dict(cudnn_benchmark=True, channels_last=True, channels_last_sampling=True, cuda_graphs=True, compile=True,
+              fuse_qkv=True,
               attention_backend="flash", sampling_loop="varbench")
-ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, cuda_graphs=False, compile=False, fuse_qkv=False,
+ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_sampling=False, cuda_graphs=False,
+               compile=False, fuse_qkv=False,
                attention_backend="auto", sampling_loop="diffusers")
 
 
@@ -95,16 +97,26 @@ def test_speed_options_change_nothing_on_the_cpu(tmp_path):
     assert max_difference(fast.generate(prompts, seeds)[0], plain.generate(prompts, seeds)[0]) == 0
 
 
+def sdpa_state() -> tuple:
+    order = torch._C._get_sdp_priority_order() if hasattr(torch._C, "_get_sdp_priority_order") else None
+    return (torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled(),
+            torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled(),
+            torch.backends.cuda.math_sdp_enabled(), order)
+
+
 def test_speed_context_sets_and_restores_cuda_flags():
-    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled(),
-              torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())
-    with speed_context(sample_config(cudnn_benchmark=True, attention_backend="flash"), "cuda"):
+    from torch.nn.attention import SDPBackend
+
+    before = sdpa_state()
+    with speed_context(sample_config(cudnn_benchmark=True, attention_backend="cudnn"), "cuda"):
         assert torch.backends.cudnn.benchmark is True
-        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
-        assert not torch.backends.cuda.mem_efficient_sdp_enabled()
-    after = (torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled(),
-             torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())
-    assert after == before
+        assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+        if before[-1] is not None:  # torch >= 2.6: cuDNN first, the others where it cannot run
+            assert sdpa_state()[-1][0] == int(SDPBackend.CUDNN_ATTENTION)
+            assert torch.backends.cuda.flash_sdp_enabled()
+        else:
+            assert not torch.backends.cuda.flash_sdp_enabled()
+    assert sdpa_state() == before
     with speed_context(sample_config(cudnn_benchmark=True), "cpu"):
         assert torch.backends.cudnn.benchmark == before[0]  # CPU: untouched
 
@@ -248,7 +260,7 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
     method_class = {"dreambooth": DreamBooth, "custom_diffusion": CustomDiffusion,
                     "textual_inversion": TextualInversion}[method_name]
     settings = {**SMOKE_CONFIGS[method_name], "steps": 2, "sample_steps": 2, "num_class_images": 2,
-                **dict(ALL_ON, compile=False, attention_backend="auto")}
+                **dict(ALL_ON, compile=False, channels_last_sampling=False)}
     settings = {k: v for k, v in settings.items() if k in method_class.Config.__dataclass_fields__}
     method = method_class(from_dict(method_class.Config, settings, "test"))
     ctx = CellContext(device=torch.device("cpu"), fit_seed=1, workdir=tmp_path / "work", cache_dir=tmp_path / "cache")
@@ -264,7 +276,11 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
                 "textual_inversion": ["TextStates", "NoisePrediction"]}[method_name]
     assert [name for name in captured if name != "GuidedNoise"] == training
     assert captured.count("GuidedNoise") == (1 if method_name == "textual_inversion" else 2)  # + class images
-    assert model.pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    # NHWC for the fit, NCHW again for sampling (channels_last_sampling: false)
+    assert model.pipeline.unet.conv_in.weight.is_contiguous()
+    assert not model.pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    if method_name == "dreambooth":  # fp32 here, so sampling uses the trained UNet itself, not a copy
+        assert model.trained_unet is model.pipeline.unet
     artifact = tmp_path / "artifact"
     artifact.mkdir()
     model.save(artifact)
