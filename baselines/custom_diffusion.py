@@ -179,16 +179,7 @@ class CustomDiffusion(DiffusionMethod):
 
         def micro_step() -> dict[str, torch.Tensor]:
             picks = [order.next() for _ in range(batch)]
-            pixels, masks, ids = [], [], []
-            for pick in picks:
-                image = originals[pick % len(originals)]
-                if config.hflip and rng.random() < 0.5:
-                    image = torch.flip(image, dims=[-1])
-                augmented, mask, prefix = rescale_augment(image, config.resolution, latent_factor, rng,
-                                                          config.scale_augmentation)
-                pixels.append(augmented)
-                masks.append(mask)
-                ids.append(prompt_ids[prefix])
+            pixels, masks, ids = augment(originals, picks, config, latent_factor, rng, prompt_ids)
             # Re-encoded every step: the augmentation moves and rescales the subject, and the
             # VAE is not shift- or scale-equivariant, so no pool of encodings is exact.
             with torch.no_grad():
@@ -221,6 +212,23 @@ class CustomDiffusion(DiffusionMethod):
         cast([base.text_encoder, base.vae, base.unet], dtype)
         base.unet.eval()
         return CustomDiffusionModel(base, self.config, kv_state, vectors)
+
+
+def augment(originals: list[torch.Tensor], picks: list[int], config: CustomDiffusionConfig, latent_factor: int,
+            rng: random.Random, prompt_ids: dict[str, torch.Tensor]) -> tuple[list, list, list]:
+    """The release's augmentation of the picked subject images: pixels, loss masks and the
+    token ids of the matching prompts (flip, then rescale with its prompt prefix)."""
+    pixels, masks, ids = [], [], []
+    for pick in picks:
+        image = originals[pick % len(originals)]
+        if config.hflip and rng.random() < 0.5:
+            image = torch.flip(image, dims=[-1])
+        augmented, mask, prefix = rescale_augment(image, config.resolution, latent_factor, rng,
+                                                  config.scale_augmentation)
+        pixels.append(augmented)
+        masks.append(mask)
+        ids.append(prompt_ids[prefix])
+    return pixels, masks, ids
 
 
 def rescale_augment(image: torch.Tensor, size: int, latent_factor: int, rng: random.Random,

@@ -55,18 +55,20 @@ def speed_context(config: Any, device: torch.device | str) -> Iterator[None]:
 
 
 def attention_backend(name: str) -> contextlib.AbstractContextManager:
-    """SDPA tries kernel `name` first, the others where it cannot run a shape (e.g. the VAE's
-    head dim of 512). Older torch (no `set_priority`): only `name` and the math kernel."""
+    """SDPA tries kernel `name` first and the others where it cannot run a shape (e.g. the
+    VAE's head dim of 512). Needs `sdpa_kernel(..., set_priority=True)`; older torch keeps
+    its own choice (forcing one kernel there would send every unsupported shape to the
+    slow math kernel, and early cuDNN attention releases were not trusted by default)."""
     if name == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if "set_priority" not in inspect.signature(sdpa_kernel).parameters:
+        return contextlib.nullcontext()
     kernels = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
                "efficient": SDPBackend.EFFICIENT_ATTENTION}
-    if "set_priority" in inspect.signature(sdpa_kernel).parameters:
-        order = [kernels[name]] + [k for key, k in kernels.items() if key != name] + [SDPBackend.MATH]
-        return sdpa_kernel(order, set_priority=True)
-    return sdpa_kernel([kernels[name], SDPBackend.MATH])
+    order = [kernels[name]] + [k for key, k in kernels.items() if key != name] + [SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
 
 
 def set_memory_format(modules: Sequence[torch.nn.Module], channels_last: bool, device: torch.device | str) -> None:

@@ -51,7 +51,8 @@ def test_tiny_cpu_benchmark_reports_every_measurement(tmp_path, capsys):
 def test_variants_are_measured_side_by_side(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     main(["--size", "tiny", "--device", "cpu", "--variants", "base", "fast", "nchw:sampling@1", "--only",
-          "textual_inversion", "sampling@1", "--warmup-steps", "2", "--timed-steps", "2", "--repeats", "1", "--sample-steps", "2",
+          "textual_inversion", "sampling@1", "--warmup-steps", "2", "--timed-steps", "2", "--repeats", "1",
+          "--sample-steps", "2",
           "--json", str(report_path)])
     report = json.loads(report_path.read_text())
     assert [(r["name"], r["variant"]) for r in report["results"]] == [

@@ -110,12 +110,9 @@ def test_speed_context_sets_and_restores_cuda_flags():
     before = sdpa_state()
     with speed_context(sample_config(cudnn_benchmark=True, attention_backend="cudnn"), "cuda"):
         assert torch.backends.cudnn.benchmark is True
-        assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
-        if before[-1] is not None:  # torch >= 2.6: cuDNN first, the others where it cannot run
+        if before[-1] is not None:  # torch with set_priority: cuDNN first, the others where it cannot run
             assert sdpa_state()[-1][0] == int(SDPBackend.CUDNN_ATTENTION)
-            assert torch.backends.cuda.flash_sdp_enabled()
-        else:
-            assert not torch.backends.cuda.flash_sdp_enabled()
+            assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
     assert sdpa_state() == before
     with speed_context(sample_config(cudnn_benchmark=True), "cpu"):
         assert torch.backends.cudnn.benchmark == before[0]  # CPU: untouched
@@ -218,7 +215,8 @@ def test_casts_keep_fp32_modules_and_do_not_warn(caplog):
         cast_module(fresh.unet, torch.bfloat16)
         cast([fresh.vae], torch.bfloat16)
     assert not [r for r in caplog.records if "kept in float32" in r.getMessage()]
-    assert fresh.unet.conv_in.weight.dtype == torch.bfloat16 and fresh.vae.encoder.conv_in.weight.dtype == torch.bfloat16
+    assert fresh.unet.conv_in.weight.dtype == torch.bfloat16
+    assert fresh.vae.encoder.conv_in.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in fresh.unet.time_embedding.parameters())
     with caplog.at_level(logging.WARNING):
         fresh.vae.to(torch.float32)  # what the code used to do: diffusers warns
@@ -272,7 +270,8 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
     assert all(np.isfinite(row["loss"]) for row in ctx.losses) and len(images) == 4
     assert model.sampler.batch_sizes == {3}  # the single prompt was padded to the captured 3
     assert max_difference(images[3], images[0]) <= 1
-    training = {"dreambooth": ["NoisePrediction"], "custom_diffusion": ["LatentMoments", "TextStates", "NoisePrediction"],
+    training = {"dreambooth": ["NoisePrediction"],
+                "custom_diffusion": ["LatentMoments", "TextStates", "NoisePrediction"],
                 "textual_inversion": ["TextStates", "NoisePrediction"]}[method_name]
     assert [name for name in captured if name != "GuidedNoise"] == training
     assert captured.count("GuidedNoise") == (1 if method_name == "textual_inversion" else 2)  # + class images
