@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -303,7 +304,27 @@ def run_benchmarks(settings: BenchSettings,
             fill_floors(report["results"])
             if on_result is not None:
                 on_result(report)
+        count_missing_flops(report, master, settings, Path(folder) / "flops", rates)
     return report
+
+
+def count_missing_flops(report: dict[str, Any], master: DiffusionComponents, settings: BenchSettings,
+                        folder: Path, rates: dict[str, float]) -> None:
+    """FLOPs (and so floors) for benchmarks that only graphed or compiled variants ran:
+    one short eager run each (the `base` options, 3 steps or one sampling call), untimed."""
+    if not settings.count_flops:
+        return
+    short = dataclasses.replace(settings, warmup_steps=2, timed_steps=1, windows=1, sample_repeats=1)
+    for name in dict.fromkeys(r["name"] for r in report["results"] if r["flops"] is None):
+        try:
+            counted = run_one(name, "base", master, short, folder / name, rates)
+        except Exception as err:  # noqa: BLE001 - floors are optional; the timings stand
+            report["errors"].append(f"{name}/FLOP count: {type(err).__name__}: {err}"[:500])
+            continue
+        for result in report["results"]:
+            if result["name"] == name:
+                result["flops"], result["floor"] = counted.flops, counted.floor
+                result["extra"]["flops_counted_in"] = "a short eager run"
 
 
 def run_one(name: str, variant: str, master: DiffusionComponents, settings: BenchSettings, folder: Path,

@@ -89,3 +89,18 @@ def test_free_memory_on_cuda_after_a_compiled_benchmark(monkeypatch):
     for compiled in (False, True):
         bench_device.free_memory("cuda", compiled=compiled)
     assert emptied == [True, True]
+
+
+def test_floors_come_from_a_short_eager_run_when_no_variant_is_countable(tmp_path, monkeypatch):
+    import baselines.bench as bench
+
+    monkeypatch.setattr(bench, "countable", lambda settings, variant: variant == "base")  # as on a GPU
+    report_path = tmp_path / "bench.json"
+    main(["--size", "tiny", "--device", "cpu", "--variants", "default", "--only", "textual_inversion", "sampling@1",
+          "--warmup-steps", "2", "--timed-steps", "2", "--repeats", "1", "--sample-steps", "2",
+          "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert [r["variant"] for r in report["results"]] == ["default", "default"]  # the eager runs add no rows
+    for result in report["results"]:
+        assert result["flops"] > 0 and result["floor"] > 0
+        assert result["extra"]["flops_counted_in"] == "a short eager run"
