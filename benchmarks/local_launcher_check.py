@@ -23,10 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 
+EXTRA: list[str] = []  # more `varbench run` arguments (--methods, --subjects)
+
+
 def run(protocol: str, results: Path, gpus: str) -> tuple[int, float]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "varbench", "run", "--protocol", protocol, "--results",
-                           str(results), "--launcher", "local", "--gpus", gpus], capture_output=True, text=True)
+                           str(results), "--launcher", "local", "--gpus", gpus, *EXTRA], capture_output=True,
+                          text=True)
     return done.returncode, time.perf_counter() - start
 
 
@@ -58,7 +62,7 @@ def worker_pids(parent: int) -> list[int]:
 
 def kill_one_worker(protocol: str, results: Path, gpus: str) -> dict:
     process = subprocess.Popen([sys.executable, "-m", "varbench", "run", "--protocol", protocol, "--results",
-                                str(results), "--launcher", "local", "--gpus", gpus],
+                                str(results), "--launcher", "local", "--gpus", gpus, *EXTRA],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = None
     try:
@@ -87,7 +91,10 @@ def main() -> None:
     parser.add_argument("--protocol", default="smoke")
     parser.add_argument("--gpus", default="0,1")
     parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--methods", default=None, help="only these arms (comma-separated)")
     args = parser.parse_args()
+    if args.methods:
+        EXTRA.extend(["--methods", args.methods])
     report = {}
     for label, gpus in (("1 worker", args.gpus.split(",")[0]), (f"{len(args.gpus.split(','))} workers", args.gpus)):
         root = args.results / label.replace(" ", "-")
@@ -96,8 +103,9 @@ def main() -> None:
         report[label] = {"exit_code": code, "seconds": round(seconds, 1), "cells": len(cells),
                          "cells_per_minute": round(60 * len(cells) / seconds, 2),
                          "cells_by_device_and_pid": dict(Counter(f"{s['device']} pid {s['pid']}" for s in cells))}
+        print(label, json.dumps(report[label]), flush=True)
     report["kill one worker"] = kill_one_worker(args.protocol, args.results / "killed", args.gpus)
-    print(json.dumps(report, indent=2))
+    print("kill one worker", json.dumps(report["kill one worker"]), flush=True)
 
 
 if __name__ == "__main__":
