@@ -19,14 +19,6 @@ PROMPTS = ["a <placeholder> dog in the snow", "a photo of dog", "a <placeholder>
 SEEDS = [11, 12, 13]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(**overrides) -> ARBooth:
     return ARBooth(from_dict(ARBooth.Config, {**TINY, **overrides}, "test"))
 

@@ -22,14 +22,6 @@ from varbench.models.infinity.schedule import get_schedule
 SCHEDULE = get_schedule(5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def counted_iteration(config: ARBoothConfig, tmp_path) -> int:
     """FlopCounterMode's count of one real Trainer iteration (teacher sampling included)."""
     device = torch.device("cpu")

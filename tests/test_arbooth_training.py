@@ -23,14 +23,6 @@ TINY = {"model": "infinity-tiny", "resolution": 64}
 NAME = "block_chunks.1.module.0.ffn.fc1.weight"  # a tensor the released layers tune
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster, and far faster on shared cores
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
     return synthetic_subject(tmp_path_factory.mktemp("subject"), count=3, size=80, class_noun="dog")

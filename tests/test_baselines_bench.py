@@ -10,14 +10,6 @@ import torch
 from baselines.bench import LABEL, main
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_tiny_cpu_benchmark_reports_every_measurement(tmp_path, capsys):
     report_path = tmp_path / "bench.json"

@@ -34,15 +34,6 @@ SEEDS = [21, 22]
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Toy models are faster on one thread, and much faster when other jobs share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_method(**overrides) -> CustomDiffusion:
     # A large learning rate so three steps visibly change the toy model's images.
     settings = {**SMOKE_CONFIGS["custom_diffusion"], "steps": STEPS, "num_class_images": 2, "sample_steps": 3,

@@ -33,14 +33,6 @@ ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_samplin
                attention_backend="auto", sampling_loop="diffusers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def components():
     return tiny_components()

@@ -25,15 +25,6 @@ SEEDS = [31, 32]
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Toy models are faster on one thread, and much faster when other jobs share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_method(**overrides) -> TextualInversion:
     # A large learning rate so three steps visibly move the toy embedding.
     settings = {**SMOKE_CONFIGS["textual_inversion"], "steps": STEPS, "sample_steps": 3, "learning_rate": 2e-2,
