@@ -47,7 +47,6 @@ from baselines.bench_device import (
     device_name,
     free_memory,
     is_cuda,
-    matmul_rate,
     peak_memory_gb,
     reset_peak_memory,
     synchronize,
@@ -58,6 +57,7 @@ from baselines.custom_diffusion import CustomDiffusion
 from baselines.dreambooth import DreamBooth
 from baselines.sampling import Sampler, sampling_pipeline
 from baselines.synthetic import synthetic_subject
+from varbench.timing import matmul_rate
 from baselines.textual_inversion import TextualInversion
 from varbench.config import from_dict
 from varbench.method import CellContext

@@ -44,22 +44,6 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if is_cuda(device) else "cpu"
 
 
-def matmul_rate(device: str) -> float:
-    """Measured dense matmul FLOP/s: bf16 8192^2 on CUDA, fp32 1024^2 on the CPU (random data)."""
-    size, dtype = (8192, torch.bfloat16) if is_cuda(device) else (1024, torch.float32)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    repeats = 20 if is_cuda(device) else 3
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
 def copy_bandwidth(device: str) -> float:
     """Measured device memory bandwidth in bytes/s (a large copy; bytes read + written)."""
     count = 2**28 if is_cuda(device) else 2**22  # 1 GiB of fp32 on the GPU

@@ -55,3 +55,24 @@ def timed(phase: str, device: Any, items: int = 0, warmup: bool = False) -> Iter
             torch.cuda.synchronize(device)
             record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
         record.seconds = time.perf_counter() - start
+
+
+def matmul_rate(device: Any) -> float:
+    """Measured dense matrix-product rate in FLOP/s: the reference of every FLOP floor.
+
+    bf16 8192^3 on CUDA (what the models' matmuls run in), fp32 1024^3 on the CPU; random
+    data (zeros run faster than real data), three warm-up products, then timed repeats.
+    """
+    import torch
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    size, dtype, repeats = (8192, torch.bfloat16, 20) if cuda else (1024, torch.float32, 3)
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        left @ right
+    with timed("matmul", device) as record:
+        for _ in range(repeats):
+            left @ right
+    return 2 * size**3 * repeats / record.seconds

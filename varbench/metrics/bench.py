@@ -33,7 +33,7 @@ from varbench.data.subject import Subject
 from varbench.metrics.config import MetricsConfig
 from varbench.metrics.preprocess import clip_input, dino_input
 from varbench.metrics.scoring import GeneratedImage, Scorer
-from varbench.timing import synchronize
+from varbench.timing import matmul_rate, synchronize
 
 DISTINCT_FILES = 256  # files on disk; longer runs cycle through them (each one is decoded again)
 SAMPLES_PER_PROMPT = 4
@@ -79,7 +79,7 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
         decode_seconds = _time_decoding(scorer, [image.path for image in cell], device)
         encode_seconds = _time_encoding(scorer, [image.path for image in cell[:batch_size]], images)
     flops = encoder_flops_per_image(scorer)
-    rate = matmul_flops_per_second(device)
+    rate = matmul_rate(device)
     scorer.close()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -132,20 +132,6 @@ def encoder_flops_per_image(scorer: Scorer) -> float:
         scorer.dino(torch.zeros(1, 3, dino_size, dino_size, device=scorer.device))
         scorer.clip.encode_image(torch.zeros(1, 3, 224, 224, device=scorer.device))
     return float(counter.get_total_flops())
-
-
-def matmul_flops_per_second(device: torch.device, repeats: int = 10) -> float:
-    """A square matmul's measured rate: bf16 on CUDA, fp32 on CPU."""
-    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (512, torch.float32)
-    left = torch.randn(size, size, device=device, dtype=dtype)
-    right = torch.randn(size, size, device=device, dtype=dtype)
-    left @ right  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        left @ right
-    synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

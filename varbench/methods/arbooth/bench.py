@@ -42,10 +42,10 @@ from varbench.methods.arbooth.fit import make_teacher, make_trainer, prior_condi
 from varbench.methods.arbooth.flops import iteration_flops
 from varbench.methods.arbooth.model import tuned_tensor_names
 from varbench.methods.arbooth.training import TrainingData, prepare_storage
-from varbench.models.infinity.bench import measure_matmul_rate
 from varbench.models.infinity.config import get_size
 from varbench.models.infinity.factory import build_infinity
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
+from varbench.timing import matmul_rate
 
 NOTE = "random-init weights: timings only, not image quality"
 TARGET_SECONDS = 3.0  # per iteration on one H100 (500 iterations in 25 minutes)
@@ -170,7 +170,7 @@ def _free(device: torch.device) -> None:
 def run_benchmark(size: str = "infinity-2b", device: str = "cuda", variants: tuple[str, ...] = tuple(VARIANTS),
                   warmup: int = 2, iterations: int = 5) -> dict:
     device = torch.device(device)
-    rate = measure_matmul_rate(device)
+    rate = matmul_rate(device)
     schedule = bench_schedule(size)
     pixels = schedule.pixel_size(get_size(size).tokenizer.stride)[0]
     model_config = get_size(size).transformer

@@ -29,7 +29,7 @@ from varbench.models.infinity.graphs import release_graphs
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
 from varbench.models.infinity.text import TextFeatures
-from varbench.timing import timed
+from varbench.timing import matmul_rate, timed
 
 RANDOM_INIT_NOTE = "random-init weights: timing only"
 # CUDA graphs pay where kernel launches dominate (small batches); above this batch the
@@ -49,20 +49,6 @@ def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: in
     attention = depth * (self_attention + 4 * tokens * text_tokens * width)
     rows = 2 if cfg else 1
     return {"matmul": rows * matmul, "attention": rows * attention, "total": rows * (matmul + attention)}
-
-
-def measure_matmul_rate(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
-    """Achieved FLOP/s of a large bf16 (GPU) or fp32 (CPU) matrix product."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    size = size if device.type == "cuda" else 512
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    with timed("matmul", device) as record:
-        for _ in range(repeats):
-            a @ b
-    return 2 * size**3 * repeats / record.seconds
 
 
 def random_text(batch: int, tokens: int, channels: int, device: torch.device, seed: int = 0) -> TextFeatures:
@@ -112,7 +98,7 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
     model = build_infinity(size, device=device, dtype=dtype).eval().requires_grad_(False)
     vae = build_vae(size, device=device)
     flops = count_flops(spec.transformer, schedule, text_tokens, cfg != 1)
-    rate = measure_matmul_rate(device)
+    rate = matmul_rate(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
