@@ -190,8 +190,12 @@ def _log_axis(ax: Axes, values: list[float]) -> None:
     ax.set_xscale("log")
     ax.margins(x=0.2)  # room for the point labels
     span = max(values) / min(values)
-    if span < 10:  # under a decade: tick the data values themselves
-        ax.set_xticks(sorted({float(f"{v:.3g}") for v in values}))
+    if span < 10:  # under a decade: tick the data values themselves, unless labels would collide
+        ticks: list[float] = []
+        for value in sorted({float(f"{v:.3g}") for v in values}):
+            if not ticks or value / ticks[-1] >= 1.25:
+                ticks.append(value)
+        ax.set_xticks(ticks)
     else:  # 1-2-5 steps over up to two decades, powers of ten beyond
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span <= 100 else (1.0,)))
     ax.xaxis.set_major_formatter(plain)
