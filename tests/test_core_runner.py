@@ -111,3 +111,16 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     protocol = write_protocol(tmp_path)
     assert run_api(protocol, tmp_path / "results", dry_run=True) == 0
     assert not (tmp_path / "results").exists()
+
+
+def test_a_load_error_fails_the_arm_once_not_once_per_cell(tmp_path):
+    import toy_method
+
+    toy_method.LOAD_CALLS.clear()
+    protocol = write_protocol(tmp_path, arm_config="{steps: 2, load_error: 'toy weights missing'}")
+    results = tmp_path / "results"
+    assert run_api(protocol, results) == 1
+    assert set(states(results).values()) == {"failed"}
+    errors = {json.loads(p.read_text())["error"] for p in results.rglob("status.json")}
+    assert errors == {"toy weights missing (toy weights). Put them in place."}
+    assert len(toy_method.LOAD_CALLS) == 1  # later cells reuse the recorded error

@@ -18,8 +18,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from varbench.errors import UserError
 from varbench.method import Method, PersonalizedModel
 from varbench.registry import register_method
+
+
+LOAD_CALLS: list[str] = []  # subjects whose cell called load_base (in this process)
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ToyConfig:
     step_seconds: float = 0.0
     fail_on: str = ""
     fail_flag: str = ""
+    load_error: str = ""  # load_base raises this UserError (e.g. missing weights)
     nan_on: str = ""
 
 
@@ -68,6 +73,9 @@ class ToyMethod(Method):
         return f"zxq {class_noun}"
 
     def load_base(self, ctx):
+        LOAD_CALLS.append(ctx.subject_name)
+        if self.config.load_error:
+            raise UserError(self.config.load_error, "toy weights", "Put them in place.")
         return torch.full((3,), 0.5)
 
     def fit(self, base, subject, ctx):

@@ -39,6 +39,9 @@ class Worker:
         self.session = session
         self.reporter = reporter or Reporter()
         self._scorers: dict[str, Any] = {}
+        # A user error while loading an arm's base model (missing weights, say) would
+        # repeat identically, slowly (hub retries), for every later cell of that arm.
+        self._load_errors: dict[str, UserError] = {}
         limit_cpu_threads(device)
         tune_cuda(device)
 
@@ -84,8 +87,14 @@ class Worker:
                           cache_dir=self.root / ".cache", subject_name=cell.subject.name,
                           on_fit_step=self.reporter.advance_phase)
         store.workdir.mkdir(parents=True, exist_ok=True)
-        with self._phase(store, "load") as record:
-            base = method.load_base(ctx)
+        if cell.arm.run_id in self._load_errors:
+            raise self._load_errors[cell.arm.run_id]
+        try:
+            with self._phase(store, "load"):
+                base = method.load_base(ctx)
+        except UserError as err:
+            self._load_errors[cell.arm.run_id] = err
+            raise
         if store.artifact_dir.is_dir():
             with self._phase(store, "load_artifact"):
                 model = method.load_artifact(base, store.artifact_dir, ctx)
