@@ -58,6 +58,18 @@ def test_sync_free_loop_draws_exactly_the_pipelines_images(components, sampler, 
     assert max_difference(got[0], got[1]) > 20  # not trivially equal images
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_side_postprocess_gives_the_pipelines_pixels(components, dtype):
+    from baselines.sampling import to_pil_images
+
+    pipeline = sampling_pipeline(components, components.unet, sample_config())
+    images = (torch.randn(3, 3, 40, 24, generator=torch.Generator().manual_seed(0)) * 0.8)  # some clamp.to(dtype)
+    expected = pipeline.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * 3)
+    got = to_pil_images(images)
+    assert [np.asarray(image).shape for image in got] == [(40, 24, 3)] * 3
+    assert [max_difference(a, b) for a, b in zip(expected, got)] == [0, 0, 0]
+
+
 def test_padding_a_batch_leaves_its_images_unchanged(components):
     config = sample_config()
     sampler = Sampler(sampling_pipeline(components, components.unet, config), config)
@@ -265,8 +277,10 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
     training = {"dreambooth": ["NoisePrediction"],
                 "custom_diffusion": ["LatentMoments", "TextStates", "NoisePrediction"],
                 "textual_inversion": ["TextStates", "NoisePrediction"]}[method_name]
-    assert [name for name in captured if name != "GuidedNoise"] == training
-    assert captured.count("GuidedNoise") == (1 if method_name == "textual_inversion" else 2)  # + class images
+    sampling = ("GuidedNoise", "LatentDecoding")
+    assert [name for name in captured if name not in sampling] == training
+    samplers = 1 if method_name == "textual_inversion" else 2  # + the class images' sampler
+    assert captured.count("GuidedNoise") == captured.count("LatentDecoding") == samplers
     # NHWC for the fit, NCHW again for sampling (channels_last_sampling: false)
     assert model.pipeline.unet.conv_in.weight.is_contiguous()
     assert not model.pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)

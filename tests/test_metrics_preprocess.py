@@ -214,3 +214,71 @@ def test_loader_yields_batches_in_order(tmp_path):
         expected = cpu_views(decode_image(path), "canonical")["dino224"]
         assert torch.equal(stacked[index], torch.from_numpy(expected.copy()))
     assert batches[0]["square256"].shape == (3, 256, 256, 3) and batches[0]["square256"].dtype == torch.uint8
+
+
+# --- the GPU path: whole images resized on the device ------------------------------------
+@pytest.mark.parametrize(("size", "out"), [((512, 512), (256, 256)), ((37, 53), (20, 31)),
+                                            ((90, 100), (201, 224)), ((640, 480), (341, 256)),
+                                            ((300, 7), (29, 7))])
+def test_tensor_resize_equals_pil_bicubic_bit_for_bit(size, out):
+    from varbench.metrics.resample import resize_bicubic
+
+    rng = np.random.default_rng(sum(size))
+    noise = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    binary = (noise > 127).astype(np.uint8) * 255  # hard edges: the overshoot clamps at 0 and 255
+    batch = torch.from_numpy(np.stack([noise, binary]))
+    resized = resize_bicubic(batch, out[1], out[0])
+    for index, pixels in enumerate((noise, binary)):
+        expected = np.asarray(Image.fromarray(pixels).resize(out, Image.BICUBIC))
+        assert np.array_equal(resized[index].numpy(), expected)
+
+
+@pytest.mark.parametrize("pixels", ["canonical", "hf_clip", "dreammatcher"])
+def test_device_views_equal_cpu_views(pixels):
+    from varbench.metrics.preprocess import device_views as tensor_views
+
+    images = [make_image(61, 47, seed=1), make_image(61, 47, seed=2)]
+    batch = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
+    views = tensor_views(batch, pixels, with_square=True)
+    for index, image in enumerate(images):
+        expected = cpu_views(image, pixels, with_square=True)
+        assert sorted(views) == sorted(expected)
+        for name, view in expected.items():
+            assert torch.equal(views[name][index], torch.from_numpy(view.copy())), name
+
+
+def test_png_fast_path_decodes_the_pixels_pil_decodes(tmp_path):
+    from varbench.metrics.preprocess import decode_pixels
+
+    rgb, rgba, gray = tmp_path / "rgb.png", tmp_path / "rgba.png", tmp_path / "gray.png"
+    make_image(33, 21, seed=3).save(rgb)
+    image = make_image(33, 21, seed=4).convert("RGBA")
+    image.putalpha(Image.fromarray(np.full((21, 33), 7, dtype=np.uint8)))
+    image.save(rgba)
+    make_image(33, 21, seed=5).convert("L").save(gray)  # not 8-bit truecolour: PIL path
+    for path in (rgb, rgba, gray):
+        decoded = decode_pixels(path)
+        assert decoded.shape == (21, 33, 3) and decoded.dtype == torch.uint8
+        assert np.array_equal(decoded.numpy(), np.asarray(decode_image(path))), path.name
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(rgb.read_bytes()[:200])
+    with pytest.raises(UserError, match="cannot read image"):
+        decode_pixels(broken)
+
+
+def test_loader_resizing_on_device_gives_the_cpu_batches(tmp_path):
+    from varbench.metrics.decode import ViewLoader
+
+    paths = []
+    for index in range(5):  # two image sizes in one batch: grouped, then put back in order
+        paths.append(tmp_path / f"{index}.png")
+        make_image(50 if index % 2 else 64, 40, seed=index).save(paths[-1])
+    batches = {}
+    for on_device in (False, True):
+        loader = ViewLoader("canonical", threads=2, resize_on_device=on_device)
+        batches[on_device] = list(loader.batches(paths, 4, torch.device("cpu"), with_square=True))
+        loader.close()
+    assert [sorted(batch) for batch in batches[True]] == [sorted(batch) for batch in batches[False]]
+    for host, device in zip(batches[False], batches[True]):
+        for name in host:
+            assert torch.equal(host[name], device[name]), name

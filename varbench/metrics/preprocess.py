@@ -5,6 +5,8 @@ scoring runs fast:
 
 * `cpu_views` runs in decoding threads: geometric steps on the PIL image (resize, crop),
   ending in small uint8 arrays ("views"): "dino224", "clip224" or "square256".
+  When scoring on a GPU, `device_views` does the same steps there on whole batches, equal
+  bit for bit (`varbench.metrics.resample` reproduces PIL's fixed-point resize).
 * `dino_input`, `clip_input`, `lpips_input` run on the device on whole batches of views:
   the arithmetic steps (scale to float, normalise, the dreammatcher tensor resize).
 
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from varbench.errors import UserError
+from varbench.metrics.resample import resize_bicubic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,17 +45,13 @@ def decode_image(path: Path, exif_and_alpha: bool = False) -> Image.Image:
     `exif_and_alpha` applies the EXIF orientation and composites transparency on white
     (the DreamBench++ loader); otherwise alpha is dropped by a plain RGB conversion.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("image to score not found", str(path),
-                        "Regenerate the cell (delete its status.json and rerun) or fix the dataset folder.")
+    path = _existing(path)
     try:
         with Image.open(path) as opened:
             opened.load()
             image = opened.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"cannot read image: {err}", str(path),
-                        "Replace the file with a valid PNG/JPEG or regenerate the cell.") from None
+        raise _unreadable(path, err) from None
     if exif_and_alpha:
         image = ImageOps.exif_transpose(image)
         if image.mode == "RGBA":
@@ -61,28 +60,75 @@ def decode_image(path: Path, exif_and_alpha: bool = False) -> Image.Image:
     return image.convert("RGB")
 
 
-# --- geometric steps (PIL, in decoding threads) -------------------------------------------
-def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    """Bicubic resize so the short side is `size`; the long side is truncated, not rounded
+def decode_pixels(path: Path, exif_and_alpha: bool = False) -> torch.Tensor:
+    """uint8 (H, W, 3) pixels equal to `np.asarray(decode_image(path, exif_and_alpha))`.
+
+    8-bit RGB and RGBA PNGs (every image varbench writes) are decoded by torchvision's
+    libpng binding, which releases the GIL for the whole decode, so decoding threads scale
+    with the cores; PNG is lossless, so the pixels are PIL's. Everything else (JPEG
+    references, palette or 16-bit PNGs, EXIF handling) goes through `decode_image`.
+    """
+    path = _existing(path)
+    if not exif_and_alpha and path.suffix.lower() == ".png":
+        from torchvision.io import ImageReadMode, decode_png, read_file
+
+        data = read_file(str(path))
+        if _plain_png(bytes(data[:PNG_HEADER_BYTES].tolist())):
+            try:
+                return decode_png(data, ImageReadMode.RGB).permute(1, 2, 0)
+            except RuntimeError as err:
+                raise _unreadable(path, err) from None
+    return torch.from_numpy(np.array(decode_image(path, exif_and_alpha)))
+
+
+PNG_HEADER_BYTES = 26  # signature (8), IHDR length and type (8), width, height, depth, colour type
+
+
+def _plain_png(header: bytes) -> bool:
+    """An 8-bit truecolour PNG, with or without alpha (colour types 2 and 6)."""
+    return (len(header) == PNG_HEADER_BYTES and header[:8] == b"\x89PNG\r\n\x1a\n"
+            and header[12:16] == b"IHDR" and header[24] == 8 and header[25] in (2, 6))
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("image to score not found", str(path),
+                        "Regenerate the cell (delete its status.json and rerun) or fix the dataset folder.")
+    return path
+
+
+def _unreadable(path: Path, err: Exception) -> UserError:
+    return UserError(f"cannot read image: {err}", str(path),
+                     "Replace the file with a valid PNG/JPEG or regenerate the cell.")
+
+
+# --- geometric steps: PIL in decoding threads, or tensors on the device --------------------
+def short_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the short side `size`; the long side is truncated, not rounded
     (torchvision's Resize(int) and Hugging Face's shortest_edge rule agree on this)."""
-    width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
-    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
-    if new_size == image.size:
-        return image
-    return image.resize(new_size, Image.BICUBIC)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def crop_offsets(width: int, height: int, size: int, offsets: Literal["round", "floor"]) -> tuple[int, int]:
+    """(left, top) of a centred square crop. torchvision rounds the offset (Python's round,
+    so 1.5 -> 2 and 2.5 -> 2); Hugging Face floors it. Images are never smaller than `size`
+    here because a short-side resize to `size` always comes first."""
+    if offsets == "round":
+        return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+    return (width - size) // 2, (height - size) // 2
+
+
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so the short side is `size` (see `short_side_size`)."""
+    new_size = short_side_size(*image.size, size)
+    return image if new_size == image.size else image.resize(new_size, Image.BICUBIC)
 
 
 def center_crop(image: Image.Image, size: int, offsets: Literal["round", "floor"]) -> Image.Image:
-    """Square crop from the centre. torchvision rounds the offset (Python's round, so
-    1.5 -> 2 and 2.5 -> 2); Hugging Face floors it. Images are never smaller than `size`
-    here because a short-side resize to `size` always comes first."""
-    width, height = image.size
-    if offsets == "round":
-        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
-    else:
-        top, left = (height - size) // 2, (width - size) // 2
+    left, top = crop_offsets(*image.size, size, offsets)
     return image.crop((left, top, left + size, top + size))
 
 
@@ -106,6 +152,27 @@ def cpu_views(image: Image.Image, pixels: Pixels, with_square: bool = False) -> 
         views["clip224"] = np.asarray(center_crop(resize_short_side(image, 224), 224, offsets))
     if pixels == "dreammatcher" or with_square:
         views["square256"] = np.asarray(resize_square(image, 256))
+    return views
+
+
+def _resized_crop(images: torch.Tensor, short: int, crop: int, offsets: Literal["round", "floor"]) -> torch.Tensor:
+    """Tensor version of center_crop(resize_short_side(.)) on uint8 (N, H, W, 3)."""
+    _, height, width, _ = images.shape
+    new_width, new_height = short_side_size(width, height, short)
+    resized = resize_bicubic(images, new_height, new_width)
+    left, top = crop_offsets(new_width, new_height, crop, offsets)
+    return resized[:, top:top + crop, left:left + crop].contiguous()
+
+
+def device_views(images: torch.Tensor, pixels: Pixels, with_square: bool = False) -> dict[str, torch.Tensor]:
+    """`cpu_views` of a batch of same-size uint8 (N, H, W, 3) images, computed where the
+    images are (the GPU when scoring on one) and equal to it bit for bit."""
+    views: dict[str, torch.Tensor] = {}
+    if pixels in ("canonical", "hf_clip"):
+        views["dino224"] = _resized_crop(images, 256, 224, "round")
+        views["clip224"] = _resized_crop(images, 224, 224, "round" if pixels == "canonical" else "floor")
+    if pixels == "dreammatcher" or with_square:
+        views["square256"] = resize_bicubic(images, 256, 256)
     return views
 
 
