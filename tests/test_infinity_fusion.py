@@ -46,3 +46,50 @@ def test_compile_failure_warns_and_runs_eager(monkeypatch):
         assert not fusion._state["enabled"]  # the rest of the run stays eager
     torch.testing.assert_close(out.as_subclass(torch.Tensor), layer(torch.ones(2, 4)))
     fusion.reset_compiled()
+
+
+# --- compiled transformer blocks (the GPU path, compiled on the CPU here) -----------------
+def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch):
+    """Sampling (KV cache, 5 scales) and a training step with drop path: compiled blocks
+    give eager's values up to rounding, and the same drop-path draws."""
+    from varbench.models.infinity.bench import random_text
+    from varbench.models.infinity.factory import build_infinity
+    from varbench.models.infinity.sampler import SamplingConfig, sample
+    from varbench.models.infinity.schedule import get_schedule
+
+    monkeypatch.setattr(fusion, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.delenv("VARBENCH_COMPILE", raising=False)
+    fusion.reset_compiled()
+    schedule = get_schedule(4)
+    model = build_infinity("infinity-tiny", seed=3, drop_path_rate=0.5)
+    text = random_text(2, 6, model.config.text_channels, torch.device("cpu"))
+    runs = {}
+    for compiled in (False, True):
+        out = sample(model, None, text, schedule, [0, 1], SamplingConfig(compile_blocks=compiled),
+                     return_logits=True, decode=False)
+        model.train()
+        torch.manual_seed(7)  # drop path draws from the global generator
+        cond = model.condition(text.features, text.mask, drop=torch.zeros(2, dtype=torch.bool))
+        with fusion.compiled_blocks(compiled):
+            loss = model(cond, out.inputs, schedule).square().mean()
+        loss.backward()
+        grad = model.blocks[0].sa.mat_qkv.weight.grad.clone()
+        model.zero_grad(set_to_none=True)
+        runs[compiled] = (out, loss.detach(), grad)
+    assert fusion._compiled_functions, "the compiled path did not run"
+    (eager, eager_loss, eager_grad), (fused, fused_loss, fused_grad) = runs[False], runs[True]
+    torch.testing.assert_close(fused.logits, eager.logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fused.bits, eager.bits)
+    torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused_grad, eager_grad, rtol=1e-3, atol=1e-6)
+    fusion.reset_compiled()
+
+
+def test_drop_path_scales_are_zero_or_the_inverse_keep_rate():
+    from varbench.models.infinity.layers import drop_path_scale
+
+    torch.manual_seed(0)
+    scales = drop_path_scale(4000, 0.25, torch.device("cpu"))
+    assert scales.shape == (4000, 1, 1)
+    assert torch.equal(scales.unique(), torch.tensor([0.0, 1 / 0.75]))
+    assert abs(float((scales > 0).float().mean()) - 0.75) < 0.03

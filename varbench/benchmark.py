@@ -37,7 +37,7 @@ TARGETS = {"infinity sampling@1": 0.5, "infinity sampling@8": 0.25, "arbooth ite
            # Textual Inversion's target and reference count micro-steps (batch 1; one
            # optimizer step accumulates 4 of them).
            "textual_inversion micro-step": 25.0,
-           "sd15 sampling@4": 0.25, "scoring": 2000.0}
+           "sd15 sampling@4": 0.25, "sd15 sampling@4 (compiled)": 0.25, "scoring": 2000.0}
 
 
 def row(component: str, name: str, value: float, unit: str, flops: float | None, rate: float | None,
@@ -60,7 +60,7 @@ def row(component: str, name: str, value: float, unit: str, flops: float | None,
 def bench_infinity(size: str, device: str) -> list[dict[str, Any]]:
     from varbench.models.infinity.bench import run_benchmark
 
-    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2, variants=("graphs", "fused"))
+    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2, variants=("graphs", "fused", "compiled"))
     flops, rate = report["flops_per_image"]["total"], report["matmul_flops_per_second"]
     best: dict[int, dict] = {}
     for result in report["results"]:  # fastest variant per batch size
@@ -69,29 +69,34 @@ def bench_infinity(size: str, device: str) -> list[dict[str, Any]]:
             best[result["batch"]] = result
     return [row("infinity", f"infinity sampling@{batch}", r["total_s_per_image"], "s/image", flops, rate,
                 r["peak_memory_gib"], variant=r["variant"], transformer_s=r["transformer_s_per_image"],
-                decode_s=r["vae_decode_s_per_image"], full_size=size == "infinity-2b")
+                decode_s=r["vae_decode_s_per_image"], setup_s=r["warmup_seconds"], full_size=size == "infinity-2b")
             for batch, r in sorted(best.items())]
 
 
 def bench_arbooth(size: str, device: str) -> list[dict[str, Any]]:
     from varbench.methods.arbooth.bench import run_benchmark
 
-    report = run_benchmark(size, device, ("default", "joint-pool"), warmup=2, iterations=5)
+    report = run_benchmark(size, device, ("default", "eager", "joint-pool"), warmup=2, iterations=5)
     rate = report["matmul_flops_per_second"]
-    names = {"default": "arbooth iteration", "joint-pool": "arbooth iteration (teacher pool)"}
+    names = {"default": "arbooth iteration", "eager": "arbooth iteration (eager blocks)",
+             "joint-pool": "arbooth iteration (teacher pool)"}
     return [row("arbooth", names[r["variant"]], r["seconds_per_iteration"], "s/iteration", r["flops"]["total"],
-                rate, r["peak_memory_gib"], split=r["split_seconds"], full_size=size == "infinity-2b")
+                rate, r["peak_memory_gib"], split=r["split_seconds"], setup_s=r["warmup_seconds"],
+                full_size=size == "infinity-2b")
             for r in report["results"] if "error" not in r]
 
 
 def bench_baselines(size: str, device: str) -> list[dict[str, Any]]:
     from baselines.bench import BenchSettings, run_benchmarks
 
-    report = run_benchmarks(BenchSettings(size=size, device=device))
+    # compiled SD sampling too: it costs ~80 s of compiling, it pays for long generation runs
+    report = run_benchmarks(BenchSettings(size=size, device=device, variants=("default", "compiled:sampling@4")))
     rate = report["matmul_flops_per_second"]
     rows = []
     for r in report["results"]:
         name = f"sd15 {r['name']}" if r["name"].startswith("sampling") else f"{r['name']} step"
+        if r.get("variant", "default") != "default":
+            name += f" ({r['variant']})"
         value, unit = r["value"], "steps/s" if r["unit"] == "steps/s" else r["unit"]
         rows.append(row("baselines", name, value, unit, r.get("flops"), rate, r.get("peak_memory_gb"),
                         batch=r.get("batch"), variant=r.get("variant"), full_size=size == "sd15", **r.get("extra", {})))

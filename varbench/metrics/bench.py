@@ -57,13 +57,14 @@ def write_synthetic_images(folder: Path, count: int, size: int, threads: int) ->
 
 def measure_throughput(device: torch.device | str = "cuda", size: str = "real", images: int = 4096,
                        image_size: int = 512, batch_size: int = 256, mode: str = "canonical",
-                       threads: int | None = None) -> dict[str, Any]:
+                       threads: int | None = None, resize_on_device: bool | None = None) -> dict[str, Any]:
     """Images per second of `Scorer.score_cell` (decode + DINO + CLIP-I + CLIP-T), and of
-    decoding alone and encoding alone, after one warm-up pass. Random weights."""
+    decoding alone and encoding alone, after one warm-up pass. Random weights.
+    `resize_on_device`: where the views are cut (None: on the device when it is a GPU)."""
     device = torch.device(device)
     config = MetricsConfig(mode=mode, backbones=size, div=False,  # type: ignore[arg-type]
                            batch_size=batch_size)
-    scorer = Scorer(config, device, pretrained=False, threads=threads)
+    scorer = Scorer(config, device, pretrained=False, threads=threads, resize_on_device=resize_on_device)
     with tempfile.TemporaryDirectory(prefix="varbench-bench-") as tmp:
         folder = Path(tmp)
         files = write_synthetic_images(folder, min(images, DISTINCT_FILES) + 4, image_size,
@@ -85,6 +86,7 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "size": size, "mode": mode, "random_init": True, "images": images, "image_size": image_size,
         "batch_size": batch_size, "threads": scorer.loader.threads, "rows": len(rows),
+        "resize_on_device": resize_on_device if resize_on_device is not None else device.type == "cuda",
         "seconds": score_seconds, "images_per_second": images / score_seconds,
         "decode_images_per_second": images / decode_seconds,
         "encode_images_per_second": images / encode_seconds,
@@ -143,9 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--mode", default="canonical")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resize-on", choices=["auto", "host", "device"], default="auto",
+                        help="where the views are cut: decoding threads (PIL) or the device")
     args = parser.parse_args(argv)
+    resize_on_device = {"auto": None, "host": False, "device": True}[args.resize_on]
     result = measure_throughput(args.device, args.size, args.images, args.image_size, args.batch_size,
-                                args.mode, args.threads)
+                                args.mode, args.threads, resize_on_device)
     print(json.dumps(result, indent=2))
 
 

@@ -52,12 +52,12 @@ class ViewLoader:
         return cpu_views(decode_image(path, self.exif_and_alpha), self.pixels, with_square)
 
     def pixels_for_upload(self, path: Path, pin: bool) -> torch.Tensor:
-        """The whole decoded image, in pinned memory when `pin` (runs in a pool thread)."""
-        pixels = decode_pixels(path, self.exif_and_alpha)
+        """The whole decoded image as contiguous uint8 (3, H, W), libpng's own layout (so
+        no transposing copy on the host), in pinned memory when `pin` (runs in a pool thread)."""
+        pixels = decode_pixels(path, self.exif_and_alpha).permute(2, 0, 1).contiguous()
         if not pin:
-            return pixels.contiguous()
-        staged = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
-        return staged.copy_(pixels)
+            return pixels
+        return torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True).copy_(pixels)
 
     def batches(self, paths: Sequence[Path], batch_size: int, device: torch.device,
                 with_square: bool = False) -> Iterator[dict[str, torch.Tensor]]:
@@ -96,8 +96,8 @@ def _stack(views: list[dict[str, np.ndarray]], device: torch.device) -> dict[str
 
 def _resize_batch(images: list[torch.Tensor], device: torch.device, pixels: Pixels,
                   with_square: bool) -> dict[str, torch.Tensor]:
-    """Upload whole images and cut their views on the device, one group per image size,
-    then put the rows back in input order."""
+    """Upload whole (3, H, W) images and cut their views on the device, one group per
+    image size, then put the rows back in input order."""
     uploaded = [image.to(device, non_blocking=True) for image in images]
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(uploaded):
@@ -106,7 +106,8 @@ def _resize_batch(images: list[torch.Tensor], device: torch.device, pixels: Pixe
     parts: dict[str, list[torch.Tensor]] = {}
     for indices in groups.values():
         order += indices
-        for name, view in device_views(torch.stack([uploaded[i] for i in indices]), pixels, with_square).items():
+        group = torch.stack([uploaded[i] for i in indices]).permute(0, 2, 3, 1)  # (N, H, W, 3) view
+        for name, view in device_views(group, pixels, with_square).items():
             parts.setdefault(name, []).append(view)
     if len(groups) == 1:
         return {name: views[0] for name, views in parts.items()}

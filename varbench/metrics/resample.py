@@ -60,9 +60,16 @@ def pillow_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
-def _pass(pixels: torch.Tensor, weights: np.ndarray, axis: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    # Kept on the device: copying from pageable host memory at every pass would make the
+    # host wait for all queued GPU work (the encoders of the previous batch).
+    return torch.from_numpy(pillow_weights(in_size, out_size)).to(device)
+
+
+def _pass(pixels: torch.Tensor, in_size: int, out_size: int, axis: int) -> torch.Tensor:
     """One PIL pass over `axis` (1 = height, 2 = width) of uint8 (N, H, W, C)."""
-    matrix = torch.from_numpy(weights).to(pixels.device)
+    matrix = _weights_on(in_size, out_size, pixels.device)
     moved = pixels.movedim(axis, -1).to(torch.float64)  # (N, ., C, in)
     summed = moved @ matrix.T  # exact: integers below 2^53
     rounded = torch.floor((summed + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS))
@@ -78,8 +85,8 @@ def resize_bicubic(images: torch.Tensor, height: int, width: int) -> torch.Tenso
     chunks = []
     for chunk in images.split(CHUNK):
         if width != in_width:  # PIL skips a pass whose size does not change
-            chunk = _pass(chunk, pillow_weights(in_width, width), axis=2)
+            chunk = _pass(chunk, in_width, width, axis=2)
         if height != in_height:
-            chunk = _pass(chunk, pillow_weights(in_height, height), axis=1)
+            chunk = _pass(chunk, in_height, height, axis=1)
         chunks.append(chunk)
     return torch.cat(chunks)

@@ -69,9 +69,10 @@ class Scorer:
     """Encoders and pipelines of one metric mode, reused across cells."""
 
     def __init__(self, config: MetricsConfig, device: torch.device | str, *,
-                 pretrained: bool = True, threads: int | None = None):
+                 pretrained: bool = True, threads: int | None = None, resize_on_device: bool | None = None):
         """`pretrained=False` builds the real architectures with random weights (the
-        throughput benchmark); `threads` sets the decoding pool (default: CPU count)."""
+        throughput benchmark); `threads` sets the decoding pool (default: CPU count);
+        `resize_on_device` see `ViewLoader`."""
         if config.batch_size < 1:
             raise UserError(f"metrics.batch_size is {config.batch_size}", "metrics.batch_size",
                             "Use a positive number of images per batch.")
@@ -84,7 +85,7 @@ class Scorer:
                                input_size=self.mode.dino_input_size, pretrained=pretrained)
         self.clip = build_clip(size, self.device, pretrained=pretrained)
         self.lpips = build_lpips(size == "real" and pretrained, self.device) if config.div else None
-        self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads)
+        self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self._references: dict[tuple, Embeddings] = {}
         self._texts: dict[str, torch.Tensor] = {}
 

@@ -65,7 +65,8 @@ def teacher_sampling(config: ARBoothConfig, device: torch.device) -> SamplingCon
                           top_p=config.teacher_top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
                           attention=attention, amp=config.amp,
-                          cuda_graphs=config.cuda_graphs and device.type == "cuda")
+                          cuda_graphs=config.cuda_graphs and device.type == "cuda",
+                          compile_blocks=config.compile_blocks)  # the teacher samples inside the fit
 
 
 def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:

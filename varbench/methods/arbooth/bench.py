@@ -8,7 +8,8 @@ soft prior distillation, the method's own `Trainer` runs `--warmup` untimed iter
 then `--iterations` timed ones, for each variant:
   default      the default config: CE step, then distillation step (quirk 5 faithful),
                teacher samples drawn on the fly with the KV-cached sampler replayed as
-               CUDA graphs
+               CUDA graphs, compiled transformer blocks (the warm-up compiles)
+  eager        default without compiled blocks
   no-graphs    default without CUDA graphs
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
@@ -55,6 +56,7 @@ SIZES = ("infinity-2b", "infinity-small", "infinity-tiny")
 # no-graphs 3.52, joint 3.50 (graphs off), joint-pool 2.92, ckpt26 3.18 at 71 GiB peak.
 VARIANTS = {
     "default": {},
+    "eager": {"compile_blocks": False},
     "no-graphs": {"cuda_graphs": False},
     "joint": {"quirk_optimizer_steps": "fixed"},
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},

@@ -46,6 +46,7 @@ from varbench.methods.arbooth.losses import distillation_loss, weighted_ce
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, TeacherBatch
 from varbench.models.infinity.bsq import multiscale_quantize
+from varbench.models.infinity.fusion import compiled_blocks
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.transformer import Condition, Infinity
 from varbench.seeding import derive_seed
@@ -142,6 +143,10 @@ class Trainer:
 
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         """One iteration (module docstring); returns the losses as tensors (no host sync)."""
+        with compiled_blocks(self.config.compile_blocks):
+            return self._iteration(step)
+
+    def _iteration(self, step: int) -> dict[str, torch.Tensor]:
         teacher = None
         if self.data.teacher is not None:
             with self.clock.section("teacher"):

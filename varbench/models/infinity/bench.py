@@ -8,7 +8,9 @@ included: ~0.01-0.03 s per prompt), 1024x1024 for the 2B (the size's default sch
 otherwise), CFG 4, tau 0.5, top-p 0.97. Each batch size runs `--warmup` untimed
 generations, then `--repeats` timed ones (CUDA-synchronised); the median is reported.
 Variants: `eager` (plain PyTorch, eager decoder), `fused` (compiled VAE decoder,
-fusion.py), `graphs` (compiled decoder + CUDA-graph replay per scale, batches <= 4).
+fusion.py), `graphs` (compiled decoder + CUDA-graph replay per scale, batches <= 4),
+`compiled` (compiled decoder + compiled transformer blocks, batches >= 8; the warm-up
+time then includes compiling).
 The FLOP floor is the counted matrix-product and attention FLOPs per image divided by a
 measured bf16 matmul rate. Prints a table and one JSON document (also `--json PATH`).
 """
@@ -35,6 +37,9 @@ RANDOM_INIT_NOTE = "random-init weights: timing only"
 # CUDA graphs pay where kernel launches dominate (small batches); above this batch the
 # graphs' static buffers cost more memory than the replay saves time.
 GRAPH_MAX_BATCH = 4
+# Compiled blocks pay where the elementwise passes around the matmuls dominate (large
+# batches); compiling for each batch size costs ~50 s.
+COMPILE_MIN_BATCH = 8
 
 
 def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
@@ -103,9 +108,10 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
         torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
     for variant in variants:
-        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", compile_decoder=variant != "eager")
+        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", compile_decoder=variant != "eager",
+                                compile_blocks=variant == "compiled")
         for batch in batches:
-            if variant == "graphs" and batch > GRAPH_MAX_BATCH:
+            if (variant == "graphs" and batch > GRAPH_MAX_BATCH) or (variant == "compiled" and batch < COMPILE_MIN_BATCH):
                 continue
             try:
                 row = bench_batch(model, vae, schedule, batch, config, text_tokens, repeats, warmup, device)
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--variants", nargs="+", choices=["eager", "fused", "graphs"], default=["fused"])
+    parser.add_argument("--variants", nargs="+", choices=["eager", "fused", "graphs", "compiled"], default=["fused"])
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = run_benchmark(args.size, tuple(args.batch), args.device, args.repeats, args.warmup,

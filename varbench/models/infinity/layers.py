@@ -215,10 +215,8 @@ def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: flo
     return torch.addcmul(shift.float(), normed, scale.float() + 1)
 
 
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop a whole residual branch per sample (rescaled to keep the mean)."""
-    if not training or rate <= 0:
-        return x
+def drop_path_scale(rows: int, rate: float, device: torch.device) -> torch.Tensor:
+    """Stochastic depth: (rows, 1, 1) fp32, 0 for a dropped sample's branch, else 1 / keep
+    (so the branch keeps its mean)."""
     keep = 1.0 - rate
-    mask = torch.empty(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x * mask.div_(keep)
+    return torch.empty(rows, 1, 1, device=device).bernoulli_(keep).div_(keep)

@@ -52,6 +52,13 @@ def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | st
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., L, head_dim) by table (L, head_dim/2); returns fp32."""
     x = x.float()
+    if torch.compiler.is_compiling():
+        # inductor generates no kernels for complex numbers: the same product written out
+        # in real arithmetic fuses with the normalisation around it
+        pairs = x.view(*x.shape[:-1], -1, 2)
+        real, imag = pairs[..., 0], pairs[..., 1]
+        cos, sin = table.real, table.imag
+        return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)
     if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):
         x = x.contiguous()
     pairs = torch.view_as_complex(x.view(*x.shape[:-1], -1, 2))

@@ -32,8 +32,9 @@ from torch.utils.checkpoint import checkpoint
 
 from varbench.errors import UserError
 from varbench.models.infinity.config import InfinityConfig
+from varbench.models.infinity.fusion import block_body
 from varbench.models.infinity.layers import (AdaLNBeforeHead, CrossAttention, FeedForward, KVCache, RMSNorm,
-                                             SelfAttention, TextAttentivePool, drop_path, modulate)
+                                             SelfAttention, TextAttentivePool, drop_path_scale, modulate)
 from varbench.models.infinity.rope import RopeCache
 from varbench.models.infinity.schedule import ScaleSchedule
 
@@ -85,22 +86,44 @@ class Block(nn.Module):
                 text_mask: torch.Tensor | None, rope: torch.Tensor, spans: tuple[tuple[int, int, int], ...],
                 cache: KVCache | None = None, cache_start: int = 0) -> torch.Tensor:
         """x (B, n, C) fp32. `text_kv`: this block's precomputed (k, v), or the projected
-        text (B, Lt, C) to compute them from. `spans`/`cache`: see SelfAttention."""
+        text (B, Lt, C) to compute them from. `spans`/`cache`: see SelfAttention.
+
+        The drop-path draws happen here, outside `body`, which may run compiled
+        (fusion.compiled_blocks): its code then reads no per-block number, so the 32
+        blocks share one compiled function."""
+        drop_scales = self._drop_path_scales(x)
+        return block_body(Block.body, x)(self, x, ada, text_kv, text_mask, rope, spans, cache, cache_start,
+                                         drop_scales)
+
+    def body(self, x: torch.Tensor, ada: torch.Tensor, text_kv: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+             text_mask: torch.Tensor | None, rope: torch.Tensor, spans: tuple[tuple[int, int, int], ...],
+             cache: KVCache | None, cache_start: int,
+             drop_scales: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if torch.is_tensor(text_kv):
             text_kv = self.ca.text_kv(text_kv)
+        sa_drop, ffn_drop = drop_scales if drop_scales is not None else (None, None)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + ada).unbind(2)
         h = self.sa(modulate(x, scale1, shift1, self.eps), rope, spans, cache, cache_start)
-        x = self._residual(x, h, gamma1)
+        x = _residual(x, h, gamma1, sa_drop)
         normed = F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(), self.eps)
         x = x + self.ca(normed, text_kv, text_mask)  # fp32 + (bf16 or fp32) -> fp32
         h = self.ffn(modulate(x, scale2, shift2, self.eps))
-        return self._residual(x, h, gamma2)
+        return _residual(x, h, gamma2, ffn_drop)
 
-    def _residual(self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """x + drop_path(branch * gamma), in fp32 (one fused kernel when nothing is dropped)."""
-        if self.training and self.drop_path_rate > 0:
-            return x + drop_path(branch.float() * gamma, self.drop_path_rate, True)
-        return torch.addcmul(x, branch, gamma)
+    def _drop_path_scales(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Stochastic depth of the two residual branches: per sample 0 or 1/keep (drawn in
+        branch order, from torch's global generator), or None when nothing is dropped."""
+        if not (self.training and self.drop_path_rate > 0):
+            return None
+        return drop_path_scale(x.shape[0], self.drop_path_rate, x.device), \
+            drop_path_scale(x.shape[0], self.drop_path_rate, x.device)
+
+
+def _residual(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+    """x + branch * gamma (* drop), in fp32 (one fused kernel when nothing is dropped)."""
+    if drop is not None:
+        return x + branch.float() * gamma * drop
+    return torch.addcmul(x, branch, gamma)
 
 
 class BlockChunk(nn.Module):
