@@ -34,6 +34,8 @@ def test_sampling_seconds_takes_the_largest_measured_batch_not_above():
     assert sampling_seconds(rows, "infinity sampling", 8) == 0.3
     assert sampling_seconds(rows, "infinity sampling", 2) == 0.4
     assert sampling_seconds(rows, "sd15 sampling", 1) == 0.5  # only batch 4 measured: use it
+    opt_in = rows + [{"name": "infinity sampling@8 (compiled)", "value": 0.1}]
+    assert sampling_seconds(opt_in, "infinity sampling", 8) == 0.3  # projections use the defaults
 
 
 def test_dreambench_projection_by_hand(monkeypatch):

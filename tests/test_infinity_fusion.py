@@ -93,3 +93,26 @@ def test_drop_path_scales_are_zero_or_the_inverse_keep_rate():
     assert scales.shape == (4000, 1, 1)
     assert torch.equal(scales.unique(), torch.tensor([0.0, 1 / 0.75]))
     assert abs(float((scales > 0).float().mean()) - 0.75) < 0.03
+
+
+def test_block_compile_failure_warns_once_and_runs_eager(monkeypatch):
+    from varbench.models.infinity.bench import random_text
+    from varbench.models.infinity.factory import build_infinity
+    from varbench.models.infinity.sampler import SamplingConfig, sample
+    from varbench.models.infinity.schedule import get_schedule
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fusion, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: broken)
+    monkeypatch.delenv("VARBENCH_COMPILE", raising=False)
+    fusion.reset_compiled()
+    model = build_infinity("infinity-tiny", seed=3)
+    text = random_text(1, 4, model.config.text_channels, torch.device("cpu"))
+    eager = sample(model, None, text, get_schedule(3), [0], SamplingConfig(), decode=False)
+    with pytest.warns(UserWarning, match="compile of the transformer blocks failed") as caught:
+        fallback = sample(model, None, text, get_schedule(3), [0], SamplingConfig(compile_blocks=True), decode=False)
+    assert len([w for w in caught if "transformer blocks" in str(w.message)]) == 1
+    assert torch.equal(fallback.bits, eager.bits)
+    fusion.reset_compiled()

@@ -12,6 +12,7 @@ divide the wall-clock time (while cells >= N).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,11 @@ def figure(rows: list[dict[str, Any]], name: str) -> float | None:
 
 
 def sampling_seconds(rows: list[dict[str, Any]], prefix: str, batch: int) -> float | None:
-    """Seconds per image at the largest measured batch not above `batch`."""
-    measured = sorted((int(r["name"].split("@")[1]), r["value"]) for r in rows if r["name"].startswith(prefix + "@"))
+    """Seconds per image at the largest measured batch not above `batch`, with the default
+    options (rows such as "sd15 sampling@4 (compiled)" measure an opt-in variant)."""
+    pattern = re.compile(re.escape(prefix) + r"@(\d+)")
+    matches = [(pattern.fullmatch(r["name"]), r["value"]) for r in rows]
+    measured = sorted((int(match.group(1)), value) for match, value in matches if match)
     usable = [value for size, value in measured if size <= batch] or [value for _, value in measured[:1]]
     return usable[-1] if usable else None
 

@@ -23,11 +23,12 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
-_state = {"enabled": False, "blocks": False}
+_state = {"enabled": False, "blocks": False, "blocks_failed": False}
 _compiled_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _compiled_functions: dict[Callable, Callable] = {}
 COMPILE_DEVICES = ("cuda",)  # the tests add "cpu" to check the compiled path
@@ -75,13 +76,22 @@ def compiled_blocks(enabled: bool = True) -> Iterator[None]:
         _state["blocks"] = previous
 
 
-def block_body(body: Callable, x: torch.Tensor) -> Callable:
-    """`body` (Block.body), or its compiled version when enabled for x's device."""
-    if not (_state["blocks"] and x.device.type in COMPILE_DEVICES):
-        return body
+def run_block(body: Callable, block: nn.Module, x: torch.Tensor, *args: Any) -> torch.Tensor:
+    """`body(block, x, *args)` (Block.body), compiled when enabled for x's device. A
+    compiler failure warns once and leaves the blocks eager for the rest of the process."""
+    if not (_state["blocks"] and x.device.type in COMPILE_DEVICES) or _state.get("blocks_failed"):
+        return body(block, x, *args)
     if body not in _compiled_functions:
         _compiled_functions[body] = torch.compile(body, dynamic=False)
-    return _compiled_functions[body]
+    try:
+        return _compiled_functions[body](block, x, *args)
+    except torch.cuda.OutOfMemoryError:
+        raise  # not a compiler problem: the cell fails as it would eagerly
+    except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
+        warnings.warn(f"torch.compile of the transformer blocks failed ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:200] if str(err) else ''}); running eager", stacklevel=2)
+        _state["blocks_failed"] = True
+        return body(block, x, *args)
 
 
 def _allow_recompiles(count: int) -> None:
@@ -95,3 +105,4 @@ def reset_compiled() -> None:
     """Forget every compiled module and function (rebuilt on next use)."""
     _compiled_modules.clear()
     _compiled_functions.clear()
+    _state["blocks_failed"] = False

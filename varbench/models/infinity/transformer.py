@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from varbench.errors import UserError
 from varbench.models.infinity.config import InfinityConfig
-from varbench.models.infinity.fusion import block_body
+from varbench.models.infinity.fusion import run_block
 from varbench.models.infinity.layers import (AdaLNBeforeHead, CrossAttention, FeedForward, KVCache, RMSNorm,
                                              SelfAttention, TextAttentivePool, drop_path_scale, modulate)
 from varbench.models.infinity.rope import RopeCache
@@ -92,8 +92,7 @@ class Block(nn.Module):
         (fusion.compiled_blocks): its code then reads no per-block number, so the 32
         blocks share one compiled function."""
         drop_scales = self._drop_path_scales(x)
-        return block_body(Block.body, x)(self, x, ada, text_kv, text_mask, rope, spans, cache, cache_start,
-                                         drop_scales)
+        return run_block(Block.body, self, x, ada, text_kv, text_mask, rope, spans, cache, cache_start, drop_scales)
 
     def body(self, x: torch.Tensor, ada: torch.Tensor, text_kv: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
              text_mask: torch.Tensor | None, rope: torch.Tensor, spans: tuple[tuple[int, int, int], ...],
