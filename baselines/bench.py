@@ -57,11 +57,11 @@ from baselines.custom_diffusion import CustomDiffusion
 from baselines.dreambooth import DreamBooth
 from baselines.sampling import Sampler, sampling_pipeline
 from baselines.synthetic import synthetic_subject
-from varbench.timing import matmul_rate
 from baselines.textual_inversion import TextualInversion
 from varbench.config import from_dict
 from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents, sd15_components, tiny_components
+from varbench.timing import matmul_rate
 
 LABEL = "random-init weights: timings only, not image quality"
 # Targets set for one H100: steps/s for training (Textual Inversion: micro-steps/s at

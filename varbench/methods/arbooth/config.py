@@ -104,8 +104,8 @@ class ARBoothConfig:
     amp: bool = True  # bf16 autocast on CUDA (the CPU always runs fp32)
     checkpoint_blocks: int = -1  # blocks recomputed in backward: -1 = all (released), 0 = none, n = first n
     # CUDA: every transformer block of the fit (CE, distillation, teacher sampling) runs
-    # through torch.compile (models/infinity/fusion.py): 3.52 -> 2.40 s per iteration on an
-    # H100 for ~2 min of compiling per fit process; same values up to rounding.
+    # through torch.compile (models/infinity/fusion.py): 3.35 -> 2.27 s per iteration on an
+    # H100 for ~95 s of compiling per fit process; same values up to rounding.
     compile_blocks: bool = True
     offload_text_encoder: bool = True  # CUDA: T5 waits on the CPU during fit (prompts are encoded once)
 

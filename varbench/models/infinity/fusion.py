@@ -7,8 +7,8 @@ Measured on an H100 (2B, 1024^2, random weights; benchmarks/NOTES-infinity.md):
   * a block's norms, AdaLN modulation, casts, q/k normalisation + RoPE and residual adds
     are ~0.11 s/image of separate memory passes at batch 8. Compiling the whole
     `Block.body` (one compiled function shared by all 32 blocks, recompiled once per token
-    count) fuses them: sampling at batch 8 0.303 -> 0.233 s/image (transformer), an ARBooth
-    iteration 3.52 -> 2.40 s. Compiling only the small helpers was slower than eager
+    count) fuses them: `varbench bench` measured sampling at batch 8 0.333 -> 0.266 s/image
+    (decode included) and an ARBooth iteration 3.35 -> 2.27 s. Compiling only the small helpers was slower than eager
     (per-call guard overhead across 13 scales x 32 blocks), so the unit is the block.
 
 Compiled code runs only for CUDA inputs and only inside `with compiled_decoder():` /
@@ -57,15 +57,14 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         return _compiled_modules[module](x)
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
-        warnings.warn(f"torch.compile of {type(module).__name__} failed ({type(err).__name__}: {err}); "
-                      "running eager", stacklevel=2)
+        _warn_eager(type(module).__name__, err)
         _state["enabled"] = False
         return module(x)
 
 
 @contextmanager
 def compiled_blocks(enabled: bool = True) -> Iterator[None]:
-    """Let `block_body` compile the transformer blocks inside the block (VARBENCH_COMPILE=0: never)."""
+    """Let `run_block` compile the transformer blocks inside the block (VARBENCH_COMPILE=0: never)."""
     previous = _state["blocks"]
     _state["blocks"] = enabled and os.environ.get("VARBENCH_COMPILE", "1") != "0"
     if _state["blocks"]:
@@ -79,7 +78,7 @@ def compiled_blocks(enabled: bool = True) -> Iterator[None]:
 def run_block(body: Callable, block: nn.Module, x: torch.Tensor, *args: Any) -> torch.Tensor:
     """`body(block, x, *args)` (Block.body), compiled when enabled for x's device. A
     compiler failure warns once and leaves the blocks eager for the rest of the process."""
-    if not (_state["blocks"] and x.device.type in COMPILE_DEVICES) or _state.get("blocks_failed"):
+    if not (_state["blocks"] and x.device.type in COMPILE_DEVICES) or _state["blocks_failed"]:
         return body(block, x, *args)
     if body not in _compiled_functions:
         _compiled_functions[body] = torch.compile(body, dynamic=False)
@@ -88,10 +87,15 @@ def run_block(body: Callable, block: nn.Module, x: torch.Tensor, *args: Any) -> 
     except torch.cuda.OutOfMemoryError:
         raise  # not a compiler problem: the cell fails as it would eagerly
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
-        warnings.warn(f"torch.compile of the transformer blocks failed ({type(err).__name__}: "
-                      f"{str(err).splitlines()[0][:200] if str(err) else ''}); running eager", stacklevel=2)
+        _warn_eager("the transformer blocks", err)
         _state["blocks_failed"] = True
         return body(block, x, *args)
+
+
+def _warn_eager(what: str, err: Exception) -> None:
+    first_line = (str(err).strip().splitlines() or [""])[0][:200]
+    warnings.warn(f"torch.compile of {what} failed ({type(err).__name__}: {first_line}); running eager",
+                  stacklevel=3)
 
 
 def _allow_recompiles(count: int) -> None:

@@ -55,7 +55,7 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         # inductor generates no kernels for complex numbers: the same product written out
         # in real arithmetic fuses with the normalisation around it
-        pairs = x.view(*x.shape[:-1], -1, 2)
+        pairs = x.unflatten(-1, (-1, 2))
         real, imag = pairs[..., 0], pairs[..., 1]
         cos, sin = table.real, table.imag
         return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)

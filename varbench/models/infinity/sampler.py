@@ -60,7 +60,7 @@ class SamplingConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
     cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (graphs.py); kv_cache only
     compile_decoder: bool = True  # decode through a compiled VAE decoder on CUDA (fusion.py)
-    # Compiled transformer blocks on CUDA (fusion.py): batch 8 0.30 -> 0.23 s/image on an
+    # Compiled transformer blocks on CUDA (fusion.py): batch 8 0.333 -> 0.266 s/image on an
     # H100, but ~50 s of compiling per batch size and process; pays from ~700 images.
     compile_blocks: bool = False
 
