@@ -3,9 +3,9 @@
 At full Stable Diffusion 1.5 size with random weights (the real architecture built in
 code, no download) it measures, with the methods' own `fit` code:
   - training steps per second of DreamBooth (batch 1 subject + 1 class image = 2 per
-    UNet call), Custom Diffusion (2 + 2) and Textual Inversion (batch 1, 4 micro-batches
-    accumulated per optimizer step; micro-steps/s is reported too, and its target is in
-    micro-steps/s, the unit of the reference figure);
+    UNet call), Custom Diffusion (2 + 2) and Textual Inversion (4 micro-batches of 1 per optimizer
+    step, run as one batch of 4 by default; micro-steps/s = micro-batches/s is reported
+    too, and its target is in micro-steps/s, the unit of the reference figure);
   - 50-step DDIM sampling with CFG 7.5, seconds per image at batch 1 and 4;
 each CUDA-synchronised, warm-up excluded, the median over timing windows/repeats, with
 peak GPU memory, FLOPs per step/image (torch's FLOP counter) and the floor those FLOPs
@@ -71,12 +71,13 @@ METHODS = (DreamBooth, CustomDiffusion, TextualInversion)
 BENCHMARKS = BENCHMARK_ORDER
 
 _ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_sampling=False, cuda_graphs=False,
-                compile=False, fuse_qkv=False, attention_backend="auto", sampling_loop="diffusers")
+                compile=False, fuse_qkv=False, attention_backend="auto", sampling_loop="diffusers",
+                fuse_micro_batches=False, encode_ahead=1)  # (fields one method has apply to it only)
 # What call 2 measured as "fast" (see benchmarks/NOTES-baselines.md).
 _FAST = dict(_ALL_OFF, cudnn_benchmark=True, channels_last=True, channels_last_sampling=True, cuda_graphs=True,
              fuse_qkv=True, sampling_loop="varbench")
 _DEFAULT = dict(_ALL_OFF, channels_last=True, cuda_graphs=True, fuse_qkv=True, attention_backend="cudnn",
-                sampling_loop="varbench")  # the config defaults, spelled out
+                sampling_loop="varbench", fuse_micro_batches=True, encode_ahead=8)  # the config defaults, spelled out
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": _ALL_OFF,  # the code before the speed work: eager, NCHW, diffusers' sampling loop
     "default": {},  # the configs' defaults (= _DEFAULT)
@@ -91,6 +92,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "nofuse": dict(_DEFAULT, fuse_qkv=False),
     "auto-attention": dict(_DEFAULT, attention_backend="auto"),
     "flash-attention": dict(_DEFAULT, attention_backend="flash"),
+    "unfused": dict(_DEFAULT, fuse_micro_batches=False),  # Textual Inversion: 4 calls of batch 1 per step
+    "encode-each-step": dict(_DEFAULT, encode_ahead=1),  # Custom Diffusion: one VAE call per step
 }
 
 
@@ -223,14 +226,17 @@ def target_for(name: str, settings: BenchSettings) -> float | None:
 
 
 def unet_batch(config: Any) -> int:
+    """Images per UNet call of a training step."""
     prior = 2 if getattr(config, "prior_preservation", False) else 1
-    return config.batch_size * prior
+    fused = config.fused_micro_batches() if hasattr(config, "fused_micro_batches") else 1
+    return config.batch_size * prior * fused
 
 
 def bench_sampling(master: DiffusionComponents, settings: BenchSettings, batch: int, variant: str,
                    rates: dict[str, float]) -> BenchResult:
-    config = from_dict(DreamBooth.Config, {**method_overrides(settings, 1, variant),
-                                           "guidance_scale": settings.guidance_scale}, "baselines.bench")
+    fields = DreamBooth.Config.__dataclass_fields__
+    overrides = {k: v for k, v in method_overrides(settings, 1, variant).items() if k in fields}
+    config = from_dict(DreamBooth.Config, {**overrides, "guidance_scale": settings.guidance_scale}, "baselines.bench")
     components = copy.deepcopy(master).to(settings.device)
     cast([components.text_encoder, components.vae, components.unet], compute_dtype(config, settings.device))
     sampler = Sampler(sampling_pipeline(components, components.unet, config), config)

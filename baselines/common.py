@@ -98,7 +98,8 @@ def check_config(config: DiffusionConfig, where: str) -> None:
     if config.resolution < 8 or config.resolution % 8:
         raise UserError(f"resolution is {config.resolution}, must be a positive multiple of 8", where,
                         "The VAE works on 8x8 pixel cells; use e.g. 512 (or 64 with base_model tiny).")
-    counts = ("steps", "batch_size", "sample_steps", "grad_accumulation", "num_class_images", "class_batch_size")
+    counts = ("steps", "batch_size", "sample_steps", "grad_accumulation", "num_class_images", "class_batch_size",
+              "encode_ahead")
     for name in counts:
         value = getattr(config, name, 1)
         if value < 1:
@@ -235,9 +236,22 @@ def denoising_error(predict_noise: Callable[..., torch.Tensor], noise_scheduler:
 
     `predict_noise(noisy, timesteps, states)` is the UNet call (`baselines.speed.NoisePrediction`,
     possibly accelerated)."""
+    noise, timesteps = draw_noise(latents, noise_scheduler, generator)
+    return prediction_error(predict_noise, noise_scheduler, latents, noise, timesteps, text_states)
+
+
+def draw_noise(latents: torch.Tensor, noise_scheduler: Any,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise and the timesteps of one denoising loss on `latents` (drawn in this order)."""
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=generator, device=latents.device)
+    return noise, timesteps
+
+
+def prediction_error(predict_noise: Callable[..., torch.Tensor], noise_scheduler: Any, latents: torch.Tensor,
+                     noise: torch.Tensor, timesteps: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
+    """`denoising_error` with the noise and timesteps given."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = predict_noise(noisy, timesteps, text_states)
     if noise_scheduler.config.prediction_type == "v_prediction":

@@ -9,8 +9,8 @@ release's augmentation (random horizontal flip; random rescale to 1/3..1x or 1.2
 placed at a random position with a loss mask over the valid region, and "a far away" /
 "very small" / "zoomed in" / "close up" prefixed to the prompt accordingly), captioned
 "photo of a <new1> {class}"; plus the same number of class images with a prior loss.
-Subject images are re-encoded by the VAE every step (the augmentation changes them);
-class images are encoded once.
+Subject images are re-encoded by the VAE every step (the augmentation changes them),
+`encode_ahead` steps at a time in one batched call; class images are encoded once.
 
 Artifact (diffusers' own formats):
   - `pytorch_custom_diffusion_weights.safetensors`: the keys `UNet2DConditionModel.
@@ -28,7 +28,9 @@ trains (the release's AdamW also applied weight decay to the other, zero-gradien
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,10 @@ class CustomDiffusionConfig(DiffusionConfig):
     class_batch_size: int = 4  # class images generated per batch (speed only)
     hflip: bool = True  # random horizontal flip of subject and class images
     scale_augmentation: bool = True  # the release's random rescale + loss mask + prompt prefixes
+    # Speed only: the subject images of this many steps are augmented ahead and encoded in
+    # one VAE call (H100, 512 px: 9.1 ms/image at batch 2, 6.0 at batch 16). Same random
+    # draws in the same order as one step at a time.
+    encode_ahead: int = 8
 
     def effective_learning_rate(self) -> float:
         if not self.scale_lr:
@@ -119,7 +125,7 @@ class CustomDiffusionModel(DiffusionModel):
 
 class CustomDiffusion(DiffusionMethod):
     name = "custom_diffusion"
-    version = "1"
+    version = "2"  # 2: the VAE encodes subject images in plain bf16, as the release does (1: under autocast)
     Config = CustomDiffusionConfig
     description = "Custom Diffusion: cross-attention K/V + modifier token (Stable Diffusion 1.5)"
 
@@ -135,7 +141,10 @@ class CustomDiffusion(DiffusionMethod):
                                  "method config 'initializer_token'")
         processors = make_processors(base.unet, kv_weights=None)  # fp32 copies of the pretrained K/V
         cast([base.text_encoder, base.vae, base.unet], dtype)  # frozen; the processors stay fp32 to train
-        set_memory_format([base.unet, base.vae], config.channels_last, ctx.device)
+        set_memory_format([base.unet], config.channels_last, ctx.device)
+        # The VAE encoder stays NCHW: its GroupNorm passes dominate it, and PyTorch's
+        # GroupNorm copies NHWC input to NCHW and back (H100: 9.0 vs 11.5 ms/image).
+        set_memory_format([base.vae], False, ctx.device)
         base.unet.set_attn_processor(dict(processors))
         spliced = splice_in(base, [token_id], initial)
 
@@ -163,9 +172,11 @@ class CustomDiffusion(DiffusionMethod):
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.fit_seed)
         noise_scheduler = base.noise_scheduler()
         originals = [image_to_tensor(image).to(ctx.device) for image in subject.load_images()]
-        # The three network calls of a step; on CUDA possibly compiled / CUDA graphs. The
-        # VAE encoder has no gradient; the text encoder does (the <new1> vector trains).
-        encode_moments = accelerate(LatentMoments(base.vae), config, ctx.device, training=False)
+        # The network calls of a step; on CUDA possibly compiled / CUDA graphs. The VAE
+        # encoder has no gradient and runs eager or compiled (a graph measured no faster);
+        # the text encoder has one (the <new1> vector trains).
+        encode_moments = accelerate(LatentMoments(base.vae), replace(config, cuda_graphs=False), ctx.device,
+                                    training=False)
         text_states = accelerate(TextStates(base.text_encoder), config, ctx.device, training=True,
                                  allow_compile=False)
         predict_noise = accelerate(NoisePrediction(base.unet), config, ctx.device, training=True)
@@ -177,21 +188,33 @@ class CustomDiffusion(DiffusionMethod):
         latent_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
         batch = config.batch_size
 
-        def micro_step() -> dict[str, torch.Tensor]:
+        def draw() -> StepDraws:
+            """Every host-side random draw of one step, in the release's order."""
             picks = [order.next() for _ in range(batch)]
             pixels, masks, ids = augment(originals, picks, config, latent_factor, rng, prompt_ids)
+            flips = [config.hflip and rng.random() < 0.5 for _ in picks] if classes is not None else []
+            return StepDraws(picks, pixels, masks, ids, flips)
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            # Plain bf16, outside the step's autocast: the release calls the VAE outside the
+            # autocast that wraps the UNet, and fp32 GroupNorms would cost 25% more here.
+            with torch.no_grad(), torch.autocast(ctx.device.type, enabled=False):
+                return encode_moments(pixels.to(base.vae.dtype))
+
+        planner = EncodedSteps(draw, encode, config.encode_ahead)
+
+        def micro_step() -> dict[str, torch.Tensor]:
+            step, moments = planner.next()
             # Re-encoded every step: the augmentation moves and rescales the subject, and the
             # VAE is not shift- or scale-equivariant, so no pool of encodings is exact.
-            with torch.no_grad():
-                dist = DiagonalGaussianDistribution(encode_moments(torch.stack(pixels).to(base.vae.dtype)))
-                latents = [dist.sample(generator=generator).float() * base.vae.config.scaling_factor]
-            states = [text_states(torch.stack(ids))]
+            latents = [DiagonalGaussianDistribution(moments).sample(generator=generator).float()
+                       * base.vae.config.scaling_factor]
+            states = [text_states(torch.stack(step.ids))]
             if classes is not None:
-                flips = [config.hflip and rng.random() < 0.5 for _ in picks]
-                latents.append(classes.sample([p % classes.count for p in picks], generator, flips))
+                latents.append(classes.sample([p % classes.count for p in step.picks], generator, step.flips))
                 states.append(class_states.expand(batch, -1, -1))
             error = denoising_error(predict_noise, noise_scheduler, torch.cat(latents), torch.cat(states), generator)
-            mask = torch.stack(masks).unsqueeze(1)
+            mask = torch.stack(step.masks).unsqueeze(1)
             # As released: squared error summed over the 4 latent channels, divided by the
             # number of valid (single-channel) mask cells. The clamp only matters at toy
             # resolutions, where a small placed image can cover no whole latent cell.
@@ -212,6 +235,40 @@ class CustomDiffusion(DiffusionMethod):
         cast([base.text_encoder, base.vae, base.unet], dtype)
         base.unet.eval()
         return CustomDiffusionModel(base, self.config, kv_state, vectors)
+
+
+@dataclass
+class StepDraws:
+    """The random choices of one training step: subject picks, their augmented pixels, loss
+    masks and prompt token ids, and the flips of the class images."""
+    picks: list[int]
+    pixels: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    ids: list[torch.Tensor]
+    flips: list[bool]
+
+
+class EncodedSteps:
+    """Steps drawn `ahead` at a time, their subject images encoded in one VAE call.
+
+    `draw()` makes one step's random choices; drawing several steps in a row consumes the
+    random stream exactly as drawing them one per step, and the latent samples (torch
+    generator) are still taken per step, so only the encoder's batch size changes. At the
+    end of a fit up to `ahead - 1` drawn steps go unused (a fixed batch keeps one
+    encoder shape: one compile, no re-tuning).
+    """
+
+    def __init__(self, draw: Callable[[], StepDraws], encode: Callable[[torch.Tensor], torch.Tensor], ahead: int):
+        self.draw, self.encode, self.ahead = draw, encode, ahead
+        self.pending: deque[tuple[StepDraws, torch.Tensor]] = deque()
+
+    def next(self) -> tuple[StepDraws, torch.Tensor]:
+        """The next step's draws and the (mean, log-variance) moments of its subject images."""
+        if not self.pending:
+            steps = [self.draw() for _ in range(self.ahead)]
+            moments = self.encode(torch.stack([pixels for step in steps for pixels in step.pixels]))
+            self.pending.extend(zip(steps, moments.split(len(steps[0].pixels))))
+        return self.pending.popleft()
 
 
 def augment(originals: list[torch.Tensor], picks: list[int], config: CustomDiffusionConfig, latent_factor: int,

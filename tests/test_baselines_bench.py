@@ -20,7 +20,7 @@ def test_tiny_cpu_benchmark_reports_every_measurement(tmp_path, capsys):
     assert report["device"] == "cpu" and report["matmul_flops_per_second"] > 0
     results = {r["name"]: r for r in report["results"]}
     assert list(results) == ["dreambooth", "custom_diffusion", "textual_inversion", "sampling@1", "sampling@4"]
-    assert [results[n]["batch"] for n in results] == [2, 4, 1, 1, 4]
+    assert [results[n]["batch"] for n in results] == [2, 4, 4, 1, 4]  # TI: 4 micro-batches of 1, fused
     assert [results[n]["unit"] for n in results] == ["steps/s"] * 3 + ["s/image"] * 2
     for result in results.values():
         assert math.isfinite(result["value"]) and result["value"] > 0
@@ -96,3 +96,13 @@ def test_floors_come_from_a_short_eager_run_when_no_variant_is_countable(tmp_pat
     for result in report["results"]:
         assert result["flops"] > 0 and result["floor"] > 0
         assert result["extra"]["flops_counted_in"] == "a short eager run"
+
+
+def test_the_default_variant_spells_out_the_config_defaults():
+    from baselines.bench import _DEFAULT, METHODS
+
+    for method_class in METHODS:
+        defaults = method_class.Config()
+        for name, value in _DEFAULT.items():
+            if name in method_class.Config.__dataclass_fields__:
+                assert getattr(defaults, name) == value, (method_class.name, name)

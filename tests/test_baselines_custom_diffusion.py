@@ -20,6 +20,9 @@ from baselines.custom_diffusion import (
     WEIGHTS_FILE,
     CustomDiffusion,
     CustomDiffusionConfig,
+    EncodedSteps,
+    StepDraws,
+    kv_weights_of,
     rescale_augment,
 )
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
@@ -215,3 +218,47 @@ def test_a_broken_artifact_is_a_user_error(fitted, tmp_path):
     (tmp_path / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot read Custom Diffusion weights"):
         method.load_artifact(method.load_base(fitted.ctx), tmp_path, fitted.ctx)
+
+
+def test_encoding_ahead_draws_and_encodes_as_one_step_at_a_time():
+    def planner(ahead: int, calls: list[int]) -> EncodedSteps:
+        rng = random.Random(3)
+
+        def draw() -> StepDraws:
+            picks = [rng.randrange(5) for _ in range(2)]
+            pixels = [torch.full((3, 4, 4), float(rng.random())) for _ in picks]
+            return StepDraws(picks, pixels, [torch.ones(2, 2)] * 2, [torch.zeros(1)] * 2, [rng.random() < 0.5] * 2)
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            calls.append(pixels.shape[0])
+            return pixels[:, :2] * 2  # stands in for the VAE: per image, shape (N, 2, 4, 4)
+
+        return EncodedSteps(draw, encode, ahead)
+
+    one_calls, ahead_calls = [], []
+    one, ahead = planner(1, one_calls), planner(3, ahead_calls)
+    for _ in range(7):
+        (step_one, moments_one), (step_ahead, moments_ahead) = one.next(), ahead.next()
+        assert step_one.picks == step_ahead.picks and step_one.flips == step_ahead.flips
+        assert torch.equal(moments_one, moments_ahead) and moments_one.shape == (2, 2, 4, 4)
+    assert one_calls == [2] * 7
+    assert ahead_calls == [6, 6, 6]  # 9 steps drawn for 7 used: one batch shape throughout
+
+
+def test_encode_ahead_changes_only_the_encoder_batch(tmp_path):
+    trained = []
+    for ahead in (1, 2):
+        method = make_method(encode_ahead=ahead)
+        ctx = make_context(tmp_path / str(ahead))
+        model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / "subject"), ctx)
+        trained.append((kv_weights_of(model.pipeline.unet), model.vectors))
+    (kv_one, vectors_one), (kv_two, vectors_two) = trained
+    assert kv_one.keys() == kv_two.keys()
+    for name in kv_one:  # fp32 on the CPU: equal up to the convolutions' batch-size rounding
+        torch.testing.assert_close(kv_one[name], kv_two[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(vectors_one, vectors_two, rtol=1e-5, atol=1e-6)
+
+
+def test_encode_ahead_must_be_positive():
+    with pytest.raises(UserError, match="encode_ahead is 0"):
+        make_method(encode_ahead=0)

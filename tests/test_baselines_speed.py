@@ -275,7 +275,7 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
     assert model.sampler.batch_sizes == {3}  # the single prompt was padded to the captured 3
     assert max_difference(images[3], images[0]) <= 1
     training = {"dreambooth": ["NoisePrediction"],
-                "custom_diffusion": ["LatentMoments", "TextStates", "NoisePrediction"],
+                "custom_diffusion": ["TextStates", "NoisePrediction"],  # its VAE encoder: no graph (no gain)
                 "textual_inversion": ["TextStates", "NoisePrediction"]}[method_name]
     sampling = ("GuidedNoise", "LatentDecoding")
     assert [name for name in captured if name not in sampling] == training

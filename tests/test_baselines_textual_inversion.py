@@ -147,3 +147,15 @@ def test_a_broken_artifact_is_a_user_error(fitted, tmp_path):
     (tmp_path / EMBEDS_FILE).write_bytes(b"\x00" * 16)
     with pytest.raises(UserError, match="cannot read learned token embedding"):
         method.load_artifact(method.load_base(fitted.ctx), tmp_path, fitted.ctx)
+
+
+def test_fused_micro_batches_give_the_accumulated_steps(tmp_path):
+    # One batch of 4 instead of 4 accumulated micro-batches of 1: the same draws and the
+    # same mean gradient, so the same embedding and logged losses up to fp32 rounding.
+    runs = [fit(tmp_path / str(fused), fuse_micro_batches=fused) for fused in (False, True)]
+    (_, ctx_apart, apart), (_, ctx_fused, fused) = runs
+    assert fused.config.fused_micro_batches() == 4 and apart.config.fused_micro_batches() == 1
+    assert not torch.equal(apart.vectors, class_noun_embedding(tiny_components()))  # it trained
+    torch.testing.assert_close(fused.vectors, apart.vectors, rtol=1e-5, atol=1e-6)
+    losses = [[row["loss"] for row in ctx.losses] for ctx in (ctx_apart, ctx_fused)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
