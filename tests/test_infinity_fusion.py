@@ -2,6 +2,8 @@
 back to the eager module instead of failing a run."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -49,9 +51,12 @@ def test_compile_failure_warns_and_runs_eager(monkeypatch):
 
 
 # --- compiled transformer blocks (the GPU path, compiled on the CPU here) -----------------
-def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch):
-    """Sampling (KV cache, 5 scales) and a training step with drop path: compiled blocks
-    give eager's values up to rounding, and the same drop-path draws."""
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch, checkpointing):
+    """Sampling (KV cache, 5 scales) and a training step with drop path, with and without
+    recomputing the blocks in backward (checkpointing stops a recomputation early by
+    raising through the compiled call, which must not count as a compiler failure):
+    compiled blocks give eager's values up to rounding, and the same drop-path draws."""
     from varbench.models.infinity.bench import random_text
     from varbench.models.infinity.factory import build_infinity
     from varbench.models.infinity.sampler import SamplingConfig, sample
@@ -70,9 +75,10 @@ def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch):
         model.train()
         torch.manual_seed(7)  # drop path draws from the global generator
         cond = model.condition(text.features, text.mask, drop=torch.zeros(2, dtype=torch.bool))
-        with fusion.compiled_blocks(compiled):
-            loss = model(cond, out.inputs, schedule).square().mean()
-        loss.backward()
+        with fusion.compiled_blocks(compiled), warnings.catch_warnings():
+            warnings.filterwarnings("error", message="torch.compile of")  # no fallback to eager
+            loss = model(cond, out.inputs, schedule, checkpointing=checkpointing).square().mean()
+            loss.backward()
         grad = model.blocks[0].sa.mat_qkv.weight.grad.clone()
         model.zero_grad(set_to_none=True)
         runs[compiled] = (out, loss.detach(), grad)

@@ -37,6 +37,16 @@ COMPILE_DEVICES = ("cuda",)  # the tests add "cpu" to check the compiled path
 RECOMPILE_LIMIT = 64
 
 
+def _not_compiler_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions that pass through a compiled call untouched: running out of memory (the
+    cell fails as it would eagerly) and the signal with which non-reentrant activation
+    checkpointing stops a block's recomputation once it has what backward needs."""
+    import torch.utils.checkpoint as checkpoint
+
+    stop = getattr(checkpoint, "_StopRecomputationError", None)  # private; present since torch 2.1
+    return (torch.cuda.OutOfMemoryError,) + ((stop,) if stop is not None else ())
+
+
 @contextmanager
 def compiled_decoder(enabled: bool = True) -> Iterator[None]:
     """Let `run_module` use compiled modules inside the block (VARBENCH_COMPILE=0: never)."""
@@ -84,8 +94,8 @@ def run_block(body: Callable, block: nn.Module, x: torch.Tensor, *args: Any) -> 
         _compiled_functions[body] = torch.compile(body, dynamic=False)
     try:
         return _compiled_functions[body](block, x, *args)
-    except torch.cuda.OutOfMemoryError:
-        raise  # not a compiler problem: the cell fails as it would eagerly
+    except _not_compiler_failures():
+        raise
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
         _warn_eager("the transformer blocks", err)
         _state["blocks_failed"] = True
