@@ -72,7 +72,7 @@ def test_rope_positions_on_final_grid():
 
 def test_rope_table_rotates_pairs_by_y_then_x():
     s = get_schedule(7)
-    table = rope_table(s, head_dim=128)
+    table = torch.view_as_complex(rope_table(s, head_dim=128))  # (cos, sin) pairs as e^(i angle)
     assert table.shape == (s.num_tokens, 64) and table.dtype == torch.complex64
     ys, xs = grid_positions(s)
     theta = axis_frequencies(128)
