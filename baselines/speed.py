@@ -11,7 +11,8 @@ on or off.
     first ("auto" lets PyTorch choose), also set by `speed_context`.
   - `channels_last` (fit) and `channels_last_sampling`: UNet and VAE convolutions in NHWC
     memory order, the layout the tensor cores read directly; measured faster for
-    training, slower for (uncompiled) sampling, where GroupNorm dominates more.
+    training, slower for (uncompiled) sampling, where GroupNorm dominates more (Custom
+    Diffusion's per-step VAE encoder is GroupNorm-bound too and stays NCHW).
   - `compile` and `cuda_graphs`: `accelerate()` wraps a module so that it runs compiled
     (`torch.compile`, default mode, fixed shapes) and/or replayed as a CUDA graph that was
     captured at its first call. A graph replays a whole forward (and, when training, a
