@@ -1,0 +1,132 @@
+"""Probes behind the third session's notes (GPU only; random weights, timings only).
+
+    python benchmarks/speed_probes.py encode      # SD VAE encoder: layout x autocast x batch (NOTES-baselines.md)
+    python benchmarks/speed_probes.py cd-profile  # where a Custom Diffusion step's GPU time goes (same notes)
+    python benchmarks/speed_probes.py decoder     # Infinity BSQ decoder: layout, compiled or eager (NOTES-infinity.md)
+    python benchmarks/speed_probes.py gelu        # FFN first matmul: GELU as a separate pass or a cuBLASLt epilogue
+
+Each figure is the median of 5 CUDA-synchronised calls after 2 warm-up calls.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+DEVICE = torch.device("cuda")
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def sd_encoder() -> None:
+    """Custom Diffusion re-encodes its augmented subject images every step."""
+    from baselines.speed import LatentMoments
+    from varbench.models.diffusion import sd15_components
+
+    vae = sd15_components(0).vae.to(DEVICE, torch.bfloat16)
+    moments = LatentMoments(vae)
+    for channels_last in (False, True):
+        vae.to(memory_format=layout(channels_last))
+        for amp in (True, False):
+            for batch in (2, 16):
+                pixels = torch.randn(batch, 3, 512, 512, device=DEVICE, dtype=torch.bfloat16)
+                pixels = pixels.contiguous(memory_format=layout(channels_last))
+
+                def encode() -> None:
+                    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                        moments(pixels)
+
+                name = "NHWC" if channels_last else "NCHW"
+                print(f"SD VAE encode {name} autocast={amp} batch {batch}: "
+                      f"{median_seconds(encode) / batch * 1e3:.2f} ms/image", flush=True)
+
+
+def custom_diffusion_profile(steps: int = 10) -> None:
+    """Kernel time of `steps` Custom Diffusion steps without CUDA graphs (the graphed
+    default runs the same kernels; the profiler sees them one by one only without graphs)."""
+    import tempfile
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from baselines.bench import BenchSettings, build_components, run_fit
+    from baselines.custom_diffusion import CustomDiffusion
+
+    settings = BenchSettings(size="sd15", device="cuda")
+    profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    warmup = 12
+
+    def on_step(done: int, total: int) -> None:
+        if done == warmup:
+            torch.cuda.synchronize()
+            profiler.start()
+        elif done == warmup + steps:
+            torch.cuda.synchronize()
+            profiler.stop()
+
+    with tempfile.TemporaryDirectory() as folder:
+        run_fit(CustomDiffusion, build_components(settings), settings, Path(folder), warmup + steps + 1,
+                "nographs", on_step)
+    print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+
+
+def infinity_decoder() -> None:
+    from varbench.models.infinity.factory import build_vae
+    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.sampler import decode_images
+
+    vae = build_vae("infinity-2b", device=DEVICE)
+    for batch in (8, 1):
+        summed = torch.randn(batch, 32, 64, 64, device=DEVICE)
+        for compiled in (True, False):
+            for channels_last in (False, True):
+                torch._dynamo.reset()
+                reset_compiled()
+                vae.decoder.to(memory_format=layout(channels_last))
+                codes = summed.contiguous(memory_format=layout(channels_last))
+                seconds = median_seconds(lambda: decode_images(vae, codes, compiled=compiled))
+                print(f"Infinity decoder batch {batch} {'NHWC' if channels_last else 'NCHW'} "
+                      f"{'compiled' if compiled else 'eager'}: {seconds / batch * 1e3:.2f} ms/image", flush=True)
+        vae.decoder.to(memory_format=torch.contiguous_format)
+
+
+def gelu_epilogue() -> None:
+    """Infinity-2B's fc1 (2048 -> 8192) at the token counts of its last scales (batch 8, CFG)."""
+    for rows in (65536, 36864, 16384):
+        x = torch.randn(rows, 2048, device=DEVICE, dtype=torch.bfloat16)
+        weight = torch.randn(8192, 2048, device=DEVICE, dtype=torch.bfloat16) * 0.02
+        bias = torch.randn(8192, device=DEVICE, dtype=torch.bfloat16) * 0.02
+        separate = lambda: F.gelu(F.linear(x, weight, bias), approximate="tanh")  # noqa: E731
+        fused = lambda: torch._addmm_activation(bias, x, weight.t(), use_gelu=True)  # noqa: E731
+        difference = (separate().float() - fused().float()).abs().max().item()
+        print(f"rows {rows}: linear + gelu {median_seconds(separate) * 1e3:.3f} ms, "
+              f"epilogue {median_seconds(fused) * 1e3:.3f} ms, max |difference| {difference:.2e}", flush=True)
+
+
+PROBES = {"encode": sd_encoder, "cd-profile": custom_diffusion_profile, "decoder": infinity_decoder,
+          "gelu": gelu_epilogue}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("probes", nargs="+", choices=list(PROBES))
+    for probe in parser.parse_args().probes:
+        PROBES[probe]()
