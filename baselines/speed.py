@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+
+from varbench.errors import warn_fallback
 
 TRAINING_WARMUP_CALLS = 3  # make_graphed_callables' warm-up iterations before capture
 INFERENCE_WARMUP_CALLS = 2
@@ -234,11 +235,6 @@ class InferenceGraph:
                 buffer.copy_(value)
         self.graph.replay()
         return self.outputs
-
-
-def warn_fallback(what: str, err: Exception, instead: str) -> None:
-    first_line = (str(err).strip().splitlines() or [""])[0][:200]
-    warnings.warn(f"{what} failed ({type(err).__name__}: {first_line}); {instead}", RuntimeWarning, stacklevel=3)
 
 
 # --- the networks' calls, as modules with tensor-only arguments ----------------------------

@@ -8,6 +8,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable
 
 
@@ -46,3 +47,10 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def warn_fallback(what: str, err: Exception, instead: str) -> None:
+    """One warning line when a speed option (a compiler, a CUDA graph) fails and the run
+    goes on without it: "<what> failed (<error>: <its first line>); <instead>"."""
+    first_line = (str(err).strip().splitlines() or [""])[0][:200]
+    warnings.warn(f"{what} failed ({type(err).__name__}: {first_line}); {instead}", RuntimeWarning, stacklevel=3)

@@ -19,7 +19,6 @@ to rounding.
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from varbench.errors import warn_fallback
 
 _state = {"enabled": False, "blocks": False, "blocks_failed": False}
 _compiled_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -67,7 +68,7 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         return _compiled_modules[module](x)
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
-        _warn_eager(type(module).__name__, err)
+        warn_fallback(f"torch.compile of {type(module).__name__}", err, "running eager")
         _state["enabled"] = False
         return module(x)
 
@@ -97,15 +98,9 @@ def run_block(body: Callable, block: nn.Module, x: torch.Tensor, *args: Any) -> 
     except _not_compiler_failures():
         raise
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
-        _warn_eager("the transformer blocks", err)
+        warn_fallback("torch.compile of the transformer blocks", err, "running eager")
         _state["blocks_failed"] = True
         return body(block, x, *args)
-
-
-def _warn_eager(what: str, err: Exception) -> None:
-    first_line = (str(err).strip().splitlines() or [""])[0][:200]
-    warnings.warn(f"torch.compile of {what} failed ({type(err).__name__}: {first_line}); running eager",
-                  stacklevel=3)
 
 
 def _allow_recompiles(count: int) -> None:
