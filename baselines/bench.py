@@ -3,9 +3,9 @@
 At full Stable Diffusion 1.5 size with random weights (the real architecture built in
 code, no download) it measures, with the methods' own `fit` code:
   - training steps per second of DreamBooth (batch 1 subject + 1 class image = 2 per
-    UNet call), Custom Diffusion (2 + 2) and Textual Inversion (4 micro-batches of 1 per optimizer
-    step, run as one batch of 4 by default; micro-steps/s = micro-batches/s is reported
-    too, and its target is in micro-steps/s, the unit of the reference figure);
+    UNet call), Custom Diffusion (2 + 2) and Textual Inversion (4 micro-batches of 1 per
+    optimizer step, run as one batch of 4 by default; micro-steps/s = micro-batches/s is
+    reported too, and its target is in micro-steps/s, the unit of the reference figure);
   - 50-step DDIM sampling with CFG 7.5, seconds per image at batch 1 and 4;
 each CUDA-synchronised, warm-up excluded, the median over timing windows/repeats, with
 peak GPU memory, FLOPs per step/image (torch's FLOP counter) and the floor those FLOPs
@@ -72,7 +72,7 @@ BENCHMARKS = BENCHMARK_ORDER
 
 _ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_sampling=False, cuda_graphs=False,
                 compile=False, fuse_qkv=False, attention_backend="auto", sampling_loop="diffusers",
-                fuse_micro_batches=False, encode_ahead=1)  # (fields one method has apply to it only)
+                fuse_micro_batches=False, encode_ahead=1)  # a method-specific field reaches only its method
 # What call 2 measured as "fast" (see benchmarks/NOTES-baselines.md).
 _FAST = dict(_ALL_OFF, cudnn_benchmark=True, channels_last=True, channels_last_sampling=True, cuda_graphs=True,
              fuse_qkv=True, sampling_loop="varbench")
