@@ -50,6 +50,22 @@ def test_compile_failure_warns_and_runs_eager(monkeypatch):
     fusion.reset_compiled()
 
 
+def test_out_of_memory_is_not_a_compiler_failure(monkeypatch):
+    class FakeCuda(torch.Tensor):
+        is_cuda = True
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch, "compile", lambda module: out_of_memory)
+    with fusion.compiled_decoder(True), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="torch.compile of")  # no fallback to eager
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            fusion.run_module(nn.Linear(4, 4), torch.ones(2, 4).as_subclass(FakeCuda))
+        assert fusion._state["enabled"]  # the compiled decoder stays on
+    fusion.reset_compiled()
+
+
 # --- compiled transformer blocks (the GPU path, compiled on the CPU here) -----------------
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch, checkpointing):

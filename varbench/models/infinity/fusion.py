@@ -7,9 +7,10 @@ Measured on an H100 (2B, 1024^2, random weights; benchmarks/NOTES-infinity.md):
   * a block's norms, AdaLN modulation, casts, q/k normalisation + RoPE and residual adds
     are ~0.11 s/image of separate memory passes at batch 8. Compiling the whole
     `Block.body` (one compiled function shared by all 32 blocks, recompiled once per token
-    count) fuses them: `varbench bench` measured sampling at batch 8 0.333 -> 0.266 s/image
-    (decode included) and an ARBooth iteration 3.35 -> 2.27 s. Compiling only the small helpers was slower than eager
-    (per-call guard overhead across 13 scales x 32 blocks), so the unit is the block.
+    count) fuses them: `varbench bench` measured sampling at batch 8 0.333 -> 0.267 s/image
+    (decode included) and an ARBooth iteration 3.33 -> 2.23 s. Compiling only the small
+    helpers was slower than eager (per-call guard overhead across 13 scales x 32 blocks),
+    so the unit is the block.
 
 Compiled code runs only for CUDA inputs and only inside `with compiled_decoder():` /
 `with compiled_blocks():`; on the CPU, with VARBENCH_COMPILE=0, or if compilation fails
@@ -67,6 +68,8 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         _compiled_modules[module] = torch.compile(module)
     try:
         return _compiled_modules[module](x)
+    except _not_compiler_failures():
+        raise
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
         warn_fallback(f"torch.compile of {type(module).__name__}", err, "running eager")
         _state["enabled"] = False
