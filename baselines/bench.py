@@ -83,6 +83,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},  # the configs' defaults (= _DEFAULT)
     "compiled": dict(_DEFAULT, compile=True, channels_last_sampling=True),  # + torch.compile (NHWC: inductor)
     "fast": _FAST,
+    "compiled-nchw": dict(_DEFAULT, compile=True),  # compiled sampling in NCHW (fits stay NHWC)
     "compiled-nographs": dict(_DEFAULT, compile=True, channels_last_sampling=True, cuda_graphs=False),
     # ablations of the defaults, one option each
     "nographs": dict(_DEFAULT, cuda_graphs=False),

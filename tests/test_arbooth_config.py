@@ -34,7 +34,8 @@ def test_defaults_are_the_released_values():
     assert (config.adam_beta1, config.adam_beta2, config.adam_epsilon) == (0.9, 0.97, 1e-8)
     assert config.weight_decay == 0.005 and config.learning_rate == 6e-3 / 256
     assert (config.batch_size, config.iterations, config.text_drop, config.flip_max) == (2, 500, 0.1, 0.3)
-    assert (config.cfg, config.tau, config.top_p, config.checkpoint_blocks) == (4.0, 0.5, 0.97, -1)
+    assert (config.cfg, config.tau, config.top_p) == (4.0, 0.5, 0.97)
+    assert config.checkpoint_blocks == "auto"  # speed only; the release's "every block" is -1
     # fp32 master weights and the KV-cached teacher are fixed by default; the rest as released.
     assert quirk_settings(config) == {
         "quirk_lvl_embed": "faithful", "quirk_next_input": "faithful", "quirk_teacher_attention": "fixed",
@@ -58,6 +59,12 @@ def test_bad_values_are_one_clear_user_error(overrides, message):
     config = from_dict(ARBoothConfig, overrides, "test.yaml", "arms[0].config")
     with pytest.raises(UserError, match=message):
         ARBooth(config)
+
+
+def test_checkpoint_blocks_takes_a_count_or_auto():
+    assert from_dict(ARBoothConfig, {"checkpoint_blocks": 12}, "test.yaml").checkpoint_blocks == 12
+    with pytest.raises(UserError, match="checkpoint_blocks"):
+        from_dict(ARBoothConfig, {"checkpoint_blocks": "most"}, "test.yaml", "arms[0].config")
 
 
 def test_bad_types_and_unknown_layers_are_caught_while_parsing():

@@ -85,6 +85,14 @@ def test_the_same_fit_seed_gives_the_same_model(tmp_path, subject):
     assert not torch.equal(first.trained[NAME], third.trained[NAME])
 
 
+def test_recomputing_and_keeping_activations_train_the_same_weights(tmp_path, subject):
+    kept, kept_losses = fit(tmp_path / "kept", subject, iterations=2, learning_rate=1e-3, checkpoint_blocks=0)
+    recomputed, losses = fit(tmp_path / "all", subject, iterations=2, learning_rate=1e-3, checkpoint_blocks=-1)
+    assert kept_losses == losses
+    assert all(torch.equal(kept.trained[name], recomputed.trained[name]) for name in kept.trained)
+    assert not torch.equal(kept.trained[NAME], torch.zeros_like(kept.trained[NAME]))
+
+
 def test_distillation_is_zero_for_the_untrained_student_and_grows_with_training(tmp_path, subject):
     # Joint step: the first distillation loss sees the student before any update.
     _, losses = fit(tmp_path, subject, iterations=4, learning_rate=1e-3, quirk_optimizer_steps="fixed")

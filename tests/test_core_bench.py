@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARED_DATA
-from varbench.benchmark import format_bench, row, run_bench
+from varbench import benchmark
+from varbench.benchmark import failed, format_bench, row, run_bench
 from varbench.cost import arm_hours, cost_report, sampling_seconds, workload
 from varbench.protocol import load_protocol
 
@@ -66,3 +67,19 @@ def test_tiny_metrics_bench_writes_well_formed_files(tmp_path):
     assert "dreambench" in (tmp_path / "cost.md").read_text()
     merged = run_bench("tiny", "cpu", ("metrics",), tmp_path)  # rerun replaces, never duplicates
     assert len(merged["rows"]) == 1
+
+
+def test_a_failed_benchmark_is_listed_not_dropped(tmp_path, monkeypatch):
+    monkeypatch.setitem(benchmark.RUNNERS, "arbooth", lambda size, device: [
+        row("arbooth", "arbooth iteration (eager blocks)", 3.0, "s/iteration", 1e15, 1e15),
+        failed("arbooth", "arbooth iteration", "out of memory: tried to allocate 2.00 GiB")])
+    report = run_bench("tiny", "cpu", ("arbooth",), tmp_path)
+    assert [r["name"] for r in report["rows"]] == ["arbooth iteration (eager blocks)"]
+    assert report["failures"] == [{"component": "arbooth", "name": "arbooth iteration",
+                                   "error": "out of memory: tried to allocate 2.00 GiB"}]
+    assert "- arbooth iteration: out of memory: tried to allocate 2.00 GiB" in (tmp_path / "bench.md").read_text()
+    monkeypatch.setitem(benchmark.RUNNERS, "arbooth", lambda size, device: [
+        row("arbooth", "arbooth iteration", 2.0, "s/iteration", 1e15, 1e15)])
+    rerun = run_bench("tiny", "cpu", ("arbooth",), tmp_path)  # a rerun replaces the failure too
+    assert [r["name"] for r in rerun["rows"]] == ["arbooth iteration"] and rerun["failures"] == []
+

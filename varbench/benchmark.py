@@ -86,10 +86,16 @@ def bench_arbooth(size: str, device: str) -> list[dict[str, Any]]:
     rate = report["matmul_flops_per_second"]
     names = {"default": "arbooth iteration", "eager": "arbooth iteration (eager blocks)",
              "joint-pool": "arbooth iteration (teacher pool)"}
-    return [row("arbooth", names[r["variant"]], r["seconds_per_iteration"], "s/iteration", r["flops"]["total"],
+    return [failed("arbooth", names[r["variant"]], r["error"]) if "error" in r else
+            row("arbooth", names[r["variant"]], r["seconds_per_iteration"], "s/iteration", r["flops"]["total"],
                 rate, r["peak_memory_gib"], split=r["split_seconds"], setup_s=r["warmup_seconds"],
-                full_size=size == "infinity-2b")
-            for r in report["results"] if "error" not in r]
+                recomputed_blocks=r["recomputed_blocks"], full_size=size == "infinity-2b")
+            for r in report["results"]]
+
+
+def failed(component: str, name: str, error: str) -> dict[str, Any]:
+    """A benchmark that produced no figure (e.g. out of memory): listed, never dropped."""
+    return {"component": component, "name": name, "error": error}
 
 
 def bench_baselines(size: str, device: str) -> list[dict[str, Any]]:
@@ -113,7 +119,7 @@ def bench_baselines(size: str, device: str) -> list[dict[str, Any]]:
             per_micro = r["flops"] * value / micro if r.get("flops") else None
             rows.append(row("baselines", f"{r['name']} micro-step", micro, "micro-steps/s", per_micro, rate,
                             r.get("peak_memory_gb"), batch=r.get("batch"), full_size=size == "sd15"))
-    return rows
+    return rows + [failed("baselines", error.split(":")[0], error) for error in report["errors"]]
 
 
 def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
@@ -137,11 +143,12 @@ def run_bench(size: str, device: str, only: tuple[str, ...], out: Path, gpus: in
     from varbench.provenance import device_name, package_versions
 
     previous = read_json(out / "bench.json", default={"rows": []})
-    rows = [r for r in previous["rows"] if r["component"] not in only]
+    rows = [r for r in previous["rows"] + previous.get("failures", []) if r["component"] not in only]
     for component in only:
         rows += RUNNERS[component](SIZES[size][component], device)
+    ordered = sorted(rows, key=lambda r: COMPONENTS.index(r["component"]))
     report = {"note": NOTE, "size": size, "device": device_name(device), "packages": package_versions(),
-              "rows": sorted(rows, key=lambda r: COMPONENTS.index(r["component"]))}
+              "rows": [r for r in ordered if "error" not in r], "failures": [r for r in ordered if "error" in r]}
     write_json(out / "bench.json", report)
     write_text(out / "bench.md", format_bench(report))
     from varbench.cost import cost_report
@@ -166,6 +173,8 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | {fmt(r['value'], '.4g')} | {r['unit']} | {fmt(r['floor'])} | "
                      f"{fmt(r['fraction_of_floor'], '.0%')} | {fmt(r['peak_memory_gib'], '.1f')} | "
                      f"{fmt(r['target'])} | {met} |")
+    if report.get("failures"):
+        lines += ["", "Failed (no figure):"] + [f"- {r['name']}: {r['error']}" for r in report["failures"]]
     lines += ["", "Floor: the counted FLOPs of one unit of work at the measured bf16 matmul rate of the "
               "same GPU (a rate's ceiling, a time's lower bound)."]
     return "\n".join(lines) + "\n"

@@ -13,8 +13,12 @@ then `--iterations` timed ones, for each variant:
   no-graphs    default without CUDA graphs
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
-  ckpt26       default, the last 6 of 32 blocks keep their activations instead of being
-               recomputed in backward (~4.4 GiB per block at 2B, 1024^2, 2 rows)
+  recompute-all  every block recomputed in backward (the release; the default before
+               checkpoint_blocks "auto", which keeps as many of the last blocks' activations
+               as fit: recompute.py; the warm-up's first two iterations measure what fits)
+  ckpt26       the last 6 of 32 blocks keep their activations instead of being recomputed
+               (~1.9 GiB per block compiled, 4.4 eager, at 2B, 1024^2, 2 rows)
+  ckpt16       the last 16 blocks keep them
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
 synthetic (random latents and text features): the VAE encoder and T5 run once per fit,
@@ -60,7 +64,9 @@ VARIANTS = {
     "no-graphs": {"cuda_graphs": False},
     "joint": {"quirk_optimizer_steps": "fixed"},
     "joint-pool": {"quirk_optimizer_steps": "fixed", "teacher_source": "pool", "teacher_pool_size": 8},
+    "recompute-all": {"checkpoint_blocks": -1},
     "ckpt26": {"checkpoint_blocks": 26},
+    "ckpt16": {"checkpoint_blocks": 16},
 }
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS
 PLACEHOLDER_ID, PLACEHOLDER_POSITION = 99, 3
@@ -146,9 +152,11 @@ def bench_variant(size: str, config: ARBoothConfig, device: torch.device, warmup
     split = {name: total / iterations for name, total in clock.totals().items()}
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     finite = all(torch.isfinite(value).item() for value in losses.values())
+    recomputed = trainer.recompute.recomputed
     del trainer, data, model
     _free(device)
     return {"seconds_per_iteration": seconds, "split_seconds": split, "peak_memory_gib": peak,
+            "recomputed_blocks": recomputed,
             "warmup_seconds": warmup_seconds, "losses_finite": finite,
             "projected_minutes": seconds * config.iterations / 60}
 
@@ -181,13 +189,13 @@ def run_benchmark(size: str = "infinity-2b", device: str = "cuda", variants: tup
         for name in variants:
             config = replace(ARBoothConfig(model=size, resolution=pixels), **VARIANTS[name])
             check_config(config)
-            flops = iteration_flops(config, model_config, schedule, PROMPT_TOKENS + config.identifier_vectors - 1,
-                                    PRIOR_TOKENS)
             row = {"variant": name, "quirks": quirk_settings(config), "teacher_source": config.teacher_source,
-                   "checkpoint_blocks": config.checkpoint_blocks, "flops": flops.as_dict(),
-                   "flop_floor_seconds": flops.total / rate}
+                   "checkpoint_blocks": config.checkpoint_blocks}
             try:
                 row.update(bench_variant(size, config, device, warmup, iterations, Path(cache_dir)))
+                flops = iteration_flops(config, model_config, schedule, PROMPT_TOKENS + config.identifier_vectors - 1,
+                                        PRIOR_TOKENS, row["recomputed_blocks"])
+                row.update(flops=flops.as_dict(), flop_floor_seconds=flops.total / rate)
                 row["floor_fraction"] = row["flop_floor_seconds"] / row["seconds_per_iteration"]
                 row["meets_target"] = row["seconds_per_iteration"] <= TARGET_SECONDS if size == "infinity-2b" else None
             except torch.cuda.OutOfMemoryError as err:

@@ -146,14 +146,19 @@ class IterationFlops:
 
 
 def iteration_flops(config: ARBoothConfig, model: InfinityConfig, schedule: ScaleSchedule,
-                    prompt_tokens: int, prior_tokens: int) -> IterationFlops:
+                    prompt_tokens: int, prior_tokens: int, recomputed: int | None = None) -> IterationFlops:
     """FLOPs of one iteration of `config`; `prompt_tokens` counts the training prompt after
     the identifier insertion. In the joint step (quirk 5 fixed) the rows share one batch:
-    text padded to the longer prompt, gradients flowing through every row."""
+    text padded to the longer prompt, gradients flowing through every row. `recomputed`:
+    the blocks a fit actually recomputed (what checkpoint_blocks "auto" chose); by default
+    the config's count, every block for "auto"."""
     parts = block_parts(config.layers)
     start, stop = config.block_range or (0, model.depth)
     trained = {block: parts for block in range(start, min(stop, model.depth))}
-    recomputed = model.depth if config.checkpoint_blocks == -1 else min(config.checkpoint_blocks, model.depth)
+    if recomputed is None:
+        setting = config.checkpoint_blocks
+        recomputed = model.depth if setting in (-1, "auto") else int(setting)
+    recomputed = min(recomputed, model.depth)
     identifier = trains_identifier(config.layers)
     distill = config.distill != "off"
     joint = distill and not config.faithful("quirk_optimizer_steps")

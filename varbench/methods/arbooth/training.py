@@ -23,7 +23,8 @@ Memory plan (Infinity-2B, released layers, CUDA, bf16 autocast):
   teacher                    shares all untuned tensors; bf16 copy of the tuned ones: 3.2 GB
   autocast                   bf16 copies of the tuned weights during a forward: 3.2 GB
   activations                block inputs (fp32) kept, each block recomputed in backward
-                             (checkpoint_blocks -1); ~0.35 GB per block and batch of 2
+                             (checkpoint_blocks -1); ~0.35 GB per block and batch of 2;
+                             "auto" keeps the last blocks' activations where memory allows
   T5-XL                      encodes the two prompts once, then waits on the CPU.
 On the CPU everything is fp32 without autocast (tests compare exact values).
 
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, ShuffledOrder, pick_rows
 from varbench.methods.arbooth.losses import distillation_loss, weighted_ce
+from varbench.methods.arbooth.recompute import Recompute
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, TeacherBatch
 from varbench.models.infinity.bsq import multiscale_quantize
@@ -133,7 +135,7 @@ class Trainer:
         self.optimizer = make_adamw(tuned, config, device) if tuned else None
         self.identifier_optimizer = make_adamw([identifier], config, device) if identifier.requires_grad else None
         self.identifier_updates = 2 if config.faithful("quirk_optimizer_steps") else 1
-        self.checkpointing = True if config.checkpoint_blocks == -1 else config.checkpoint_blocks
+        self.recompute = Recompute(config.checkpoint_blocks, model.config.depth, device)
         self.joint = not config.faithful("quirk_optimizer_steps")
         self.per_bit = not config.faithful("quirk_distill_softmax")
         with torch.no_grad():  # the training prompt's length once the identifier vectors are in
@@ -143,8 +145,11 @@ class Trainer:
 
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         """One iteration (module docstring); returns the losses as tensors (no host sync)."""
+        self.checkpointing = self.recompute.before(step)
         with compiled_blocks(self.config.compile_blocks):
-            return self._iteration(step)
+            losses = self._iteration(step)
+        self.recompute.after(step)
+        return losses
 
     def _iteration(self, step: int) -> dict[str, torch.Tensor]:
         teacher = None
