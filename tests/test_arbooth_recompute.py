@@ -25,9 +25,9 @@ def test_keeps_as_many_blocks_as_the_measured_cost_allows():
 @pytest.mark.parametrize(("setting", "recomputed"), [(-1, 4), (0, 0), (3, 3), (9, 4), ("auto", 4)])
 def test_fixed_settings_and_auto_on_the_cpu(setting, recomputed):
     plan = Recompute(setting, depth=4, device=torch.device("cpu"))
-    for step in (1, 2, 3):
-        assert plan.before(step) == recomputed
-        plan.after(step)
+    for _ in range(3):
+        assert plan.before() == recomputed
+        plan.after()
     assert plan.peaks == []
 
 
@@ -44,19 +44,19 @@ def fake_gpu(monkeypatch, peaks: list[int], free: int, reserved: int) -> list:
 def test_auto_measures_two_iterations_then_keeps_what_fits(monkeypatch):
     resets = fake_gpu(monkeypatch, [20 * GIB, 22 * GIB], free=40 * GIB, reserved=30 * GIB)
     plan = Recompute("auto", depth=32, device=torch.device("cuda"))
-    assert plan.before(1) == 31  # the last block keeps its activations
-    plan.after(1)
-    assert plan.before(2) == 30  # the last two
-    plan.after(2)
+    assert plan.before() == 31  # the last block keeps its activations
+    plan.after()
+    assert plan.before() == 30  # the last two
+    plan.after()
     # budget 0.85 * (40 + 30) = 59.5 GiB; 2 GiB per block: 2 + (59.5 - 22) // 2 = 20 kept
-    assert plan.before(3) == 32 - 20
-    plan.after(3)
-    assert plan.before(4) == 12 and len(resets) == 2  # decided once; no more measuring
+    assert plan.before() == 32 - 20
+    plan.after()
+    assert plan.before() == 12 and len(resets) == 2  # decided once; no more measuring
 
 
 def test_auto_recomputes_everything_when_one_kept_block_already_nearly_fills_the_gpu(monkeypatch):
     fake_gpu(monkeypatch, [75 * GIB], free=1 * GIB, reserved=78 * GIB)
     plan = Recompute("auto", depth=32, device=torch.device("cuda"))
-    plan.before(1)
-    plan.after(1)
-    assert [plan.before(step) for step in (2, 3)] == [32, 32]  # no second, riskier measurement
+    plan.before()
+    plan.after()
+    assert [plan.before(), plan.before()] == [32, 32]  # no second, riskier measurement

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.layers import block_parts, trains_identifier
+from varbench.methods.arbooth.recompute import configured_count
 from varbench.models.infinity.config import InfinityConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
@@ -156,8 +157,7 @@ def iteration_flops(config: ARBoothConfig, model: InfinityConfig, schedule: Scal
     start, stop = config.block_range or (0, model.depth)
     trained = {block: parts for block in range(start, min(stop, model.depth))}
     if recomputed is None:
-        setting = config.checkpoint_blocks
-        recomputed = model.depth if setting in (-1, "auto") else int(setting)
+        recomputed = configured_count(config.checkpoint_blocks, model.depth)
     recomputed = min(recomputed, model.depth)
     identifier = trains_identifier(config.layers)
     distill = config.distill != "off"

@@ -34,6 +34,12 @@ import torch
 MEMORY_FRACTION = 0.85  # headroom for allocator fragmentation and other processes
 
 
+def configured_count(setting: int | Literal["auto"], depth: int) -> int:
+    """Blocks recomputed for a fixed setting (-1: all, n: the first n); "auto" starts from
+    all, the release's choice, and the CPU stays there."""
+    return depth if setting in (-1, "auto") else min(int(setting), depth)
+
+
 def blocks_to_keep(peak_one: int, peak_two: int, capacity: int, depth: int,
                    fraction: float = MEMORY_FRACTION) -> int:
     """How many of the last blocks may keep their activations, from the peaks (bytes) with
@@ -55,22 +61,20 @@ class Recompute:
     def __init__(self, setting: int | Literal["auto"], depth: int, device: torch.device):
         self.depth, self.device = depth, device
         self.auto = setting == "auto" and device.type == "cuda"
-        if setting == "auto":
-            self.recomputed = depth  # the CPU (or the first measured iteration)
-        else:
-            self.recomputed = depth if setting == -1 else min(int(setting), depth)
+        self.recomputed = configured_count(setting, depth)
         self.peaks: list[int] = []
         self.decided = False
 
-    def before(self, step: int) -> int:
-        """Blocks recomputed in iteration `step` (1-based): the first ones, an int for
+    def before(self) -> int:
+        """Blocks recomputed in the coming iteration: the first ones, an int for
         `Infinity.forward_train(checkpointing=...)`."""
         if self.measuring():
             torch.cuda.reset_peak_memory_stats(self.device)
             self.recomputed = self.depth - 1 - len(self.peaks)  # keep the last one, then two
         return self.recomputed
 
-    def after(self, step: int) -> None:
+    def after(self) -> None:
+        """Read the finished iteration's peak while measuring; decide after the second."""
         if not self.measuring():
             return
         self.peaks.append(torch.cuda.max_memory_allocated(self.device))

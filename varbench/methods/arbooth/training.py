@@ -145,10 +145,10 @@ class Trainer:
 
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         """One iteration (module docstring); returns the losses as tensors (no host sync)."""
-        self.checkpointing = self.recompute.before(step)
+        self.checkpointing = self.recompute.before()
         with compiled_blocks(self.config.compile_blocks):
             losses = self._iteration(step)
-        self.recompute.after(step)
+        self.recompute.after()
         return losses
 
     def _iteration(self, step: int) -> dict[str, torch.Tensor]:
