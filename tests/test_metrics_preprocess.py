@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision import transforms
 
 from varbench.errors import UserError
+from varbench.metrics.imagefile import decode_image
 from varbench.metrics.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
@@ -24,7 +25,6 @@ from varbench.metrics.preprocess import (
     center_crop,
     clip_input,
     cpu_views,
-    decode_image,
     dino_input,
     lpips_input,
     resize_short_side,
@@ -245,40 +245,3 @@ def test_device_views_equal_cpu_views(pixels):
         assert sorted(views) == sorted(expected)
         for name, view in expected.items():
             assert torch.equal(views[name][index], torch.from_numpy(view.copy())), name
-
-
-def test_png_fast_path_decodes_the_pixels_pil_decodes(tmp_path):
-    from varbench.metrics.preprocess import decode_pixels
-
-    rgb, rgba, gray = tmp_path / "rgb.png", tmp_path / "rgba.png", tmp_path / "gray.png"
-    make_image(33, 21, seed=3).save(rgb)
-    image = make_image(33, 21, seed=4).convert("RGBA")
-    image.putalpha(Image.fromarray(np.full((21, 33), 7, dtype=np.uint8)))
-    image.save(rgba)
-    make_image(33, 21, seed=5).convert("L").save(gray)  # not 8-bit truecolour: PIL path
-    for path in (rgb, rgba, gray):
-        decoded = decode_pixels(path)
-        assert decoded.shape == (21, 33, 3) and decoded.dtype == torch.uint8
-        assert np.array_equal(decoded.numpy(), np.asarray(decode_image(path))), path.name
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(rgb.read_bytes()[:200])
-    with pytest.raises(UserError, match="cannot read image"):
-        decode_pixels(broken)
-
-
-def test_loader_resizing_on_device_gives_the_cpu_batches(tmp_path):
-    from varbench.metrics.decode import ViewLoader
-
-    paths = []
-    for index in range(5):  # two image sizes in one batch: grouped, then put back in order
-        paths.append(tmp_path / f"{index}.png")
-        make_image(50 if index % 2 else 64, 40, seed=index).save(paths[-1])
-    batches = {}
-    for on_device in (False, True):
-        loader = ViewLoader("canonical", threads=2, resize_on_device=on_device)
-        batches[on_device] = list(loader.batches(paths, 4, torch.device("cpu"), with_square=True))
-        loader.close()
-    assert [sorted(batch) for batch in batches[True]] == [sorted(batch) for batch in batches[False]]
-    for host, device in zip(batches[False], batches[True]):
-        for name in host:
-            assert torch.equal(host[name], device[name]), name

@@ -21,6 +21,10 @@ class UserError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def __reduce__(self):
+        # keep the three parts when the error crosses a process boundary (decoding workers)
+        return (type(self), (self.what, self.where, self.fix))
+
     def line(self) -> str:
         text = self.what
         if self.where:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import multiprocessing as mp
 import queue
 from pathlib import Path
@@ -20,7 +21,7 @@ from varbench.cell import Worker
 from varbench.plan import Cell
 from varbench.progress import QuietReporter, RichReporter, console
 from varbench.protocol import Protocol
-from varbench.provenance import new_session_id, now, session_record
+from varbench.provenance import new_session_id, now, session_record, usable_cores
 from varbench.runner import RunOptions, pending_cells, prepare, resolve_device
 from varbench.store import RunStore
 
@@ -76,9 +77,11 @@ def device_list(gpus: list[str]) -> list[str]:
 
 
 def _worker_main(protocol_path: str, options: RunOptions, device_name: str, session: str,
-                 tasks: Any, results: Any) -> None:
+                 tasks: Any, results: Any, decode_workers: int) -> None:
     """Body of one local worker process: take cell labels from `tasks` until None."""
     import torch
+
+    os.environ.setdefault("VARBENCH_DECODE_WORKERS", str(decode_workers))  # this GPU's share of the cores
 
     device = torch.device(device_name)
     if device.type == "cuda":
@@ -102,8 +105,10 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
         tasks.put(cell.label)
     for _ in devices:
         tasks.put(None)
-    workers = [context.Process(target=_worker_main, daemon=True,
-                               args=(str(protocol.path), options, d, session, tasks, results))
+    decode_workers = max(1, usable_cores() // len(devices) - 1)
+    # not daemonic: a worker's scorer starts decoding processes, which daemons may not have
+    workers = [context.Process(target=_worker_main,
+                               args=(str(protocol.path), options, d, session, tasks, results, decode_workers))
                for d in devices]
     for process in workers:
         process.start()
@@ -119,6 +124,9 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
             remaining -= 1
     for process in workers:
         process.join(timeout=5)
+        if process.is_alive():  # still in a cell after the reporter gave up on it
+            process.terminate()
+            process.join()
         if process.exitcode not in (0, None):
             console.print(f"[red]a worker exited with code {process.exitcode}[/]; "
                           "its cell stays unfinished and resumes on the next run")

@@ -19,7 +19,7 @@ from typing import Any
 from varbench import __version__
 
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm",
-            "torchmetrics", "numpy", "pandas", "scipy", "safetensors", "huggingface_hub")
+            "torchmetrics", "numpy", "pandas", "scipy", "safetensors", "huggingface_hub", "pyspng")
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -64,6 +64,11 @@ def device_name(device: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a Slurm job's allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def session_record(session: str, device: Any, launcher: str, **extra: Any) -> dict[str, Any]:
     return {
         "session": session,
@@ -76,6 +81,7 @@ def session_record(session: str, device: Any, launcher: str, **extra: Any) -> di
         "device": device_name(device),
         "device_type": str(device).split(":")[0],
         "host": socket.gethostname(),
+        "cpu_cores": usable_cores(),
         "pid": os.getpid(),
         "launcher": launcher,
         **extra,

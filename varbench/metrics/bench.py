@@ -81,12 +81,15 @@ def measure_throughput(device: torch.device | str = "cuda", size: str = "real", 
         encode_seconds = _time_encoding(scorer, [image.path for image in cell[:batch_size]], images)
     flops = encoder_flops_per_image(scorer)
     rate = matmul_rate(device)
+    processes = scorer.loader.processes  # None on the CPU path
     scorer.close()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "size": size, "mode": mode, "random_init": True, "images": images, "image_size": image_size,
         "batch_size": batch_size, "threads": scorer.loader.threads, "rows": len(rows),
-        "resize_on_device": resize_on_device if resize_on_device is not None else device.type == "cuda",
+        "decode_workers": processes.workers if processes else None,
+        "workers_start_seconds": processes.start_seconds if processes else None,
+        "resize_on_device": scorer.loader.on_device(device),
         "seconds": score_seconds, "images_per_second": images / score_seconds,
         "decode_images_per_second": images / decode_seconds,
         "encode_images_per_second": images / encode_seconds,

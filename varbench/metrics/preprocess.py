@@ -19,15 +19,13 @@ hand-written references.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from varbench.errors import UserError
 from varbench.metrics.resample import resize_bicubic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,71 +34,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Pixels = Literal["canonical", "dreammatcher", "hf_clip"]
-
-
-# --- decoding ----------------------------------------------------------------------------
-def decode_image(path: Path, exif_and_alpha: bool = False) -> Image.Image:
-    """Read an image fully as RGB; a missing or corrupt file is a `UserError`.
-
-    `exif_and_alpha` applies the EXIF orientation and composites transparency on white
-    (the DreamBench++ loader); otherwise alpha is dropped by a plain RGB conversion.
-    """
-    path = _existing(path)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise _unreadable(path, err) from None
-    if exif_and_alpha:
-        image = ImageOps.exif_transpose(image)
-        if image.mode == "RGBA":
-            background = Image.new("RGBA", image.size, "white")
-            image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
-
-
-def decode_pixels(path: Path, exif_and_alpha: bool = False) -> torch.Tensor:
-    """uint8 (H, W, 3) pixels equal to `np.asarray(decode_image(path, exif_and_alpha))`.
-
-    8-bit RGB and RGBA PNGs (every image varbench writes) are decoded by torchvision's
-    libpng binding, which releases the GIL for the whole decode, so decoding threads scale
-    with the cores; PNG is lossless, so the pixels are PIL's. Everything else (JPEG
-    references, palette or 16-bit PNGs, EXIF handling) goes through `decode_image`.
-    """
-    path = _existing(path)
-    if not exif_and_alpha and path.suffix.lower() == ".png":
-        from torchvision.io import ImageReadMode, decode_png, read_file
-
-        data = read_file(str(path))
-        if _plain_png(bytes(data[:PNG_HEADER_BYTES].tolist())):
-            try:
-                return decode_png(data, ImageReadMode.RGB).permute(1, 2, 0)
-            except RuntimeError as err:
-                raise _unreadable(path, err) from None
-    return torch.from_numpy(np.array(decode_image(path, exif_and_alpha)))
-
-
-PNG_HEADER_BYTES = 26  # signature (8), IHDR length and type (8), width, height, depth, colour type
-
-
-def _plain_png(header: bytes) -> bool:
-    """An 8-bit truecolour PNG, with or without alpha (colour types 2 and 6)."""
-    return (len(header) == PNG_HEADER_BYTES and header[:8] == b"\x89PNG\r\n\x1a\n"
-            and header[12:16] == b"IHDR" and header[24] == 8 and header[25] in (2, 6))
-
-
-def _existing(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("image to score not found", str(path),
-                        "Regenerate the cell (delete its status.json and rerun) or fix the dataset folder.")
-    return path
-
-
-def _unreadable(path: Path, err: Exception) -> UserError:
-    return UserError(f"cannot read image: {err}", str(path),
-                     "Replace the file with a valid PNG/JPEG or regenerate the cell.")
 
 
 # --- geometric steps: PIL in decoding threads, or tensors on the device --------------------

@@ -71,7 +71,7 @@ class Scorer:
     def __init__(self, config: MetricsConfig, device: torch.device | str, *,
                  pretrained: bool = True, threads: int | None = None, resize_on_device: bool | None = None):
         """`pretrained=False` builds the real architectures with random weights (the
-        throughput benchmark); `threads` sets the decoding pool (default: CPU count);
+        throughput benchmark); `threads` sets the decoding threads (default: CPU count);
         `resize_on_device` see `ViewLoader`."""
         if config.batch_size < 1:
             raise UserError(f"metrics.batch_size is {config.batch_size}", "metrics.batch_size",
@@ -86,6 +86,7 @@ class Scorer:
         self.clip = build_clip(size, self.device, pretrained=pretrained)
         self.lpips = build_lpips(size == "real" and pretrained, self.device) if config.div else None
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
+        self.loader.start(self.device)
         self._references: dict[tuple, Embeddings] = {}
         self._texts: dict[str, torch.Tensor] = {}
 
@@ -209,7 +210,7 @@ class Scorer:
         return contextlib.nullcontext()
 
     def close(self) -> None:
-        """Stop the decoding threads (they also stop when the process exits)."""
+        """Stop the decoding threads and worker processes, free their shared buffers."""
         self.loader.close()
 
 
