@@ -105,7 +105,7 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
         tasks.put(cell.label)
     for _ in devices:
         tasks.put(None)
-    decode_workers = max(1, usable_cores() // len(devices) - 1)
+    decode_workers = max(1, usable_cores() // len(devices))
     # not daemonic: a worker's scorer starts decoding processes, which daemons may not have
     workers = [context.Process(target=_worker_main,
                                args=(str(protocol.path), options, d, session, tasks, results, decode_workers))

@@ -67,26 +67,32 @@ def _weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tens
     return torch.from_numpy(pillow_weights(in_size, out_size)).to(device)
 
 
-def _pass(pixels: torch.Tensor, in_size: int, out_size: int, axis: int) -> torch.Tensor:
-    """One PIL pass over `axis` (1 = height, 2 = width) of uint8 (N, H, W, C)."""
-    matrix = _weights_on(in_size, out_size, pixels.device)
-    moved = pixels.movedim(axis, -1).to(torch.float64)  # (N, ., C, in)
-    summed = moved @ matrix.T  # exact: integers below 2^53
-    rounded = torch.floor((summed + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS))
-    return rounded.clamp_(0, 255).to(torch.uint8).movedim(-1, axis)
+def _round_pass(sums: torch.Tensor) -> torch.Tensor:
+    """PIL's end of a pass, in place: add 2^21, shift right by 22 (a floor; multiplying
+    by 2^-22 is exact in float64), clamp to 0..255. The values stay float64 integers."""
+    return sums.add_(1 << (PRECISION_BITS - 1)).mul_(2.0 ** -PRECISION_BITS).floor_().clamp_(0, 255)
 
 
 def resize_bicubic(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8 (N, H, W, C) -> uint8 (N, height, width, C), equal to PIL's
-    `Image.resize((width, height), Image.BICUBIC)` on each image."""
+    `Image.resize((width, height), Image.BICUBIC)` on each image.
+
+    The passes run on planar (N, C, H, W) float64 so both contract a contiguous axis with
+    no transposing copy, and the intermediate stays float64 (its values are the uint8
+    ones): on an H100 this halved the resizes' GPU time, which bounded scoring."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"expected uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}")
-    _, in_height, in_width, _ = images.shape
+    count, in_height, in_width, channels = images.shape
     chunks = []
     for chunk in images.split(CHUNK):
+        planes = torch.empty((len(chunk), channels, in_height, in_width), dtype=torch.float64, device=images.device)
+        planes.copy_(chunk.permute(0, 3, 1, 2))
         if width != in_width:  # PIL skips a pass whose size does not change
-            chunk = _pass(chunk, in_width, width, axis=2)
+            planes = _round_pass(planes @ _weights_on(in_width, width, images.device).T)
         if height != in_height:
-            chunk = _pass(chunk, in_height, height, axis=1)
-        chunks.append(chunk)
-    return torch.cat(chunks)
+            rows = _weights_on(in_height, height, images.device)  # (height, in_height), shared by all planes
+            flat = planes.view(-1, in_height, planes.shape[-1])
+            planes = _round_pass(torch.bmm(rows.expand(len(flat), -1, -1), flat)).view(
+                len(chunk), channels, height, planes.shape[-1])
+        chunks.append(planes.to(torch.uint8))
+    return torch.cat(chunks).permute(0, 2, 3, 1)

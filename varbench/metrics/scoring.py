@@ -122,7 +122,11 @@ class Scorer:
             with self.autocast():
                 encoded = self.clip.encode_text(missing)
             self._texts.update(zip(missing, encoded))
-        return torch.stack([self._texts[text] for text in texts])
+        # one row per distinct text, then an index: a cell has ~25 texts for ~100-4,000 images
+        distinct = list(dict.fromkeys(texts))
+        position = {text: index for index, text in enumerate(distinct)}
+        rows = torch.tensor([position[text] for text in texts], device=self.device)
+        return torch.stack([self._texts[text] for text in distinct])[rows]
 
     # --- scoring ---------------------------------------------------------------------
     def score_cell(self, subject: Subject, images: list[GeneratedImage]) -> list[dict[str, Any]]:
