@@ -136,3 +136,25 @@ def test_a_dead_worker_is_reported_not_waited_for(mixed_images, monkeypatch):
             _views(loader, mixed_images, 4)
     finally:
         loader.close()
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from varbench.metrics.decode_pool import DecodePool\n"
+              "if __name__ == '__main__':\n"
+              "    pool = DecodePool(2, False, 3)\n"
+              "    print(' '.join(str(p.pid) for p in pool.processes), flush=True)\n"
+              "    os._exit(0)  # no close(), no atexit: as if killed\n")
+    (tmp_path / "parent.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "parent.py")], capture_output=True, text=True,
+                          timeout=120, check=True)
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import math
-import os
 import multiprocessing as mp
+import os
 import queue
 from pathlib import Path
 from typing import Any
@@ -112,21 +112,24 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
                for d in devices]
     for process in workers:
         process.start()
-    with RichReporter() as reporter:
-        reporter.start_cells(len(todo))
-        remaining = len(todo)
-        while remaining and any(p.is_alive() for p in workers):
-            try:
-                label, state, device = results.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            reporter.cell_done(f"{label} [{device}]", state)
-            remaining -= 1
+    try:
+        with RichReporter() as reporter:
+            reporter.start_cells(len(todo))
+            remaining = len(todo)
+            while remaining and any(p.is_alive() for p in workers):
+                try:
+                    label, state, device = results.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                reporter.cell_done(f"{label} [{device}]", state)
+                remaining -= 1
+    finally:  # also on Ctrl-C or a Slurm signal: no worker outlives this process
+        for process in workers:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
     for process in workers:
-        process.join(timeout=5)
-        if process.is_alive():  # still in a cell after the reporter gave up on it
-            process.terminate()
-            process.join()
         if process.exitcode not in (0, None):
             console.print(f"[red]a worker exited with code {process.exitcode}[/]; "
                           "its cell stays unfinished and resumes on the next run")

@@ -8,8 +8,8 @@ ahead of the batch being encoded. Where depends on the device:
   (`cpu_views`); a batch is one stacked uint8 tensor per view.
 * GPU: worker processes (`decode_pool`) decode whole images into shared page-locked
   memory; each batch is copied to the GPU and its views are cut there (`device_views`,
-  equal to the PIL views bit for bit). On a 16-core H100 host this took decoding from
-  ~1,300 images/s (threads, resizes on the GPU) to ~2,200 (benchmarks/NOTES-scoring.md).
+  equal to the PIL views bit for bit). On a 16-core H100 host this took scoring from
+  1,081 images/s (decoding threads) to 2,220 (benchmarks/NOTES-scoring.md).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ torch so that a worker starts in a fraction of a second.
 """
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import traceback
 from multiprocessing.queues import Queue
 from multiprocessing.shared_memory import SharedMemory
@@ -16,6 +18,7 @@ import numpy as np
 from varbench.errors import UserError
 from varbench.metrics.imagefile import decode_array
 
+PARENT_CHECK_SECONDS = 5
 ATTACHED_BUFFERS = 8  # the main process keeps 3 at a time; older ones are only replaced
 _attached: dict[str, SharedMemory] = {}
 
@@ -25,7 +28,18 @@ def serve(started: Barrier, tasks: Queue, results: Queue, exif_and_alpha: bool) 
     (batch number, task index, buffer name, jobs) from `tasks` until None, answering
     (batch number, task index, ("ok", shapes) or ("error", exception)) on `results`."""
     started.wait()
-    while (task := tasks.get()) is not None:
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            task = tasks.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            # a parent killed without closing the pool (SIGKILL, terminate) sends no None:
+            # exit rather than wait forever, holding its shared buffers
+            if parent is not None and not parent.is_alive():
+                return
+            continue
+        if task is None:
+            return
         number, index, buffer, jobs = task
         try:
             answer: tuple[str, object] = ("ok", decode_into(buffer, jobs, exif_and_alpha))
