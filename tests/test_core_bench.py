@@ -82,4 +82,3 @@ def test_a_failed_benchmark_is_listed_not_dropped(tmp_path, monkeypatch):
         row("arbooth", "arbooth iteration", 2.0, "s/iteration", 1e15, 1e15)])
     rerun = run_bench("tiny", "cpu", ("arbooth",), tmp_path)  # a rerun replaces the failure too
     assert [r["name"] for r in rerun["rows"]] == ["arbooth iteration"] and rerun["failures"] == []
-

@@ -131,7 +131,7 @@ def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
     flops = report["encoder_gflops_per_image"] * 1e9
     return [row("metrics", "scoring", report["images_per_second"], "images/s", flops,
                 report["matmul_tflops_per_second"] * 1e12, None, decode_images_per_second=report["decode_images_per_second"],
-                encode_images_per_second=report["encode_images_per_second"], 
+                encode_images_per_second=report["encode_images_per_second"],
                 decode_workers=report["decode_workers"], workers_start_seconds=report["workers_start_seconds"],
                 full_size=size == "real")]
 

@@ -1,7 +1,7 @@
 """The code a decoding worker process runs: decode files straight into shared memory.
 
-Imported in the worker processes of `varbench.metrics.decode_pool`; it must stay free of
-torch so that a worker starts in a fraction of a second.
+Imported in the worker processes of `varbench.metrics.decode_pool`; it stays free of
+torch so that a worker starts quickly (see `imagefile`).
 """
 from __future__ import annotations
 

