@@ -4,6 +4,7 @@
     python benchmarks/speed_probes.py cd-profile  # where a Custom Diffusion step's GPU time goes (same notes)
     python benchmarks/speed_probes.py decoder     # Infinity BSQ decoder: layout, compiled or eager (NOTES-infinity.md)
     python benchmarks/speed_probes.py gelu        # FFN first matmul: GELU as a separate pass or a cuBLASLt epilogue
+    python benchmarks/speed_probes.py upsample    # upsample + conv: plain vs four 2x2 convs (sixth session)
 
 Each figure is the median of 5 CUDA-synchronised calls after 2 warm-up calls.
 """
@@ -122,8 +123,51 @@ def gelu_epilogue() -> None:
               f"epilogue {median_seconds(fused) * 1e3:.3f} ms, max |difference| {difference:.2e}", flush=True)
 
 
+def upsample_conv_probe() -> None:
+    """Nearest 2x + 3x3 conv, plain vs `upsample_conv`, bf16: the SD 1.5 UNet's three
+    upsamplers (batch 8 = 4 images with CFG), its VAE decoder's at batch 4, and the
+    Infinity decoder end to end at batch 8 (compiled and eager)."""
+    from varbench.models.infinity import autoencoder
+    from varbench.models.infinity.factory import build_vae
+    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.sampler import decode_images
+    from varbench.models.upsample import upsample_conv
+
+    def plain(x, weight, bias):
+        return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)
+
+    shapes = [("unet 1280 ch 8->16", 8, 1280, 8), ("unet 1280 ch 16->32", 8, 1280, 16),
+              ("unet 640 ch 32->64", 8, 640, 32), ("vae 512 ch 64->128", 4, 512, 64),
+              ("vae 512 ch 128->256", 4, 512, 128), ("vae 256 ch 256->512", 4, 256, 256)]
+    for name, batch, channels, side in shapes:
+        x = torch.randn(batch, channels, side, side, device=DEVICE, dtype=torch.bfloat16)
+        weight = torch.randn(channels, channels, 3, 3, device=DEVICE, dtype=torch.bfloat16) * 0.02
+        bias = torch.randn(channels, device=DEVICE, dtype=torch.bfloat16) * 0.02
+        error = ((upsample_conv(x, weight, bias).float() - plain(x, weight, bias).float()).norm()
+                 / plain(x, weight, bias).float().norm()).item()
+        figures = []
+        for label, fn in (("plain", plain), ("subpixel", upsample_conv), ("plain compiled", torch.compile(plain)),
+                          ("subpixel compiled", torch.compile(upsample_conv))):
+            figures.append(f"{label} {median_seconds(lambda: fn(x, weight, bias), repeats=20) * 1e3:.3f}")
+        print(f"{name}: ms {', '.join(figures)}; relative difference {error:.1e}", flush=True)
+
+    vae = build_vae("infinity-2b", device=DEVICE)
+    summed = torch.randn(8, 32, 64, 64, device=DEVICE)
+    subpixel_forward = autoencoder.Upsample.forward
+    for compiled in (True, False):
+        for label, forward in (("plain", lambda self, x: self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))),
+                               ("subpixel", subpixel_forward)):
+            autoencoder.Upsample.forward = forward
+            torch._dynamo.reset()
+            reset_compiled()
+            seconds = median_seconds(lambda: decode_images(vae, summed, compiled=compiled))
+            print(f"Infinity decoder batch 8 {'compiled' if compiled else 'eager'} {label}: "
+                  f"{seconds / 8 * 1e3:.2f} ms/image", flush=True)
+    autoencoder.Upsample.forward = subpixel_forward
+
+
 PROBES = {"encode": sd_encoder, "cd-profile": custom_diffusion_profile, "decoder": infinity_decoder,
-          "gelu": gelu_epilogue}
+          "gelu": gelu_epilogue, "upsample": upsample_conv_probe}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -3,7 +3,8 @@
 Encoder: conv_in -> per level `num_res_blocks` ResNet blocks (+ a stride-2 downsample on
 every level but the last) -> mid (2 ResNet blocks) -> GroupNorm, SiLU, conv_out to `bits`
 channels. Decoder mirrors it with one more ResNet block per level and nearest 2x
-upsampling + conv. No attention. GroupNorm uses 32 groups (24 where 32 do not divide).
+upsampling + conv (computed without the upsampling: varbench/models/upsample.py). No
+attention. GroupNorm uses 32 groups (24 where 32 do not divide).
 
 Module names reproduce the released wrappers: every convolution sits at `<name>.conv`
 and every GroupNorm at `<name>.norm`, so keys read e.g. `encoder.conv_in.conv.weight`,
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varbench.models.infinity.config import TokenizerConfig
+from varbench.models.upsample import upsample_conv
 
 
 class Conv(nn.Module):
@@ -75,7 +77,8 @@ class Upsample(nn.Module):
         self.conv = Conv(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        # = self.conv(F.interpolate(x, scale_factor=2, mode="nearest")), 2.25x fewer FLOPs
+        return upsample_conv(x, self.conv.conv.weight, self.conv.conv.bias)
 
 
 def _level() -> nn.Module:

@@ -10,7 +10,8 @@ generations, then `--repeats` timed ones (CUDA-synchronised); the median is repo
 Variants: `eager` (plain PyTorch, eager decoder), `fused` (compiled VAE decoder,
 fusion.py), `graphs` (compiled decoder + CUDA-graph replay per scale, batches <= 4),
 `compiled` (compiled decoder + compiled transformer blocks, batches >= 8; the warm-up
-time then includes compiling).
+time then includes compiling), `compiled-graphs` (the same, each scale's compiled forward
+replayed as a CUDA graph).
 The FLOP floor is the counted matrix-product and attention FLOPs per image divided by a
 measured bf16 matmul rate. Prints a table and one JSON document (also `--json PATH`).
 """
@@ -108,10 +109,11 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
         torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
     for variant in variants:
-        config = SamplingConfig(cfg=cfg, cuda_graphs=variant == "graphs", compile_decoder=variant != "eager",
-                                compile_blocks=variant == "compiled")
+        config = SamplingConfig(cfg=cfg, cuda_graphs=variant in ("graphs", "compiled-graphs"),
+                                compile_decoder=variant != "eager", compile_blocks=variant.startswith("compiled"))
         for batch in batches:
-            if (variant == "graphs" and batch > GRAPH_MAX_BATCH) or (variant == "compiled" and batch < COMPILE_MIN_BATCH):
+            if (variant == "graphs" and batch > GRAPH_MAX_BATCH) or (variant.startswith("compiled")
+                                                                      and batch < COMPILE_MIN_BATCH):
                 continue
             try:
                 row = bench_batch(model, vae, schedule, batch, config, text_tokens, repeats, warmup, device)
@@ -135,12 +137,12 @@ def format_table(report: dict) -> str:
     lines = [f"Infinity sampling, {report['size']} ({report['note']}), {report['pixels'][0]}x{report['pixels'][1]}, "
              f"cfg {report['cfg']}, {report['device']}",
              f"FLOP floor {report['flop_floor_s_per_image']:.3f} s/image ({tflop:.1f} TFLOP at {rate:.0f} TFLOP/s)",
-             f"{'variant':8} {'batch':>5} {'transformer':>12} {'vae decode':>11} {'total s/img':>12} {'peak GiB':>9}"]
+             f"{'variant':15} {'batch':>5} {'transformer':>12} {'vae decode':>11} {'total s/img':>12} {'peak GiB':>9}"]
     for row in report["results"]:
         if "error" in row:
-            lines.append(f"{row['variant']:8} {row['batch']:>5}  failed: {row['error']}")
+            lines.append(f"{row['variant']:15} {row['batch']:>5}  failed: {row['error']}")
             continue
-        lines.append(f"{row['variant']:8} {row['batch']:>5} {row['transformer_s_per_image']:>12.4f} "
+        lines.append(f"{row['variant']:15} {row['batch']:>5} {row['transformer_s_per_image']:>12.4f} "
                      f"{row['vae_decode_s_per_image']:>11.4f} {row['total_s_per_image']:>12.4f} "
                      f"{row['peak_memory_gib']:>9.2f}")
     return "\n".join(lines)
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--variants", nargs="+", choices=["eager", "fused", "graphs", "compiled"], default=["fused"])
+    parser.add_argument("--variants", nargs="+", default=["fused"],
+                        choices=["eager", "fused", "graphs", "compiled", "compiled-graphs"])
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = run_benchmark(args.size, tuple(args.batch), args.device, args.repeats, args.warmup,
