@@ -70,16 +70,14 @@ TARGETS = {"dreambooth": 15.0, "custom_diffusion": 25.0, "textual_inversion": 25
 METHODS = (DreamBooth, CustomDiffusion, TextualInversion)
 BENCHMARKS = BENCHMARK_ORDER
 
-# A method-specific field (fuse_micro_batches, encode_ahead) reaches only its method.
 _ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_sampling=False, cuda_graphs=False,
-                compile=False, fuse_qkv=False, subpixel_upsample=False, attention_backend="auto",
-                sampling_loop="diffusers", fuse_micro_batches=False, encode_ahead=1)
+                compile=False, fuse_qkv=False, attention_backend="auto", sampling_loop="diffusers",
+                fuse_micro_batches=False, encode_ahead=1)  # a method-specific field reaches only its method
 # What call 2 measured as "fast" (see benchmarks/NOTES-baselines.md).
 _FAST = dict(_ALL_OFF, cudnn_benchmark=True, channels_last=True, channels_last_sampling=True, cuda_graphs=True,
              fuse_qkv=True, sampling_loop="varbench")
-_DEFAULT = dict(_ALL_OFF, channels_last=True, cuda_graphs=True, fuse_qkv=True, subpixel_upsample=True,
-                attention_backend="cudnn", sampling_loop="varbench", fuse_micro_batches=True,
-                encode_ahead=8)  # the config defaults, spelled out
+_DEFAULT = dict(_ALL_OFF, channels_last=True, cuda_graphs=True, fuse_qkv=True, attention_backend="cudnn",
+                sampling_loop="varbench", fuse_micro_batches=True, encode_ahead=8)  # the config defaults, spelled out
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": _ALL_OFF,  # the code before the speed work: eager, NCHW, diffusers' sampling loop
     "default": {},  # the configs' defaults (= _DEFAULT)
@@ -93,8 +91,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "nhwc-sampling": dict(_DEFAULT, channels_last_sampling=True),
     "cudnnbench": dict(_DEFAULT, cudnn_benchmark=True),
     "nofuse": dict(_DEFAULT, fuse_qkv=False),
-    "no-subpixel": dict(_DEFAULT, subpixel_upsample=False),  # sampling: upsample, then the 3x3 conv
-    "compiled-no-subpixel": dict(_DEFAULT, compile=True, channels_last_sampling=True, subpixel_upsample=False),
     "auto-attention": dict(_DEFAULT, attention_backend="auto"),
     "flash-attention": dict(_DEFAULT, attention_backend="flash"),
     "unfused": dict(_DEFAULT, fuse_micro_batches=False),  # Textual Inversion: 4 calls of batch 1 per step

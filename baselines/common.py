@@ -66,7 +66,6 @@ class DiffusionConfig:
     cuda_graphs: bool = True  # UNet (and text/VAE encoder) calls replayed as captured CUDA graphs
     compile: bool = False  # torch.compile the UNet (and CD's VAE encoder); ~1-2 min of compiling per graph
     fuse_qkv: bool = True  # sampling: one q/k/v matmul per attention layer (diffusers' fuse_qkv_projections)
-    subpixel_upsample: bool = True  # sampling: upsample + 3x3 conv as four 2x2 convs (2.25x fewer FLOPs, same function)
     attention_backend: Literal["auto", "flash", "efficient", "cudnn"] = "cudnn"  # SDPA kernel tried first
     sampling_loop: Literal["varbench", "diffusers"] = "varbench"  # diffusers = the pipeline's own loop (reference)
 

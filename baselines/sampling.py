@@ -2,9 +2,7 @@
 
 `Sampler` computes exactly what diffusers' `StableDiffusionPipeline.__call__` computes
 (the same prompt encoding, initial noise, scheduler steps, guidance, VAE decoding and
-PIL conversion, through the pipeline's own helpers; on CUDA the upsampling convolutions
-are computed without materialising the upsampled tensor, the same function up to
-rounding: `SubpixelUpsample2D`), with a denoising loop that never
+PIL conversion, through the pipeline's own helpers), with a denoising loop that never
 waits for the GPU: the pipeline hands the scheduler a GPU timestep, and DDIM turns it
 into a Python number twice per step (two host syncs); here the scheduler gets Python
 ints and the UNet a precomputed GPU tensor. On CUDA the guided UNet step can also run as
@@ -20,12 +18,10 @@ from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.models.upsampling import Upsample2D
 from PIL import Image
 
 from baselines.speed import Accelerated, accelerate, on_cuda, set_memory_format, speed_context
 from varbench.models.diffusion import DiffusionComponents
-from varbench.models.upsample import upsample_conv
 
 PLAIN_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0")  # diffusers' default attention processors
 
@@ -76,10 +72,6 @@ class Sampler:
             set_memory_format([pipeline.unet, pipeline.vae], config.channels_last_sampling, self.device)
             if may_fuse and config.fuse_qkv and config.sampling_loop == "varbench":
                 fuse_projections(pipeline.unet)
-            subpixel = config.subpixel_upsample and config.sampling_loop == "varbench"
-            subpixel_upsamplers(pipeline.vae.decoder, subpixel)  # the VAE's decoder is never trained
-            if may_fuse:  # a UNet shared with training is left as released
-                subpixel_upsamplers(pipeline.unet, subpixel)
         guided = config.guidance_scale > 1 and pipeline.unet.config.time_cond_proj_dim is None
         self.guided_noise = GuidedNoise(pipeline.unet, config.guidance_scale, guided)
         self.step = accelerate(self.guided_noise, config, self.device, training=False, allow_compile=allow_compile)
@@ -169,53 +161,6 @@ def fuse_projections(unet: Any) -> None:
     if hasattr(unet, "fuse_qkv_projections") and processors and all(
             type(p).__name__ in PLAIN_PROCESSORS for p in processors.values()):
         unet.fuse_qkv_projections()
-
-
-class SubpixelUpsample2D(torch.nn.Module):
-    """diffusers' `Upsample2D` (nearest 2x, then a 3x3 convolution) computed by
-    `upsample_conv`; the convolution stays at `.conv`, so state-dict keys do not change."""
-
-    def __init__(self, upsample: torch.nn.Module):
-        super().__init__()
-        self.channels = upsample.channels
-        self.conv = upsample.conv
-
-    def forward(self, hidden_states: torch.Tensor, output_size: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
-        height, width = hidden_states.shape[-2:]
-        if output_size is not None and tuple(output_size) != (2 * height, 2 * width):
-            upsampled = torch.nn.functional.interpolate(hidden_states, size=output_size, mode="nearest")
-            return self.conv(upsampled)
-        return upsample_conv(hidden_states, self.conv.weight, self.conv.bias)
-
-
-def _plain_upsampler(module: torch.nn.Module) -> bool:
-    """An `Upsample2D` that is exactly nearest 2x + a 3x3, padding-1 convolution."""
-    conv = getattr(module, "conv", None)
-    return (type(module).__name__ == "Upsample2D" and module.use_conv and not module.use_conv_transpose
-            and module.interpolate and module.norm is None and isinstance(conv, torch.nn.Conv2d)
-            and conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
-
-
-def subpixel_upsamplers(model: torch.nn.Module, enabled: bool = True) -> int:
-    """In place: `model`'s plain upsamplers become `SubpixelUpsample2D` (enabled), or back
-    to diffusers' `Upsample2D` over the same convolution (not enabled, e.g. a later
-    sampler with the option off over shared components). Returns how many were swapped."""
-    if enabled:
-        swap = {name: SubpixelUpsample2D(module) for name, module in model.named_modules() if _plain_upsampler(module)}
-    else:
-        swap = {name: _plain_from(module) for name, module in model.named_modules()
-                if isinstance(module, SubpixelUpsample2D)}
-    for name, replacement in swap.items():
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
-    return len(swap)
-
-
-def _plain_from(subpixel: SubpixelUpsample2D) -> torch.nn.Module:
-    plain = Upsample2D(subpixel.channels, use_conv=True, out_channels=subpixel.conv.out_channels)
-    plain.conv = subpixel.conv
-    return plain
 
 
 def generate_images(source: StableDiffusionPipeline | Sampler, prompts: Sequence[str], seeds: Sequence[int],

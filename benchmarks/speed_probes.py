@@ -5,6 +5,9 @@
     python benchmarks/speed_probes.py decoder     # Infinity BSQ decoder: layout, compiled or eager (NOTES-infinity.md)
     python benchmarks/speed_probes.py gelu        # FFN first matmul: GELU as a separate pass or a cuBLASLt epilogue
     python benchmarks/speed_probes.py upsample    # upsample + conv: plain vs four 2x2 convs (sixth session)
+    python benchmarks/speed_probes.py convs       # 3x3 conv TFLOP/s by layout and cuDNN autotuning; decoder profile
+    python benchmarks/speed_probes.py decoder-norm  # Infinity decoder: GroupNorm x upsampling, compiled and eager
+    python benchmarks/speed_probes.py sd-norm     # compiled SD sampling@4: inductor's GroupNorm vs per-channel stats
 
 Each figure is the median of 5 CUDA-synchronised calls after 2 warm-up calls.
 """
@@ -166,8 +169,94 @@ def upsample_conv_probe() -> None:
     autoencoder.Upsample.forward = subpixel_forward
 
 
+def conv_rates() -> None:
+    """bf16 3x3 convolutions at the decoders' shapes: TFLOP/s by layout and cuDNN
+    autotuning; then where the compiled Infinity decoder's GPU time goes (batch 8)."""
+    from varbench.models.infinity.factory import build_vae
+    from varbench.models.infinity.sampler import decode_images
+
+    shapes = [(8, 1280, 32), (8, 640, 64), (4, 512, 256), (4, 256, 512), (8, 512, 512), (8, 256, 1024),
+              (8, 128, 1024)]
+    for batch, channels, side in shapes:
+        flops = 2 * 9 * channels * channels * side * side * batch
+        figures = []
+        for autotune in (False, True):
+            torch.backends.cudnn.benchmark = autotune
+            for channels_last in (False, True):
+                x = torch.randn(batch, channels, side, side, device=DEVICE, dtype=torch.bfloat16)
+                x = x.contiguous(memory_format=layout(channels_last))
+                conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(DEVICE, torch.bfloat16)
+                conv.to(memory_format=layout(channels_last))
+                with torch.no_grad():
+                    seconds = median_seconds(lambda conv=conv, x=x: conv(x), repeats=10)
+                figures.append(f"{'NHWC' if channels_last else 'NCHW'}{' tuned' if autotune else ''} "
+                               f"{flops / seconds / 1e12:.0f}")
+                del x, conv
+        print(f"conv3x3 {batch}x{channels}x{side}^2: TFLOP/s {', '.join(figures)}", flush=True)
+    torch.backends.cudnn.benchmark = True
+    vae = build_vae("infinity-2b", device=DEVICE)
+    summed = torch.randn(8, 32, 64, 64, device=DEVICE)
+    for _ in range(3):
+        decode_images(vae, summed, compiled=True)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        decode_images(vae, summed, compiled=True)
+        torch.cuda.synchronize()
+    print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=90))
+
+
+def decoder_norm() -> None:
+    """The Infinity decoder at batch 8 with torch's GroupNorm or the per-channel-statistics
+    one (varbench.models.groupnorm), and the plain or the sub-pixel upsampling."""
+    from varbench.models.groupnorm import group_norm
+    from varbench.models.infinity import autoencoder
+    from varbench.models.infinity.factory import build_vae
+    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.sampler import decode_images
+
+    torch.backends.cudnn.benchmark = True
+    vae = build_vae("infinity-2b", device=DEVICE)
+    summed = torch.randn(8, 32, 64, 64, device=DEVICE)
+    norms = {"torch norm": lambda self, x: F.group_norm(x, self.norm.num_groups, self.norm.weight,
+                                                        self.norm.bias, self.norm.eps),
+             "channel-stats norm": lambda self, x: group_norm(x, self.norm.num_groups, self.norm.weight,
+                                                              self.norm.bias, self.norm.eps)}
+    upsamples = {"plain upsample": lambda self, x: self.conv(F.interpolate(x, scale_factor=2, mode="nearest")),
+                 "subpixel upsample": autoencoder.Upsample.forward}
+    kept = autoencoder.Normalize.forward, autoencoder.Upsample.forward
+    for compiled in (True, False):
+        for norm_name, norm in norms.items():
+            for upsample_name, upsample in upsamples.items():
+                autoencoder.Normalize.forward, autoencoder.Upsample.forward = norm, upsample
+                torch._dynamo.reset()
+                reset_compiled()
+                seconds = median_seconds(lambda: decode_images(vae, summed, compiled=compiled))
+                print(f"Infinity decoder batch 8 {'compiled' if compiled else 'eager'}, {norm_name}, "
+                      f"{upsample_name}: {seconds / 8 * 1e3:.2f} ms/image", flush=True)
+    autoencoder.Normalize.forward, autoencoder.Upsample.forward = kept
+
+
+def sd_norm() -> None:
+    """Compiled SD 1.5 sampling at batch 4 (the bench's `compiled` variant) with the
+    compiled GroupNorms as torch traces them, then as varbench.models.groupnorm does
+    (the default)."""
+    from baselines.bench import BenchSettings, run_benchmarks
+    from varbench.models.groupnorm import ChannelStatsGroupNorm
+
+    ours = ChannelStatsGroupNorm.forward
+    for label, forward in (("torch", torch.nn.GroupNorm.forward), ("channel-stats", ours)):
+        ChannelStatsGroupNorm.forward = forward
+        torch._dynamo.reset()
+        settings = BenchSettings(variants=("compiled",), benchmarks=("sampling@4",), count_flops=False)
+        report = run_benchmarks(settings)
+        value = report["results"][0]["value"] if report["results"] else report["errors"]
+        print(f"SD sampling@4 compiled, {label} GroupNorm: {value} s/image", flush=True)
+    ChannelStatsGroupNorm.forward = ours
+
+
 PROBES = {"encode": sd_encoder, "cd-profile": custom_diffusion_profile, "decoder": infinity_decoder,
-          "gelu": gelu_epilogue, "upsample": upsample_conv_probe}
+          "gelu": gelu_epilogue, "upsample": upsample_conv_probe,
+          "convs": conv_rates, "decoder-norm": decoder_norm, "sd-norm": sd_norm}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

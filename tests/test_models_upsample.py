@@ -1,9 +1,7 @@
 """Nearest 2x upsampling + 3x3 convolution computed on the small input
 (varbench.models.upsample) equals the plain computation, in values, layout and gradients,
-and so do the Infinity decoder's upsampler and the SD samplers' swapped upsamplers."""
+and so does the Infinity decoder's upsampler."""
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -75,29 +73,3 @@ def test_infinity_decoder_upsample_is_the_released_computation():
     conv = module.conv.conv
     torch.testing.assert_close(module(x), reference(x, conv.weight, conv.bias), rtol=0, atol=1e-12)
     assert set(module.state_dict()) == {"conv.conv.weight", "conv.conv.bias"}  # released key names
-
-
-def test_sd_upsamplers_swap_and_restore():
-    from baselines.sampling import SubpixelUpsample2D, subpixel_upsamplers
-    from varbench.models.diffusion import tiny_components
-
-    components = tiny_components()
-    vae = copy.deepcopy(components.vae).double()
-    unet = copy.deepcopy(components.unet).double()
-    keys = (list(vae.state_dict()), list(unet.state_dict()))
-    latents = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    text = torch.randn(2, 5, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    timestep = torch.tensor([10, 500])
-    with torch.no_grad():
-        decoded = vae.decode(latents).sample
-        noise = unet(latents, timestep, encoder_hidden_states=text).sample
-        assert subpixel_upsamplers(vae.decoder) == 3 and subpixel_upsamplers(unet) == 1
-        assert (list(vae.state_dict()), list(unet.state_dict())) == keys
-        torch.testing.assert_close(vae.decode(latents).sample, decoded, rtol=0, atol=1e-10)
-        torch.testing.assert_close(unet(latents, timestep, encoder_hidden_states=text).sample, noise,
-                                   rtol=0, atol=1e-10)
-        assert subpixel_upsamplers(vae.decoder) == 0  # nothing left to swap
-        assert subpixel_upsamplers(vae.decoder, enabled=False) == 3
-    assert not any(isinstance(m, SubpixelUpsample2D) for m in vae.modules())
-    assert [type(m).__name__ for m in vae.decoder.modules()].count("Upsample2D") == 3
-    assert list(vae.state_dict()) == keys[0]

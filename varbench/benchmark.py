@@ -61,14 +61,16 @@ def row(component: str, name: str, value: float, unit: str, flops: float | None,
 def bench_infinity(size: str, device: str) -> list[dict[str, Any]]:
     from varbench.models.infinity.bench import run_benchmark
 
-    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2, variants=("graphs", "fused", "compiled"))
+    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2,
+                           variants=("graphs", "fused", "compiled", "compiled-graphs"))
     flops, rate = report["flops_per_image"]["total"], report["matmul_flops_per_second"]
     # Per batch size the fastest of the default paths (graphs up to batch 4, else the
-    # fused decoder), and compiled blocks as a row of their own: generation does not
-    # compile them by default (compiling costs ~50 s per batch size).
+    # fused decoder), and the faster of compiled blocks with and without CUDA graphs as a
+    # row of their own: generation does not compile them by default (compiling costs
+    # ~50 s per batch size).
     best: dict[tuple[int, bool], dict] = {}
     for result in report["results"]:
-        key = (result["batch"], result["variant"] == "compiled")
+        key = (result["batch"], result["variant"].startswith("compiled"))
         if "error" not in result and (key not in best or
                                       result["total_s_per_image"] < best[key]["total_s_per_image"]):
             best[key] = result
