@@ -8,6 +8,7 @@
     python benchmarks/speed_probes.py convs       # 3x3 conv TFLOP/s by layout and cuDNN autotuning; decoder profile
     python benchmarks/speed_probes.py decoder-norm  # Infinity decoder: GroupNorm x upsampling, compiled and eager
     python benchmarks/speed_probes.py sd-norm     # compiled SD sampling@4: inductor's GroupNorm vs per-channel stats
+    python benchmarks/speed_probes.py ffn-epilogue  # compiled Infinity sampling@8: GELU separate or in the matmul
 
 Each figure is the median of 5 CUDA-synchronised calls after 2 warm-up calls.
 """
@@ -254,9 +255,35 @@ def sd_norm() -> None:
     ChannelStatsGroupNorm.forward = ours
 
 
+def ffn_epilogue() -> None:
+    """Compiled Infinity-2B sampling at batch 8 (compiled blocks + CUDA graphs), with the
+    FFN's GELU as a separate pass and then in the first matmul's epilogue (the default)."""
+    from varbench.models.infinity import layers
+    from varbench.models.infinity.bench import run_benchmark
+    from varbench.models.infinity.fusion import reset_compiled
+
+    fused = layers.epilogue_gelu
+    ffn = layers.FeedForward(2048, 8192).to(DEVICE, torch.bfloat16)
+    x = torch.randn(16, 4096, 2048, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        separate = ffn(x).float()  # eager: the release's separate GELU
+        epilogue = torch.compile(ffn)(x).float()
+    print(f"FFN, compiled with the epilogue vs eager: relative difference "
+          f"{((epilogue - separate).norm() / separate.norm()).item():.2e}", flush=True)
+    for label, rule in (("separate GELU", lambda x: False), ("epilogue GELU", fused)):
+        layers.epilogue_gelu = rule
+        torch._dynamo.reset()
+        reset_compiled()
+        row = run_benchmark(batches=(8,), variants=("compiled-graphs",), warmup=2, repeats=5)["results"][0]
+        print(f"Infinity sampling@8 compiled-graphs, {label}: transformer {row['transformer_s_per_image']:.4f} "
+              f"+ decode {row['vae_decode_s_per_image']:.4f} s/image", flush=True)
+    layers.epilogue_gelu = fused
+
+
 PROBES = {"encode": sd_encoder, "cd-profile": custom_diffusion_profile, "decoder": infinity_decoder,
           "gelu": gelu_epilogue, "upsample": upsample_conv_probe,
-          "convs": conv_rates, "decoder-norm": decoder_norm, "sd-norm": sd_norm}
+          "convs": conv_rates, "decoder-norm": decoder_norm, "sd-norm": sd_norm,
+          "ffn-epilogue": ffn_epilogue}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -65,7 +65,9 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not (_state["enabled"] and x.is_cuda):
         return module(x)
     if module not in _compiled_modules:
-        _compiled_modules[module] = torch.compile(module)
+        # Static shapes: a second batch size would otherwise get one dynamic-shape graph,
+        # whose kernels measured slower (decoder at batch 8: 0.028 vs 0.020 s/image).
+        _compiled_modules[module] = torch.compile(module, dynamic=False)
     try:
         return _compiled_modules[module](x)
     except _not_compiler_failures():
