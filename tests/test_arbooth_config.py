@@ -129,3 +129,14 @@ def test_report_spec_names_the_protocol_arms():
     assert set(listed["scale-weights"]) | set(listed["scale-weight-shapes"]) == set(ABLATIONS["scale_weights"])
     distill = next(s for s in spec.sections if s.name == "distill")
     assert distill.parameter.key == "config.distill_weight" and hasattr(ARBoothConfig(), "distill_weight")
+
+
+def test_compiled_generation_is_opt_in_and_reaches_the_sampler():
+    import torch
+
+    from varbench.methods.arbooth.base import generation_sampling, teacher_sampling
+
+    cpu = torch.device("cpu")
+    assert not generation_sampling(ARBoothConfig(), cpu).compile_blocks
+    assert generation_sampling(ARBoothConfig(compile_generation=True), cpu).compile_blocks
+    assert teacher_sampling(ARBoothConfig(compile_generation=True, compile_blocks=False), cpu).compile_blocks is False

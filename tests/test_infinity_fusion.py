@@ -13,7 +13,7 @@ from varbench.models.infinity import fusion
 
 def test_cpu_inputs_always_run_eager(monkeypatch):
     calls = []
-    monkeypatch.setattr(torch, "compile", lambda module: calls.append(module) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: calls.append(module) or module)
     layer = nn.Linear(4, 4)
     with fusion.compiled_decoder(True):
         layer_out = fusion.run_module(layer, torch.ones(2, 4))
@@ -40,7 +40,7 @@ def test_compile_failure_warns_and_runs_eager(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(torch, "compile", lambda module: broken)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: broken)
     layer = nn.Linear(4, 4)
     x = torch.ones(2, 4).as_subclass(FakeCuda)
     with fusion.compiled_decoder(True), pytest.warns(RuntimeWarning, match="torch.compile of Linear failed"):
@@ -57,7 +57,7 @@ def test_out_of_memory_is_not_a_compiler_failure(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(torch, "compile", lambda module: out_of_memory)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: out_of_memory)
     with fusion.compiled_decoder(True), warnings.catch_warnings():
         warnings.filterwarnings("error", message="torch.compile of")  # no fallback to eager
         with pytest.raises(torch.cuda.OutOfMemoryError):
@@ -138,3 +138,33 @@ def test_block_compile_failure_warns_once_and_runs_eager(monkeypatch):
     assert len([w for w in caught if "transformer blocks" in str(w.message)]) == 1
     assert torch.equal(fallback.bits, eager.bits)
     fusion.reset_compiled()
+
+
+def test_decoder_is_compiled_with_static_shapes(monkeypatch):
+    """A second batch size must get its own static graph: a dynamic one decoded batch 8 at
+    0.028 instead of 0.021 s/image on an H100."""
+    class FakeCuda(torch.Tensor):
+        is_cuda = True
+
+    options = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: options.append(kwargs) or module)
+    with fusion.compiled_decoder(True):
+        fusion.run_module(nn.Linear(4, 4), torch.ones(2, 4).as_subclass(FakeCuda))
+    assert options == [{"dynamic": False}]
+    fusion.reset_compiled()
+
+
+def test_ffn_fuses_its_gelu_only_in_compiled_cuda_inference():
+    from varbench.models.infinity.layers import FeedForward, epilogue_gelu
+
+    class FakeCuda(torch.Tensor):
+        is_cuda = True
+
+    x = torch.ones(2, 3, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert not epilogue_gelu(x.as_subclass(FakeCuda))  # eager: the release's separate GELU
+        assert not epilogue_gelu(x)  # CPU
+    ffn = FeedForward(8, 32)
+    x = torch.randn(2, 3, 8)
+    expected = ffn.fc2(torch.nn.functional.gelu(ffn.fc1(x), approximate="tanh"))
+    torch.testing.assert_close(ffn(x), expected, rtol=0, atol=0)

@@ -56,7 +56,8 @@ def model_overrides(config: ARBoothConfig) -> dict[str, Any]:
 def generation_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
     return SamplingConfig(cfg=config.cfg, tau=config.tau, top_k=config.top_k, top_p=config.top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
-                          amp=config.amp, cuda_graphs=config.cuda_graphs and device.type == "cuda")
+                          amp=config.amp, cuda_graphs=config.cuda_graphs and device.type == "cuda",
+                          compile_blocks=config.compile_generation)
 
 
 def teacher_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
