@@ -1,4 +1,4 @@
-"""Probes behind the third session's notes (GPU only; random weights, timings only).
+"""Probes behind the third and sixth sessions' notes (GPU only; random weights, timings only).
 
     python benchmarks/speed_probes.py encode      # SD VAE encoder: layout x autocast x batch (NOTES-baselines.md)
     python benchmarks/speed_probes.py cd-profile  # where a Custom Diffusion step's GPU time goes (same notes)
