@@ -12,7 +12,8 @@ from varbench.models import groupnorm
 from varbench.models.groupnorm import ChannelStatsGroupNorm, group_norm, use_channel_stats
 
 
-@pytest.mark.parametrize("shape, groups", [((3, 12, 5, 7), 4), ((2, 12, 9), 3), ((1, 8, 4, 4), 8), ((2, 6, 3, 2), 1)])
+@pytest.mark.parametrize("shape, groups", [((3, 12, 5, 7), 4), ((2, 12, 9), 3), ((1, 8, 4, 4), 8), ((2, 6, 3, 2), 1),
+                                           ((4, 6), 3)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("affine", [True, False])
 def test_equals_torch_group_norm(shape, groups, channels_last, affine):

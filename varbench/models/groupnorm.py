@@ -27,6 +27,8 @@ def group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: 
     """`F.group_norm(x, groups, weight, bias, eps)` for (B, C, *) x, computed in at least
     fp32 and returned as torch returns it: in x's dtype, or in fp32 under CUDA autocast
     (which runs GroupNorm in fp32; CPU autocast leaves it alone)."""
+    if x.dim() == 2:  # (B, C): one pixel per channel (an empty reduction below would mean "all dims")
+        return group_norm(x[..., None], groups, weight, bias, eps)[..., 0]
     batch, channels = x.shape[:2]
     wide = x.to(torch.promote_types(x.dtype, torch.float32))
     var_c, mean_c = torch.var_mean(wide, dim=tuple(range(2, x.dim())), correction=0)  # (B, C)
