@@ -4,7 +4,7 @@
     python benchmarks/speed_probes.py cd-profile  # where a Custom Diffusion step's GPU time goes (same notes)
     python benchmarks/speed_probes.py decoder     # Infinity BSQ decoder: layout, compiled or eager (NOTES-infinity.md)
     python benchmarks/speed_probes.py gelu        # FFN first matmul: GELU as a separate pass or a cuBLASLt epilogue
-    python benchmarks/speed_probes.py upsample    # upsample + conv: plain vs four 2x2 convs (sixth session)
+    python benchmarks/speed_probes.py upsample    # upsample + conv layers: plain vs four 2x2 convs (sixth session)
     python benchmarks/speed_probes.py convs       # 3x3 conv TFLOP/s by layout and cuDNN autotuning; decoder profile
     python benchmarks/speed_probes.py decoder-norm  # Infinity decoder: GroupNorm x upsampling, compiled and eager
     python benchmarks/speed_probes.py sd-norm     # compiled SD sampling@4: inductor's GroupNorm vs per-channel stats
@@ -128,13 +128,9 @@ def gelu_epilogue() -> None:
 
 
 def upsample_conv_probe() -> None:
-    """Nearest 2x + 3x3 conv, plain vs `upsample_conv`, bf16: the SD 1.5 UNet's three
-    upsamplers (batch 8 = 4 images with CFG), its VAE decoder's at batch 4, and the
-    Infinity decoder end to end at batch 8 (compiled and eager)."""
-    from varbench.models.infinity import autoencoder
-    from varbench.models.infinity.factory import build_vae
-    from varbench.models.infinity.fusion import reset_compiled
-    from varbench.models.infinity.sampler import decode_images
+    """Nearest 2x + 3x3 conv, plain vs `upsample_conv`, bf16, one layer at a time: the
+    SD 1.5 UNet's three upsamplers (batch 8 = 4 images with CFG) and its VAE decoder's at
+    batch 4. The Infinity decoder end to end: `decoder-norm`."""
     from varbench.models.upsample import upsample_conv
 
     def plain(x, weight, bias):
@@ -154,20 +150,6 @@ def upsample_conv_probe() -> None:
                           ("subpixel compiled", torch.compile(upsample_conv))):
             figures.append(f"{label} {median_seconds(lambda: fn(x, weight, bias), repeats=20) * 1e3:.3f}")
         print(f"{name}: ms {', '.join(figures)}; relative difference {error:.1e}", flush=True)
-
-    vae = build_vae("infinity-2b", device=DEVICE)
-    summed = torch.randn(8, 32, 64, 64, device=DEVICE)
-    subpixel_forward = autoencoder.Upsample.forward
-    for compiled in (True, False):
-        for label, forward in (("plain", lambda self, x: self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))),
-                               ("subpixel", subpixel_forward)):
-            autoencoder.Upsample.forward = forward
-            torch._dynamo.reset()
-            reset_compiled()
-            seconds = median_seconds(lambda: decode_images(vae, summed, compiled=compiled))
-            print(f"Infinity decoder batch 8 {'compiled' if compiled else 'eager'} {label}: "
-                  f"{seconds / 8 * 1e3:.2f} ms/image", flush=True)
-    autoencoder.Upsample.forward = subpixel_forward
 
 
 def conv_rates() -> None:

@@ -46,12 +46,15 @@ def test_phase_weights_sum_the_taps_each_parity_sees():
 
 
 def test_bf16_weights_are_summed_in_fp32():
-    weight = torch.full((1, 1, 3, 3), 1.0, dtype=torch.bfloat16)
-    weight[0, 0, 1, 1] = 2.0 ** -9  # lost in a bf16 sum 1 + 1 + 2^-9 ... (8 bits of mantissa)
+    weight = torch.zeros(1, 1, 3, 3, dtype=torch.bfloat16)
+    # Even-row, even-column phase, tap (1, 1) = (w11 + w21) + (w12 + w22). In bf16 (spacing
+    # 2^-7 at 1) 1 + 2^-8 rounds to 1 twice; in fp32 the sum is 1 + 2^-7, a bf16 value.
+    weight[0, 0, 1, 1] = 1.0
+    weight[0, 0, 2, 1] = 2.0 ** -8
+    weight[0, 0, 1, 2] = 2.0 ** -8
     phases = phase_weights(weight)
     assert phases.dtype == torch.bfloat16
-    exact = phase_weights(weight.double())
-    assert (phases.double() - exact).abs().max() <= 2.0 ** -7  # one bf16 rounding of the fp32 sum
+    assert phases[0, 0, 1, 1].item() == 1 + 2.0 ** -7
 
 
 def test_gradients_match():
