@@ -36,11 +36,16 @@ def run_cli(*args: str, env_extra: dict | None = None, timeout: float = 600) -> 
 def image_hashes(results: Path) -> dict[str, str]:
     """Relative path -> sha256 of every PNG under a results root."""
     return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(results.rglob("*.png"))}
+            for p in sorted(results.rglob("*.png")) if not quarantined(p)}
+
+
+def quarantined(path: Path) -> bool:
+    """Whether `path` lies in a cell's `damaged/` folder (kept aside, not a result)."""
+    return "damaged" in path.parts
 
 
 def metrics_table(results: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in sorted(results.rglob("metrics.csv"))]
+    frames = [pd.read_csv(p) for p in sorted(results.rglob("metrics.csv")) if not quarantined(p)]
     table = pd.concat(frames).sort_values(["run_id", "subject", "metric", "kind", "prompt_index", "sample_index"])
     return table.reset_index(drop=True)
 

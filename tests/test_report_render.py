@@ -19,6 +19,7 @@ from varbench.data.subject import Subject
 from varbench.errors import UserError
 from varbench.fileio import write_png
 from varbench.report import render_report
+from varbench.report.paths import digest, write_index
 from varbench.report.results import RANDOM_INIT_NOTE
 from varbench.report.synthetic import SyntheticArm, SyntheticSubject, synthetic_image, write_synthetic_run
 
@@ -70,6 +71,8 @@ def rendered(tmp_path_factory):
     (out / "tables").mkdir(parents=True)
     (out / "tables" / "left-over.md").write_text("from an older render")
     (out / "tables" / "notes.txt").write_text("not ours")
+    # an older render wrote left-over.md (its index says so); notes.txt is the user's
+    write_index(out, {"tables/left-over.md": digest(b"from an older render")})
     dataset = reference_dataset(base / "references")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(varbench.data, "open_dataset", lambda name, root=None: dataset)

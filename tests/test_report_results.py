@@ -69,14 +69,18 @@ def test_random_init_and_devices_come_from_the_manifest(tmp_path: Path):
     assert run.value_at("metrics.mode") == "canonical" and run.value_at("config.nothing") is None
 
 
-def test_corrupt_files_are_user_errors_naming_the_file(tmp_path: Path):
+def test_corrupt_files_are_named_and_never_counted(tmp_path: Path):
+    """A corrupt store file no longer stops the whole report (issue 17, store reads
+    tolerate garbage): it is named in a warning, its cell is damaged and not averaged,
+    and a run whose provenance is unreadable is labelled random-init."""
     run = write_synthetic_run(tmp_path, "p", SyntheticArm("a", "arbooth", {"dino": 0.5}), SUBJECTS)
     (run.dir / "manifest.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(UserError) as caught:
-        load_results(tmp_path)
-    assert "malformed JSON" in caught.value.line() and "manifest.json" in caught.value.line()
+    with pytest.warns(UserWarning, match="manifest.json"):
+        loaded = load_results(tmp_path)["p"]
+    assert loaded.runs[0].random_init
     (run.dir / "manifest.json").write_text('{"sessions": []}', encoding="utf-8")
     (run.cell("dog").dir / "metrics.csv").write_text("run_id,subject\nx,dog\n", encoding="utf-8")
-    with pytest.raises(UserError) as caught:
-        load_results(tmp_path)
-    assert "lacks column(s)" in caught.value.line() and "metrics.csv" in caught.value.line()
+    loaded = load_results(tmp_path)["p"]
+    dog = loaded.cells.set_index("subject").loc["dog"]
+    assert dog["state"] == "damaged" and "metrics.csv" in dog["error"]
+    assert "dog" not in set(loaded.metrics["subject"])

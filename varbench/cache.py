@@ -7,13 +7,14 @@ leaves no entry, and the next caller builds it again.
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from varbench.fileio import atomic_dir, write_json
+from varbench.fileio import TMP_MARK, atomic_dir, write_json
 from varbench.hashing import content_hash
 
 KEY_FILE = "key.json"
@@ -27,6 +28,7 @@ def get_or_build(cache_dir: Path, kind: str, key: Any, build: Callable[[Path], N
     with FileLock(str(final) + ".lock"):
         if (final / KEY_FILE).is_file():  # another worker finished it while we waited
             return final
+        remove_dead_builds(final)
 
         def build_with_key(tmp: Path) -> None:
             build(tmp)
@@ -34,3 +36,13 @@ def get_or_build(cache_dir: Path, kind: str, key: Any, build: Callable[[Path], N
 
         atomic_dir(final, build_with_key)
     return final
+
+
+def remove_dead_builds(final: Path) -> None:
+    """Temporary folders of this entry left by a build that was killed (we hold its lock,
+    so no live build owns them)."""
+    for leftover in final.parent.glob(f"{final.name}{TMP_MARK}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()

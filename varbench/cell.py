@@ -8,6 +8,7 @@ is derived from names, it redoes it identically.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import socket
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from varbench.errors import UserError
-from varbench.fileio import atomic_dir, write_png, write_text
+from varbench.fileio import atomic_dir, sweep_temporaries, write_png, write_text
 from varbench.hashing import content_hash
+from varbench.integrity import quarantine, to_redo
 from varbench.locks import cell_lock
 from varbench.method import CellContext, PersonalizedModel
 from varbench.plan import Cell, PlannedImage
@@ -45,18 +47,23 @@ class Worker:
         limit_cpu_threads(device)
         tune_cuda(device)
 
-    def run_cell(self, cell: Cell, retry_failed: bool = False) -> str:
+    def run_cell(self, cell: Cell, retry_failed: bool = False, verify: bool = False) -> str:
         """Run `cell` unless done (or failed, without retry); returns its state afterwards,
-        or "busy" when another process holds its lock."""
+        or "busy" when another process holds its lock. A damaged cell is repaired: what
+        is damaged is quarantined and recomputed (`verify` also compares hashes)."""
         store = RunStore(self.root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name)
+        store.refuse_links(self.root)
         with cell_lock(store.dir, self.session) as taken:
             if not taken:
                 return "busy"
-            state = store.status()["state"]
-            if state == "done" or (state == "failed" and not retry_failed):
-                return state
+            sweep_temporaries(store.dir)  # we hold the lock: any temporary here is a dead writer's
+            found = store.state(hashes=verify)
+            if found.state == "done" or (found.state == "failed" and not retry_failed):
+                return found.state
+            if found.state == "damaged":
+                quarantine(store.dir, to_redo(list(found.problems)))
             started = now()
-            store.set_status("running", started=started, **self._where())
+            guard_disk(store, lambda: store.set_status("running", started=started, **self._where()))
             try:
                 self._work(cell, store)
             except Exception as err:  # one cell's failure must not stop the run
@@ -64,14 +71,16 @@ class Worker:
                 return "failed"
             finally:
                 self._free_memory()
-            store.set_status("done", started=started, finished=now(), error=None, **self._where())
+            guard_disk(store, lambda: store.set_status("done", started=started, finished=now(), error=None,
+                                                       **self._where()))
             return "done"
 
     # --- the steps of a cell ---------------------------------------------------------
     def _work(self, cell: Cell, store: CellStore) -> None:
         store.replace_rows("images", IMAGE_COLUMNS, [self._image_row(cell, p) for p in cell.images])
         missing = [p for p in cell.images if not (store.dir / p.path).is_file()]
-        if missing:
+        # no cell.json: never fitted, or its fit records were quarantined as damaged
+        if missing or not (store.dir / "cell.json").is_file():
             model = self._personalize(cell, store)
             self._generate(cell, store, model, [p for p in missing if p.kind == "eval"], "generate")
             self._generate(cell, store, model, [p for p in missing if p.kind == "pres"], "pres_generate")
@@ -185,10 +194,21 @@ class Worker:
             store.replace_rows("losses", columns, losses)
 
     def _record_failure(self, store: CellStore, err: BaseException, started: str) -> None:
+        """Record a failed cell; only a full disk (which fails every later cell too) stops the run."""
         message = err.line() if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        write_text(store.dir / "error.txt", "".join(traceback.format_exception(err)))
-        store.set_status("failed", started=started, finished=now(), **self._where(),
-                         error=message.splitlines()[0] if message else type(err).__name__)
+        message = (message.splitlines() or [type(err).__name__])[0]
+        if is_disk_full(err):  # not the cell's fault: it stays unfinished and resumes next run
+            raise disk_full_error(store, err) from None
+        full_disk = None
+        try:
+            write_text(store.dir / "error.txt", "".join(traceback.format_exception(err)))
+        except OSError as write_err:
+            message += f" (error.txt not written: {write_err.strerror or write_err})"
+            full_disk = write_err if is_disk_full(write_err) else None
+        guard_disk(store, lambda: store.set_status("failed", started=started, finished=now(),
+                                                   **self._where(), error=message))
+        if full_disk is not None:  # the cell's own failure is recorded; later cells would only fail
+            raise disk_full_error(store, full_disk)
 
     def _where(self) -> dict[str, Any]:
         """Who ran the cell: device, host, process, session (shown by `varbench status`)."""
@@ -201,6 +221,32 @@ class Worker:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, says the disk or quota is full."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full_error(store: CellStore, err: BaseException) -> UserError:
+    return UserError(f"disk full while working on cell {store.subject} ({err})", str(store.dir.resolve()),
+                     "Free disk space and rerun: finished cells are kept, this one resumes.")
+
+
+def guard_disk(store: CellStore, write: Any) -> None:
+    """Run a status write; a full disk becomes one clear line that stops the run (the
+    cell's lock is released, so it shows as interrupted and resumes next time)."""
+    try:
+        write()
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(store, err) from None
+        raise UserError(f"cannot write the status of cell {store.subject}: {err.strerror or err}",
+                        str(store.dir.resolve()), "Check the folder's permissions and free space.") from None
 
 
 def limit_cpu_threads(device: Any) -> None:

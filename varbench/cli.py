@@ -1,6 +1,7 @@
 """The `varbench` command line. Imports stay inside commands so `--help` is instant."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Optional
@@ -24,13 +25,31 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
 
 
 def _sbatch_extra(pairs: list[str]) -> dict[str, str]:
-    extra = {}
+    """--sbatch KEY=VALUE options, checked like a protocol's slurm.extra (they reach the script)."""
+    from varbench.config import convert_field, excerpt
+    from varbench.protocol import SlurmSpec, check_sbatch_keys
+
+    extra: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--sbatch expects KEY=VALUE, got {pair!r}", "command line", "e.g. --sbatch qos=high")
+            raise UserError(f"--sbatch expects KEY=VALUE, got {excerpt(pair)}", "--sbatch", "e.g. --sbatch qos=high")
+        if key in extra:
+            raise UserError(f"--sbatch {excerpt(key)} given twice", "--sbatch", "Give each option once.")
         extra[key] = value
+    extra = convert_field(SlurmSpec, "extra", extra, "--sbatch")
+    check_sbatch_keys(extra, "--sbatch")
     return extra
+
+
+def _slurm_flags(**flags: object) -> dict[str, object]:
+    """The run command's Slurm flags, each checked like the protocol field it overrides
+    (pattern or range); an error names the flag."""
+    from varbench.config import convert_field
+    from varbench.protocol import SlurmSpec
+
+    return {name: None if value is None else convert_field(SlurmSpec, name, value, "--" + name.replace("_", "-"))
+            for name, value in flags.items()}
 
 
 @app.command()
@@ -42,6 +61,8 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells (and their state) without running."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun cells that failed before."),
+    verify: bool = typer.Option(False, "--verify", help="Check done cells' files against their sha256 seal "
+                                "(sizes are always checked); damaged cells are repaired."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
     launcher: str = typer.Option("inprocess", "--launcher", help="inprocess, local (one worker per GPU) or slurm."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Local launcher devices: '0,1,2' ('cpu,cpu' for CPU workers)."),
@@ -56,10 +77,10 @@ def run(
 
     if launcher not in ("inprocess", "local", "slurm"):
         raise UserError(f"unknown launcher {launcher!r}", "--launcher", "Use inprocess, local or slurm.")
-    slurm = {"partition": partition, "account": account, "time_minutes": time_minutes,
-             "gpus_per_job": gpus_per_job, "extra": _sbatch_extra(sbatch) or None}
+    slurm = {**_slurm_flags(partition=partition, account=account, time_minutes=time_minutes,
+                            gpus_per_job=gpus_per_job), "extra": _sbatch_extra(sbatch) or None}
     options = RunOptions(results=results, device=device, methods=_split(methods), subjects=_split(subjects),
-                         data_root=data_root, retry_failed=retry_failed, dry_run=dry_run,
+                         data_root=data_root, retry_failed=retry_failed, verify=verify, dry_run=dry_run,
                          launcher=launcher, gpus=_split(gpus) or [], slurm=slurm)
     raise typer.Exit(run_protocol(protocol, options))
 
@@ -69,13 +90,15 @@ def report(
     results: Path = RESULTS,
     out: Path = typer.Option(Path("report/out"), "--out", help="Output folder."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="Report spec YAML (default: report/paper.yaml)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder that no earlier report "
+                               "wrote (files varbench did not write are never deleted)."),
 ) -> None:
     """Render tables, plots, sample grids and one self-contained HTML report."""
-    from varbench.report import render_report
+    from varbench.report.render import render_report
 
     if not results.is_dir():
         raise UserError("results folder not found", str(results), "Run 'varbench run --protocol ...' first or pass --results.")
-    index = render_report(results, out, spec)
+    index = render_report(results, out, spec, force=force)
     typer.echo(f"report written: {index}")
 
 
@@ -83,11 +106,12 @@ def report(
 def status(
     results: Path = RESULTS,
     protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Only this protocol."),
+    verify: bool = typer.Option(False, "--verify", help="Also compare done cells' files with their sha256 seal."),
 ) -> None:
-    """Show done / failed / pending / running cells per protocol, arm and subject."""
+    """Show done / failed / damaged / pending / running cells per protocol, arm and subject."""
     from varbench.status import print_status
 
-    raise typer.Exit(print_status(results, protocol))
+    raise typer.Exit(print_status(results, protocol, verify))
 
 
 @app.command()
@@ -174,6 +198,9 @@ def bench(
             raise UserError(f"unknown benchmark component {name!r}", "--only", f"Use: {', '.join(COMPONENTS)}.")
     if size not in ("full", "tiny"):
         raise UserError(f"unknown size {size!r}", "--size", "Use full or tiny.")
+    from varbench.devices import resolve_device
+
+    resolve_device(device)  # a bad or absent device: one line before any model is built
     print_bench(run_bench(size, device, chosen, out, gpus))
     typer.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'cost.md'}")
 
@@ -183,8 +210,32 @@ def main() -> None:
 
     # Dataset warnings (e.g. a concept absent from a local copy) as one plain line.
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    # A path or prompt the terminal's encoding cannot show (a non-UTF-8 locale) is
+    # printed escaped rather than crashing the command.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except UserError as err:
-        typer.secho(f"error: {err.line()}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _fail(err.line())
+    except OSError as err:  # an unwritable, full or missing folder: the user's to fix
+        _fail(UserError(*os_error_parts(err)).line())
+    except RecursionError:
+        _fail("input nested too deeply to process. Simplify the file (protocol, spec or CSV) it came from.")
+
+
+def _fail(line: str) -> None:
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    sys.exit(2)
+
+
+def os_error_parts(err: OSError) -> tuple[str, str | None, str]:
+    """(what, where, fix) for a filesystem error that reached the command line."""
+    where = str(Path(err.filename).absolute()) if err.filename else None
+    reason = err.strerror or type(err).__name__
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {reason}", where, "Free space (or point --results / VARBENCH_CACHE elsewhere) and rerun."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write or read here: {reason}", where, "Check the permissions, or choose another folder."
+    return f"file system error: {reason}", where, "Check that the path exists and is of the right kind."

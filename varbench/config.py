@@ -5,10 +5,20 @@ parsed YAML, checking every key and type against the dataclass's type hints, so 
 or a wrong type is one clear error naming the file and the key path ("arms[1].config.lr")
 with a "did you mean" for near misses. `to_dict` turns a config back into plain data
 (for hashing into run ids and for manifests).
+
+Numbers are checked too: every float must be finite (a NaN never equals itself, so it
+would poison run ids and run.json) and every int must fit in 64 bits (torch, NumPy and
+the seeding code take int64). A field may narrow that with a range in its metadata,
+`field(default=4, metadata={"range": (1, 1000)})`, and a string field (or the strings of
+a list or dict field) with a regular expression that must match in full,
+`metadata={"pattern": r"[a-z]+"}`; a dict field's keys with `"key_pattern"`.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -16,6 +26,9 @@ from typing import Any, Literal, TypeVar, Union
 from varbench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what torch, NumPy and the seeding code accept
+PLAIN_DEPTH = 64  # nesting limit of untyped (Any) values; YAML loading allows less
 
 
 def from_dict(cls: type[T], data: Any, source: str, path: str = "") -> T:
@@ -29,18 +42,69 @@ def from_dict(cls: type[T], data: Any, source: str, path: str = "") -> T:
     for key in data:
         if not isinstance(key, str) or key not in fields:
             raise UserError(
-                f"unknown key {key!r} at {path or 'top level'}",
+                f"unknown key {excerpt(key)} at {path or 'top level'}",
                 source,
-                "Remove it or fix the spelling." + did_you_mean(str(key), fields),
+                "Remove it or fix the spelling." + (did_you_mean(key, fields) if isinstance(key, str) else ""),
             )
     kwargs = {}
     for name, field in fields.items():
         key_path = f"{path}.{name}" if path else name
         if name in data:
-            kwargs[name] = convert(hints[name], data[name], source, key_path)
+            kwargs[name] = check_field(field, convert(hints[name], data[name], source, key_path), source, key_path)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise UserError(f"missing required key {key_path!r}", source, f"Add '{name}:' to it.")
     return cls(**kwargs)
+
+
+def convert_field(cls: type, name: str, value: Any, where: str) -> Any:
+    """Check one value for field `name` of dataclass `cls` as from_dict would (type, range,
+    pattern); for values that do not come from a file, e.g. command-line flags (`where`)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return check_field(field, convert(typing.get_type_hints(cls)[name], value, where, name), where, name)
+
+
+def check_field(field: dataclasses.Field, value: Any, source: str, path: str) -> Any:
+    """Apply a field's metadata: "range" (lo, hi) to a number, "pattern" to strings,
+    "key_pattern" to a dict's keys. None (an unset optional) is never checked."""
+    if value is None:
+        return value
+    bounds = field.metadata.get("range")
+    if bounds is not None:
+        check_range(value, bounds, source, path)
+    pattern = field.metadata.get("pattern")
+    if pattern is not None:
+        for key, text in _strings(value, path):
+            check_pattern(text, pattern, source, key)
+    key_pattern = field.metadata.get("key_pattern")
+    if key_pattern is not None and isinstance(value, dict):
+        for key in value:
+            check_pattern(key, key_pattern, source, f"{path} key")
+    return value
+
+
+def check_range(value: int | float, bounds: tuple[float, float], source: str, path: str) -> None:
+    low, high = bounds
+    if value < low:
+        raise UserError(f"{path} must be at least {low}, got {excerpt(value)}", source)
+    if value > high:
+        raise UserError(f"{path} must be at most {high}, got {excerpt(value)}", source)
+
+
+def check_pattern(text: str, pattern: str, source: str, path: str) -> None:
+    if not re.fullmatch(pattern, text):
+        raise UserError(f"{path} is {excerpt(text)}, which is not allowed here", source,
+                        f"It must match the pattern {pattern} (no spaces, quotes or control characters).")
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    """(key path, text) of a string field's value, a list's items or a dict's values."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [(f"{path}.{key_text(k)}", v) for k, v in value.items() if isinstance(v, str)]
+    if isinstance(value, (list, tuple)):
+        return [(f"{path}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+    return []
 
 
 def convert(hint: Any, value: Any, source: str, path: str) -> Any:
@@ -48,16 +112,17 @@ def convert(hint: Any, value: Any, source: str, path: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
+        _check_plain(value, source, path, 0)
         return value
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, source, path)
     if origin in (Union, types.UnionType):
         return _convert_union(args, value, source, path)
     if origin is Literal:
-        if value not in args:
+        if not isinstance(value, typing.Hashable) or value not in args:
             choices = ", ".join(repr(a) for a in args)
-            hint_text = did_you_mean(str(value), [str(a) for a in args])
-            raise UserError(f"{path} is {value!r}, expected one of {choices}", source, hint_text.strip() or None)
+            hint_text = did_you_mean(value, [str(a) for a in args]) if isinstance(value, str) else ""
+            raise UserError(f"{path} is {excerpt(value)}, expected one of {choices}", source, hint_text.strip() or None)
         return value
     if origin in (list, tuple) or hint in (list, tuple):
         return _convert_sequence(hint, origin or hint, args, value, source, path)
@@ -66,7 +131,7 @@ def convert(hint: Any, value: Any, source: str, path: str) -> Any:
             raise _type_error(source, path, "a mapping", value)
         key_t, val_t = args if args else (Any, Any)
         return {
-            convert(key_t, k, source, f"{path}.{k}"): convert(val_t, v, source, f"{path}.{k}")
+            convert(key_t, k, source, f"{path}.{key_text(k)}"): convert(val_t, v, source, f"{path}.{key_text(k)}")
             for k, v in value.items()
         }
     return _convert_scalar(hint, value, source, path)
@@ -103,13 +168,38 @@ def _convert_sequence(hint, container, args, value, source, path):
 
 
 def _convert_scalar(hint: Any, value: Any, source: str, path: str) -> Any:
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if hint in (int, float) and isinstance(value, bool):
         raise _type_error(source, path, _type_name(hint), value)
+    if hint in (int, float) and isinstance(value, int):
+        check_range(value, (INT_MIN, INT_MAX), source, path)  # before float(): 10**400 overflows
+        return float(value) if hint is float else value
+    if hint is float and isinstance(value, float):
+        _check_finite(value, source, path)
+        return value
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise _type_error(source, path, _type_name(hint), value)
+
+
+def _check_finite(value: float, source: str, path: str) -> None:
+    if not math.isfinite(value):
+        raise UserError(f"{path} must be a finite number, got {value}", source, "Write an ordinary number.")
+
+
+def _check_plain(value: Any, source: str, path: str, depth: int) -> None:
+    """Untyped (Any) values obey the same number rules, at any depth."""
+    if depth > PLAIN_DEPTH:
+        raise UserError(f"{path} is nested more than {PLAIN_DEPTH} levels deep", source, "Flatten it.")
+    if isinstance(value, float):
+        _check_finite(value, source, path)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        check_range(value, (INT_MIN, INT_MAX), source, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(item, source, f"{path}.{key_text(key)}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, source, f"{path}[{index}]", depth + 1)
 
 
 def _type_name(hint: Any) -> str:
@@ -117,13 +207,31 @@ def _type_name(hint: Any) -> str:
 
 
 def _type_error(source: str, path: str, expected: str, value: Any) -> UserError:
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
     return UserError(
-        f"{path or 'top level'} should be {expected}, got {type(value).__name__} {shown}",
+        f"{path or 'top level'} should be {expected}, got {type(value).__name__} {excerpt(value)}",
         source,
     )
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 4, 3, 3
+
+
+def excerpt(value: Any, limit: int = 40) -> str:
+    """A short, one-line, printable repr of any value for error messages: long values are
+    cut, control characters escaped, big or nested containers abbreviated."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"<a {value.bit_length()}-bit number>"  # repr() refuses ints over 4300 digits
+    text = _SHORT.repr(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def key_text(key: Any) -> str:
+    """A mapping key as it appears in a key path: as written when short and printable."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 40:
+        return key
+    return excerpt(key)
 
 
 def to_dict(config: Any) -> Any:

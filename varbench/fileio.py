@@ -54,6 +54,18 @@ def read_json(path: Path, default: Any = None) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing, not a regular file, or not
+    valid UTF-8 JSON: for store files, where garbage must read as damage, not crash."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
 def write_png(path: Path, image: Any) -> None:
     """Save a PIL image as PNG atomically."""
     buffer = io.BytesIO()

@@ -12,18 +12,24 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from varbench.cell import Worker
+from varbench.config import excerpt, from_dict, to_dict
+from varbench.errors import UserError
 from varbench.plan import Cell
 from varbench.progress import QuietReporter, RichReporter, console
-from varbench.protocol import Protocol
+from varbench.protocol import Protocol, SlurmSpec, check_sbatch_keys
 from varbench.provenance import new_session_id, now, session_record, usable_cores
-from varbench.runner import RunOptions, pending_cells, prepare, resolve_device
-from varbench.store import RunStore
+from varbench.devices import gpu_names, resolve_device
+from varbench.runner import RunOptions, pending_cells, prepare
+from varbench.store import RunStore, check_name
 
 
 def launch(protocol: Protocol, cells: list[Cell], options: RunOptions) -> None:
@@ -60,20 +66,20 @@ def run_inprocess(protocol: Protocol, cells: list[Cell], options: RunOptions) ->
     root = Path(options.results)
     device = resolve_device(options.device)
     session = new_session_id()
-    todo = pending_cells(root, cells, options.retry_failed)
+    todo = pending_cells(root, cells, options.retry_failed, options.verify)
     record_sessions(root, todo, session, device, "inprocess")
     with RichReporter() as reporter:
         reporter.start_cells(len(todo))
         worker = Worker(root, device, session, reporter)
         for cell in todo:
-            reporter.cell_done(cell.label, worker.run_cell(cell, options.retry_failed))
+            reporter.cell_done(cell.label, worker.run_cell(cell, options.retry_failed, options.verify))
     record_sessions(root, todo, session, device, "inprocess", finished=True)
 
 
 # --- local: one process per device ------------------------------------------------------
 def device_list(gpus: list[str]) -> list[str]:
     """`["0", "1"]` -> `["cuda:0", "cuda:1"]`; "cpu" entries stay (CPU workers, for tests)."""
-    return [g if g == "cpu" or g.startswith("cuda") else f"cuda:{int(g)}" for g in gpus]
+    return gpu_names(gpus)
 
 
 def _worker_main(protocol_path: str, options: RunOptions, device_name: str, session: str,
@@ -90,14 +96,19 @@ def _worker_main(protocol_path: str, options: RunOptions, device_name: str, sess
     by_label = {cell.label: cell for cell in cells}
     worker = Worker(Path(options.results), device, session, QuietReporter())
     while (label := tasks.get()) is not None:
-        results.put((label, worker.run_cell(by_label[label], options.retry_failed), device_name))
+        try:
+            state = worker.run_cell(by_label[label], options.retry_failed, options.verify)
+        except UserError as err:  # a full disk, say: one line, and this worker stops
+            print(f"error: {err.line()}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        results.put((label, state, device_name))
 
 
 def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> None:
     root = Path(options.results)
     devices = device_list(options.gpus or ["0"])
     session = new_session_id()
-    todo = pending_cells(root, cells, options.retry_failed)
+    todo = pending_cells(root, cells, options.retry_failed, options.verify)
     record_sessions(root, todo, session, devices[0], f"local:{','.join(devices)}")
     context = mp.get_context("spawn")  # CUDA cannot be used in forked children
     tasks, results = context.Queue(), context.Queue()
@@ -156,25 +167,57 @@ class CellChunkTask(submitit.helpers.Checkpointable):
                                 "gpus": [str(i) for i in range(gpus)]})
         launch(protocol, chosen, options)
         root = Path(self.options.results)
-        return {c.label: RunStore(root, protocol.name, c.arm.run_id).cell(c.subject.name).status()["state"]
+        return {c.label: RunStore(root, protocol.name, c.arm.run_id).cell(c.subject.name).state().state
                 for c in chosen}
 
 
+SCRIPT_PATH_CHAR = r"[A-Za-z0-9_@+=:,./-]"  # what shlex.quote leaves alone, less '%'
+
+
 def slurm_parameters(protocol: Protocol, options: RunOptions) -> dict[str, Any]:
-    """sbatch parameters (submitit's Slurm names) from the protocol, overridden by the CLI."""
-    spec = {**vars(protocol.spec.slurm), **{k: v for k, v in options.slurm.items() if v is not None}}
-    params = {"job_name": f"varbench-{protocol.name}", "time": int(spec["time_minutes"]),
-              "gpus_per_node": int(spec["gpus_per_job"]),
-              "cpus_per_task": int(spec["cpus_per_gpu"]) * int(spec["gpus_per_job"]),
-              "mem": f"{int(spec['mem_gb'])}GB", "array_parallelism": int(spec["max_parallel"]),
-              "signal_delay_s": 120}
-    if spec.get("partition"):
-        params["partition"] = spec["partition"]
-    if spec.get("account"):
-        params["account"] = spec["account"]
-    if spec.get("extra"):
-        params["additional_parameters"] = dict(spec["extra"])
+    """sbatch parameters (submitit's Slurm names) from the protocol, overridden by the CLI.
+
+    The merged values are checked again here (the CLI checks its flags, the loader the
+    protocol, but RunOptions may also come from code), and so is the results folder,
+    which reaches the script's --output/--error lines and its command."""
+    overrides = {k: v for k, v in options.slurm.items() if v is not None}
+    spec = from_dict(SlurmSpec, {**to_dict(protocol.spec.slurm), **overrides}, "slurm options")
+    check_sbatch_keys(spec.extra, "slurm options")
+    check_name(protocol.name, "protocol", str(protocol.path))  # the job name
+    check_script_path(Path(options.results), "--results")
+    params = {"job_name": f"varbench-{protocol.name}", "time": spec.time_minutes,
+              "gpus_per_node": spec.gpus_per_job, "cpus_per_task": spec.cpus_per_gpu * spec.gpus_per_job,
+              "mem": f"{spec.mem_gb}GB", "array_parallelism": spec.max_parallel, "signal_delay_s": 120}
+    if spec.partition:
+        params["partition"] = spec.partition
+    if spec.account:
+        params["account"] = spec.account
+    if spec.extra:
+        params["additional_parameters"] = dict(spec.extra)
     return params
+
+
+def check_script_path(path: Path, where: str) -> None:
+    """A folder that goes into the sbatch script (#SBATCH --output/--error, srun's flags,
+    the command). submitit shell-quotes it, but an #SBATCH line ends at a newline, sbatch
+    reads quotes its own way and Slurm expands '%' there, so only characters that need no
+    quoting at all are accepted: the script then reads exactly as the path is written."""
+    text = str(Path(path).expanduser().absolute())
+    bad = [c for c in text if not re.fullmatch(SCRIPT_PATH_CHAR, c)]
+    if bad:
+        raise UserError(f"results folder {excerpt(text)} cannot go into an sbatch script (it holds {bad[0]!r})",
+                        where, "Use a results path of letters, digits and _ @ + = : , . / - only.")
+
+
+def _executor_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """submitit AutoExecutor names for `params`; the Slurm executor maps them back to
+    exactly `params`, so the submitted script is the one `sbatch_script` renders."""
+    return dict(name=params["job_name"], timeout_min=params["time"], gpus_per_node=params["gpus_per_node"],
+                cpus_per_task=params["cpus_per_task"], mem_gb=int(params["mem"].removesuffix("GB")),
+                slurm_array_parallelism=params["array_parallelism"], slurm_partition=params.get("partition"),
+                slurm_account=params.get("account"),
+                slurm_additional_parameters=params.get("additional_parameters", {}),
+                slurm_signal_delay_s=params["signal_delay_s"])
 
 
 def chunk_labels(cells: list[Cell], per_chunk: int) -> list[list[str]]:
@@ -183,40 +226,46 @@ def chunk_labels(cells: list[Cell], per_chunk: int) -> list[list[str]]:
 
 
 def sbatch_script(protocol: Protocol, options: RunOptions, n_tasks: int, folder: Path) -> str:
-    """The sbatch file submitit would submit (for --dry-run and tests)."""
+    """The sbatch file submitit submits for `n_tasks` array tasks logging into `folder`
+    (for --dry-run and tests): the same renderer, parameters and command as run_slurm."""
     from submitit.slurm.slurm import _make_sbatch_string  # submitit's own renderer
 
-    return _make_sbatch_string(command="python -u -m submitit.core._submit " + str(folder),
-                               folder=folder, map_count=n_tasks, **slurm_parameters(protocol, options))
+    params = slurm_parameters(protocol, options)
+    folder = Path(folder).expanduser().absolute()  # as submitit's executor stores it
+    check_script_path(folder, "--results")
+    # submitit's SlurmExecutor._submitit_command_str, with the default python
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    map_count = n_tasks if n_tasks > 1 else None  # submitit submits a single task as a plain job
+    return _make_sbatch_string(command=command, folder=folder, map_count=map_count, **params)
 
 
 def describe_slurm(protocol: Protocol, todo: list[Cell], options: RunOptions) -> None:
-    per_chunk = int(options.slurm.get("gpus_per_job") or protocol.spec.slurm.gpus_per_job)
+    """--dry-run: the plan on stderr, then the script on stdout exactly as it would be
+    submitted (raw: rich would wrap long lines and read '[...]' as markup)."""
+    params = slurm_parameters(protocol, options)
+    per_chunk = params["gpus_per_node"]
     n_tasks = math.ceil(len(todo) / per_chunk) if todo else 0
-    folder = Path(options.results) / ".slurm" / "dry-run"
+    folder = Path(options.results) / ".slurm" / "dry-run"  # a real submission uses a session id
     console.print(f"slurm: {n_tasks} array tasks over {len(todo)} pending cells, "
-                  f"{per_chunk} cell(s) per task; parameters: {slurm_parameters(protocol, options)}")
+                  f"{per_chunk} cell(s) per task; parameters: {params}", markup=False, highlight=False,
+                  soft_wrap=True)
     if n_tasks:
-        console.print(sbatch_script(protocol, options, n_tasks, folder), markup=False, highlight=False)
+        sys.stdout.write(sbatch_script(protocol, options, n_tasks, folder) + "\n")
+        sys.stdout.flush()
 
 
 def run_slurm(protocol: Protocol, cells: list[Cell], options: RunOptions,
               cluster: str | None = None) -> list[Any]:
     """Submit the pending cells as a job array; returns the submitit jobs (not waited on)."""
     root = Path(options.results)
-    todo = pending_cells(root, cells, options.retry_failed)
+    params = slurm_parameters(protocol, options)  # refuses bad values before anything is written
+    todo = pending_cells(root, cells, options.retry_failed, options.verify)
     if not todo:
         console.print("nothing to submit: every selected cell is done")
         return []
-    params = slurm_parameters(protocol, options)
     chunks = chunk_labels(todo, params["gpus_per_node"])
     executor = submitit.AutoExecutor(folder=root / ".slurm" / new_session_id(), cluster=cluster)
-    executor.update_parameters(
-        name=params["job_name"], timeout_min=params["time"], gpus_per_node=params["gpus_per_node"],
-        cpus_per_task=params["cpus_per_task"], slurm_array_parallelism=params["array_parallelism"],
-        slurm_partition=params.get("partition"), slurm_account=params.get("account"),
-        slurm_additional_parameters=params.get("additional_parameters", {}),
-        slurm_signal_delay_s=params["signal_delay_s"])
+    executor.update_parameters(**_executor_parameters(params))
     jobs = executor.map_array(CellChunkTask(str(protocol.path), options), chunks)
     console.print(f"submitted {len(jobs)} array tasks for {len(todo)} cells: job {jobs[0].job_id.split('_')[0]}; "
                   "check with 'varbench status'")

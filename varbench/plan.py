@@ -70,8 +70,8 @@ class Cell:
         return image_seed(seeds.base, self.subject.name, int(prompt_index), sample_index)
 
 
-def dataset_of(protocol: Protocol, root: str | None = None) -> Dataset:
-    return open_dataset(protocol.spec.data.dataset, root or protocol.spec.data.root)
+def dataset_of(protocol: Protocol, root: str | None = None, fetch_missing: bool = True) -> Dataset:
+    return open_dataset(protocol.spec.data.dataset, root or protocol.spec.data.root, fetch_missing)
 
 
 def templates_for(protocol: Protocol, dataset: Dataset, subject: Subject) -> tuple[str, ...]:

@@ -5,11 +5,18 @@ config of every arm against its method's Config dataclass.
 A protocol may `include:` other YAML files (paths relative to it); included mappings are
 merged first, in order, then the including file's own keys win (mappings merge deeply,
 lists and scalars replace).
+
+A protocol never runs code and never makes a run unbounded: every number has a range
+(field metadata, checked by varbench.config), every prompt template is formatted once at
+load, values that reach an sbatch script must match strict patterns, and YAML loading has
+budgets (file size, nesting depth, nodes after alias expansion, included files), so a
+hostile file fails fast with one UserError instead of hanging or crashing later.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import string
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,13 +24,42 @@ from typing import Any, Literal
 
 import yaml
 
-from varbench.config import from_dict, to_dict
+from varbench.config import excerpt, from_dict, to_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.hashing import content_hash
 from varbench.metrics.config import MetricsConfig
+from varbench.seeding import SEED_BITS
 from varbench.store import check_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+# --- limits ------------------------------------------------------------------------------
+# Published protocols use 4 (DreamBench) or 8 (ViCo) images per prompt; 1000 is far beyond
+# any evaluation and keeps `--dry-run` planning instant.
+MAX_IMAGES_PER_PROMPT = 1000
+# A cell fits, generates and scores all its images in one go: 100,000 images (prompts x
+# images per prompt + PRES images) is days of GPU time per cell, so anything bigger is a typo.
+MAX_IMAGES_PER_CELL = 100_000
+MAX_SEED = 2**SEED_BITS - 1  # torch.Generator.manual_seed takes any non-negative int64
+MAX_YAML_BYTES = 2**20  # 1 MiB per file; the largest shipped protocol is ~2 KiB
+MAX_YAML_DEPTH = 32  # nesting levels; protocols use about 6
+MAX_YAML_NODES = 100_000  # nodes of all files together, counted with aliases expanded
+MAX_INCLUDED_FILES = 32  # files read for one protocol (a file included twice counts twice)
+MAX_INCLUDE_DEPTH = 8  # a includes b includes c ...
+
+# Values that reach the sbatch script: only characters that shlex.quote leaves alone (so
+# the #SBATCH line reads exactly as written) and no '%' (Slurm expands it in some options).
+SLURM_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.,-]{0,127}"  # partition or account (a comma list)
+SBATCH_KEY = r"[a-z][a-z0-9-]{0,63}"  # an sbatch long option without its "--"
+SBATCH_VALUE = r"[A-Za-z0-9_@+=:,./-]{1,256}"
+# sbatch options that varbench or submitit set themselves (a second copy would conflict
+# with theirs, and --wrap would replace the job script altogether).
+RESERVED_SBATCH = {"array", "output", "error", "open-mode", "signal", "wckey", "job-name", "wrap",
+                   "partition", "account", "time", "gpus-per-node", "cpus-per-task", "mem"}
+
+
+def _range(low: int, high: int) -> dict[str, Any]:
+    return {"range": (low, high)}
 
 
 @dataclass
@@ -37,14 +73,15 @@ class DataSpec:
 class PromptSpec:
     # "dataset": the dataset's own object/live lists; "custom": the lists below.
     source: Literal["dataset", "custom"] = "dataset"
-    limit: int | None = None  # keep only the first N templates of each list
+    # keep only the first N templates of each list (a cell never has more images than this bound)
+    limit: int | None = field(default=None, metadata=_range(1, MAX_IMAGES_PER_CELL))
     object: list[str] = field(default_factory=list)  # templates with one "{}"
     live: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SeedSpec:
-    base: int = 0
+    base: int = field(default=0, metadata=_range(0, MAX_SEED))
     # "derived": hash of (base, subject, prompt index, sample index), the default;
     # "sample_index": seed = base + sample index (the ViCo/ARBooth protocol's seeds 0-7).
     scheme: Literal["derived", "sample_index"] = "derived"
@@ -52,14 +89,18 @@ class SeedSpec:
 
 @dataclass
 class SlurmSpec:
-    partition: str | None = None
-    account: str | None = None
-    gpus_per_job: int = 1
-    cpus_per_gpu: int = 8
-    mem_gb: int = 64
-    time_minutes: int = 120
-    max_parallel: int = 64  # cap on concurrently running array tasks
-    extra: dict[str, str] = field(default_factory=dict)  # more sbatch options
+    partition: str | None = field(default=None, metadata={"pattern": SLURM_NAME})
+    account: str | None = field(default=None, metadata={"pattern": SLURM_NAME})
+    # GPUs (and cells) per array task, on one node: nodes hold 8, rarely 16 GPUs
+    gpus_per_job: int = field(default=1, metadata=_range(1, 64))
+    cpus_per_gpu: int = field(default=8, metadata=_range(1, 512))
+    mem_gb: int = field(default=64, metadata=_range(1, 65536))  # up to 64 TiB per node
+    time_minutes: int = field(default=120, metadata=_range(1, 525_600))  # up to a year
+    # cap on concurrently running array tasks (Slurm's own MaxArraySize is at most 4M)
+    max_parallel: int = field(default=64, metadata=_range(1, 1_000_000))
+    # more sbatch options, e.g. {qos: high}
+    extra: dict[str, str] = field(default_factory=dict,
+                                  metadata={"key_pattern": SBATCH_KEY, "pattern": SBATCH_VALUE})
 
 
 @dataclass
@@ -72,16 +113,18 @@ class ArmSpec:
 @dataclass
 class ProtocolSpec:
     name: str
-    version: int
+    version: int = field(metadata=_range(1, 2**31 - 1))
     arms: list[ArmSpec]
     description: str = ""
     include: list[str] = field(default_factory=list)
     data: DataSpec = field(default_factory=DataSpec)
     prompts: PromptSpec = field(default_factory=PromptSpec)
-    images_per_prompt: int = 4
-    batch_size: int = 4  # generation batch (never changes an image, only speed)
+    images_per_prompt: int = field(default=4, metadata=_range(1, MAX_IMAGES_PER_PROMPT))
+    # generation batch (never changes an image, only speed)
+    batch_size: int = field(default=4, metadata=_range(1, 1024))
     seeds: SeedSpec = field(default_factory=SeedSpec)
-    resolution: int | None = None  # overrides `resolution` in every arm config that has one
+    # overrides `resolution` in every arm config that has one (pixels per side)
+    resolution: int | None = field(default=None, metadata=_range(8, 16384))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     keep_artifacts: bool = True
     report: list[str] = field(default_factory=lambda: ["main"])
@@ -176,24 +219,56 @@ def find_protocol(name_or_path: str) -> Path:
                     + did_you_mean(name_or_path, found))
 
 
-def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+# --- reading YAML within budgets -----------------------------------------------------------
+@dataclass
+class _Budget:
+    """What is left for one protocol and its includes (shared by every file read)."""
+
+    files: int = MAX_INCLUDED_FILES
+    nodes: int = MAX_YAML_NODES
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting while composing, before Python's recursion
+    limit does (`[[[[...]]]]` 10,000 levels deep would otherwise be a RecursionError)."""
+
+    def __init__(self, stream: str, where: str):
+        super().__init__(stream)
+        self.where = where
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise UserError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
+                                f"{self.where}, line {line}", "Flatten it.")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = (), budget: _Budget | None = None) -> dict[str, Any]:
     """Parse a protocol file with its includes merged in."""
+    budget = budget or _Budget()
     path = path.resolve()
     if path in seen:
         raise UserError("include cycle", " -> ".join(str(p) for p in (*seen, path)), "Remove the cycle.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"malformed YAML: {problem}", where, "Fix the syntax.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read protocol: {err}", str(path)) from None
+    if len(seen) > MAX_INCLUDE_DEPTH:
+        raise UserError(f"includes nested more than {MAX_INCLUDE_DEPTH} levels deep", str(path),
+                        "Include fewer levels of files.")
+    budget.files -= 1
+    if budget.files < 0:
+        raise UserError(f"protocol reads more than {MAX_INCLUDED_FILES} files through its includes", str(path),
+                        "Include each file once, and fewer files.")
+    data = _parse(path, budget, included=bool(seen))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError("a protocol must be a YAML mapping", str(path), "Start it with 'name:' and 'version:'.")
+    if seen:
+        _check_fragment(data, path)
     includes = data.get("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -203,9 +278,105 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     for include in includes:
         target = path.parent / include
         if not target.is_file():
-            raise UserError(f"included file {include!r} not found", str(path), "Fix the include path.")
-        merged = deep_merge(merged, read_yaml(target, (*seen, path)))
+            raise UserError(f"included file {excerpt(include)} not found", str(path), "Fix the include path.")
+        if target.resolve().suffix not in (".yaml", ".yml"):  # never parse (and quote) other files
+            raise UserError(f"included file {excerpt(include)} is not a .yaml or .yml file", str(path),
+                            "Include only protocol files.")
+        merged = deep_merge(merged, read_yaml(target, (*seen, path), budget))
     return deep_merge(merged, data)
+
+
+def _parse(path: Path, budget: _Budget, included: bool) -> Any:
+    """One YAML document within the budgets; an included file's errors never quote it."""
+    text = _read_text(path)
+    loader = None
+    try:
+        loader = _BoundedLoader(text, str(path))  # its reader already refuses some characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _charge_nodes(node, budget, str(path))  # before construction, which would expand aliases
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        shown = " in an included file" if included else f": {_plain(problem)}"
+        raise UserError(f"malformed YAML{shown}", where, "Fix the syntax.") from None
+    except (ValueError, OverflowError) as err:  # an impossible date, an int of 5000 digits
+        shown = " in an included file" if included else f": {_plain(str(err))}"
+        raise UserError(f"malformed YAML: a value cannot be read{shown}", str(path), "Fix the value.") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)  # never more, whatever the file claims
+    except OSError as err:
+        raise UserError(f"cannot read protocol: {_plain(err.strerror or str(err))}", str(path)) from None
+    if len(data) > MAX_YAML_BYTES:
+        raise UserError(f"protocol file is larger than {MAX_YAML_BYTES // 2**20} MiB", str(path),
+                        "A protocol is a short YAML file; check the path.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("cannot read protocol: it is not UTF-8 text", str(path), "Save it as UTF-8.") from None
+
+
+def _charge_nodes(root: yaml.Node, budget: _Budget, where: str) -> None:
+    """Count the document's nodes and depth as if every alias were expanded, without
+    expanding anything (each node is visited once), and take them from the budget."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, levels below it)
+    active: set[int] = set()
+
+    def visit(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in active:
+            raise UserError("YAML alias inside its own anchor", where, "An anchor cannot contain itself.")
+        if key not in sizes:
+            active.add(key)
+            count, height = 1, 0
+            for child in _children(node):
+                child_count, child_height = visit(child, depth + 1)
+                count, height = count + child_count, max(height, child_height + 1)
+                if count > budget.nodes:
+                    raise UserError(f"YAML has more than {MAX_YAML_NODES} values once aliases are expanded",
+                                    where, "Write the protocol out without alias chains.")
+            active.discard(key)
+            sizes[key] = (count, height)
+        if depth + sizes[key][1] > MAX_YAML_DEPTH:  # an alias can sit deep and hold deep nesting
+            raise UserError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep once aliases are expanded",
+                            where, "Flatten it.")
+        return sizes[key]
+
+    budget.nodes -= visit(root, 1)[0]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_fragment(data: dict[str, Any], path: Path) -> None:
+    """An included file must be a piece of a protocol. One without a single protocol key
+    is some other file, and is refused without quoting any of it; a fragment's misspelt
+    keys are reported (with a "did you mean") when the merged protocol is checked."""
+    known = {f.name for f in dataclasses.fields(ProtocolSpec)}
+    if data and not any(isinstance(key, str) and key in known for key in data):
+        raise UserError("included file is not a protocol: none of its keys is a protocol key", str(path),
+                        "Include only protocol files (with keys such as prompts:, seeds:, arms:).")
+
+
+def _plain(text: str, limit: int = 80) -> str:
+    """Text for an error message: printable characters only, cut to `limit`."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -218,13 +389,18 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# --- loading and checking --------------------------------------------------------------------
 def load_protocol(name_or_path: str | Path) -> Protocol:
     """Find, parse, validate and resolve a protocol (arms against the method registry)."""
     path = find_protocol(str(name_or_path))
     source = str(path)
     spec = from_dict(ProtocolSpec, read_yaml(path), source)
     check_name(spec.name, "protocol", source)
-    _check_positive(spec, source)
+    for index, subject in enumerate(spec.data.subjects if isinstance(spec.data.subjects, list) else []):
+        check_name(subject, "subject", f"{source}, data.subjects[{index}]")
+    _check_templates(spec.prompts, source)
+    _check_sizes(spec, source)
+    check_sbatch_keys(spec.slurm.extra, f"{source}, slurm.extra")
     protocol = Protocol(spec=spec, path=path)
     seen: set[str] = set()
     for index, arm_spec in enumerate(spec.arms):
@@ -252,18 +428,48 @@ def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, s
     return Arm(name=name, method_name=arm_spec.method, config=config, protocol=protocol)
 
 
-def _check_positive(spec: ProtocolSpec, source: str) -> None:
-    for key in ("images_per_prompt", "batch_size", "version"):
-        if getattr(spec, key) < 1:
-            raise UserError(f"{key} must be at least 1, got {getattr(spec, key)}", source)
-    for key in ("pres_images", "reference_index"):
-        if getattr(spec.metrics, key) < 0:
-            raise UserError(f"metrics.{key} must be 0 or more, got {getattr(spec.metrics, key)}", source)
-    if spec.metrics.batch_size < 1:
-        raise UserError(f"metrics.batch_size must be at least 1, got {spec.metrics.batch_size}", source)
-    if spec.prompts.limit is not None and spec.prompts.limit < 1:
-        raise UserError(f"prompts.limit must be at least 1, got {spec.prompts.limit}", source)
-    for text in (*spec.prompts.object, *spec.prompts.live):
-        if text.count("{}") != 1:
-            raise UserError(f"prompt template {text!r} must contain exactly one '{{}}'", source,
-                            "Write the subject's place as {}, e.g. 'a {} in the snow'.")
+def check_template(text: str, where: str) -> None:
+    """A prompt template has exactly one bare '{}' (the subject's place) and nothing else
+    that str.format interprets ('{{' and '}}' write literal braces); it is formatted once
+    here so that planning never fails on it."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(text)
+                  if name is not None]
+    except ValueError:  # a stray '{' or '}'
+        fields = None
+    if fields != [("", "", None)]:
+        raise UserError(f"prompt template {excerpt(text)} must contain exactly one '{{}}' and no other braces",
+                        where, "Write the subject's place as {}, e.g. 'a {} in the snow' ({{ and }} for braces).")
+    text.format("subject")
+
+
+def _check_templates(prompts: PromptSpec, source: str) -> None:
+    for kind in ("object", "live"):
+        for index, text in enumerate(getattr(prompts, kind)):
+            check_template(text, f"{source}, prompts.{kind}[{index}]")
+
+
+def _check_sizes(spec: ProtocolSpec, source: str) -> None:
+    """Bound what one cell plans (custom prompt lists are known at load) and the seeds."""
+    prompts = spec.prompts
+    if prompts.source == "custom":
+        templates = max(len(prompts.object), len(prompts.live))
+        templates = min(templates, prompts.limit or templates)
+        images = templates * spec.images_per_prompt + spec.metrics.pres_images
+        if images > MAX_IMAGES_PER_CELL:
+            raise UserError(f"each cell would plan {images} images, more than {MAX_IMAGES_PER_CELL}", source,
+                            "Use fewer prompts (prompts.limit) or a smaller images_per_prompt.")
+    if spec.seeds.scheme == "sample_index":  # seed = base + sample index must stay a valid seed
+        last = spec.seeds.base + max(spec.images_per_prompt, spec.metrics.pres_images, 1) - 1
+        if last > MAX_SEED:
+            raise UserError(f"seeds.base {spec.seeds.base} + sample index exceeds the largest seed {MAX_SEED}",
+                            source, "Use a smaller seeds.base.")
+
+
+def check_sbatch_keys(extra: dict[str, str], where: str) -> None:
+    """Extra sbatch options may not repeat or undo the ones varbench sets."""
+    for key in extra:
+        if key in RESERVED_SBATCH:
+            raise UserError(f"sbatch option {excerpt(key)} is set by varbench", where,
+                            "Use the slurm: fields (partition, account, time_minutes, gpus_per_job, "
+                            "cpus_per_gpu, mem_gb) or the matching run flags instead.")

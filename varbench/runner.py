@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ from rich.markup import escape
 from varbench.plan import Cell, dataset_of, plan_cells
 from varbench.progress import console
 from varbench.protocol import Protocol, load_protocol
-from varbench.store import RunStore
+from varbench.devices import resolve_device
+from varbench.errors import UserError
+from varbench.store import CellStore, RunStore
 
 
 @dataclass
@@ -27,34 +30,55 @@ class RunOptions:
     subjects: list[str] | None = None
     data_root: str | None = None
     retry_failed: bool = False
+    verify: bool = False  # compare done cells' files with their sealed hashes, not only sizes
     dry_run: bool = False
     launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
     gpus: list[str] = field(default_factory=list)  # for the local launcher
     slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section
 
 
-def resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
     protocol = load_protocol(protocol_name)
-    dataset = dataset_of(protocol, options.data_root)
+    dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
     cells = plan_cells(protocol, dataset, options.methods, options.subjects)
     return protocol, cells
 
 
-def cell_state(root: Path, cell: Cell) -> str:
-    return RunStore(root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name).status()["state"]
+def cell_store(root: Path, cell: Cell) -> CellStore:
+    return RunStore(root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name)
 
 
-def pending_cells(root: Path, cells: list[Cell], retry_failed: bool) -> list[Cell]:
-    todo_states = {"pending", "running"} | ({"failed"} if retry_failed else set())
-    return [c for c in cells if cell_state(root, c) in todo_states]
+def cell_state(root: Path, cell: Cell, verify: bool = False) -> str:
+    return cell_store(root, cell).state(hashes=verify).state
+
+
+def pending_cells(root: Path, cells: list[Cell], retry_failed: bool, verify: bool = False) -> list[Cell]:
+    """Cells with work left: never run, interrupted, damaged (and failed, to retry)."""
+    todo_states = {"pending", "running", "interrupted", "damaged"} | ({"failed"} if retry_failed else set())
+    return [c for c in cells if cell_state(root, c, verify) in todo_states]
+
+
+def check_results_root(root: Path, cells: list[Cell]) -> None:
+    """Before any work: the results root is a folder (or can be one), and no cell folder
+    is reached through a symbolic link (writes must stay inside the root)."""
+    if root.exists() and not root.is_dir():
+        raise UserError("the results root is not a folder", str(root.resolve()), "Pass a folder with --results.")
+    check_can_write(root, "results root", "--results")
+    for cell in cells:
+        cell_store(root, cell).refuse_links(root)
+
+
+def check_can_write(folder: Path, what: str, fix_with: str) -> None:
+    """Fail before any work (and without writing) when `folder` cannot be made or written:
+    its nearest existing ancestor must be a writable folder."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"the {what} lies under a file, not a folder", str(existing),
+                        f"Choose another place ({fix_with}).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"the {what} is not writable", str(existing), f"Fix its permissions or use {fix_with}.")
 
 
 def print_plan(root: Path, cells: list[Cell]) -> None:
@@ -71,24 +95,25 @@ def print_plan(root: Path, cells: list[Cell]) -> None:
 
 def summarise(root: Path, cells: list[Cell]) -> int:
     """Print the final state counts and each distinct error once; return the exit code."""
-    states = Counter(cell_state(root, c) for c in cells)
+    found = [cell_store(root, c).state() for c in cells]
+    states = Counter(f.state for f in found)
     console.print("cells: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
-    errors: Counter[str] = Counter()
-    for cell in cells:
-        status = RunStore(root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name).status()
-        if status["state"] == "failed":
-            errors[status.get("error") or "unknown error"] += 1
-    for message, count in errors.items():
-        console.print(f"[red]failed[/] ({count} cell{'s' * (count > 1)}): {escape(message)}",
+    errors: Counter[tuple[str, str]] = Counter((f.state, f.error or "unknown error") for f in found
+                                               if f.state in ("failed", "damaged"))
+    for (state, message), count in errors.items():
+        console.print(f"[red]{state}[/] ({count} cell{'s' * (count > 1)}): {escape(message)}",
                       soft_wrap=True, highlight=False)
-    if errors:
-        console.print("Details in cells/<subject>/error.txt; rerun with --retry-failed after fixing.")
+    if any(state == "failed" for state, _ in errors):
+        example = next(cell_store(root, c).dir / "error.txt" for c, f in zip(cells, found) if f.state == "failed")
+        console.print(f"Details in each cell's error.txt (e.g. {escape(str(example.resolve()))}); "
+                      "rerun with --retry-failed after fixing.", soft_wrap=True, highlight=False)
     return 0 if states.get("done", 0) == len(cells) else 1
 
 
 def run_protocol(protocol_name: str, options: RunOptions) -> int:
     protocol, cells = prepare(protocol_name, options)
     root = Path(options.results)
+    check_results_root(root, cells)
     if options.dry_run:
         print_plan(root, cells)
         if options.launcher == "slurm":
@@ -96,7 +121,15 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
 
             describe_slurm(protocol, pending_cells(root, cells, options.retry_failed), options)
         return 0
-    from varbench.launch import launch
+    from varbench.launch import device_list, launch
 
+    from varbench.weights import cache_root
+
+    check_can_write(cache_root(), "varbench cache", "VARBENCH_CACHE")
+    if options.launcher == "local":
+        for name in device_list(options.gpus or ["0"]):  # a bad --gpus value: one line before any work
+            resolve_device(name, "--gpus")
+    elif options.launcher == "inprocess":
+        resolve_device(options.device)  # a bad --device: one line before any work
     launch(protocol, cells, options)
     return summarise(root, cells)

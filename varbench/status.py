@@ -2,32 +2,29 @@
 
 A cell whose status file says "running" but whose lock no live process holds was
 interrupted (crash, kill, preemption): it shows as "interrupted" and resumes on the
-next `varbench run`.
+next `varbench run`. A done cell whose files no longer match their seal (sizes; hashes
+with `--verify`) shows as "damaged" with what is wrong, and is repaired by `varbench run`.
 """
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from varbench.locks import is_locked
+from varbench.errors import UserError
 from varbench.progress import console
-from varbench.store import RunStore, find_runs
+from varbench.store import CellStore, RunStore, find_runs
 
 
-def cell_state(cell_dir: Path) -> tuple[str, str]:
-    """(state, error) of a cell folder, telling live runs from interrupted ones."""
-    from varbench.fileio import read_json
-
-    status = read_json(cell_dir / "status.json", default={"state": "pending"})
-    state = status["state"]
-    if state == "running" and not is_locked(cell_dir):
-        state = "interrupted"
-    return state, status.get("error") or ""
+def cell_state(cell: CellStore, verify: bool = False) -> tuple[str, str]:
+    """(state, error) of a cell: live or interrupted, done or damaged (see CellStore.state)."""
+    found = cell.state(hashes=verify)
+    return found.state, found.error
 
 
-def collect(results: Path, protocol: str | None) -> list[tuple[str, str, str, str, str]]:
+def collect(results: Path, protocol: str | None, verify: bool = False) -> list[tuple[str, str, str, str, str]]:
     """Rows (protocol, arm, subject, state, error); with a protocol name, planned cells too."""
     rows = []
     if protocol:
@@ -35,27 +32,33 @@ def collect(results: Path, protocol: str | None) -> list[tuple[str, str, str, st
         from varbench.protocol import load_protocol
 
         loaded = load_protocol(protocol)
-        for cell in plan_cells(loaded, dataset_of(loaded)):
-            cell_dir = RunStore(results, loaded.name, cell.arm.run_id).cell(cell.subject.name).dir
-            rows.append((loaded.name, f"{cell.arm.name} ({cell.arm.run_id})", cell.subject.name, *cell_state(cell_dir)))
+        for cell in plan_cells(loaded, dataset_of(loaded, fetch_missing=False)):
+            store = RunStore(results, loaded.name, cell.arm.run_id).cell(cell.subject.name)
+            rows.append((loaded.name, f"{cell.arm.name} ({cell.arm.run_id})", cell.subject.name,
+                         *cell_state(store, verify)))
         return rows
     for run in find_runs(results):
         arm = run.identity().get("arm", "?")
         for cell_dir in sorted((run.dir / "cells").glob("*")):
             if cell_dir.is_dir():
-                rows.append((run.protocol, f"{arm} ({run.run_id})", cell_dir.name, *cell_state(cell_dir)))
+                rows.append((run.protocol, f"{arm} ({run.run_id})", cell_dir.name,
+                             *cell_state(run.cell(cell_dir.name), verify)))
     return rows
 
 
-def print_status(results: Path, protocol: str | None = None) -> int:
+def print_status(results: Path, protocol: str | None = None, verify: bool = False) -> int:
     """Print the table; exit code 0 when every listed cell is done, else 1."""
-    rows = collect(Path(results), protocol)
-    colours = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "white"}
+    if Path(results).exists() and not Path(results).is_dir():
+        raise UserError("the results root is not a folder", str(Path(results).resolve()),
+                        "Pass the folder 'varbench run' wrote to with --results.")
+    rows = collect(Path(results), protocol, verify)
+    colours = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "white",
+               "damaged": "magenta"}
     table = Table(title=f"cells under {results}")
     for column in ("protocol", "arm (run id)", "subject", "state", "error"):
         table.add_column(column, overflow="fold")
     for proto, arm, subject, state, error in rows:
-        table.add_row(proto, arm, subject, f"[{colours[state]}]{state}[/]", error[:120])
+        table.add_row(escape(proto), escape(arm), escape(subject), f"[{colours[state]}]{state}[/]", escape(error[:120]))
     console.print(table)
     counts = Counter(row[3] for row in rows)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no cells yet")

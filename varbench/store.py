@@ -6,7 +6,8 @@
         run.json                       identity: everything hashed into run_id
         manifest.json                  provenance of every session that worked on it
         cells/<subject>/
-          status.json                  state: pending | running | done | failed, error
+          status.json                  state: pending | running | done | failed, error; when
+                                       done, the seal: every file below with bytes and sha256
           cell.json                    facts: fit seed, trainable parameters, artifact bytes
           images.csv                   one row per generated image (IMAGE_COLUMNS)
           images/p000_s00.png          evaluation images (prompt index, sample index)
@@ -15,23 +16,33 @@
           timings.csv                  one row per phase (TIMING_COLUMNS)
           losses.csv                   fit losses per step
           artifact/                    the trained tensors
+          damaged/<UTC time>/          files found damaged, kept aside when the cell was repaired
 
 Every file is replaced atomically (varbench.fileio), so a crash never leaves a partial
-file that a reader could see; a CSV is rewritten whole when rows are added.
+file that a reader could see; a CSV is rewritten whole when rows are added. Nothing on
+disk is trusted unchecked: `CellStore.state` is the one answer to a cell's state, and a
+done cell whose files do not match its seal (varbench.integrity) is "damaged". Readers
+tolerate garbage (an unreadable JSON file reads as missing, and is moved aside, never
+overwritten, when varbench must write it again).
 """
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from varbench.errors import UserError
-from varbench.fileio import read_json, write_json, write_text
+from varbench.hashing import canonical_json
+from varbench.fileio import TMP_MARK, read_json_or_none, write_json, write_text
+from varbench.integrity import Problem, check_cell, check_records, move_aside, seal
+from varbench.locks import is_locked
 
 IMAGE_COLUMNS = ["run_id", "subject", "kind", "prompt_index", "sample_index", "seed", "prompt",
                  "clip_text", "template", "path"]
@@ -39,16 +50,28 @@ METRIC_COLUMNS = ["run_id", "subject", "kind", "prompt_index", "sample_index", "
                   "mode", "value"]
 TIMING_COLUMNS = ["run_id", "subject", "phase", "seconds", "items", "seconds_per_item",
                   "peak_memory_bytes", "device", "warmup", "session"]
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed")  # what status.json may hold
+# What a cell is found in: STATES, plus "interrupted" (running, but no live process holds
+# its lock) and "damaged" (done, but its files do not match their seal; or an unreadable
+# status.json).
+FOUND_STATES = (*STATES, "interrupted", "damaged")
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+@dataclass(frozen=True)
+class CellState:
+    state: str  # one of FOUND_STATES
+    error: str = ""  # a failed cell's error, a damaged cell's first problem
+    problems: tuple[Problem, ...] = ()
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")  # used with fullmatch: "$" would allow a final "\n"
 
 
 def check_name(name: str, what: str, where: str) -> str:
     """Reject names that could escape the results root ('..', '/', absolute paths)."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."  # repr escapes control characters
         raise UserError(
-            f"{what} name {name!r} is not allowed",
+            f"{what} name {shown} is not allowed",
             where,
             "Use letters, digits, '_', '-', '.', '+' only (no '..', '/' or leading dot).",
         )
@@ -81,15 +104,48 @@ class CellStore:
 
     # --- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return read_json(self.dir / "status.json", default={"state": "pending"})
+        """The cell's status.json; a missing one is pending, an unreadable one (not JSON,
+        not a mapping, an unknown state, a folder) reads as {"state": "unreadable"}."""
+        path = self.dir / "status.json"
+        if not path.exists() and not path.is_symlink():
+            return {"state": "pending"}
+        status = read_json_or_none(path)
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            return {"state": "unreadable"}
+        return status
+
+    def state(self, hashes: bool = False) -> CellState:
+        """The one answer to "what state is this cell in" (runner, status, report)."""
+        if self.dir.is_symlink():  # never read (or count) results from outside the root
+            return CellState("damaged", "the cell folder is a symbolic link", (Problem(".", "symbolic link"),))
+        status = self.status()
+        state, error = status["state"], str(status.get("error") or "")
+        if state == "unreadable":
+            problems = (Problem("status.json", "unreadable"), *check_records(self.dir))
+            return CellState("damaged", "status.json: unreadable", problems)
+        if state == "running" and not is_locked(self.dir):
+            return CellState("interrupted", error)
+        if state == "done":
+            problems = tuple(check_cell(self.dir, status.get("files"), hashes))
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                return CellState("damaged", problems[0].line() + more, problems)
+        return CellState(state, error)
 
     def set_status(self, state: str, **fields: Any) -> None:
+        """Write status.json atomically; `done` seals the cell's files in the same write."""
         assert state in STATES, state
-        write_json(self.dir / "status.json", {**fields, "state": state})
+        path = self.dir / "status.json"
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            move_aside(path)  # a folder or link where status.json belongs would break the write
+        if state == "done":
+            fields["files"] = seal(self.dir)
+        write_json(path, {**fields, "state": state})
 
     # --- facts and rows -------------------------------------------------------------
     def facts(self) -> dict[str, Any]:
-        return read_json(self.dir / "cell.json", default={})
+        facts = read_json_or_none(self.dir / "cell.json")
+        return facts if isinstance(facts, dict) else {}
 
     def update_facts(self, **fields: Any) -> None:
         write_json(self.dir / "cell.json", {**self.facts(), **fields})
@@ -111,6 +167,22 @@ class CellStore:
             return self.dir / "pres" / f"s{sample_index:02d}.png"
         return self.dir / "images" / f"p{prompt_index:03d}_s{sample_index:02d}.png"
 
+    def refuse_links(self, root: Path) -> None:
+        """Refuse a cell folder reached through a symbolic link, or holding one where
+        varbench writes: a write there could land outside the results root."""
+        folders, current = [], Path(root)
+        for part in self.dir.relative_to(root).parts:
+            current = current / part
+            folders.append(current)
+        folders += [self.dir / name for name in ("images", "pres", "artifact", "work", "damaged")]
+        for folder in folders:
+            if folder.is_symlink():
+                raise UserError(f"{folder.name} is a symbolic link (to {os.readlink(folder)})", str(folder),
+                                "varbench writes only inside its results root: replace the link with a folder.")
+            if folder.exists() and not folder.is_dir():
+                raise UserError("a file stands where varbench needs a folder", str(folder),
+                                "Move the file away and rerun.")
+
     @property
     def artifact_dir(self) -> Path:
         return self.dir / "artifact"
@@ -130,11 +202,14 @@ class RunStore:
         self.dir = self.root / protocol / run_id
 
     def identity(self) -> dict[str, Any]:
-        return read_json(self.dir / "run.json", default={})
+        identity = read_json_or_none(self.dir / "run.json")
+        return identity if isinstance(identity, dict) else {}
 
     def write_identity(self, identity: dict[str, Any]) -> None:
         existing = self.identity()
-        if existing and existing != identity:
+        # compared as canonical JSON, as written: a NaN never equals itself as a float,
+        # and a tuple comes back from run.json as a list
+        if existing and canonical_json(existing) != canonical_json(identity):
             raise UserError(
                 "run folder holds a different run (hash collision or edited run.json)",
                 str(self.dir / "run.json"),
@@ -144,14 +219,25 @@ class RunStore:
             write_json(self.dir / "run.json", identity)
 
     def sessions(self) -> list[dict[str, Any]]:
-        return read_json(self.dir / "manifest.json", default={"sessions": []})["sessions"]
+        """Provenance of every session; an unreadable manifest.json reads as none."""
+        manifest = read_json_or_none(self.dir / "manifest.json")
+        sessions = manifest.get("sessions") if isinstance(manifest, dict) else None
+        return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+
+    def manifest_readable(self) -> bool:
+        return isinstance(read_json_or_none(self.dir / "manifest.json"), dict)
 
     def add_session(self, session: dict[str, Any]) -> None:
         """Add (or replace, by session id) one session's provenance in manifest.json."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "manifest.json"
         with FileLock(str(self.dir / ".manifest.lock")):  # two `varbench run`s may share a run
+            for leftover in self.dir.glob(f"manifest.json{TMP_MARK}*"):  # a killed writer's
+                leftover.unlink()
+            if (path.exists() or path.is_symlink()) and not self.manifest_readable():
+                move_aside(path)  # keep what we cannot read; start a new manifest
             others = [s for s in self.sessions() if s.get("session") != session.get("session")]
-            write_json(self.dir / "manifest.json", {"sessions": [*others, session]})
+            write_json(path, {"sessions": [*others, session]})
 
     def cell(self, subject: str) -> CellStore:
         return CellStore(self.dir, subject)

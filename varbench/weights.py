@@ -41,7 +41,7 @@ class WeightFile:
 
 def cache_root() -> Path:
     """varbench's own cache folder (datasets, checksum markers): $VARBENCH_CACHE."""
-    return Path(os.environ.get("VARBENCH_CACHE", Path.home() / ".cache" / "varbench"))
+    return Path(os.environ.get("VARBENCH_CACHE") or Path.home() / ".cache" / "varbench")  # "" means unset
 
 
 def offline() -> bool:

@@ -39,8 +39,15 @@ class Dataset:
                         + did_you_mean(name, [s.name for s in self.subjects]))
 
 
-def open_dataset(name: str, root: str | None = None) -> Dataset:
-    """Load dataset `name` from `root` (a local folder) or its verified cache copy."""
+def open_dataset(name: str, root: str | None = None, fetch_missing: bool = True) -> Dataset:
+    """Load dataset `name` from `root` (a local folder) or its verified cache copy.
+
+    A given root is only read, never written (nor the folder a symlink there points
+    to): a copy that fails its manifest check is a `UserError`. Without a root, smoke
+    draws its images into varbench's cache when they are first read (opening writes
+    nothing); dreambench and vico fetch their cache copy on first open, unless
+    `fetch_missing` is off (dry runs and `status` never download: a missing copy is an error).
+    """
     if name == "smoke":
         from varbench.data.smoke import smoke_dataset
 
@@ -48,10 +55,10 @@ def open_dataset(name: str, root: str | None = None) -> Dataset:
     if name == "dreambench":
         from varbench.data.dreambench import dreambench_dataset
 
-        return dreambench_dataset(root)
+        return dreambench_dataset(root, fetch_missing)
     if name == "vico":
         from varbench.data.vico import vico_dataset
 
-        return vico_dataset(root)
+        return vico_dataset(root, fetch_missing)
     raise UserError(f"unknown dataset {name!r}", None,
                     f"Use one of: {', '.join(DATASETS)}." + did_you_mean(name, DATASETS))

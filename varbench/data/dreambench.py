@@ -35,9 +35,9 @@ TEMPLATE_LINE = re.compile(r"^'(?P<text>[^']*)'\.format\(unique_token, class_tok
 SUBJECT_PHRASE = "{0} {1}"
 
 
-def dreambench_dataset(root: str | None = None) -> Dataset:
+def dreambench_dataset(root: str | None = None, fetch_missing: bool = True) -> Dataset:
     """DreamBench from `root` (or $VARBENCH_DREAMBENCH_DIR, or the cache, fetched on first use)."""
-    folder, manifest, _ = open_checked("dreambench", root)
+    folder, manifest, _ = open_checked("dreambench", root, fetch_missing)
     classes, object_prompts, live_prompts = parse_prompts_and_classes(folder / PROMPTS_FILE)
     if sorted(classes) != manifest.subjects():
         raise UserError("the class table does not list the 30 DreamBench subjects", str(folder / PROMPTS_FILE),

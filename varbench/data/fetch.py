@@ -244,14 +244,16 @@ def _dataset_subfolder(spec: DatasetSource, path: Path) -> Path:
     return path
 
 
-def open_checked(name: str, root: str | Path | None = None) -> tuple[Path, Manifest, list[str]]:
+def open_checked(name: str, root: str | Path | None = None,
+                 fetch_missing: bool = True) -> tuple[Path, Manifest, list[str]]:
     """Locate dataset `name` and check presence and sizes of its files (no hashing).
 
     Returns the folder, the manifest and the subjects absent from this copy (each
-    announced with a `DatasetWarning`).
+    announced with a `DatasetWarning`). Without `fetch_missing` (dry runs, status) a
+    cache copy that is not there yet is an error instead of a download.
     """
     spec = dataset_source(name)
-    folder = dataset_folder(name, root)
+    folder = dataset_folder(name, root, fetch_missing)
     manifest = load_manifest(name)
     report = quick_check(manifest, folder, spec.optional_subjects)
     report.raise_for_problems(fetch_hint(name, folder))
@@ -277,7 +279,9 @@ def verify_dataset(name: str, root: str | Path | None = None, raise_on_problems:
     spec = dataset_source(name)
     folder = dataset_folder(name, root, fetch_missing=False)
     report = verify_folder(load_manifest(name), folder, spec.optional_subjects)
-    if report.problems and (folder / MARKER).is_file():
+    # The marker is varbench's own file ('data fetch' wrote it, into the cache or --dest):
+    # withdrawing it is the one write verify makes, and no user file is ever touched.
+    if report.problems and (folder / MARKER).is_file() and not (folder / MARKER).is_symlink():
         (folder / MARKER).unlink()
     if raise_on_problems:
         report.raise_for_problems(fetch_hint(name, folder))

@@ -6,14 +6,24 @@
 each in five 128x128 views (see `smoke_images`), plus three object and three live
 prompt templates in DreamBench's wording.
 
-The images are written on first use into a cache folder (or the given root) and are
-the same bytes on every machine: the drawing avoids platform-dependent maths, and the
-PNGs are written by `encode_png` below with uncompressed deflate blocks, because
-compressed output differs between zlib builds (Pillow's wheels bundle zlib-ng).
+The images are the same bytes on every machine: the drawing avoids platform-dependent
+maths, and the PNGs are written by `encode_png` below with uncompressed deflate blocks,
+because compressed output differs between zlib builds (Pillow's wheels bundle zlib-ng).
 `manifests/smoke.sha256` holds the expected digests; a test regenerates and compares.
+
+Where they are read from:
+- by default, varbench's own cache (`<cache>/data/smoke/<key hash>`, see
+  `varbench.cache`). They are drawn there when a subject's `image_paths` are first read
+  (`DrawnSubject`), not when the dataset is opened, so planning (`varbench run
+  --dry-run`) writes nothing. A damaged cache copy is drawn again: it is varbench's own.
+- a given root (the protocol's `data.root`, `--data-root`) is only ever read: every
+  file is hashed against the manifest, and a copy that differs is a `UserError`.
+  varbench never writes into a folder a user names, nor through a symlink there.
+  `write_smoke_images(folder)` makes such a copy, on purpose.
 """
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Callable
@@ -23,14 +33,17 @@ import numpy as np
 
 from varbench.cache import get_or_build
 from varbench.data import Dataset
-from varbench.data.manifest import load_manifest, quick_check
+from varbench.data.manifest import load_manifest, quick_check, verify_folder
 from varbench.data.smoke_images import Canvas, draw_dog, draw_mug, draw_robot, render_view
-from varbench.data.subject import Subject
+from varbench.data.subject import DrawnSubject, Subject
+from varbench.errors import UserError
 from varbench.fileio import write_bytes
+from varbench.hashing import content_hash
 from varbench.weights import cache_root
 
 # Bump when a drawing changes (and rewrite manifests/smoke.sha256): the cache key holds it.
 GENERATOR_VERSION = 1
+CACHE_KEY = {"dataset": "smoke", "generator_version": GENERATOR_VERSION}
 VIEWS = 5
 
 # (name, class noun, live, drawing function)
@@ -44,20 +57,51 @@ SMOKE_LIVE_PROMPTS = ("a {} in the jungle", "a {} in the snow", "a {} wearing a 
 
 
 def smoke_dataset(root: str | None = None) -> Dataset:
-    """The smoke subjects, drawn into `root` (or a shared cache folder) on first use."""
-    folder = Path(root).expanduser() if root is not None else _cache_copy()
-    if not quick_check(load_manifest("smoke"), folder).ok:  # first use, or a damaged copy
-        write_smoke_images(folder)
-    subjects = tuple(
-        Subject(name=name, class_noun=noun, live=live, image_paths=image_paths(folder, name))
-        for name, noun, live, _ in SMOKE_SUBJECTS
-    )
+    """The smoke subjects: read from `root` if given (never written: a copy that is not
+    exactly the drawn files is a `UserError`), else from varbench's cache, drawn there
+    when their images are first needed."""
+    if root is not None:
+        folder = checked_root(Path(root).expanduser())
+        subjects = tuple(Subject(name, noun, live, image_paths(folder, name))
+                         for name, noun, live, _ in SMOKE_SUBJECTS)
+    else:
+        cache_dir = cache_root() / "data"
+        folder = cache_copy_folder(cache_dir)
+        draw = functools.partial(ensure_cache_copy, cache_dir)
+        subjects = tuple(DrawnSubject(name, noun, live, image_paths(folder, name), draw)
+                         for name, noun, live, _ in SMOKE_SUBJECTS)
     return Dataset("smoke", subjects, SMOKE_OBJECT_PROMPTS, SMOKE_LIVE_PROMPTS)
 
 
-def _cache_copy() -> Path:
-    key = {"dataset": "smoke", "generator_version": GENERATOR_VERSION}
-    return get_or_build(cache_root() / "data", "smoke", key, write_smoke_images)
+def checked_root(folder: Path) -> Path:
+    """A user-given smoke root, if every file has the manifest's bytes (15 small files:
+    hashing them costs about a millisecond, and a size check alone passes a wrong
+    drawing, since every view has the same size)."""
+    fix = ("varbench never writes into a given data root: remove data.root (or --data-root) to use "
+           "varbench's own drawn copy, or point it at a correct copy.")
+    if not folder.is_dir():
+        raise UserError("smoke data root not found", str(folder), fix)
+    verify_folder(load_manifest("smoke"), folder).raise_for_problems(fix)
+    return folder
+
+
+
+def cache_copy_folder(cache_dir: Path) -> Path:
+    """Where `get_or_build` keeps the drawn copy, known before it exists (its layout:
+    <cache_dir>/<kind>/<content hash of the key, 16 characters>)."""
+    return Path(cache_dir) / "smoke" / content_hash(CACHE_KEY, length=16)
+
+
+def ensure_cache_copy(cache_dir: Path) -> Path:
+    """Draw the cache copy unless it is there (under the cache's lock, once), and draw
+    it again over a damaged one: the cache is varbench's own to write."""
+    folder = get_or_build(cache_dir, "smoke", CACHE_KEY, write_smoke_images)
+    if folder != cache_copy_folder(cache_dir):  # the subjects were given paths there
+        raise RuntimeError(f"smoke cache copy built at {folder}, expected {cache_copy_folder(cache_dir)}: "
+                           "varbench.cache changed its layout")
+    if not quick_check(load_manifest("smoke"), folder).ok:
+        write_smoke_images(folder)
+    return folder
 
 
 def image_paths(folder: Path, subject: str) -> tuple[Path, ...]:

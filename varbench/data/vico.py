@@ -49,9 +49,9 @@ VICO_CONCEPTS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def vico_dataset(root: str | None = None) -> Dataset:
+def vico_dataset(root: str | None = None, fetch_missing: bool = True) -> Dataset:
     """The 16 concepts from `root` (or $VARBENCH_VICO_DIR, or the cache, fetched on first use)."""
-    folder, manifest, absent = open_checked("vico", root)
+    folder, manifest, absent = open_checked("vico", root, fetch_missing)
     subjects = tuple(
         Subject(name=name, class_noun=noun, live=live, image_paths=manifest.image_paths(folder, name))
         for name, noun, live in VICO_CONCEPTS

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from varbench.data import Dataset, open_dataset
+from varbench.devices import resolve_device
 from varbench.errors import UserError
 from varbench.metrics.config import MetricsConfig
 from varbench.metrics.modes import mode_spec
@@ -108,18 +109,6 @@ def run_calibration(name: str, root: str | None = None, backbones: str = "real",
         console.print(subject_table(frame))
     console.print(calibration_table(frame))
     return frame
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}", "--device", "Use auto, cpu, cuda or cuda:N.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA is not available on this machine", "--device", "Use --device cpu.")
-    return resolved
 
 
 def _fmt(value: float, digits: int, signed: bool = False) -> str:

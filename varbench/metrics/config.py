@@ -4,7 +4,7 @@ The modes and what each one computes are described in `varbench.metrics.modes`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 MODES = ("canonical", "dreammatcher", "kosmosg", "dreambench++")
@@ -18,11 +18,16 @@ class MetricsConfig:
     # encoders of the same families, for tests and the smoke protocol.
     backbones: Literal["real", "tiny"] = "real"
     div: bool = True  # mean pairwise LPIPS among the images of one prompt
-    pres_images: int = 0  # class-prompt images per subject for PRES (0 = off)
-    batch_size: int = 64  # images per encoder batch while scoring
+    # class-prompt images per subject for PRES (0 = off); papers use 4, 1000 bounds the cell
+    pres_images: int = field(default=0, metadata={"range": (0, 1000)})
+    # images per encoder batch while scoring (bounded so that a typo cannot ask for a batch
+    # no GPU holds)
+    batch_size: int = field(default=64, metadata={"range": (1, 4096)})
     # encoder arithmetic on CUDA: bf16 autocast (fast; per-image values can move in the
     # third decimal) or fp32. On CPU the encoders always run in fp32.
     precision: Literal["bf16", "fp32"] = "bf16"
     # kosmosg and dreambench++ compare every image with one fixed reference: the subject's
     # reference image at this index (in the dataset's order). Unused by the other modes.
-    reference_index: int = 0
+    # Subjects have a handful of references; an index past a subject's own count is a
+    # UserError when its cell is scored, this bound only keeps the number sane.
+    reference_index: int = field(default=0, metadata={"range": (0, 1000)})

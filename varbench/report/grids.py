@@ -5,6 +5,10 @@ is labelled with its arm, every column with the prompt text (identifier removed)
 image that is not on disk (pending or failed cell) becomes a grey tile naming the cell's
 state, so a gap is visible rather than silently closed. When the dataset cannot be
 opened the grid is drawn without references and its header says why.
+
+The image paths come from `images.csv`, which anyone can edit: a path that resolves
+outside the results root (`..`, an absolute path, a symlink leading elsewhere) is never
+opened; its tile says "outside results".
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from varbench.data.subject import load_rgb
 from varbench.errors import UserError
+from varbench.report.paths import inside
 from varbench.report.results import RANDOM_INIT_NOTE
 from varbench.report.section import SectionView
 from varbench.report.spec import GridSpec
@@ -28,6 +33,7 @@ BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (215, 215, 215)
 TEXT = (20, 20, 20)
 WARNING = (178, 34, 34)
+OUTSIDE = "outside results"
 
 
 @dataclass
@@ -79,7 +85,9 @@ def _subject_grid(view: SectionView, spec: GridSpec, subject: str, evals: pd.Dat
         if row.run is None:
             continue
         state = _cell_state(view, row.run_id, subject)
-        tiles = [_tile(_image_path(mine, row.run_id, index, spec.sample), size, state) for index in spec.prompts]
+        root = row.run.store.root
+        tiles = [_generated_tile(_image_path(mine, row.run_id, index, spec.sample), root, size, state)
+                 for index in spec.prompts]
         rows.append((row.label, tiles))
     title_lines = [f"{view.protocol.name} / {subject} ({_subject_kind(view, subject)}), sample {spec.sample}"]
     if view.random_init:
@@ -137,6 +145,14 @@ def _tile(path: Path | None, size: int, missing_text: str) -> Image.Image:
     width = draw.textlength(missing_text, font=font)
     draw.text(((size - width) / 2, size / 2 - 6), missing_text, fill=TEXT, font=font)
     return tile
+
+
+def _generated_tile(path: Path | None, root: Path, size: int, missing_text: str) -> Image.Image:
+    """The tile of a generated image; only a file that resolves inside `root` is opened."""
+    if path is None:
+        return _tile(None, size, missing_text)
+    resolved = inside(path, root)
+    return _tile(resolved, size, missing_text if resolved is not None else OUTSIDE)
 
 
 def _image_path(images: pd.DataFrame, run_id: str | None, prompt_index: int, sample: int) -> Path | None:

@@ -1,6 +1,8 @@
 """The self-contained HTML report: one `index.html` that opens offline in any browser.
 
 Styles are inline, images are base64 `data:` URIs, nothing is fetched from anywhere.
+The page embeds only bytes this render produced (its figures and sample grids, passed in
+memory); it never reads a file by a name taken from the results.
 Sections: the random-init banner (when any shown run used random-init backbones),
 contents, one block per rendered unit (tables, figures, sample grids), skipped spec
 entries, cells that are not done (with their errors), and provenance from the manifests.

@@ -6,12 +6,17 @@
     <out>/tables/<unit>-summary.csv  macro means and CIs per run, metric and group
     <out>/figures/<unit>-<kind>.png|.pdf
     <out>/grids/<unit>-<subject>.png
+    <out>/.varbench-report.json      what this render wrote (path -> sha256)
 
 A unit is one spec section applied to one protocol in one metric mode. Protocols with
 results that no section names get a default section, so nothing under the results root
-is left out. Every file is written atomically; files that an earlier render left in
-those three folders and this render did not produce are removed, so the folder always
-describes one render.
+is left out. Every file is written atomically. varbench deletes only what it wrote: a
+file an earlier render listed in `.varbench-report.json` and this render did not
+produce is removed, unless the user changed it since (then it is kept, with a warning);
+anything else in `out` (a user's own figure, notes) is never touched. An existing
+non-empty `out` without that index is refused unless `force`. A symlink standing at a
+file's place in `out` is replaced, never written through, and a folder in `out` that
+leads outside it is refused (varbench.report.paths).
 """
 from __future__ import annotations
 
@@ -24,19 +29,17 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from varbench import __version__
 from varbench.errors import UserError
-from varbench.fileio import write_bytes, write_text
 from varbench.report.figures import build_figures
 from varbench.report.formats import to_csv, to_latex, to_markdown
 from varbench.report.grids import build_grids
 from varbench.report.html import Page, Unit, render_page
+from varbench.report.paths import PAGE_NAME, OutputFolder
 from varbench.report.results import ProtocolResults, load_results
 from varbench.report.section import SectionView, build_views
 from varbench.report.spec import PACKAGE_DIR, ReportSpec, SectionSpec, find_spec, load_spec
 from varbench.report.speed import speed_unit
 from varbench.report.table import Table
 from varbench.report.tables import build_tables, subject_records
-
-OUTPUT_FOLDERS = {"tables": (".md", ".tex", ".csv"), "figures": (".png", ".pdf"), "grids": (".png",)}
 
 
 def default_output_dir() -> Path:
@@ -45,10 +48,13 @@ def default_output_dir() -> Path:
     return checkout_report / "out" if checkout_report.is_dir() else Path("report") / "out"
 
 
-def render_report(results: Path, out: Path | None = None, spec: Path | str | None = None) -> Path:
+def render_report(results: Path, out: Path | None = None, spec: Path | str | None = None,
+                  force: bool = False) -> Path:
     """Render the report of results root `results` into `out`; returns the index.html path.
 
     `spec` is a YAML path or a spec name under `report/` (default: report/paper.yaml).
+    `force`: write into an existing non-empty `out` that no earlier render made (its
+    files are left in place; only ones this render writes are replaced).
     """
     spec_path = find_spec(spec)
     report_spec = load_spec(spec_path)
@@ -58,8 +64,8 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
                         "Run 'varbench run --protocol smoke' (or another protocol) first, or pass --results.")
     add_default_sections(report_spec, loaded)
     views, skipped = build_views(report_spec, loaded)
-    out = Path(out) if out is not None else default_output_dir()
-    written: set[Path] = set()
+    # claim the folder before rendering: a refused --out costs nothing and writes nothing
+    folder = OutputFolder(Path(out) if out is not None else default_output_dir(), force)
     units = []
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -67,20 +73,19 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
         task = progress.add_task("rendering report", total=len(views) + 1)
         for view in views:
             progress.update(task, description=f"rendering {view.stem}")
-            units.append(_render_unit(view, out, written))
+            units.append(_render_unit(view, folder))
             progress.advance(task)
         speed = speed_unit(Path(results))
         if speed is not None:
             for table in speed.tables:
-                _write_table(out, table, written)
+                _write_table(folder, table)
             units.append(speed)
         page = Page(title=report_spec.title, meta=_meta(Path(results), spec_path), units=units, skipped=skipped,
                     problems=_problems(views), runs=_shown_runs(views),
                     random_init=any(view.random_init for view in views))
-        index = out / "index.html"
-        write_text(index, render_page(page))
+        index = folder.write(PAGE_NAME, render_page(page))
         progress.advance(task)
-    _remove_stale(out, written)
+    folder.finish()
     return index
 
 
@@ -94,37 +99,28 @@ def add_default_sections(spec: ReportSpec, results: dict[str, ProtocolResults]) 
                                              tables=["comparison", "split"], figures=["cost", "spread"]))
 
 
-def _render_unit(view: SectionView, out: Path, written: set[Path]) -> Unit:
+def _render_unit(view: SectionView, folder: OutputFolder) -> Unit:
     tables = build_tables(view)
     for table in tables:
-        _write_table(out, table, written)
-    _write(out / "tables" / f"{view.stem}-subjects.csv", _csv(subject_records(view)), written)
-    _write(out / "tables" / f"{view.stem}-summary.csv", _summary_csv(view), written)
+        _write_table(folder, table)
+    folder.write(f"tables/{view.stem}-subjects.csv", _csv(subject_records(view)))
+    folder.write(f"tables/{view.stem}-summary.csv", _summary_csv(view))
     figures, figure_notes = build_figures(view)
     for figure in figures:
-        _write(out / "figures" / f"{figure.name}.png", figure.png, written)
-        _write(out / "figures" / f"{figure.name}.pdf", figure.pdf, written)
+        folder.write(f"figures/{figure.name}.png", figure.png)
+        folder.write(f"figures/{figure.name}.pdf", figure.pdf)
     grids, grid_notes = build_grids(view)
     for grid in grids:
-        _write(out / "grids" / f"{grid.name}.png", grid.png, written)
+        folder.write(f"grids/{grid.name}.png", grid.png)
     notes = ([] if view.spec.tables else list(view.notes)) + figure_notes + grid_notes
     return Unit(anchor=view.stem, title=view.title, description=view.spec.description, tables=tables,
                 figures=figures, grids=grids, notes=notes)
 
 
-def _write_table(out: Path, table: Table, written: set[Path]) -> None:
-    folder = out / "tables"
-    _write(folder / f"{table.name}.md", to_markdown(table), written)
-    _write(folder / f"{table.name}.tex", to_latex(table), written)
-    _write(folder / f"{table.name}.csv", to_csv(table), written)
-
-
-def _write(path: Path, payload: str | bytes, written: set[Path]) -> None:
-    if isinstance(payload, str):
-        write_text(path, payload)
-    else:
-        write_bytes(path, payload)
-    written.add(path)
+def _write_table(folder: OutputFolder, table: Table) -> None:
+    folder.write(f"tables/{table.name}.md", to_markdown(table))
+    folder.write(f"tables/{table.name}.tex", to_latex(table))
+    folder.write(f"tables/{table.name}.csv", to_csv(table))
 
 
 def _csv(records: list[dict]) -> str:
@@ -163,10 +159,3 @@ def _meta(results: Path, spec_path: Path) -> dict[str, str]:
     return {"results": str(results.resolve()), "spec": str(spec_path),
             "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "varbench": __version__}
-
-
-def _remove_stale(out: Path, written: set[Path]) -> None:
-    for folder, suffixes in OUTPUT_FOLDERS.items():
-        for path in (out / folder).glob("*"):
-            if path.is_file() and path.suffix in suffixes and path not in written:
-                path.unlink()

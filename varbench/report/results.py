@@ -1,8 +1,9 @@
 """Read a results root (varbench.store layout) into tables the report works from.
 
 Everything is read, nothing is dropped: a cell folder that does not exist yet, or whose
-status is pending, running or failed, appears in `ProtocolResults.cells` with its state.
-Only `done` cells contribute metric rows, so a half-scored cell never biases a mean;
+status is pending, running, failed or damaged (its files no longer match their seal:
+varbench.integrity), appears in `ProtocolResults.cells` with its state.
+Only `done` cells contribute metric rows, so a half-scored or damaged cell never biases a mean;
 tables mark the rows whose arm is missing cells.
 
 The expected subjects of a protocol are not stored, so they are taken as every subject
@@ -11,7 +12,7 @@ cell as pending.
 """
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Any
 import pandas as pd
 
 from varbench.errors import UserError
-from varbench.fileio import read_json
 from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, CellStore, RunStore, find_runs
 
 RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
@@ -37,6 +37,7 @@ class RunResults:
     store: RunStore
     identity: dict[str, Any]
     sessions: list[dict[str, Any]]
+    provenance_lost: bool = False  # manifest.json unreadable: what ran is unknown
 
     @property
     def protocol(self) -> str:
@@ -64,10 +65,11 @@ class RunResults:
 
     @property
     def random_init(self) -> bool:
-        """True when any session ran a random-init model or metric encoder."""
+        """True when any session ran a random-init model or metric encoder, or when the
+        provenance is unreadable (numbers are never presented as more than they may be)."""
         tiny_metrics = (self.identity.get("metrics") or {}).get("backbones") == "tiny"
         flagged = any(s.get("random_init_method") or s.get("random_init_metrics") for s in self.sessions)
-        return bool(tiny_metrics or flagged)
+        return bool(tiny_metrics or flagged or self.provenance_lost)
 
     @property
     def devices(self) -> list[str]:
@@ -116,13 +118,10 @@ def load_results(root: Path) -> dict[str, ProtocolResults]:
 
 
 def _load_protocol(name: str, stores: list[RunStore]) -> ProtocolResults:
-    runs = [RunResults(store, _read_json(store.dir / "run.json", {}),
-                       _read_json(store.dir / "manifest.json", {"sessions": []}).get("sessions", []))
-            for store in stores]
+    runs = [_run_results(store) for store in stores]
     subjects = sorted({path.name for store in stores for path in (store.dir / "cells").glob("*")
                        if path.is_dir()})
-    facts = {run.run_id: {s: _read_json(run.store.cell(s).dir / "cell.json", {}) for s in subjects}
-             for run in runs}
+    facts = {run.run_id: {s: run.store.cell(s).facts() for s in subjects} for run in runs}
     live = {s: next((f[s]["live"] for f in facts.values() if "live" in f[s]), None) for s in subjects}
     cell_rows, metric_parts, image_parts, loss_parts = [], [], [], []
     for run in runs:
@@ -143,14 +142,24 @@ def _load_protocol(name: str, stores: list[RunStore]) -> ProtocolResults:
     )
 
 
+def _run_results(store: RunStore) -> RunResults:
+    """A run as stored; unreadable run.json / manifest.json are named in a warning and the
+    run is still shown (its identity unknown, its numbers labelled random-init)."""
+    for name, readable in (("run.json", bool(store.identity())), ("manifest.json", store.manifest_readable())):
+        if not readable:
+            warnings.warn(f"unreadable {name}, shown with what is known: {store.dir / name}", stacklevel=2)
+    return RunResults(store, store.identity(), store.sessions(), provenance_lost=not store.manifest_readable())
+
+
 def _cell_row(run: RunResults, cell: CellStore, facts: dict[str, Any], live: bool | None) -> dict[str, Any]:
-    status = _read_json(cell.dir / "status.json", {"state": "pending"})
+    found = cell.state()  # a damaged cell is shown as such and never counted
+    status = cell.status()
     phases = latest_phases(_read_csv(cell.dir / "timings.csv", TIMING_KEYS), run.sessions)
     generate = phases.get("generate") or phases.get("generate_warmup") or {}
     items = generate.get("items", 0)
     return {
         "run_id": run.run_id, "subject": cell.subject,
-        "state": str(status.get("state", "pending")), "error": status.get("error"),
+        "state": found.state, "error": found.error or None,
         "live": facts.get("live", live), "class_noun": facts.get("class_noun"),
         "trainable_parameters": facts.get("trainable_parameters"),
         "artifact_bytes": facts.get("artifact_bytes"),
@@ -196,27 +205,22 @@ def latest_phases(timings: pd.DataFrame, sessions: list[dict[str, Any]]) -> dict
     return phases
 
 
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return read_json(path, default=default)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"malformed JSON: {err}", str(path),
-                        "Restore the file (results are written atomically, so this means it was edited).") from None
-
-
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=required)
+    # A damaged file must not stop the whole report: its cell shows as damaged (the seal
+    # catches it) and the file is read as empty, with a warning naming it.
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=required)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"malformed CSV: {err}", str(path), "Restore the file or rerun the cell.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        warnings.warn(f"malformed CSV read as empty ({type(err).__name__}): {path}", stacklevel=2)
+        return pd.DataFrame(columns=required)
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise UserError(f"CSV lacks column(s) {', '.join(missing)}", str(path),
-                        "The file was written by another varbench version or edited; rerun the cell.")
+        warnings.warn(f"CSV lacks column(s) {', '.join(missing)}, read as empty: {path}", stacklevel=2)
+        return pd.DataFrame(columns=required)
     return table
 
 

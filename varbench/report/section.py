@@ -23,6 +23,11 @@ METRIC_BETTER = {"dino": "higher", "clip_i": "higher", "clip_t": "higher", "div"
 VAR_METHODS = ("arbooth",)  # methods drawn as "VAR" (the rest as diffusion) in cost plots
 
 
+# Cell states counted in tables; "damaged" cells (files that no longer match their seal)
+# are counted apart and never averaged.
+COUNTED_STATES = ("done", "failed", "damaged", "running", "interrupted", "pending")
+
+
 @dataclass
 class Row:
     label: str
@@ -90,9 +95,9 @@ class SectionView:
 
     def cell_counts(self, run_id: str | None) -> dict[str, int]:
         states = self.cells(run_id)["state"].value_counts()
-        counts = {state: int(states.get(state, 0)) for state in ("done", "failed", "running", "pending")}
+        counts = {state: int(states.get(state, 0)) for state in COUNTED_STATES}
         counts["expected"] = len(self.protocol.subjects)
-        counts["other"] = int(states.sum()) - sum(counts[s] for s in ("done", "failed", "running", "pending"))
+        counts["other"] = int(states.sum()) - sum(counts[s] for s in COUNTED_STATES)
         return counts
 
     def cost(self, run_id: str | None, key: str) -> float | None:

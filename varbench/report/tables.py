@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from varbench.metrics.stats import paired_test
-from varbench.report.section import METRIC_BETTER, METRIC_LABELS, Row, SectionView
+from varbench.report.section import COUNTED_STATES, METRIC_BETTER, METRIC_LABELS, Row, SectionView
 from varbench.report.table import (Column, Entry, Table, format_bytes, format_count, format_seconds,
                                    mark_best, rounded)
 
@@ -153,13 +153,13 @@ def _label_entries(view: SectionView, row: Row) -> tuple[list[Entry], dict[str, 
     record = {"label": row.label, "arm": row.arm, "run_id": row.run_id,
               "method": row.run.method if row.run else None, "protocol": view.protocol.name, "mode": view.mode,
               "random_init": row.run.random_init if row.run else None,
-              **{f"cells_{state}": counts[state] for state in ("expected", "done", "failed", "running", "pending")}}
+              **{f"cells_{state}": counts[state] for state in ("expected", *COUNTED_STATES)}}
     return [label, Entry(row.run_id or "—"), Entry(_cells_text(counts) if row.run else "no results")], record
 
 
 def _cells_text(counts: dict[str, int]) -> str:
     text = f"{counts['done']}/{counts['expected']}"
-    missing = [f"{counts[state]} {state}" for state in ("failed", "running", "pending", "other") if counts[state]]
+    missing = [f"{counts[state]} {state}" for state in (*COUNTED_STATES[1:], "other") if counts[state]]
     return f"{text} ({', '.join(missing)})" if missing else text
 
 
@@ -169,7 +169,7 @@ def _row_notes(view: SectionView) -> list[str]:
                   if row.run is not None and view.cell_counts(row.run_id)["done"] < len(view.protocol.subjects)]
     if incomplete:
         notes.insert(0, f"{INCOMPLETE} Not every subject is done for {', '.join(incomplete)}: their means cover "
-                        "only the done subjects (failed and pending cells are listed in the report).")
+                        "only the done subjects (failed, damaged and pending cells are listed in the report).")
     absent = [row.label for row in view.rows if row.run is None]
     if absent:
         notes.insert(0, f"{INCOMPLETE} No results yet for {', '.join(absent)}.")
