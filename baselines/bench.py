@@ -58,7 +58,7 @@ from baselines.dreambooth import DreamBooth
 from baselines.sampling import Sampler, sampling_pipeline
 from baselines.synthetic import synthetic_subject
 from baselines.textual_inversion import TextualInversion
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents, sd15_components, tiny_components
 from varbench.timing import matmul_rate

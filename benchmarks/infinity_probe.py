@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from varbench.models.infinity.bench import random_text
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.factory import build_infinity, build_vae
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample
 from varbench.models.infinity.schedule import get_schedule

@@ -21,7 +21,7 @@ import torch
 
 from varbench.metrics import decode_pool
 from varbench.metrics.bench import DISTINCT_FILES, write_synthetic_images
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.scoring import Scorer
 
 waits: dict[str, float] = defaultdict(float)

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from baselines.synthetic import synthetic_subject
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.methods.arbooth import ARBooth

@@ -15,7 +15,7 @@ from varbench.methods.arbooth.fit import make_trainer
 from varbench.methods.arbooth.flops import iteration_flops
 from varbench.methods.arbooth.model import tuned_tensor_names
 from varbench.methods.arbooth.training import prepare_storage
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.factory import build_infinity
 from varbench.models.infinity.schedule import get_schedule
 

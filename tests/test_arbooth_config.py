@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.methods.arbooth import ARBooth
 from varbench.methods.arbooth.config import QUIRKS, ARBoothConfig, quirk_settings

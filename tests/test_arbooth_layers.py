@@ -6,7 +6,7 @@ import torch
 
 from varbench.errors import UserError
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.layers import block_of, count_trainable, select_tensors
+from varbench.methods.arbooth.tuned_layers import block_of, count_trainable, select_tensors
 from varbench.methods.arbooth.model import tuned_tensor_names
 from varbench.models.infinity.factory import build_infinity
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from baselines.synthetic import synthetic_subject
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import NonFiniteLoss
 from varbench.method import CellContext
 from varbench.methods.arbooth import ARBooth

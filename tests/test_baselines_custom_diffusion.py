@@ -27,7 +27,7 @@ from baselines.custom_diffusion import (
 )
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
 from baselines.tokens import EMBEDS_FILE
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import tiny_components

@@ -16,7 +16,7 @@ from baselines.custom_diffusion import CustomDiffusion, CustomDiffusionConfig
 from baselines.dreambooth import DreamBooth, DreamBoothConfig
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
 from baselines.textual_inversion import TextualInversion
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, tiny_components

@@ -19,7 +19,7 @@ from baselines.sampling import Sampler, fuse_projections, sampling_pipeline
 from baselines.speed import Accelerated, NoisePrediction, accelerate, speed_context
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
 from baselines.textual_inversion import TextualInversion, TextualInversionConfig
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.method import CellContext
 from varbench.models.diffusion import cast_module, tiny_components
 

@@ -15,7 +15,7 @@ from baselines.common import generate_images, sampling_pipeline
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
 from baselines.textual_inversion import OBJECT_TEMPLATES, TextualInversion, TextualInversionConfig
 from baselines.tokens import EMBEDS_FILE, write_rows
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import tiny_components

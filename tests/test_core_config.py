@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from varbench.config import from_dict, to_dict
+from varbench.schema import from_dict, to_dict
 from varbench.errors import UserError
 
 

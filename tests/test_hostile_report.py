@@ -32,7 +32,7 @@ from varbench.report.render import render_report
 from varbench.report.results import load_results
 from varbench.report.section import build_views
 from varbench.report.spec import load_spec
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 
 SUBJECT = SyntheticSubject("red_robot", "robot", live=False)
 ARM = SyntheticArm("arbooth", "arbooth", {"dino": 0.4, "clip_i": 0.6, "clip_t": 0.2})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import varbench.cell
+import varbench.worker
 from runner_helpers import image_hashes, metrics_table, run_api, run_cli, states, write_protocol
 from varbench.errors import UserError
 from varbench.fileio import TMP_MARK
@@ -173,7 +173,7 @@ def full_disk(*args, **kwargs):
 
 def test_a_full_disk_while_recording_a_failure_stops_with_one_line(tmp_path, monkeypatch):
     protocol = write_protocol(tmp_path, arm_config="{steps: 2, fail_on: red_robot}")
-    monkeypatch.setattr(varbench.cell, "write_text", full_disk)
+    monkeypatch.setattr(varbench.worker, "write_text", full_disk)
     with pytest.raises(UserError, match="disk full"):
         run_api(protocol, tmp_path / "results")
     (run,) = find_runs(tmp_path / "results")
@@ -183,7 +183,7 @@ def test_a_full_disk_while_recording_a_failure_stops_with_one_line(tmp_path, mon
 
 def test_a_disk_that_fills_mid_cell_leaves_it_to_resume(tmp_path, monkeypatch):
     protocol = write_protocol(tmp_path)
-    monkeypatch.setattr(varbench.cell, "write_png", full_disk)
+    monkeypatch.setattr(varbench.worker, "write_png", full_disk)
     with pytest.raises(UserError, match="disk full"):
         run_api(protocol, tmp_path / "results")
     (run,) = find_runs(tmp_path / "results")
@@ -194,14 +194,14 @@ def test_a_disk_that_fills_mid_cell_leaves_it_to_resume(tmp_path, monkeypatch):
 
 def test_an_unwritable_error_file_still_fails_the_cell_and_the_run_goes_on(tmp_path, monkeypatch):
     protocol = write_protocol(tmp_path, arm_config="{steps: 2, fail_on: red_robot}")
-    original = varbench.cell.write_text
+    original = varbench.worker.write_text
 
     def broken_error_file(path, text):
         if Path(path).name == "error.txt":
             raise OSError(errno.EIO, "Input/output error")
         original(path, text)
 
-    monkeypatch.setattr(varbench.cell, "write_text", broken_error_file)
+    monkeypatch.setattr(varbench.worker, "write_text", broken_error_file)
     assert run_api(protocol, tmp_path / "results") == 1
     assert states(tmp_path / "results") == {"red_robot": "failed", "spotted_dog": "done", "striped_mug": "done"}
     status = json.loads(next((tmp_path / "results").rglob("red_robot/status.json")).read_text())

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from varbench.models.infinity.bench import count_flops, format_table, main
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.schedule import get_schedule
 
 

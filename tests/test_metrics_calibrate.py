@@ -13,7 +13,7 @@ from varbench.data.subject import Subject
 from varbench.errors import UserError
 from varbench.metrics.bench import measure_throughput
 from varbench.metrics.calibrate import COLUMNS, calibrate, calibration_table, run_calibration
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.scoring import Scorer
 from varbench.metrics.similarity import mean_offdiagonal_cosine
 

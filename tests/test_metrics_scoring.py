@@ -11,7 +11,7 @@ from PIL import Image
 
 from varbench.data.subject import Subject
 from varbench.errors import UserError
-from varbench.metrics.config import MODES, MetricsConfig
+from varbench.metrics.settings import MODES, MetricsConfig
 from varbench.metrics.scoring import GeneratedImage, Scorer
 from varbench.store import METRIC_COLUMNS
 

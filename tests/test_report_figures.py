@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.report.figures import cost_figure, loss_figure, pareto_front, spread_figure, sweep_figure
 from varbench.report.results import RANDOM_INIT_NOTE, load_results
 from varbench.report.section import build_views
 from varbench.report.spec import ReportSpec
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 
 SUBJECTS = [SyntheticSubject("dog", "dog", live=True, offset=0.0),
             SyntheticSubject("can", "can", live=False, offset=0.1),

@@ -21,7 +21,7 @@ from varbench.fileio import write_png
 from varbench.report import render_report
 from varbench.report.paths import digest, write_index
 from varbench.report.results import RANDOM_INIT_NOTE
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, synthetic_image, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, synthetic_image, write_synthetic_run
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 
 from varbench.errors import UserError
 from varbench.report.results import latest_phases, load_results
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 from varbench.store import TIMING_COLUMNS
 
 SUBJECTS = [SyntheticSubject("dog", "dog", live=True), SyntheticSubject("can", "can", live=False)]

@@ -7,7 +7,7 @@ from conftest import SHARED_DATA
 from varbench.benchmark import row
 from varbench.fileio import write_json
 from varbench.report import render_report
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.report.formats import latex_escape, to_csv, to_latex, to_markdown
 from varbench.report.results import RANDOM_INIT_NOTE, load_results
 from varbench.report.section import build_views
 from varbench.report.spec import ReportSpec
-from varbench.report.synthetic import SyntheticArm, SyntheticSubject, write_synthetic_run
+from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 from varbench.report.tables import comparison_table, paired_table, split_table
 
 SUBJECTS = [SyntheticSubject("dog", "dog", live=True, offset=0.0),

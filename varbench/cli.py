@@ -26,7 +26,7 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
 
 def _sbatch_extra(pairs: list[str]) -> dict[str, str]:
     """--sbatch KEY=VALUE options, checked like a protocol's slurm.extra (they reach the script)."""
-    from varbench.config import convert_field, excerpt
+    from varbench.schema import convert_field, excerpt
     from varbench.protocol import SlurmSpec, check_sbatch_keys
 
     extra: dict[str, str] = {}
@@ -45,7 +45,7 @@ def _sbatch_extra(pairs: list[str]) -> dict[str, str]:
 def _slurm_flags(**flags: object) -> dict[str, object]:
     """The run command's Slurm flags, each checked like the protocol field it overrides
     (pattern or range); an error names the flag."""
-    from varbench.config import convert_field
+    from varbench.schema import convert_field
     from varbench.protocol import SlurmSpec
 
     return {name: None if value is None else convert_field(SlurmSpec, name, value, "--" + name.replace("_", "-"))

@@ -20,15 +20,15 @@ from typing import Any
 
 import submitit
 
-from varbench.cell import Worker
-from varbench.config import excerpt, from_dict, to_dict
+from varbench.worker import Worker
+from varbench.schema import excerpt, from_dict, to_dict
 from varbench.errors import UserError
-from varbench.plan import Cell
+from varbench.cell import Cell
 from varbench.progress import QuietReporter, RichReporter, console
 from varbench.protocol import Protocol, SlurmSpec, check_sbatch_keys
 from varbench.provenance import new_session_id, now, session_record, usable_cores
 from varbench.devices import gpu_names, resolve_device
-from varbench.runner import RunOptions, pending_cells, prepare
+from varbench.plan import RunOptions, pending_cells, prepare
 from varbench.store import RunStore, check_name
 
 

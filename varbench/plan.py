@@ -1,74 +1,20 @@
-"""Planning: which cells a protocol has, and which images each cell must produce.
+"""Planning: which cells a protocol has (varbench.cell), and which of them have work left.
 
-A cell is one method arm x one subject. Its images are planned up front (prompt,
-sample, seed, file name), so a resumed cell knows exactly what is missing.
+    prepare(protocol, options) -> (protocol, cells)      the run's cells, arms x subjects
+    pending_cells(root, cells, ...)                      those not done (or damaged)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from varbench.cell import Cell
 from varbench.data import Dataset, open_dataset
 from varbench.data.subject import Subject
 from varbench.errors import UserError, did_you_mean
-from varbench.protocol import Arm, Protocol
-from varbench.seeding import derive_seed, fit_seed, image_seed
-from varbench.store import check_name
-
-PRES_PROMPT = "a photo of {}"  # PRES: the plain class prompt, no identifier
-
-
-@dataclass(frozen=True)
-class PlannedImage:
-    kind: str  # "eval" or "pres"
-    prompt_index: int  # -1 for "pres"
-    sample_index: int
-    seed: int
-    prompt: str  # what the method generates from (with the identifier)
-    clip_text: str  # identifier removed, class noun kept (CLIP-T text)
-    template: str  # the raw template with "{}"
-    path: str  # relative to the cell folder
-
-
-@dataclass
-class Cell:
-    protocol: Protocol
-    arm: Arm
-    subject: Subject
-    templates: tuple[str, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.protocol.name}/{self.arm.name}/{self.subject.name}"
-
-    @property
-    def fit_seed(self) -> int:
-        return fit_seed(self.protocol.spec.seeds.base, self.subject.name, self.arm.name)
-
-    @cached_property
-    def images(self) -> list[PlannedImage]:
-        """Every image of the cell: evaluation prompts x samples, then PRES images."""
-        spec = self.protocol.spec
-        phrase = self.arm.make_method().subject_phrase(self.subject.class_noun)
-        noun = self.subject.class_noun
-        planned = []
-        for p, template in enumerate(self.templates):
-            for s in range(spec.images_per_prompt):
-                planned.append(PlannedImage("eval", p, s, self._seed(p, s), template.format(phrase),
-                                            template.format(noun), template, f"images/p{p:03d}_s{s:02d}.png"))
-        for s in range(spec.metrics.pres_images):
-            planned.append(PlannedImage("pres", -1, s, self._seed("pres", s), PRES_PROMPT.format(noun),
-                                        PRES_PROMPT.format(noun), PRES_PROMPT, f"pres/s{s:02d}.png"))
-        return planned
-
-    def _seed(self, prompt_index: int | str, sample_index: int) -> int:
-        seeds = self.protocol.spec.seeds
-        if seeds.scheme == "sample_index":
-            return seeds.base + sample_index
-        if prompt_index == "pres":
-            return derive_seed("pres", seeds.base, self.subject.name, sample_index)
-        return image_seed(seeds.base, self.subject.name, int(prompt_index), sample_index)
-
+from varbench.protocol import Arm, Protocol, load_protocol
+from varbench.store import CellStore, RunStore, check_name
 
 def dataset_of(protocol: Protocol, root: str | None = None, fetch_missing: bool = True) -> Dataset:
     return open_dataset(protocol.spec.data.dataset, root or protocol.spec.data.root, fetch_missing)
@@ -117,3 +63,39 @@ def _select_arms(protocol: Protocol, wanted: list[str] | None) -> list[Arm]:
             protocol.arm(name)  # raises the "no arm named ..." error with suggestions
         chosen += [a for a in matches if a not in chosen]
     return chosen
+
+
+@dataclass
+class RunOptions:
+    results: Path = Path("results")
+    device: str = "auto"
+    methods: list[str] | None = None  # arm names or method names
+    subjects: list[str] | None = None
+    data_root: str | None = None
+    retry_failed: bool = False
+    verify: bool = False  # compare done cells' files with their sealed hashes, not only sizes
+    dry_run: bool = False
+    launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
+    gpus: list[str] = field(default_factory=list)  # for the local launcher
+    slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section
+
+
+def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
+    protocol = load_protocol(protocol_name)
+    dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
+    cells = plan_cells(protocol, dataset, options.methods, options.subjects)
+    return protocol, cells
+
+
+def cell_store(root: Path, cell: Cell) -> CellStore:
+    return RunStore(root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name)
+
+
+def cell_state(root: Path, cell: Cell, verify: bool = False) -> str:
+    return cell_store(root, cell).state(hashes=verify).state
+
+
+def pending_cells(root: Path, cells: list[Cell], retry_failed: bool, verify: bool = False) -> list[Cell]:
+    """Cells with work left: never run, interrupted, damaged (and failed, to retry)."""
+    todo_states = {"pending", "running", "interrupted", "damaged"} | ({"failed"} if retry_failed else set())
+    return [c for c in cells if cell_state(root, c, verify) in todo_states]

@@ -1,5 +1,5 @@
 """Protocols: YAML files that declare a whole benchmark (data, prompts, seeds, method arms,
-metrics, report tables). Loading validates every key and type (varbench.config) and the
+metrics, report tables). Loading validates every key and type (varbench.schema) and the
 config of every arm against its method's Config dataclass.
 
 A protocol may `include:` other YAML files (paths relative to it); included mappings are
@@ -7,7 +7,7 @@ merged first, in order, then the including file's own keys win (mappings merge d
 lists and scalars replace).
 
 A protocol never runs code and never makes a run unbounded: every number has a range
-(field metadata, checked by varbench.config), every prompt template is formatted once at
+(field metadata, checked by varbench.schema), every prompt template is formatted once at
 load, values that reach an sbatch script must match strict patterns, and YAML loading has
 budgets (file size, nesting depth, nodes after alias expansion, included files), so a
 hostile file fails fast with one UserError instead of hanging or crashing later.
@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import yaml
 
-from varbench.config import excerpt, from_dict, to_dict
+from varbench.schema import excerpt, from_dict, to_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.hashing import content_hash
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.seeding import SEED_BITS
 from varbench.store import check_name
 

@@ -1,5 +1,8 @@
 """The runner: plan a protocol's cells, run them through a launcher, summarise.
 
+One way down: cli -> runner -> launch -> worker -> (cell, store, metrics); planning
+(varbench.plan) is shared by the runner and the launchers and imports neither.
+
     varbench run --protocol smoke      ->  run_protocol(...)  ->  exit code
     0: every selected cell is done; 1: some cells failed (each recorded with its error);
     2: a user error stopped the run before any cell (one line, no traceback).
@@ -8,54 +11,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 
-from varbench.plan import Cell, dataset_of, plan_cells
-from varbench.progress import console
-from varbench.protocol import Protocol, load_protocol
+from varbench.cell import Cell
 from varbench.devices import resolve_device
 from varbench.errors import UserError
-from varbench.store import CellStore, RunStore
-
-
-@dataclass
-class RunOptions:
-    results: Path = Path("results")
-    device: str = "auto"
-    methods: list[str] | None = None  # arm names or method names
-    subjects: list[str] | None = None
-    data_root: str | None = None
-    retry_failed: bool = False
-    verify: bool = False  # compare done cells' files with their sealed hashes, not only sizes
-    dry_run: bool = False
-    launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
-    gpus: list[str] = field(default_factory=list)  # for the local launcher
-    slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section
-
-
-def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
-    protocol = load_protocol(protocol_name)
-    dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
-    cells = plan_cells(protocol, dataset, options.methods, options.subjects)
-    return protocol, cells
-
-
-def cell_store(root: Path, cell: Cell) -> CellStore:
-    return RunStore(root, cell.protocol.name, cell.arm.run_id).cell(cell.subject.name)
-
-
-def cell_state(root: Path, cell: Cell, verify: bool = False) -> str:
-    return cell_store(root, cell).state(hashes=verify).state
-
-
-def pending_cells(root: Path, cells: list[Cell], retry_failed: bool, verify: bool = False) -> list[Cell]:
-    """Cells with work left: never run, interrupted, damaged (and failed, to retry)."""
-    todo_states = {"pending", "running", "interrupted", "damaged"} | ({"failed"} if retry_failed else set())
-    return [c for c in cells if cell_state(root, c, verify) in todo_states]
+from varbench.launch import describe_slurm, device_list, launch
+from varbench.plan import RunOptions, cell_state, cell_store, pending_cells, prepare
+from varbench.progress import console
 
 
 def check_results_root(root: Path, cells: list[Cell]) -> None:
@@ -117,12 +82,8 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
     if options.dry_run:
         print_plan(root, cells)
         if options.launcher == "slurm":
-            from varbench.launch import describe_slurm
-
             describe_slurm(protocol, pending_cells(root, cells, options.retry_failed), options)
         return 0
-    from varbench.launch import device_list, launch
-
     from varbench.weights import cache_root
 
     check_can_write(cache_root(), "varbench cache", "VARBENCH_CACHE")

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from varbench.data.subject import Subject
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.preprocess import clip_input, dino_input
 from varbench.metrics.scoring import GeneratedImage, Scorer
 from varbench.timing import matmul_rate, synchronize

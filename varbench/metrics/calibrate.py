@@ -22,7 +22,7 @@ from rich.table import Table
 from varbench.data import Dataset, open_dataset
 from varbench.devices import resolve_device
 from varbench.errors import UserError
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.modes import mode_spec
 from varbench.metrics.scoring import Scorer
 from varbench.metrics.similarity import mean_offdiagonal_cosine

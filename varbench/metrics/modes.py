@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from varbench.errors import UserError, did_you_mean
-from varbench.metrics.config import MODES
+from varbench.metrics.settings import MODES
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch
 
 from varbench.data.subject import Subject
 from varbench.errors import UserError
-from varbench.metrics.config import MetricsConfig
+from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.decode import ViewLoader
 from varbench.metrics.diversity import Diversity, build_lpips
 from varbench.metrics.modes import mode_spec

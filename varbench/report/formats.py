@@ -11,7 +11,7 @@ import html
 import io
 import math
 
-from varbench.report.table import Column, Entry, Table
+from varbench.report.table_model import Column, Entry, Table
 
 ARROWS = {"higher": "↑", "lower": "↓", "": ""}
 

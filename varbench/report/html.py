@@ -20,7 +20,7 @@ from varbench.report.figures import FigureFile
 from varbench.report.formats import to_html
 from varbench.report.grids import GridFile
 from varbench.report.results import RANDOM_INIT_NOTE, RunResults
-from varbench.report.table import Table
+from varbench.report.table_model import Table
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

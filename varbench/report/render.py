@@ -37,8 +37,8 @@ from varbench.report.paths import PAGE_NAME, OutputFolder
 from varbench.report.results import ProtocolResults, load_results
 from varbench.report.section import SectionView, build_views
 from varbench.report.spec import PACKAGE_DIR, ReportSpec, SectionSpec, find_spec, load_spec
-from varbench.report.speed import speed_unit
-from varbench.report.table import Table
+from varbench.report.speed_section import speed_unit
+from varbench.report.table_model import Table
 from varbench.report.tables import build_tables, subject_records
 
 

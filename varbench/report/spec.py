@@ -18,7 +18,7 @@ and is rendered once for every one of them that has results, once per metric mod
         tables: [comparison]
         figures: [sweep]
 
-Validated with `varbench.config.from_dict`, so a typo is one clear error naming the key.
+Validated with `varbench.schema.from_dict`, so a typo is one clear error naming the key.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Literal
 
 import yaml
 
-from varbench.config import from_dict
+from varbench.schema import from_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.store import check_name
 

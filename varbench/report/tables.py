@@ -16,7 +16,7 @@ from typing import Any
 
 from varbench.metrics.stats import paired_test
 from varbench.report.section import COUNTED_STATES, METRIC_BETTER, METRIC_LABELS, Row, SectionView
-from varbench.report.table import (Column, Entry, Table, format_bytes, format_count, format_seconds,
+from varbench.report.table_model import (Column, Entry, Table, format_bytes, format_count, format_seconds,
                                    mark_best, rounded)
 
 INCOMPLETE = "†"

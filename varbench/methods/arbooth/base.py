@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.factory import (
     TRANSFORMER_FILES,
     VAE_FILES,

@@ -47,7 +47,7 @@ from varbench.methods.arbooth.fit import make_teacher, make_trainer, prior_condi
 from varbench.methods.arbooth.flops import iteration_flops
 from varbench.methods.arbooth.model import tuned_tensor_names
 from varbench.methods.arbooth.training import TrainingData, prepare_storage
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.factory import build_infinity
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
 from varbench.timing import matmul_rate

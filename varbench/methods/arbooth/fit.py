@@ -16,7 +16,7 @@ from varbench.method import CellContext
 from varbench.methods.arbooth.base import ARBoothBase, teacher_sampling
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, encode_latents, pixel_batch, prior_prompt, training_prompt
-from varbench.methods.arbooth.layers import trains_identifier
+from varbench.methods.arbooth.tuned_layers import trains_identifier
 from varbench.methods.arbooth.model import ARBoothModel, identifier_shape, tuned_tensor_names
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, Teacher, build_pool, frozen_twin, pool_key
 from varbench.methods.arbooth.training import NoClock, Trainer, TrainingData, prepare_storage, uses_amp

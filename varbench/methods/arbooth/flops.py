@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.layers import block_parts, trains_identifier
+from varbench.methods.arbooth.tuned_layers import block_parts, trains_identifier
 from varbench.methods.arbooth.recompute import configured_count
-from varbench.models.infinity.config import InfinityConfig
+from varbench.models.infinity.architecture import InfinityConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
 ATTENTION_BACKWARD = 2.5  # backward / forward FLOPs of attention (FlopCounterMode's convention)

@@ -17,7 +17,7 @@ from typing import Any
 
 from varbench.method import CellContext, Method
 from varbench.methods.arbooth.config import ARBoothConfig, check_config
-from varbench.models.infinity.config import get_size
+from varbench.models.infinity.architecture import get_size
 
 
 class ARBooth(Method):

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from varbench.config import to_dict
+from varbench.schema import to_dict
 from varbench.hashing import content_hash
 from varbench.method import PersonalizedModel
 from varbench.methods.arbooth.artifact import load_artifact_tensors, save_artifact
 from varbench.methods.arbooth.base import ARBoothBase
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.layers import IDENTIFIER_KEY, select_tensors, trains_identifier
+from varbench.methods.arbooth.tuned_layers import IDENTIFIER_KEY, select_tensors, trains_identifier
 from varbench.methods.arbooth.training import prepare_storage, uses_amp
 from varbench.models.infinity.transformer import Infinity
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varbench.models.groupnorm import ChannelStatsGroupNorm
-from varbench.models.infinity.config import TokenizerConfig
+from varbench.models.infinity.architecture import TokenizerConfig
 from varbench.models.upsample import upsample_conv
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from varbench.models.infinity.config import InfinityConfig, get_size
+from varbench.models.infinity.architecture import InfinityConfig, get_size
 from varbench.models.infinity.factory import build_infinity, build_vae
 from varbench.models.infinity.graphs import release_graphs
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample

@@ -33,7 +33,7 @@ from torch import nn
 
 from varbench.models.infinity.autoencoder import Decoder, Encoder
 from varbench.models.infinity.fusion import run_module
-from varbench.models.infinity.config import TokenizerConfig
+from varbench.models.infinity.architecture import TokenizerConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
 Interpolation = Literal["trilinear", "area"]

@@ -19,7 +19,7 @@ from varbench.errors import UserError
 from varbench.models.infinity.bsq import BSQTokenizer
 from varbench.models.infinity.checkpoint import (INFINITY_2B_FILE, VAE_D32REG_FILE, VAE_KEY, canonical_vae_keys,
                                                  load_strict, read_state_dict)
-from varbench.models.infinity.config import ModelSize, get_size
+from varbench.models.infinity.architecture import ModelSize, get_size
 from varbench.models.infinity.transformer import Infinity
 from varbench.weights import WeightFile, resolve_file
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from varbench.models.infinity.bsq import BSQTokenizer
-from varbench.models.infinity.config import ModelSize, get_size
+from varbench.models.infinity.architecture import ModelSize, get_size
 from varbench.models.infinity.factory import build_infinity, build_vae, load_transformer, load_vae
 from varbench.models.infinity.sampler import SampleOutput, SamplingConfig, sample
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule, schedule_for_pixels

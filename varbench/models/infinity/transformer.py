@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from varbench.errors import UserError
-from varbench.models.infinity.config import InfinityConfig
+from varbench.models.infinity.architecture import InfinityConfig
 from varbench.models.infinity.fusion import run_block
 from varbench.models.infinity.layers import (AdaLNBeforeHead, CrossAttention, FeedForward, KVCache, RMSNorm,
                                              SelfAttention, TextAttentivePool, drop_path_scale, modulate)

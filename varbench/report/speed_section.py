@@ -13,7 +13,7 @@ from typing import Any
 
 from varbench.fileio import read_json
 from varbench.report.html import Unit
-from varbench.report.table import Column, Entry, Table
+from varbench.report.table_model import Column, Entry, Table
 
 BENCH_FILE = Path("bench") / "bench.json"
 
