@@ -51,11 +51,14 @@ def metrics_table(results: Path) -> pd.DataFrame:
 
 
 def phases(results: Path, subject: str) -> list[str]:
+    """Timed phases of a subject's cell: generation (the cell's timings.csv), then scoring
+    (each score folder's)."""
     (path,) = results.rglob(f"cells/{subject}/timings.csv")
-    return pd.read_csv(path)["phase"].tolist()
+    scored = sorted(path.parent.glob("scores/*/timings.csv"))
+    return [phase for file in (path, *scored) for phase in pd.read_csv(file)["phase"].tolist()]
 
 
 def states(results: Path) -> dict[str, str]:
     import json
 
-    return {p.parent.name: json.loads(p.read_text())["state"] for p in sorted(results.rglob("status.json"))}
+    return {p.parent.name: json.loads(p.read_text())["state"] for p in sorted(results.rglob("cells/*/status.json"))}

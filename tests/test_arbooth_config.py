@@ -131,12 +131,21 @@ def test_report_spec_names_the_protocol_arms():
     assert distill.parameter.key == "config.distill_weight" and hasattr(ARBoothConfig(), "distill_weight")
 
 
-def test_compiled_generation_is_opt_in_and_reaches_the_sampler():
+def test_compiled_generation_is_opt_in_and_reaches_the_speed_layer():
     import torch
 
-    from varbench.methods.arbooth.base import generation_sampling, teacher_sampling
+    from varbench.methods.arbooth.base import speed_options
 
-    cpu = torch.device("cpu")
-    assert not generation_sampling(ARBoothConfig(), cpu).compile_blocks
-    assert generation_sampling(ARBoothConfig(compile_generation=True), cpu).compile_blocks
-    assert teacher_sampling(ARBoothConfig(compile_generation=True, compile_blocks=False), cpu).compile_blocks is False
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not speed_options(ARBoothConfig(), cpu, "generate").compile_blocks
+    assert speed_options(ARBoothConfig(compile_generation=True), cpu, "generate").compile_blocks
+    assert speed_options(ARBoothConfig(compile_generation=True, compile_blocks=False), cpu, "teacher").compile_blocks \
+        is False
+    # The fit (training passes, teacher) compiles by default; CUDA graphs for both samplers, on CUDA only.
+    assert speed_options(ARBoothConfig(), cpu, "train").compile_blocks
+    assert speed_options(ARBoothConfig(), cpu, "teacher").compile_blocks
+    assert not speed_options(ARBoothConfig(), cpu, "generate").cuda_graphs
+    assert speed_options(ARBoothConfig(), cuda, "generate").cuda_graphs
+    assert speed_options(ARBoothConfig(), cuda, "teacher").cuda_graphs
+    assert not speed_options(ARBoothConfig(cuda_graphs=False), cuda, "teacher").cuda_graphs
+    assert not speed_options(ARBoothConfig(), cuda, "train").cuda_graphs

@@ -28,8 +28,8 @@ def test_local_launcher_spreads_cells_over_workers(tmp_path):
     run = run_cli("run", "--protocol", str(protocol), "--results", str(results), "--launcher", "local",
                   "--gpus", "cpu,cpu")
     assert run.returncode == 0, run.stderr
-    assert [json.loads(p.read_text())["state"] for p in results.rglob("status.json")] == ["done"] * 6
-    workers = {json.loads(p.read_text())["pid"] for p in results.rglob("status.json")}
+    assert [json.loads(p.read_text())["state"] for p in results.rglob("cells/*/status.json")] == ["done"] * 6
+    workers = {json.loads(p.read_text())["pid"] for p in results.rglob("cells/*/status.json")}
     assert len(workers) == 2  # both worker processes took cells
     reference = tmp_path / "reference"
     assert run_api(protocol, reference) == 0

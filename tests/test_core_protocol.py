@@ -36,7 +36,7 @@ def test_loads_arms_with_typed_configs_and_distinct_run_ids(tmp_path):
 
 def test_run_id_changes_with_results_relevant_fields_only(tmp_path):
     base = load_protocol(write(tmp_path, BASE)).arms[0].run_id
-    assert load_protocol(write(tmp_path, BASE + "batch_size: 7\n", "b.yaml")).arms[0].run_id == base
+    assert load_protocol(write(tmp_path, BASE + "execution: {batch_size: 7}\n", "b.yaml")).arms[0].run_id == base
     assert load_protocol(write(tmp_path, BASE.replace("version: 1", "version: 2"), "c.yaml")).arms[0].run_id != base
     assert load_protocol(write(tmp_path, BASE.replace("steps: 5", "steps: 6"), "d.yaml")).arms[0].run_id != base
     assert load_protocol(write(tmp_path, BASE + "seeds: {base: 3}\n", "e.yaml")).arms[0].run_id != base

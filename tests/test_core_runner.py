@@ -65,7 +65,7 @@ def test_resume_regenerates_only_missing_images_identically(finished, tmp_path):
     reference_images, reference_metrics = image_hashes(copy), metrics_table(copy)
     cell = next(copy.rglob("cells/spotted_dog"))
     (cell / "images" / "p001_s01.png").unlink()
-    (cell / "metrics.csv").unlink()
+    shutil.rmtree(cell / "scores")  # killed before scoring
     json_status = cell / "status.json"
     json_status.write_text(json.dumps({"state": "running"}))  # as if killed mid-generation
     assert run_api(protocol, copy) == 0
@@ -121,6 +121,6 @@ def test_a_load_error_fails_the_arm_once_not_once_per_cell(tmp_path):
     results = tmp_path / "results"
     assert run_api(protocol, results) == 1
     assert set(states(results).values()) == {"failed"}
-    errors = {json.loads(p.read_text())["error"] for p in results.rglob("status.json")}
+    errors = {json.loads(p.read_text())["error"] for p in results.rglob("cells/*/status.json")}
     assert errors == {"toy weights missing (toy weights). Put them in place."}
     assert len(toy_method.LOAD_CALLS) == 1  # later cells reuse the recorded error

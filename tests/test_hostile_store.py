@@ -23,7 +23,7 @@ from varbench.errors import UserError
 from varbench.fileio import TMP_MARK
 from varbench.protocol import load_protocol
 from varbench.report.results import load_results
-from varbench.store import RunStore, find_runs
+from varbench.store import RunStore, find_runs, read_rows
 
 SUBJECT = "red_robot"
 IMAGE = "images/p000_s01.png"
@@ -47,13 +47,15 @@ def copy(finished, tmp_path):
 
 
 def cell_state(cell, verify=False):
-    return cell.state(hashes=verify).state
+    (score_id,) = [p.stem for p in (cell.run_dir / "scores").glob("*.json")]
+    return cell.state(score_id, hashes=verify).state
 
 
 def session_phases(cell) -> list[str]:
-    """Phases timed by the latest session (the repair, after a rerun)."""
-    rows = cell.rows("timings")
-    last = rows[-1]["session"]
+    """Phases timed by the latest session (the repair, after a rerun): generation, then scoring."""
+    rows = cell.rows("timings") + [row for path in sorted(cell.dir.glob("scores/*/timings.csv"))
+                                   for row in read_rows(path)]
+    last = max(row["session"] for row in rows)
     return [row["phase"] for row in rows if row["session"] == last]
 
 
@@ -62,11 +64,16 @@ def write_jpeg_over(path: Path) -> None:
         image.convert("RGB").save(path, format="JPEG")
 
 
+def scores_csv(cell) -> Path:
+    (folder,) = (cell.dir / "scores").glob("*/")
+    return folder / "metrics.csv"
+
+
 DAMAGES = {
-    "metrics truncated to the header": lambda c: (c.dir / "metrics.csv").write_text(
-        (c.dir / "metrics.csv").read_text().splitlines()[0] + "\n"),
-    "a metric value of banana": lambda c: (c.dir / "metrics.csv").write_text(
-        _replace_first_value((c.dir / "metrics.csv").read_text(), "banana")),
+    "metrics truncated to the header": lambda c: scores_csv(c).write_text(
+        scores_csv(c).read_text().splitlines()[0] + "\n"),
+    "a metric value of banana": lambda c: scores_csv(c).write_text(
+        _replace_first_value(scores_csv(c).read_text(), "banana")),
 }
 IMAGE_DAMAGES = {
     "PNG deleted": lambda p: p.unlink(),
@@ -96,7 +103,7 @@ def test_damaged_scores_are_seen_and_only_rescored(copy, damage):
     assert session_phases(cell) == ["load_metrics", "score"]  # no fit, no generation
     assert image_hashes(results) == images_before
     pd_equal(metrics_table(results), before)
-    assert list((cell.dir / "damaged").glob("*/metrics.csv"))  # the damaged file is kept aside
+    assert list((cell.dir / "damaged").glob("*/scores/*/metrics.csv"))  # the damaged file is kept aside
 
 
 def pd_equal(left, right):
@@ -227,9 +234,12 @@ def test_cell_writes_never_follow_a_link_out_of_the_root(tmp_path, link):
 def test_seal_lists_every_result_file_with_its_hash(copy):
     _, _, cell = copy
     files = json.loads((cell.dir / "status.json").read_text())["files"]
-    assert IMAGE in files and "metrics.csv" in files and "artifact/toy.safetensors" in files
+    assert IMAGE in files and "cell.json" in files and "artifact/toy.safetensors" in files
     assert files[IMAGE]["sha256"] == hashlib.sha256((cell.dir / IMAGE).read_bytes()).hexdigest()
-    assert not {"status.json", "owner.json", ".lock"} & set(files)
+    assert not {"status.json", "owner.json", ".lock"} & set(files) and not any(f.startswith("scores/") for f in files)
+    score_files = json.loads((scores_csv(cell).parent / "status.json").read_text())["files"]
+    assert set(score_files) == {"metrics.csv", "timings.csv"}
+    assert score_files["metrics.csv"]["sha256"] == hashlib.sha256(scores_csv(cell).read_bytes()).hexdigest()
 
 
 def test_a_killed_cache_build_and_manifest_write_leave_nothing_behind(tmp_path):

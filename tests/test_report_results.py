@@ -61,7 +61,7 @@ def test_random_init_and_devices_come_from_the_manifest(tmp_path: Path):
                                random_init=False, device="NVIDIA H100 80GB HBM3")
     results = load_results(tmp_path)["p"]
     run = results.run(real.run_id)
-    assert not run.random_init and run.devices == ["NVIDIA H100 80GB HBM3"] and run.mode == "canonical"
+    assert not run.random_init and run.devices == ["NVIDIA H100 80GB HBM3"] and run.modes == ["canonical"]
     real.add_session({"session": "later", "started": "2026-02-01T00:00:00", "device": "cpu",
                       "random_init_method": True, "random_init_metrics": False})
     run = load_results(tmp_path)["p"].run(real.run_id)
@@ -79,7 +79,8 @@ def test_corrupt_files_are_named_and_never_counted(tmp_path: Path):
         loaded = load_results(tmp_path)["p"]
     assert loaded.runs[0].random_init
     (run.dir / "manifest.json").write_text('{"sessions": []}', encoding="utf-8")
-    (run.cell("dog").dir / "metrics.csv").write_text("run_id,subject\nx,dog\n", encoding="utf-8")
+    (score_id,) = run.scores()
+    (run.cell("dog").score_dir(score_id) / "metrics.csv").write_text("run_id,subject\nx,dog\n", encoding="utf-8")
     loaded = load_results(tmp_path)["p"]
     dog = loaded.cells.set_index("subject").loc["dog"]
     assert dog["state"] == "damaged" and "metrics.csv" in dog["error"]

@@ -63,6 +63,9 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun cells that failed before."),
     verify: bool = typer.Option(False, "--verify", help="Check done cells' files against their sha256 seal "
                                 "(sizes are always checked); damaged cells are repaired."),
+    set_: list[str] = typer.Option([], "--set", help="Execution option for every arm (execution.KEY=VALUE) or one "
+                                   "arm (ARM.execution.KEY=VALUE); never changes a result (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object per cell and line."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
     launcher: str = typer.Option("inprocess", "--launcher", help="inprocess, local (one worker per GPU) or slurm."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Local launcher devices: '0,1,2' ('cpu,cpu' for CPU workers)."),
@@ -75,12 +78,15 @@ def run(
     """Run a protocol: fit, generate and score every pending cell (resumes finished work)."""
     from varbench.runner import RunOptions, run_protocol
 
+    if as_json and not dry_run:
+        raise UserError("--json prints the plan of a dry run", "--json", "Add --dry-run.")
     if launcher not in ("inprocess", "local", "slurm"):
         raise UserError(f"unknown launcher {launcher!r}", "--launcher", "Use inprocess, local or slurm.")
     slurm = {**_slurm_flags(partition=partition, account=account, time_minutes=time_minutes,
                             gpus_per_job=gpus_per_job), "extra": _sbatch_extra(sbatch) or None}
     options = RunOptions(results=results, device=device, methods=_split(methods), subjects=_split(subjects),
                          data_root=data_root, retry_failed=retry_failed, verify=verify, dry_run=dry_run,
+                         json=as_json, overrides=set_,
                          launcher=launcher, gpus=_split(gpus) or [], slurm=slurm)
     raise typer.Exit(run_protocol(protocol, options))
 
@@ -112,6 +118,17 @@ def status(
     from varbench.status import print_status
 
     raise typer.Exit(print_status(results, protocol, verify))
+
+
+@app.command()
+def migrate(results: Path = RESULTS) -> None:
+    """Convert results written before run ids and score ids were split (layout 1), in place."""
+    from varbench.migrate import migrate_results
+
+    lines = migrate_results(results)
+    for line in lines:
+        typer.echo(f"migrated {line}")
+    typer.echo(f"{len(lines)} run(s) migrated" if lines else "nothing to migrate: every run is in the current layout")
 
 
 @app.command()

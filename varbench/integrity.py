@@ -6,13 +6,15 @@ same atomic write as the `done` state, so there is never a done cell without one
 
 `check_cell` compares a cell folder with its seal: sizes always (a stat per file),
 hashes when asked (`--verify`), plus a parse of the records readers rely on (every
-metric value a number, a score for every image). What it finds is a list of
-`Problem`s; a done cell with problems is *damaged*, and nothing counts it.
+image a PNG). Each score folder (`scores/<score id>/`, one per metric mode the cell was
+scored in) has a seal of its own, checked by `check_score` (every metric value a
+number, a score for every image). What they find is a list of `Problem`s; a done cell
+with problems is *damaged*, and nothing counts it.
 
 Repairing quarantines the damaged files (moved to `damaged/<time>/`, never deleted: a
 user may want to look at them) together with whatever was computed from them, so the
 runner's usual resume logic redoes exactly that: a damaged PNG is regenerated and the
-cell rescored, damaged scores are only rescored, damaged fit records (cell.json,
+cell rescored (in every mode), damaged scores are only rescored, damaged fit records (cell.json,
 losses.csv, the artifact) are refitted, a damaged timings.csv is dropped (the repair's
 own timings replace it; the lost times show as missing, never as wrong), and an
 unreadable status.json is replaced after the cell's records are checked and rescored.
@@ -33,7 +35,7 @@ from typing import Any
 QUARANTINE = "damaged"
 # Files in a cell folder that describe the cell's state rather than being its results.
 UNSEALED = {"status.json", "owner.json", ".lock", "error.txt"}
-UNSEALED_FOLDERS = {QUARANTINE, "work"}
+UNSEALED_FOLDERS = {QUARANTINE, "work", "scores"}  # a score folder has a seal of its own
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIT_RECORDS = ("cell.json", "losses.csv", "artifact")
 
@@ -75,7 +77,8 @@ def seal(cell_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_cell(cell_dir: Path, sealed: dict[str, Any] | None, hashes: bool = False) -> list[Problem]:
-    """What is wrong with a done cell: files against the seal (if any), then its records."""
+    """What is wrong with a done cell's generation: files against the seal (if any), then
+    its records (scores are checked per score folder: `check_score`)."""
     cell_dir = Path(cell_dir)
     problems = check_seal(cell_dir, sealed, hashes) if sealed is not None else []
     damaged = {p.path for p in problems}
@@ -117,17 +120,26 @@ def _inside(cell_dir: Path, name: str) -> bool:
 
 
 def check_records(cell_dir: Path) -> list[Problem]:
-    """Parse what readers rely on: every planned image is a PNG, metrics are numbers for
-    every evaluation image. Cheap (two small CSVs and each PNG's first bytes)."""
+    """Parse what readers rely on: every planned image is a PNG. Cheap (one small CSV and
+    each PNG's first bytes)."""
     images, problem = _read_csv(cell_dir / "images.csv", ("kind", "path"))
     if problem:
         return [Problem("images.csv", problem)]
-    problems = [Problem(row["path"], what) for row in images
-                if (what := _png_problem(cell_dir, row["path"]))]
-    metrics, problem = _read_csv(cell_dir / "metrics.csv", ("metric", "image", "value"))
+    return [Problem(row["path"], what) for row in images if (what := _png_problem(cell_dir, row["path"]))]
+
+
+def check_score(cell_dir: Path, score_dir: Path, sealed: Any, hashes: bool = False) -> list[Problem]:
+    """A done score folder against its seal, then its metrics: every value a number and
+    every evaluation image of the cell scored. Paths are relative to the cell folder."""
+    prefix = score_dir.relative_to(cell_dir)
+    problems = [Problem(str(prefix / p.path), p.what) for p in check_seal(score_dir, sealed, hashes)]
+    if problems:
+        return problems
+    images, _ = _read_csv(cell_dir / "images.csv", ("kind", "path"))
+    metrics, problem = _read_csv(score_dir / "metrics.csv", ("metric", "image", "value"))
     if problem:
-        return [*problems, Problem("metrics.csv", problem)]
-    return problems + _metric_problems(images, metrics)
+        return [Problem(str(prefix / "metrics.csv"), problem)]
+    return [Problem(str(prefix / p.path), p.what) for p in _metric_problems(images, metrics)]
 
 
 def _png_problem(cell_dir: Path, name: str) -> str | None:
@@ -184,11 +196,12 @@ def to_redo(problems: list[Problem]) -> set[str]:
     names = {p.path for p in problems}
     redo = set(names)
     if any(_top(n) in ("images", "pres") for n in names):
-        redo.add("metrics.csv")  # scores of a regenerated image (and DIV of its prompt) change
+        redo.add("scores")  # every score of a regenerated image (and DIV of its prompt) changes
+    redo.update(str(Path(*Path(n).parts[:2])) for n in names if _top(n) == "scores")  # the whole score folder
     if any(_top(n) in FIT_RECORDS for n in names):
         redo.update(FIT_RECORDS)  # refit: losses, facts and artifact come from one fit
     if "status.json" in names:
-        redo.add("metrics.csv")  # no seal to check the scores against: score again
+        redo.add("scores")  # no seal to check the images' scores against: score again
     return redo
 
 

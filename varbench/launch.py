@@ -53,6 +53,7 @@ def record_sessions(root: Path, cells: list[Cell], session: str, device: Any, la
     for run_id, cell in first_cell.items():
         run = RunStore(root, cell.protocol.name, run_id)
         run.write_identity(cell.arm.identity())
+        run.write_score_identity(cell.arm.score_id, cell.arm.score_identity())
         record = {**base, "random_init_method": cell.arm.make_method().uses_random_init(),
                   "random_init_metrics": cell.protocol.spec.metrics.backbones == "tiny"}
         if finished:

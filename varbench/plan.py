@@ -75,13 +75,15 @@ class RunOptions:
     retry_failed: bool = False
     verify: bool = False  # compare done cells' files with their sealed hashes, not only sizes
     dry_run: bool = False
+    json: bool = False  # --dry-run: one JSON object per cell instead of the table
+    overrides: list[str] = field(default_factory=list)  # --set execution.KEY=VALUE (varbench.execution)
     launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
     gpus: list[str] = field(default_factory=list)  # for the local launcher
     slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section
 
 
 def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
-    protocol = load_protocol(protocol_name)
+    protocol = load_protocol(protocol_name, options.overrides)
     dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
     cells = plan_cells(protocol, dataset, options.methods, options.subjects)
     return protocol, cells
@@ -92,7 +94,8 @@ def cell_store(root: Path, cell: Cell) -> CellStore:
 
 
 def cell_state(root: Path, cell: Cell, verify: bool = False) -> str:
-    return cell_store(root, cell).state(hashes=verify).state
+    """The cell's state in the protocol's metric mode (see CellStore.state)."""
+    return cell_store(root, cell).state(cell.arm.score_id, hashes=verify).state
 
 
 def pending_cells(root: Path, cells: list[Cell], retry_failed: bool, verify: bool = False) -> list[Cell]:

@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 import yaml
 
-from varbench.schema import excerpt, from_dict, to_dict
+from varbench import execution
+from varbench.schema import EXECUTION, excerpt, from_dict, identity_dict, to_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.hashing import content_hash
-from varbench.metrics.settings import MetricsConfig
+from varbench.metrics.settings import MetricsConfig, score_id, score_identity
 from varbench.seeding import SEED_BITS
-from varbench.store import check_name
+from varbench.store import STORE_LAYOUT, check_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -107,7 +108,8 @@ class SlurmSpec:
 class ArmSpec:
     method: str
     name: str | None = None  # defaults to the method name; unique within a protocol
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # what the method computes (hashed)
+    execution: dict[str, Any] = field(default_factory=dict)  # how fast (never hashed): varbench.execution
 
 
 @dataclass
@@ -120,8 +122,8 @@ class ProtocolSpec:
     data: DataSpec = field(default_factory=DataSpec)
     prompts: PromptSpec = field(default_factory=PromptSpec)
     images_per_prompt: int = field(default=4, metadata=_range(1, MAX_IMAGES_PER_PROMPT))
-    # generation batch (never changes an image, only speed)
-    batch_size: int = field(default=4, metadata=_range(1, 1024))
+    # generation batch (never changes an image, only speed): set as execution.batch_size
+    batch_size: int = field(default=4, metadata={**_range(1, 1024), EXECUTION: "batch_size"})
     seeds: SeedSpec = field(default_factory=SeedSpec)
     # overrides `resolution` in every arm config that has one (pixels per side)
     resolution: int | None = field(default=None, metadata=_range(8, 16384))
@@ -129,16 +131,19 @@ class ProtocolSpec:
     keep_artifacts: bool = True
     report: list[str] = field(default_factory=lambda: ["main"])
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
+    execution: dict[str, Any] = field(default_factory=dict)  # every arm's speed options (varbench.execution)
 
 
 @dataclass
 class Arm:
-    """A method arm resolved against the registry: its method class and typed config."""
+    """A method arm resolved against the registry: its method class, its typed config
+    (execution options applied) and the execution options themselves."""
 
     name: str
     method_name: str
     config: Any
     protocol: Protocol
+    execution: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def method_class(self) -> type:
@@ -150,25 +155,46 @@ class Arm:
         return self.method_class(self.config)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that determines this arm's results (hashed into the run id)."""
+        """What determines this arm's fits and images (hashed into the run id): the method,
+        its config without execution options, data, prompts, seeds, images per prompt and
+        the PRES images. Metrics are the score id's (a run can be scored in several modes)."""
         spec = self.protocol.spec
         return {
+            "layout": STORE_LAYOUT,
             "protocol": spec.name,
             "protocol_version": spec.version,
             "arm": self.name,
             "method": self.method_name,
             "method_version": self.method_class.version,
-            "config": to_dict(self.config),
+            "config": identity_dict(self.config),
             "dataset": spec.data.dataset,
             "prompts": to_dict(spec.prompts),
             "images_per_prompt": spec.images_per_prompt,
+            "pres_images": spec.metrics.pres_images,
             "seeds": to_dict(spec.seeds),
-            "metrics": to_dict(spec.metrics),
         }
 
     @cached_property
     def run_id(self) -> str:
         return f"{self.name}-{content_hash(self.identity(), length=10)}"
+
+    def score_identity(self) -> dict[str, Any]:
+        """What determines the scores of this arm's images (hashed into the score id)."""
+        return score_identity(self.protocol.spec.metrics)
+
+    @cached_property
+    def score_id(self) -> str:
+        return score_id(self.protocol.spec.metrics)
+
+    @cached_property
+    def metrics(self) -> MetricsConfig:
+        """The protocol's metrics with this arm's metric execution options applied."""
+        return execution.apply(self.protocol.spec.metrics, self.execution)
+
+    @property
+    def batch_size(self) -> int:
+        """Images per generate() call."""
+        return self.execution.get("batch_size") or self.protocol.spec.batch_size
 
 
 @dataclass
@@ -390,8 +416,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 # --- loading and checking --------------------------------------------------------------------
-def load_protocol(name_or_path: str | Path) -> Protocol:
-    """Find, parse, validate and resolve a protocol (arms against the method registry)."""
+def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) -> Protocol:
+    """Find, parse, validate and resolve a protocol (arms against the method registry).
+    `overrides` are `--set` pairs (execution.KEY=VALUE, ARM.execution.KEY=VALUE)."""
     path = find_protocol(str(name_or_path))
     source = str(path)
     spec = from_dict(ProtocolSpec, read_yaml(path), source)
@@ -407,7 +434,23 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         protocol.arms.append(_resolve_arm(protocol, arm_spec, f"arms[{index}]", source, seen))
     if not protocol.arms:
         raise UserError("protocol declares no arms", source, "Add at least one entry under 'arms:'.")
+    _resolve_execution(protocol, overrides or [], source)
     return protocol
+
+
+def _resolve_execution(protocol: Protocol, overrides: list[str], source: str) -> None:
+    """Each arm's execution options (protocol's, then its own, then --set) applied to its config."""
+    shared, per_arm = execution.parse_overrides(overrides)
+    classes = [arm.method_class.Config for arm in protocol.arms]
+    execution.check_shared(protocol.spec.execution, classes, f"{source}, execution")
+    execution.check_shared(shared, classes, "--set")
+    for name in per_arm:
+        protocol.arm(name)  # an unknown arm in --set: the usual error with a close match
+    for arm, arm_spec in zip(protocol.arms, protocol.spec.arms):
+        arm.execution = execution.resolve(arm.method_class.Config, {**protocol.spec.execution, **shared},
+                                          {**arm_spec.execution, **per_arm.get(arm.name, {})},
+                                          f"{source}, arm {arm.name}")
+        arm.config = execution.apply(arm.config, arm.execution)
 
 
 def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, seen: set[str]) -> Arm:

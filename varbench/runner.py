@@ -9,6 +9,7 @@ One way down: cli -> runner -> launch -> worker -> (cell, store, metrics); plann
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from varbench.errors import UserError
 from varbench.launch import describe_slurm, device_list, launch
 from varbench.plan import RunOptions, cell_state, cell_store, pending_cells, prepare
 from varbench.progress import console
+from varbench.store import STORE_LAYOUT, find_runs
 
 
 def check_results_root(root: Path, cells: list[Cell]) -> None:
@@ -31,6 +33,16 @@ def check_results_root(root: Path, cells: list[Cell]) -> None:
     check_can_write(root, "results root", "--results")
     for cell in cells:
         cell_store(root, cell).refuse_links(root)
+
+
+def warn_old_layout(root: Path, protocol: str) -> None:
+    """Results of an older layout are not found by today's run ids: say how to convert them."""
+    old = [run for run in find_runs(root) if run.protocol == protocol and run.identity()
+           and run.identity().get("layout") != STORE_LAYOUT]
+    if old:
+        console.print(f"[yellow]warning:[/] {len(old)} run(s) of {escape(protocol)} are in an older results layout "
+                      f"and will not be reused; convert them first with 'varbench migrate --results "
+                      f"{escape(str(root))}'.", soft_wrap=True, highlight=False)
 
 
 def check_can_write(folder: Path, what: str, fix_with: str) -> None:
@@ -58,9 +70,18 @@ def print_plan(root: Path, cells: list[Cell]) -> None:
     console.print(table)
 
 
+def print_plan_json(root: Path, cells: list[Cell]) -> None:
+    """One JSON object per cell and line (for scripts): what it is, where, and its state."""
+    for cell in cells:
+        print(json.dumps({"protocol": cell.protocol.name, "arm": cell.arm.name, "method": cell.arm.method_name,
+                          "subject": cell.subject.name, "run_id": cell.arm.run_id, "score_id": cell.arm.score_id,
+                          "state": cell_state(root, cell), "images": len(cell.images),
+                          "execution": cell.arm.execution}, sort_keys=True), flush=True)
+
+
 def summarise(root: Path, cells: list[Cell]) -> int:
     """Print the final state counts and each distinct error once; return the exit code."""
-    found = [cell_store(root, c).state() for c in cells]
+    found = [cell_store(root, c).state(c.arm.score_id) for c in cells]
     states = Counter(f.state for f in found)
     console.print("cells: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     errors: Counter[tuple[str, str]] = Counter((f.state, f.error or "unknown error") for f in found
@@ -79,8 +100,9 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
     protocol, cells = prepare(protocol_name, options)
     root = Path(options.results)
     check_results_root(root, cells)
+    warn_old_layout(root, protocol.name)
     if options.dry_run:
-        print_plan(root, cells)
+        print_plan_json(root, cells) if options.json else print_plan(root, cells)
         if options.launcher == "slurm":
             describe_slurm(protocol, pending_cells(root, cells, options.retry_failed), options)
         return 0

@@ -12,6 +12,10 @@ the seeding code take int64). A field may narrow that with a range in its metada
 `field(default=4, metadata={"range": (1, 1000)})`, and a string field (or the strings of
 a list or dict field) with a regular expression that must match in full,
 `metadata={"pattern": r"[a-z]+"}`; a dict field's keys with `"key_pattern"`.
+
+A field marked `metadata={"execution": KEY}` is an execution option (a speed switch: the
+same result, computed faster): it cannot be set in the section itself, only through an
+`execution:` mapping (varbench.execution), and `identity_dict` leaves it out of ids.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Any, Literal, TypeVar, Union
 from varbench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
+EXECUTION = "execution"  # field metadata key: the field is an execution option of this name
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what torch, NumPy and the seeding code accept
 PLAIN_DEPTH = 64  # nesting limit of untyped (Any) values; YAML loading allows less
@@ -49,6 +54,11 @@ def from_dict(cls: type[T], data: Any, source: str, path: str = "") -> T:
     kwargs = {}
     for name, field in fields.items():
         key_path = f"{path}.{name}" if path else name
+        if name in data and EXECUTION in field.metadata:
+            key = field.metadata[EXECUTION]
+            raise UserError(f"{key_path} is an execution option (speed only, never part of a result)", source,
+                            f"Set it under 'execution:' as {key}: ..., for the protocol or for one arm "
+                            f"(or 'varbench run --set execution.{key}=...').")
         if name in data:
             kwargs[name] = check_field(field, convert(hints[name], data[name], source, key_path), source, key_path)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
@@ -232,6 +242,19 @@ def key_text(key: Any) -> str:
     if isinstance(key, str) and key.isprintable() and len(key) <= 40:
         return key
     return excerpt(key)
+
+
+def execution_fields(cls: type) -> dict[str, str]:
+    """{execution key: field name} of the fields of dataclass `cls` marked as execution
+    options (`metadata={"execution": KEY}`): how fast a result is computed, never what it
+    is. They are set only through `execution:` and left out of `identity_dict`."""
+    return {f.metadata[EXECUTION]: f.name for f in dataclasses.fields(cls) if EXECUTION in f.metadata}
+
+
+def identity_dict(config: Any) -> dict[str, Any]:
+    """`to_dict(config)` without its execution fields: what is hashed into ids."""
+    skipped = set(execution_fields(type(config)).values())
+    return {name: value for name, value in to_dict(config).items() if name not in skipped}
 
 
 def to_dict(config: Any) -> Any:

@@ -18,9 +18,10 @@ from varbench.progress import console
 from varbench.store import CellStore, RunStore, find_runs
 
 
-def cell_state(cell: CellStore, verify: bool = False) -> tuple[str, str]:
-    """(state, error) of a cell: live or interrupted, done or damaged (see CellStore.state)."""
-    found = cell.state(hashes=verify)
+def cell_state(cell: CellStore, score_id: str | None, verify: bool = False) -> tuple[str, str]:
+    """(state, error) of a cell in one metric mode: live or interrupted, done or damaged
+    (see CellStore.state)."""
+    found = cell.state(score_id, hashes=verify)
     return found.state, found.error
 
 
@@ -34,15 +35,16 @@ def collect(results: Path, protocol: str | None, verify: bool = False) -> list[t
         loaded = load_protocol(protocol)
         for cell in plan_cells(loaded, dataset_of(loaded, fetch_missing=False)):
             store = RunStore(results, loaded.name, cell.arm.run_id).cell(cell.subject.name)
-            rows.append((loaded.name, f"{cell.arm.name} ({cell.arm.run_id})", cell.subject.name,
-                         *cell_state(store, verify)))
+            rows.append((loaded.name, f"{cell.arm.name} ({cell.arm.run_id}, {cell.arm.score_id})",
+                         cell.subject.name, *cell_state(store, cell.arm.score_id, verify)))
         return rows
     for run in find_runs(results):
         arm = run.identity().get("arm", "?")
-        for cell_dir in sorted((run.dir / "cells").glob("*")):
-            if cell_dir.is_dir():
-                rows.append((run.protocol, f"{arm} ({run.run_id})", cell_dir.name,
-                             *cell_state(run.cell(cell_dir.name), verify)))
+        for score_id in run.scores() or [None]:
+            for cell_dir in sorted((run.dir / "cells").glob("*")):
+                if cell_dir.is_dir():
+                    rows.append((run.protocol, f"{arm} ({run.run_id}, {score_id or 'not scored'})", cell_dir.name,
+                                 *cell_state(run.cell(cell_dir.name), score_id, verify)))
     return rows
 
 
@@ -55,7 +57,7 @@ def print_status(results: Path, protocol: str | None = None, verify: bool = Fals
     colours = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "white",
                "damaged": "magenta"}
     table = Table(title=f"cells under {results}")
-    for column in ("protocol", "arm (run id)", "subject", "state", "error"):
+    for column in ("protocol", "arm (run id, score id)", "subject", "state", "error"):
         table.add_column(column, overflow="fold")
     for proto, arm, subject, state, error in rows:
         table.add_row(escape(proto), escape(arm), escape(subject), f"[{colours[state]}]{state}[/]", escape(error[:120]))

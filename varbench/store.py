@@ -41,7 +41,7 @@ from filelock import FileLock
 from varbench.errors import UserError
 from varbench.hashing import canonical_json
 from varbench.fileio import TMP_MARK, read_json_or_none, write_json, write_text
-from varbench.integrity import Problem, check_cell, check_records, move_aside, seal
+from varbench.integrity import Problem, check_cell, check_records, check_score, move_aside, seal
 from varbench.locks import is_locked
 
 IMAGE_COLUMNS = ["run_id", "subject", "kind", "prompt_index", "sample_index", "seed", "prompt",
@@ -50,6 +50,10 @@ METRIC_COLUMNS = ["run_id", "subject", "kind", "prompt_index", "sample_index", "
                   "mode", "value"]
 TIMING_COLUMNS = ["run_id", "subject", "phase", "seconds", "items", "seconds_per_item",
                   "peak_memory_bytes", "device", "warmup", "session"]
+# Version of the results layout, part of every run identity: 2 = run ids without metrics or
+# execution options, scores in cells/<subject>/scores/<score id>/ ('varbench migrate'
+# converts layout 1, where metrics.csv sat in the cell folder and metrics were hashed).
+STORE_LAYOUT = 2
 STATES = ("pending", "running", "done", "failed")  # what status.json may hold
 # What a cell is found in: STATES, plus "interrupted" (running, but no live process holds
 # its lock) and "damaged" (done, but its files do not match their seal; or an unreadable
@@ -87,6 +91,12 @@ def write_rows(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -
     write_text(path, buffer.getvalue())
 
 
+def add_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Append rows to a CSV file (rewritten whole, atomically)."""
+    if rows:
+        write_rows(path, columns, [*read_rows(path), *rows])
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not Path(path).is_file():
         return []
@@ -114,8 +124,16 @@ class CellStore:
             return {"state": "unreadable"}
         return status
 
-    def state(self, hashes: bool = False) -> CellState:
-        """The one answer to "what state is this cell in" (runner, status, report)."""
+    def state(self, score_id: str | None = None, hashes: bool = False) -> CellState:
+        """The one answer to "what state is this cell in" (runner, status, report): its
+        generation (fit and images), and with `score_id` its scores in that metric mode
+        (a cell done generating but not yet scored in that mode is pending)."""
+        found = self._generation_state(hashes)
+        if found.state != "done" or score_id is None:
+            return found
+        return self._score_state(score_id, hashes)
+
+    def _generation_state(self, hashes: bool) -> CellState:
         if self.dir.is_symlink():  # never read (or count) results from outside the root
             return CellState("damaged", "the cell folder is a symbolic link", (Problem(".", "symbolic link"),))
         status = self.status()
@@ -126,11 +144,36 @@ class CellStore:
         if state == "running" and not is_locked(self.dir):
             return CellState("interrupted", error)
         if state == "done":
-            problems = tuple(check_cell(self.dir, status.get("files"), hashes))
-            if problems:
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                return CellState("damaged", problems[0].line() + more, problems)
+            return _damaged_or(check_cell(self.dir, status.get("files"), hashes), CellState("done"))
         return CellState(state, error)
+
+    def _score_state(self, score_id: str, hashes: bool) -> CellState:
+        folder = self.score_dir(score_id)
+        status = read_json_or_none(folder / "status.json")
+        if not (folder / "status.json").exists() and not (folder / "status.json").is_symlink():
+            return CellState("pending", f"not scored yet ({score_id})")
+        if isinstance(status, dict) and status.get("state") == "failed":
+            return CellState("failed", str(status.get("error") or ""))
+        if isinstance(status, dict) and status.get("state") == "running":
+            return CellState("running" if is_locked(self.dir) else "interrupted")
+        if not isinstance(status, dict) or status.get("state") != "done":
+            return CellState("damaged", f"scores/{score_id}/status.json: unreadable",
+                             (Problem(f"scores/{score_id}/status.json", "unreadable"),))
+        return _damaged_or(check_score(self.dir, folder, status.get("files"), hashes), CellState("done"))
+
+    def score_dir(self, score_id: str) -> Path:
+        return self.dir / "scores" / score_id
+
+    def set_step(self, score_id: str | None, state: str, **fields: Any) -> None:
+        """The state of the generation (score_id None: the cell's status.json) or of the
+        scoring in one metric mode (`scores/<score id>/status.json`, sealed on its own)."""
+        if score_id is None:
+            self.set_status(state, **fields)
+            return
+        assert state in STATES, state
+        folder = self.score_dir(score_id)
+        sealed = {"files": seal(folder)} if state == "done" else {}
+        write_json(folder / "status.json", {**fields, **sealed, "state": state, "score_id": score_id})
 
     def set_status(self, state: str, **fields: Any) -> None:
         """Write status.json atomically; `done` seals the cell's files in the same write."""
@@ -155,8 +198,7 @@ class CellStore:
 
     def add_rows(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
         """Append rows to `<name>.csv` (rewritten whole, atomically)."""
-        if rows:
-            write_rows(self.dir / f"{name}.csv", columns, [*self.rows(name), *rows])
+        add_rows(self.dir / f"{name}.csv", columns, rows)
 
     def replace_rows(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
         write_rows(self.dir / f"{name}.csv", columns, rows)
@@ -224,6 +266,23 @@ class RunStore:
         sessions = manifest.get("sessions") if isinstance(manifest, dict) else None
         return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
 
+    def write_score_identity(self, score_id: str, identity: dict[str, Any]) -> None:
+        """`scores/<score id>.json`: what the run's scores in that metric mode are."""
+        path = self.dir / "scores" / f"{score_id}.json"
+        if read_json_or_none(path) != identity:
+            if path.exists() or path.is_symlink():
+                move_aside(path)
+            write_json(path, identity)
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """{score id: score identity} of every metric mode this run has been scored in."""
+        found = {}
+        for path in sorted((self.dir / "scores").glob("*.json")):
+            identity = read_json_or_none(path)
+            if isinstance(identity, dict):
+                found[path.stem] = identity
+        return found
+
     def manifest_readable(self) -> bool:
         return isinstance(read_json_or_none(self.dir / "manifest.json"), dict)
 
@@ -241,6 +300,13 @@ class RunStore:
 
     def cell(self, subject: str) -> CellStore:
         return CellStore(self.dir, subject)
+
+
+def _damaged_or(problems: list[Problem], otherwise: CellState) -> CellState:
+    if not problems:
+        return otherwise
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return CellState("damaged", problems[0].line() + more, tuple(problems))
 
 
 def find_runs(root: Path) -> list[RunStore]:

@@ -28,7 +28,8 @@ from varbench.method import CellContext, PersonalizedModel
 from varbench.cell import Cell, PlannedImage
 from varbench.progress import Reporter
 from varbench.provenance import now
-from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, CellStore, RunStore
+from varbench.schema import to_dict
+from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, CellStore, RunStore, add_rows, write_rows
 from varbench.timing import PhaseRecord, timed
 
 
@@ -57,23 +58,30 @@ class Worker:
             if not taken:
                 return "busy"
             sweep_temporaries(store.dir)  # we hold the lock: any temporary here is a dead writer's
-            found = store.state(hashes=verify)
+            found = store.state(cell.arm.score_id, hashes=verify)
             if found.state == "done" or (found.state == "failed" and not retry_failed):
                 return found.state
             if found.state == "damaged":
                 quarantine(store.dir, to_redo(list(found.problems)))
-            started = now()
-            guard_disk(store, lambda: store.set_status("running", started=started, **self._where()))
-            try:
-                self._work(cell, store)
-            except Exception as err:  # one cell's failure must not stop the run
-                self._record_failure(store, err, started)
+            if store.state().state != "done" and not self._run_step(cell, store, None, self._work):
                 return "failed"
-            finally:
-                self._free_memory()
-            guard_disk(store, lambda: store.set_status("done", started=started, finished=now(), error=None,
-                                                       **self._where()))
-            return "done"
+            return "done" if self._run_step(cell, store, cell.arm.score_id, self._score) else "failed"
+
+    def _run_step(self, cell: Cell, store: CellStore, score_id: str | None, step: Any) -> bool:
+        """Run the generation (score_id None) or the scoring of a cell and record its state:
+        done (sealed) or failed (with its error); one cell's failure never stops the run."""
+        started = now()
+        facts = {"started": started, **self._where(), "execution": cell.arm.execution}
+        guard_disk(store, lambda: store.set_step(score_id, "running", **facts))
+        try:
+            step(cell, store)
+        except Exception as err:
+            self._record_failure(store, score_id, err, facts)
+            return False
+        finally:
+            self._free_memory()
+        guard_disk(store, lambda: store.set_step(score_id, "done", **facts, finished=now(), error=None))
+        return True
 
     # --- the steps of a cell ---------------------------------------------------------
     def _work(self, cell: Cell, store: CellStore) -> None:
@@ -85,7 +93,6 @@ class Worker:
             self._generate(cell, store, model, [p for p in missing if p.kind == "eval"], "generate")
             self._generate(cell, store, model, [p for p in missing if p.kind == "pres"], "pres_generate")
             del model
-        self._score(cell, store)
         if not cell.protocol.spec.keep_artifacts:
             shutil.rmtree(store.artifact_dir, ignore_errors=True)
         shutil.rmtree(store.workdir, ignore_errors=True)
@@ -126,7 +133,7 @@ class Worker:
                   todo: list[PlannedImage], phase: str) -> None:
         if not todo:
             return
-        size = cell.protocol.spec.batch_size
+        size = cell.arm.batch_size
         batches = [todo[i:i + size] for i in range(0, len(todo), size)]
         self.reporter.start_phase(f"{phase} {cell.arm.name}/{cell.subject.name}", len(todo))
         done = 0
@@ -147,35 +154,34 @@ class Worker:
     def _score(self, cell: Cell, store: CellStore) -> None:
         from varbench.metrics.scoring import GeneratedImage
 
-        metrics = cell.protocol.spec.metrics
-        if any(row["mode"] == metrics.mode for row in store.rows("metrics")):
-            return
+        metrics, folder = cell.arm.metrics, store.score_dir(cell.arm.score_id)
         images = [GeneratedImage(path=store.dir / p.path, name=p.path, kind=p.kind,
                                  prompt_index=p.prompt_index, sample_index=p.sample_index,
                                  clip_text=p.clip_text, template=p.template) for p in cell.images]
-        scorer = self._scorer(metrics, store)
-        with self._phase(store, "score", items=len(images)):
+        scorer = self._scorer(metrics, store, folder)
+        with self._phase(store, "score", items=len(images), folder=folder):
             rows = scorer.score_cell(cell.subject, images)
         base = {"run_id": cell.arm.run_id, "subject": cell.subject.name}
-        store.add_rows("metrics", METRIC_COLUMNS, [{**base, **row} for row in rows])
+        write_rows(folder / "metrics.csv", METRIC_COLUMNS, [{**base, **row} for row in rows])
 
     # --- helpers -----------------------------------------------------------------------
-    def _scorer(self, metrics: Any, store: CellStore) -> Any:
+    def _scorer(self, metrics: Any, store: CellStore, folder: Path) -> Any:
         """The worker's Scorer for this metrics config, built once (its load is timed once)."""
-        from varbench.schema import to_dict
         from varbench.metrics.scoring import Scorer
 
         key = content_hash(to_dict(metrics))
         if key not in self._scorers:
-            with self._phase(store, "load_metrics"):
+            with self._phase(store, "load_metrics", folder=folder):
                 self._scorers[key] = Scorer(metrics, self.device)
         return self._scorers[key]
 
     @contextmanager
-    def _phase(self, store: CellStore, phase: str, items: int = 0) -> Iterator[PhaseRecord]:
+    def _phase(self, store: CellStore, phase: str, items: int = 0, folder: Path | None = None) -> Iterator[PhaseRecord]:
+        """Time one phase into the cell's timings.csv (a score folder's, for scoring)."""
         with timed(phase, self.device, items=items, warmup=phase.endswith("_warmup")) as record:
             yield record
-        store.add_rows("timings", TIMING_COLUMNS, [{
+        path = (folder or store.dir) / "timings.csv"
+        add_rows(path, TIMING_COLUMNS, [{
             "run_id": store.run_dir.name, "subject": store.subject, "phase": phase,
             "seconds": round(record.seconds, 6), "items": record.items,
             "seconds_per_item": round(record.seconds_per_item, 6) if record.items else "",
@@ -193,20 +199,22 @@ class Worker:
             columns = list(dict.fromkeys(key for row in losses for key in row))
             store.replace_rows("losses", columns, losses)
 
-    def _record_failure(self, store: CellStore, err: BaseException, started: str) -> None:
-        """Record a failed cell; only a full disk (which fails every later cell too) stops the run."""
+    def _record_failure(self, store: CellStore, score_id: str | None, err: BaseException,
+                        facts: dict[str, Any]) -> None:
+        """Record a failed step (its error.txt beside its status); only a full disk (which
+        fails every later cell too) stops the run."""
         message = err.line() if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         message = (message.splitlines() or [type(err).__name__])[0]
         if is_disk_full(err):  # not the cell's fault: it stays unfinished and resumes next run
             raise disk_full_error(store, err) from None
         full_disk = None
+        folder = store.score_dir(score_id) if score_id else store.dir
         try:
-            write_text(store.dir / "error.txt", "".join(traceback.format_exception(err)))
+            write_text(folder / "error.txt", "".join(traceback.format_exception(err)))
         except OSError as write_err:
             message += f" (error.txt not written: {write_err.strerror or write_err})"
             full_disk = write_err if is_disk_full(write_err) else None
-        guard_disk(store, lambda: store.set_status("failed", started=started, finished=now(),
-                                                   **self._where(), error=message))
+        guard_disk(store, lambda: store.set_step(score_id, "failed", **facts, finished=now(), error=message))
         if full_disk is not None:  # the cell's own failure is recorded; later cells would only fail
             raise disk_full_error(store, full_disk)
 

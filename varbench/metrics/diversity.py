@@ -27,10 +27,10 @@ from torchmetrics.functional.image import lpips as tm_lpips
 from torchmetrics.utilities import dim_zero_cat
 
 from varbench.errors import UserError
+from varbench.metrics.encoder_weights import ALEXNET_FILE
 from varbench.models.encoders import TINY_SEED
 from varbench.weights import offline
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
 ALEXNET_SHA256_PREFIX = "7be5be79"  # torchvision names its files after their sha256
 

@@ -5,7 +5,11 @@ The modes and what each one computes are described in `varbench.metrics.modes`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from varbench.hashing import content_hash
+from varbench.metrics.encoder_weights import pinned_weights
+from varbench.schema import EXECUTION, identity_dict
 
 MODES = ("canonical", "dreammatcher", "kosmosg", "dreambench++")
 
@@ -22,12 +26,27 @@ class MetricsConfig:
     pres_images: int = field(default=0, metadata={"range": (0, 1000)})
     # images per encoder batch while scoring (bounded so that a typo cannot ask for a batch
     # no GPU holds)
-    batch_size: int = field(default=64, metadata={"range": (1, 4096)})
+    batch_size: int = field(default=64, metadata={"range": (1, 4096), EXECUTION: "metric_batch_size"})
     # encoder arithmetic on CUDA: bf16 autocast (fast; per-image values can move in the
     # third decimal) or fp32. On CPU the encoders always run in fp32.
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["bf16", "fp32"] = field(default="bf16", metadata={EXECUTION: "metric_precision"})
     # kosmosg and dreambench++ compare every image with one fixed reference: the subject's
     # reference image at this index (in the dataset's order). Unused by the other modes.
     # Subjects have a handful of references; an index past a subject's own count is a
     # UserError when its cell is scored, this bound only keeps the number sane.
     reference_index: int = field(default=0, metadata={"range": (0, 1000)})
+
+
+def score_identity(config: MetricsConfig) -> dict[str, Any]:
+    """What determines a score: the mode and its options and which encoder weights (the
+    pinned revisions for real backbones). Not the batch size or precision (execution
+    options), nor the PRES image count (the run's: those images are generated)."""
+    identity = {key: value for key, value in identity_dict(config).items() if key != "pres_images"}
+    if config.backbones == "real":
+        identity["weights"] = pinned_weights()
+    return identity
+
+
+def score_id(config: MetricsConfig) -> str:
+    """`<mode>-<hash>` ("dreambench++" spelled "dreambenchpp": ids are folder names)."""
+    return f"{config.mode.replace('+', 'p')}-{content_hash(score_identity(config), length=8)}"

@@ -35,18 +35,10 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from varbench.errors import UserError
+from varbench.metrics.encoder_weights import CLIP_FILE, DINO_FILES
 from varbench.weights import WeightFile, resolve_file
 
 Size = Literal["real", "tiny"]
-
-DINO_FILES = {
-    # Revisions pinned to the hub commits current when varbench was written.
-    16: WeightFile("timm/vit_small_patch16_224.dino", "model.safetensors",
-                   revision="733b42a211ebe03aa7327050699cfcee7cd96123", env_var="VARBENCH_DINO_WEIGHTS"),
-    8: WeightFile("timm/vit_small_patch8_224.dino", "model.safetensors", env_var="VARBENCH_DINO8_WEIGHTS"),
-}
-CLIP_FILE = WeightFile("timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors",
-                       revision="ab5b8ef490e86faa07d3523926b842c765de1de5", env_var="VARBENCH_CLIP_WEIGHTS")
 
 TINY_SEED = 0
 TINY_DINO = {"embed_dim": 32, "depth": 2, "num_heads": 2}

@@ -130,7 +130,7 @@ def _provenance(runs: list[RunResults]) -> str:
         identity = run.identity
         base = {"protocol": run.protocol, "run_id": run.run_id, "arm": run.arm,
                 "method": f"{run.method} {identity.get('method_version', '')}".strip(),
-                "metrics": f"{run.mode}, {(identity.get('metrics') or {}).get('backbones', '?')} backbones",
+                "metrics": f"{', '.join(run.modes)}, {', '.join(run.backbones())} backbones",
                 "random-init": "yes" if run.random_init else "no"}
         for session in run.sessions or [{}]:
             rows.append({**base, **_session_fields(session)})

@@ -13,7 +13,7 @@ cell as pending.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from varbench.errors import UserError
-from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, CellStore, RunStore, find_runs
+from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, STORE_LAYOUT, CellStore, RunStore, find_runs
 
 RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
 TIMING_KEYS = ["phase", "seconds", "items", "session"]
@@ -38,6 +38,7 @@ class RunResults:
     identity: dict[str, Any]
     sessions: list[dict[str, Any]]
     provenance_lost: bool = False  # manifest.json unreadable: what ran is unknown
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # score id -> score identity
 
     @property
     def protocol(self) -> str:
@@ -56,8 +57,15 @@ class RunResults:
         return str(self.identity.get("method", "unknown"))
 
     @property
-    def mode(self) -> str:
-        return str((self.identity.get("metrics") or {}).get("mode", "canonical"))
+    def modes(self) -> list[str]:
+        """Every metric mode this run has been scored (or is being scored) in."""
+        return sorted({str(identity.get("mode", "canonical")) for identity in self.scores.values()})
+
+    def score_id(self, mode: str) -> str | None:
+        return next((sid for sid, identity in self.scores.items() if identity.get("mode") == mode), None)
+
+    def backbones(self) -> list[str]:
+        return sorted({str(identity.get("backbones", "?")) for identity in self.scores.values()})
 
     @property
     def dataset(self) -> str:
@@ -67,7 +75,7 @@ class RunResults:
     def random_init(self) -> bool:
         """True when any session ran a random-init model or metric encoder, or when the
         provenance is unreadable (numbers are never presented as more than they may be)."""
-        tiny_metrics = (self.identity.get("metrics") or {}).get("backbones") == "tiny"
+        tiny_metrics = "tiny" in self.backbones()
         flagged = any(s.get("random_init_method") or s.get("random_init_metrics") for s in self.sessions)
         return bool(tiny_metrics or flagged or self.provenance_lost)
 
@@ -78,6 +86,9 @@ class RunResults:
     def value_at(self, key_path: str) -> Any:
         """A value of run.json by dotted path ("config.distill_weight"), None if absent."""
         value: Any = self.identity
+        head, _, rest = key_path.partition(".")
+        if head == "metrics" and rest and len(self.scores) == 1:  # metrics live in the score identity
+            value, key_path = next(iter(self.scores.values())), rest
         for key in key_path.split("."):
             if not isinstance(value, dict) or key not in value:
                 return None
@@ -103,7 +114,7 @@ class ProtocolResults:
 
     @property
     def modes(self) -> list[str]:
-        return sorted({run.mode for run in self.runs})
+        return sorted({mode for run in self.runs for mode in run.modes})
 
 
 def load_results(root: Path) -> dict[str, ProtocolResults]:
@@ -127,15 +138,17 @@ def _load_protocol(name: str, stores: list[RunStore]) -> ProtocolResults:
     for run in runs:
         for subject in subjects:
             cell = run.store.cell(subject)
-            row = _cell_row(run, cell, facts[run.run_id][subject], live[subject])
-            cell_rows.append(row)
             image_parts.append(_read_csv(cell.dir / "images.csv", IMAGE_COLUMNS).assign(cell_dir=str(cell.dir)))
             loss_parts.append(_read_csv(cell.dir / "losses.csv", ["step"]).assign(run_id=run.run_id, subject=subject))
-            if row["state"] == "done":
-                metric_parts.append(_read_csv(cell.dir / "metrics.csv", METRIC_COLUMNS).assign(live=live[subject]))
+            for score_id, score in run.scores.items():  # one row per metric mode of the run
+                row = _cell_row(run, cell, score_id, facts[run.run_id][subject], live[subject])
+                cell_rows.append({**row, "mode": score.get("mode")})
+                if row["state"] == "done":
+                    metrics = _read_csv(cell.score_dir(score_id) / "metrics.csv", METRIC_COLUMNS)
+                    metric_parts.append(metrics.assign(live=live[subject]))
     return ProtocolResults(
         name=name, runs=runs,
-        cells=pd.DataFrame(cell_rows, columns=CELL_COLUMNS),
+        cells=pd.DataFrame(cell_rows, columns=[*CELL_COLUMNS, "mode"]),
         metrics=_concat(metric_parts, METRIC_COLUMNS + ["live"]),
         images=_concat(image_parts, IMAGE_COLUMNS + ["cell_dir"]),
         losses=_concat(loss_parts, ["run_id", "subject", "step"]),
@@ -148,13 +161,20 @@ def _run_results(store: RunStore) -> RunResults:
     for name, readable in (("run.json", bool(store.identity())), ("manifest.json", store.manifest_readable())):
         if not readable:
             warnings.warn(f"unreadable {name}, shown with what is known: {store.dir / name}", stacklevel=2)
-    return RunResults(store, store.identity(), store.sessions(), provenance_lost=not store.manifest_readable())
+    if store.identity() and store.identity().get("layout") != STORE_LAYOUT:
+        warnings.warn(f"results in an older layout, not shown: {store.dir}. Run 'varbench migrate --results "
+                      f"{store.root}' once to convert them (nothing is recomputed).", stacklevel=2)
+    return RunResults(store, store.identity(), store.sessions(), provenance_lost=not store.manifest_readable(),
+                      scores=store.scores())
 
 
-def _cell_row(run: RunResults, cell: CellStore, facts: dict[str, Any], live: bool | None) -> dict[str, Any]:
-    found = cell.state()  # a damaged cell is shown as such and never counted
+def _cell_row(run: RunResults, cell: CellStore, score_id: str, facts: dict[str, Any],
+              live: bool | None) -> dict[str, Any]:
+    found = cell.state(score_id)  # a damaged cell is shown as such and never counted
     status = cell.status()
-    phases = latest_phases(_read_csv(cell.dir / "timings.csv", TIMING_KEYS), run.sessions)
+    timings = pd.concat([_read_csv(cell.dir / "timings.csv", TIMING_KEYS),
+                         _read_csv(cell.score_dir(score_id) / "timings.csv", TIMING_KEYS)], ignore_index=True)
+    phases = latest_phases(timings, run.sessions)
     generate = phases.get("generate") or phases.get("generate_warmup") or {}
     items = generate.get("items", 0)
     return {

@@ -91,7 +91,9 @@ class SectionView:
         return found.iloc[0].to_dict()
 
     def cells(self, run_id: str | None) -> pd.DataFrame:
-        return self.protocol.cells[self.protocol.cells["run_id"] == run_id]
+        """The run's cells as scored in this unit's metric mode."""
+        cells = self.protocol.cells
+        return cells[(cells["run_id"] == run_id) & (cells["mode"] == self.mode)]
 
     def cell_counts(self, run_id: str | None) -> dict[str, int]:
         states = self.cells(run_id)["state"].value_counts()
@@ -155,7 +157,7 @@ def build_views(spec: ReportSpec, results: dict[str, ProtocolResults]) -> tuple[
 
 
 def _view(section: SectionSpec, statistics: StatisticsSpec, protocol: ProtocolResults, mode: str) -> SectionView:
-    runs = [run for run in protocol.runs if run.mode == mode]
+    runs = [run for run in protocol.runs if mode in run.modes]
     rows, notes = [], []
     listed = {row.arm for row in section.arms}
     for arm_row in section.arms:

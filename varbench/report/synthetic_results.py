@@ -1,8 +1,9 @@
 """Synthetic results roots for testing the report without running any model.
 
 `write_synthetic_run` writes one run exactly as the runner lays it out (varbench.store:
-run.json, manifest.json, and per cell status.json, cell.json, images.csv + PNGs,
-metrics.csv, timings.csv, losses.csv), with metric values chosen by the caller, so
+run.json, scores/<score id>.json, manifest.json, and per cell status.json, cell.json,
+images.csv + PNGs, timings.csv, losses.csv, scores/<score id>/metrics.csv), with metric
+values chosen by the caller, so
 tests know the right answer of every table entry. The numbers come from no model: the
 manifest marks such runs random-init by default, and every report of them says so.
 """
@@ -17,7 +18,8 @@ from PIL import Image, ImageDraw
 
 from varbench.fileio import write_png
 from varbench.hashing import content_hash
-from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, RunStore
+from varbench.metrics.settings import MetricsConfig, score_id, score_identity
+from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, STORE_LAYOUT, TIMING_COLUMNS, RunStore, write_rows
 
 PER_IMAGE_METRICS = ("dino", "clip_i", "clip_t")
 TEMPLATES = ("a {} in the jungle", "a {} on the beach", "a {} in the snow", "a {} on a wooden table")
@@ -49,14 +51,14 @@ class SyntheticArm:
 def write_synthetic_run(root: Path, protocol: str, arm: SyntheticArm, subjects: list[SyntheticSubject], *,
                         mode: str = "canonical", prompts: int = 2, samples: int = 2, random_init: bool = True,
                         device: str = "cpu", dataset: str = "smoke", protocol_version: int = 1) -> RunStore:
-    identity = {"protocol": protocol, "protocol_version": protocol_version, "arm": arm.arm, "method": arm.method,
-                "method_version": arm.method_version, "config": arm.config, "dataset": dataset,
+    identity = {"layout": STORE_LAYOUT, "protocol": protocol, "protocol_version": protocol_version, "arm": arm.arm,
+                "method": arm.method, "method_version": arm.method_version, "config": arm.config, "dataset": dataset,
                 "prompts": {"source": "custom", "limit": prompts}, "images_per_prompt": samples,
-                "seeds": {"base": 0, "scheme": "derived"},
-                "metrics": {"mode": mode, "backbones": "tiny" if random_init else "real", "div": True,
-                            "pres_images": samples if "pres" in arm.quality else 0, "batch_size": 8}}
+                "pres_images": samples if "pres" in arm.quality else 0, "seeds": {"base": 0, "scheme": "derived"}}
+    metrics = MetricsConfig(mode=mode, backbones="tiny" if random_init else "real")  # type: ignore[arg-type]
     run = RunStore(Path(root), protocol, f"{arm.arm}-{content_hash(identity, length=10)}")
     run.write_identity(identity)
+    run.write_score_identity(score_id(metrics), score_identity(metrics))
     session = f"20260101T000000-{run.run_id[-6:]}"
     run.add_session({"session": session, "started": "2026-01-01T00:00:00+00:00",
                      "finished": "2026-01-01T01:00:00+00:00", "git_sha": "0123456789abcdef0123", "git_dirty": False,
@@ -67,16 +69,17 @@ def write_synthetic_run(root: Path, protocol: str, arm: SyntheticArm, subjects: 
     for subject in subjects:
         state = arm.states.get(subject.name, "done")
         if state != "absent":
-            _write_cell(run, arm, subject, state, mode, prompts, samples, session, device)
+            _write_cell(run, arm, subject, state, score_id(metrics), mode, prompts, samples, session, device)
     return run
 
 
-def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, state: str, mode: str,
+def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, state: str, score: str, mode: str,
                 prompts: int, samples: int, session: str, device: str) -> None:
     cell = run.cell(subject.name)
     error = "RuntimeError: synthetic failure" if state == "failed" else None
-    cell.set_status(state, error=error, started="2026-01-01T00:00:00+00:00", finished=None, device=device,
-                    host="synthetic-host", pid=1, session=session)
+    facts = {"error": error, "started": "2026-01-01T00:00:00+00:00", "finished": None, "device": device,
+             "host": "synthetic-host", "pid": 1, "session": session}
+    cell.set_status("running" if state == "done" else state, **facts)
     if state == "pending":
         return
     cell.update_facts(subject=subject.name, class_noun=subject.class_noun, live=subject.live, fit_seed=1,
@@ -101,11 +104,15 @@ def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, sta
         path = f"pres/s{sample_index:02d}.png"
         metrics.append(_metric_row(run, subject, "pres", -1, sample_index, path, "pres", mode, arm.quality["pres"]))
     cell.replace_rows("images", IMAGE_COLUMNS, images)
-    if state == "done":
-        cell.replace_rows("metrics", METRIC_COLUMNS, metrics)
-    cell.replace_rows("timings", TIMING_COLUMNS, _timing_rows(run, arm, subject, prompts * samples, session, device))
+    timings = _timing_rows(run, arm, subject, prompts * samples, session, device)
+    cell.replace_rows("timings", TIMING_COLUMNS, timings[:-1])
     losses = [{"step": step, "loss": round(2.0 / step, 6)} for step in range(1, 11)]
     cell.replace_rows("losses", ["step", "loss"], losses)
+    if state == "done":  # sealed as the runner seals: generation, then the scores of one mode
+        cell.set_status("done", **facts)
+        write_rows(cell.score_dir(score) / "metrics.csv", METRIC_COLUMNS, metrics)
+        write_rows(cell.score_dir(score) / "timings.csv", TIMING_COLUMNS, timings[-1:])
+        cell.set_step(score, "done", **facts)
 
 
 def _metric_row(run: RunStore, subject: SyntheticSubject, kind: str, prompt_index: int, sample_index: int,

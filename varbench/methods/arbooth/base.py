@@ -12,17 +12,23 @@ config's `lvl_embed` quirk and drop-path rate.
 The base's `identity` names the checkpoint files (name and size) or the random-init seed;
 artifacts record it so that one made for another base is refused, and teacher pools are
 keyed by it.
+
+Speed: the Infinity speed layer (varbench.models.infinity.fast) is switched on with one
+call, `accelerate`, whose options `speed_options` derives from the config's execution
+fields for each phase: the base pipeline for generation (here), the teacher when it is
+made (fit.py), the student for each training iteration (training.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.models.infinity.architecture import get_size
+from varbench.models.infinity.fast import Accelerated, SpeedOptions, accelerate
 from varbench.models.infinity.factory import (
     TRANSFORMER_FILES,
     VAE_FILES,
@@ -42,6 +48,7 @@ from varbench.weights import resolve_file
 class ARBoothBase:
     pipeline: InfinityPipeline  # model, vae, text encoder, schedule, generation sampling
     identity: dict[str, Any]  # which weights: see the module docstring
+    speed: Accelerated | None = None  # what the speed layer swapped in for generation
 
     @property
     def schedule(self) -> ScaleSchedule:
@@ -53,21 +60,32 @@ def model_overrides(config: ARBoothConfig) -> dict[str, Any]:
     return {"lvl_embed_every_chunk": config.faithful("quirk_lvl_embed"), "drop_path_rate": config.drop_path}
 
 
-def generation_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
+def generation_sampling(config: ARBoothConfig) -> SamplingConfig:
     return SamplingConfig(cfg=config.cfg, tau=config.tau, top_k=config.top_k, top_p=config.top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
-                          amp=config.amp, cuda_graphs=config.cuda_graphs and device.type == "cuda",
-                          compile_blocks=config.compile_generation)
+                          amp=config.amp)
 
 
-def teacher_sampling(config: ARBoothConfig, device: torch.device) -> SamplingConfig:
+def teacher_sampling(config: ARBoothConfig) -> SamplingConfig:
     attention = "released_teacher" if config.faithful("quirk_teacher_attention") else "kv_cache"
     return SamplingConfig(cfg=config.teacher_cfg, tau=config.teacher_tau, top_k=config.teacher_top_k,
                           top_p=config.teacher_top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
-                          attention=attention, amp=config.amp,
-                          cuda_graphs=config.cuda_graphs and device.type == "cuda",
-                          compile_blocks=config.compile_blocks)  # the teacher samples inside the fit
+                          attention=attention, amp=config.amp)
+
+
+def speed_options(config: ARBoothConfig, device: torch.device,
+                  phase: Literal["generate", "teacher", "train"]) -> SpeedOptions:
+    """The speed layer's options for one phase: CUDA graphs (`cuda_graphs`, CUDA only) for
+    both samplers, compiled blocks in the fit (`compile_blocks`: training passes and the
+    teacher, which samples inside the fit) and in generation only on request
+    (`compile_generation`), the compiled decoder wherever images are decoded."""
+    graphs = config.cuda_graphs and device.type == "cuda"
+    if phase == "generate":
+        return SpeedOptions(compile_blocks=config.compile_generation, cuda_graphs=graphs)
+    if phase == "teacher":
+        return SpeedOptions(compile_blocks=config.compile_blocks, cuda_graphs=graphs)
+    return SpeedOptions(compile_blocks=config.compile_blocks)
 
 
 def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
@@ -108,7 +126,7 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
     schedule = schedule_for_pixels(config.resolution, config.resolution, vae.stride)
     random_init = transformer_path is None or vae_path is None or encoder.name == "tiny"
     pipeline = InfinityPipeline(model, vae, encoder, size, random_init=random_init, schedule=schedule,
-                                sampling=generation_sampling(config, device))
+                                sampling=generation_sampling(config))
     identity = {"model": config.model, "transformer": describe_file(transformer_path, config.init_seed),
                 "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": encoder.name}
-    return ARBoothBase(pipeline, identity)
+    return ARBoothBase(pipeline, identity, accelerate(pipeline, speed_options(config, device, "generate")))

@@ -5,19 +5,19 @@
 
 At full size with random weights (timing only, never image quality), batch 2, 1024^2,
 soft prior distillation, the method's own `Trainer` runs `--warmup` untimed iterations and
-then `--iterations` timed ones, for each variant:
+then `--iterations` timed ones, for each variant (a set of config overrides; the speed
+layer follows the config's execution fields as in a fit, see base.speed_options):
   default      the default config: CE step, then distillation step (quirk 5 faithful),
                teacher samples drawn on the fly with the KV-cached sampler replayed as
                CUDA graphs, compiled transformer blocks (the warm-up compiles)
-  eager        default without compiled blocks
-  no-graphs    default without CUDA graphs
+  eager        default without compiled blocks (compile_blocks false)
+  no-graphs    default without CUDA graphs (cuda_graphs false)
   joint        quirk_optimizer_steps "fixed": CE and distillation rows in one forward/backward
   joint-pool   joint, teacher samples from a pool sampled once (before the clock starts)
   recompute-all  every block recomputed in backward (the release; the default before
                checkpoint_blocks "auto", which keeps as many of the last blocks' activations
                as fit: recompute.py; the warm-up's first two iterations measure what fits)
   ckpt26       the last 6 of 32 blocks keep their activations instead of being recomputed
-               (~1.9 GiB per block compiled, 4.4 eager, at 2B, 1024^2, 2 rows)
   ckpt16       the last 16 blocks keep them
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
@@ -56,8 +56,7 @@ NOTE = "random-init weights: timings only, not image quality"
 TARGET_SECONDS = 3.0  # per iteration on one H100 (500 iterations in 25 minutes)
 SIZES = ("infinity-2b", "infinity-small", "infinity-tiny")
 # Named overrides of the default config (quirks as released but 3 and 6 fixed, CUDA
-# graphs on). Measured on an H100 (benchmarks/NOTES-arbooth.md): default 3.28 s,
-# no-graphs 3.52, joint 3.50 (graphs off), joint-pool 2.92, ckpt26 3.18 at 71 GiB peak.
+# graphs on); measured figures: benchmarks/NOTES-arbooth.md.
 VARIANTS = {
     "default": {},
     "eager": {"compile_blocks": False},

@@ -104,11 +104,11 @@ class ARBoothConfig:
     amp: bool = True  # bf16 autocast on CUDA (the CPU always runs fp32)
     # Blocks recomputed in backward: -1 = all (released), 0 = none, n = the first n; "auto"
     # (CUDA) measures the memory one kept block costs and keeps as many of the last blocks
-    # as fit (recompute.py): 2.21 -> 1.93 s per iteration on an 80 GB H100. Same values.
+    # as fit (recompute.py): faster, same values.
     checkpoint_blocks: int | Literal["auto"] = "auto"
     # CUDA: every transformer block of the fit (CE, distillation, teacher sampling) runs
-    # through torch.compile (models/infinity/fusion.py): 3.35 -> 2.27 s per iteration on an
-    # H100 for ~95 s of compiling per fit process; same values up to rounding.
+    # compiled (the speed layer, models/infinity/fast/): faster after a one-off compile
+    # per fit process; same values up to rounding.
     compile_blocks: bool = True
     offload_text_encoder: bool = True  # CUDA: T5 waits on the CPU during fit (prompts are encoded once)
 
@@ -118,11 +118,11 @@ class ARBoothConfig:
     top_k: int = 900
     top_p: float = 0.97
     # Replay each scale's forward as a CUDA graph (generation and teacher sampling; CUDA
-    # only, same values as eager): teacher 0.60 -> 0.34 s per iteration on an H100.
+    # only, same values as eager).
     cuda_graphs: bool = True
     # CUDA: generate through compiled blocks too (replayed as CUDA graphs with cuda_graphs):
-    # batch 8 0.326 -> 0.242 s/image on an H100, for ~60 s of compiling per batch size and
-    # process, so it pays from roughly 700 images per process on; same values up to rounding.
+    # one compile per batch size and process, so it pays only for many images per
+    # process (benchmarks/NOTES-infinity.md); same values up to rounding.
     compile_generation: bool = False
 
     # ---- released-code quirks (module docstring) ----------------------------------------------

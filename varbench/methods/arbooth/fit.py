@@ -2,7 +2,8 @@
 
 Order matters: the storage plan is applied first (training.prepare_storage), then the
 teacher copies the tuned tensors' pretrained values (and samples its pool, if any),
-then training changes them. Everything random derives from `ctx.fit_seed`.
+then training changes them. Everything random derives from `ctx.fit_seed`. The teacher
+samples through the speed layer as `speed_options(config, device, "teacher")` says.
 The benchmark (bench.py) builds synthetic `TrainingData` and reuses `make_trainer`.
 """
 from __future__ import annotations
@@ -13,13 +14,14 @@ import torch
 
 from varbench.data.subject import Subject
 from varbench.method import CellContext
-from varbench.methods.arbooth.base import ARBoothBase, teacher_sampling
+from varbench.methods.arbooth.base import ARBoothBase, speed_options, teacher_sampling
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, encode_latents, pixel_batch, prior_prompt, training_prompt
 from varbench.methods.arbooth.tuned_layers import trains_identifier
 from varbench.methods.arbooth.model import ARBoothModel, identifier_shape, tuned_tensor_names
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, Teacher, build_pool, frozen_twin, pool_key
 from varbench.methods.arbooth.training import NoClock, Trainer, TrainingData, prepare_storage, uses_amp
+from varbench.models.infinity.fast import accelerate
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.transformer import Condition, Infinity
 from varbench.seeding import seed_everything
@@ -88,7 +90,9 @@ def make_teacher(model: Infinity, tuned: list[str], config: ARBoothConfig, sched
                  base_identity: dict, prompt: str) -> OnTheFly | Pool:
     """The teacher source of `config`: fresh samples every iteration, or the shared pool."""
     copy_dtype = torch.bfloat16 if uses_amp(config, device) else None  # autocast runs bf16 anyway
-    teacher = Teacher(frozen_twin(model, tuned, copy_dtype), schedule, teacher_sampling(config, device))
+    twin = frozen_twin(model, tuned, copy_dtype)
+    accelerate(twin, speed_options(config, device, "teacher"))  # for the twin's lifetime
+    teacher = Teacher(twin, schedule, teacher_sampling(config))
     rows = config.distill_batch_size
     if config.teacher_source == "on_the_fly":
         return OnTheFly(teacher, prior.rows(rows), rows, fit_seed)

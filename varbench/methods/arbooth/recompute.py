@@ -1,11 +1,11 @@
 """Which transformer blocks recompute their activations in backward (`checkpoint_blocks`).
 
 Recomputing a block costs one more forward of it; keeping its activations costs memory
-(~1.9 GiB per block with compiled blocks at 2B, 1024^2, batch 2). On an 80 GB H100
-keeping the last 16 of 32 blocks took an iteration from 2.21 to 1.93 s at 66.6 GiB peak,
-where recomputing all of them (the release) peaks at 36.4 GiB
-(benchmarks/NOTES-arbooth.md). How many fit depends on the GPU, the model size, the
-resolution and whether blocks are compiled, so "auto" measures instead of guessing:
+(a few GiB per block at 2B, 1024^2, batch 2). Keeping the last half of the blocks on an
+80 GB GPU made an iteration clearly faster than recomputing all of them (the release),
+at a much higher peak (benchmarks/NOTES-arbooth.md). How many fit depends on the GPU,
+the model size, the resolution and whether blocks are compiled, so "auto" measures
+instead of guessing:
 
   iteration 1   the last block keeps its activations: peak P1
   iteration 2   the last two keep them: peak P2, so one more kept block costs P2 - P1
@@ -15,9 +15,9 @@ resolution and whether blocks are compiled, so "auto" measures instead of guessi
 
 Why start from one kept block, not none: the peak comes during the backward of the last
 block, when its activations exist whether kept or recomputed, so keeping one block costs
-(almost) nothing and P1 - P0 would say nothing about the next ones. Measured at 2B with
-compiled blocks: 36.4 GiB keeping none, then +2.0 GiB per kept block (58.5 at 12, 66.6 at
-16), so the peak at n kept blocks is P1 + (n - 1) * (P2 - P1).
+(almost) nothing and P1 - P0 would say nothing about the next ones. Measured at 2B, the
+peak grows by the same amount per further kept block, so the peak at n kept blocks is
+P1 + (n - 1) * (P2 - P1).
 
 Recomputation gives the same values as keeping (the same kernels run again), so the
 choice changes speed and memory, not results. On the CPU "auto" recomputes every block.

@@ -20,7 +20,7 @@ trades the fresh samples of every iteration for a fixed set (about 4 MB per samp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -79,8 +79,6 @@ class Teacher:
     """Samples class-prompt token maps and logits from the frozen pretrained model."""
 
     def __init__(self, model: Infinity, schedule: ScaleSchedule, sampling: SamplingConfig):
-        if sampling.attention == "released_teacher" and sampling.cuda_graphs:
-            sampling = replace(sampling, cuda_graphs=False)  # graphs replay the KV-cached path only
         self.model, self.schedule, self.sampling = model, schedule, sampling
 
     def sample(self, text: TextFeatures, seeds: Sequence[int]) -> TeacherBatch:

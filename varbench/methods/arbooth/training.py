@@ -14,7 +14,9 @@ An iteration (batch B subject images, Bd teacher samples):
      duplicated parameter). "fixed": CE and distillation rows run as ONE batched forward
      (B + Bd rows) and one backward, one AdamW step on CE + lambda * KL.
 Randomness (image order, flips, text drop, teacher seeds) comes from the fit seed; drop
-path uses torch's global generator, seeded from the fit seed by the method.
+path uses torch's global generator, seeded from the fit seed by the method. Each
+iteration runs the student through the speed layer as `speed_options(config, device,
+"train")` says (compiled blocks with `compile_blocks`).
 
 Memory plan (Infinity-2B, released layers, CUDA, bf16 autocast):
   tuned tensors (1.61 G)     fp32 master weights + fp32 grads + fp32 AdamW moments: 25.8 GB
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from varbench.methods.arbooth.base import speed_options
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, ShuffledOrder, pick_rows
 from varbench.methods.arbooth.losses import distillation_loss, weighted_ce
@@ -48,7 +51,7 @@ from varbench.methods.arbooth.recompute import Recompute
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, TeacherBatch
 from varbench.models.infinity.bsq import multiscale_quantize
-from varbench.models.infinity.fusion import compiled_blocks
+from varbench.models.infinity.fast import accelerate
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.transformer import Condition, Infinity
 from varbench.seeding import derive_seed
@@ -136,6 +139,7 @@ class Trainer:
         self.identifier_optimizer = make_adamw([identifier], config, device) if identifier.requires_grad else None
         self.identifier_updates = 2 if config.faithful("quirk_optimizer_steps") else 1
         self.recompute = Recompute(config.checkpoint_blocks, model.config.depth, device)
+        self.speed = speed_options(config, device, "train")
         self.joint = not config.faithful("quirk_optimizer_steps")
         self.per_bit = not config.faithful("quirk_distill_softmax")
         with torch.no_grad():  # the training prompt's length once the identifier vectors are in
@@ -146,7 +150,7 @@ class Trainer:
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         """One iteration (module docstring); returns the losses as tensors (no host sync)."""
         self.checkpointing = self.recompute.before()
-        with compiled_blocks(self.config.compile_blocks):
+        with accelerate(self.model, self.speed):
             losses = self._iteration(step)
         self.recompute.after()
         return losses

@@ -1,7 +1,8 @@
 """Infinity (FoundationVision/Infinity): bitwise visual autoregressive text-to-image model.
 
-A clean implementation whose parameter names equal the released checkpoints:
-  config.py       sizes ("infinity-2b", "infinity-8b", "infinity-tiny", ...) as dataclasses
+A clean implementation whose parameter names equal the released checkpoints, readable
+top to bottom (plain PyTorch, eager):
+  architecture.py sizes ("infinity-2b", "infinity-8b", "infinity-tiny", ...) as dataclasses
   schedule.py     scale schedules (aspect-ratio templates, 0.06M .. 1M)
   rope.py         2D RoPE on the final token grid
   layers.py       attention, FFN, norms, KV cache
@@ -12,9 +13,10 @@ A clean implementation whose parameter names equal the released checkpoints:
   checkpoint.py   safe, strict checkpoint reading and loading
   factory.py      build_* (random init) and load_* (released weights)
   sampler.py      next-scale sampling with KV cache, CFG, per-image seeds
-  graphs.py       CUDA-graph replay of the per-scale forward
   pipeline.py     text -> images: InfinityPipeline, load_infinity
-  bench.py        GPU benchmark (python -m varbench.models.infinity.bench)
+The speed layer lives apart and is switched on by one call, `fast.accelerate(pipeline)`:
+  fast/           compiled blocks and decoder, CUDA-graph replay, fused kernels (see its docstring)
+  bench.py        GPU benchmark of sampling with and without it (python -m varbench.models.infinity.bench)
 
 Importing this package is cheap (no torch): the names below load their module on first use.
 """

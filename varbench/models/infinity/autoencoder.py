@@ -3,8 +3,7 @@
 Encoder: conv_in -> per level `num_res_blocks` ResNet blocks (+ a stride-2 downsample on
 every level but the last) -> mid (2 ResNet blocks) -> GroupNorm, SiLU, conv_out to `bits`
 channels. Decoder mirrors it with one more ResNet block per level and nearest 2x
-upsampling + conv (computed without the upsampling: varbench/models/upsample.py). No
-attention. GroupNorm uses 32 groups (24 where 32 do not divide).
+upsampling + conv. No attention. GroupNorm uses 32 groups (24 where 32 do not divide).
 
 Module names reproduce the released wrappers: every convolution sits at `<name>.conv`
 and every GroupNorm at `<name>.norm`, so keys read e.g. `encoder.conv_in.conv.weight`,
@@ -16,9 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varbench.models.groupnorm import ChannelStatsGroupNorm
 from varbench.models.infinity.architecture import TokenizerConfig
-from varbench.models.upsample import upsample_conv
 
 
 class Conv(nn.Module):
@@ -40,7 +37,7 @@ class Normalize(nn.Module):
         groups = 32 if channels % 32 == 0 else 24
         if channels % groups:
             raise ValueError(f"{channels} channels divide into neither 32 nor 24 groups")
-        self.norm = ChannelStatsGroupNorm(groups, channels, eps=1e-6, affine=True)  # torch's kernel when eager
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
@@ -78,8 +75,7 @@ class Upsample(nn.Module):
         self.conv = Conv(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # = self.conv(F.interpolate(x, scale_factor=2, mode="nearest")), 2.25x fewer FLOPs
-        return upsample_conv(x, self.conv.conv.weight, self.conv.conv.bias)
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 def _level() -> nn.Module:

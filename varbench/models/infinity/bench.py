@@ -4,14 +4,14 @@
     python -m varbench.models.infinity.bench --size infinity-tiny --device cpu    # smoke check
 
 Random weights (timing only, never image quality), random text features (T5 time is not
-included: ~0.01-0.03 s per prompt), 1024x1024 for the 2B (the size's default schedule
-otherwise), CFG 4, tau 0.5, top-p 0.97. Each batch size runs `--warmup` untimed
-generations, then `--repeats` timed ones (CUDA-synchronised); the median is reported.
-Variants: `eager` (plain PyTorch, eager decoder), `fused` (compiled VAE decoder,
-fusion.py), `graphs` (compiled decoder + CUDA-graph replay per scale, batches <= 4),
-`compiled` (compiled decoder + compiled transformer blocks, batches >= 8; the warm-up
-time then includes compiling), `compiled-graphs` (the same, each scale's compiled forward
-replayed as a CUDA graph).
+included), 1024x1024 for the 2B (the size's default schedule otherwise), CFG 4, tau 0.5,
+top-p 0.97. Each batch size runs `--warmup` untimed generations, then `--repeats` timed
+ones (CUDA-synchronised); the median is reported. Variants are settings of the speed
+layer (`VARIANTS`, fast.SpeedOptions): `eager` (nothing compiled, no graphs; sub-pixel
+upsampling in the decoder), `fused` (+ compiled VAE decoder), `graphs` (compiled decoder +
+CUDA-graph replay per scale, batches <= 4), `compiled` (compiled decoder + compiled
+transformer blocks, batches >= 8; the warm-up time then includes compiling),
+`compiled-graphs` (the same, each scale's compiled forward replayed as a CUDA graph).
 The FLOP floor is the counted matrix-product and attention FLOPs per image divided by a
 measured bf16 matmul rate. Prints a table and one JSON document (also `--json PATH`).
 """
@@ -28,7 +28,7 @@ import torch
 
 from varbench.models.infinity.architecture import InfinityConfig, get_size
 from varbench.models.infinity.factory import build_infinity, build_vae
-from varbench.models.infinity.graphs import release_graphs
+from varbench.models.infinity.fast import SpeedOptions, accelerate, release_graphs
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample
 from varbench.models.infinity.schedule import ScaleSchedule, get_schedule
 from varbench.models.infinity.text import TextFeatures
@@ -39,8 +39,15 @@ RANDOM_INIT_NOTE = "random-init weights: timing only"
 # graphs' static buffers cost more memory than the replay saves time.
 GRAPH_MAX_BATCH = 4
 # Compiled blocks pay where the elementwise passes around the matmuls dominate (large
-# batches); compiling for each batch size costs ~50 s.
+# batches); each batch size is compiled anew.
 COMPILE_MIN_BATCH = 8
+VARIANTS = {
+    "eager": SpeedOptions(compile_decoder=False),
+    "fused": SpeedOptions(),
+    "graphs": SpeedOptions(cuda_graphs=True),
+    "compiled": SpeedOptions(compile_blocks=True),
+    "compiled-graphs": SpeedOptions(compile_blocks=True, cuda_graphs=True),
+}
 
 
 def count_flops(config: InfinityConfig, schedule: ScaleSchedule, text_tokens: int,
@@ -65,7 +72,8 @@ def random_text(batch: int, tokens: int, channels: int, device: torch.device, se
 
 def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: SamplingConfig, text_tokens: int,
                 repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median seconds per image of sampling (transformer) and decoding, plus peak memory."""
+    """Median seconds per image of sampling (transformer) and decoding, plus peak memory,
+    through whatever speed layer is switched on for `model` and `vae`."""
     text = random_text(batch, text_tokens, model.config.text_channels, device)
     seeds = list(range(batch))
     if device.type == "cuda":
@@ -73,7 +81,7 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
     warm_start = time.perf_counter()
     for _ in range(warmup):
         out = sample(model, vae, text, schedule, seeds, config, decode=False)
-        decode_images(vae, out.summed, config.amp, config.compile_decoder)
+        decode_images(vae, out.summed, config.amp)
     warmup_seconds = time.perf_counter() - warm_start
     sampling, decoding = [], []
     for _ in range(repeats):
@@ -81,12 +89,11 @@ def bench_batch(model, vae, schedule: ScaleSchedule, batch: int, config: Samplin
             out = sample(model, vae, text, schedule, seeds, config, decode=False)
         sampling.append(record.seconds / batch)
         with timed("decode", device) as record:
-            decode_images(vae, out.summed, config.amp, config.compile_decoder)
+            decode_images(vae, out.summed, config.amp)
         decoding.append(record.seconds / batch)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    if config.cuda_graphs:  # graphs keep their KV caches: free them before the next batch size
-        release_graphs(model)
-        gc.collect()
+    release_graphs(model)  # graphs keep their KV caches: free them before the next batch size
+    gc.collect()
     transformer, decode = statistics.median(sampling), statistics.median(decoding)
     return {"batch": batch, "transformer_s_per_image": transformer, "vae_decode_s_per_image": decode,
             "total_s_per_image": transformer + decode, "peak_memory_gib": peak / 2**30,
@@ -108,15 +115,15 @@ def run_benchmark(size: str = "infinity-2b", batches: tuple[int, ...] = (1, 4, 8
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed decoder shapes: autotune the convolutions
     rows = []
+    config = SamplingConfig(cfg=cfg)
     for variant in variants:
-        config = SamplingConfig(cfg=cfg, cuda_graphs=variant in ("graphs", "compiled-graphs"),
-                                compile_decoder=variant != "eager", compile_blocks=variant.startswith("compiled"))
         for batch in batches:
             if (variant == "graphs" and batch > GRAPH_MAX_BATCH) or (variant.startswith("compiled")
                                                                       and batch < COMPILE_MIN_BATCH):
                 continue
             try:
-                row = bench_batch(model, vae, schedule, batch, config, text_tokens, repeats, warmup, device)
+                with accelerate((model, vae), VARIANTS[variant]):
+                    row = bench_batch(model, vae, schedule, batch, config, text_tokens, repeats, warmup, device)
             except Exception as err:  # noqa: BLE001 - report a failing variant (e.g. OOM) and go on
                 row = {"batch": batch, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
             row["variant"] = variant
@@ -157,8 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--variants", nargs="+", default=["fused"],
-                        choices=["eager", "fused", "graphs", "compiled", "compiled-graphs"])
+    parser.add_argument("--variants", nargs="+", default=["fused"], choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = run_benchmark(args.size, tuple(args.batch), args.device, args.repeats, args.warmup,

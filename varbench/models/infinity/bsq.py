@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from varbench.models.infinity.autoencoder import Decoder, Encoder
-from varbench.models.infinity.fusion import run_module
 from varbench.models.infinity.architecture import TokenizerConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
@@ -170,7 +169,7 @@ class BSQTokenizer(nn.Module):
     def decode(self, summed: torch.Tensor) -> torch.Tensor:
         """Summed codes (B, d, H, W) -> images (B, 3, H*s, W*s) in [-1, 1]."""
         weight = self.decoder.conv_in.conv.weight
-        return run_module(self.decoder, summed.to(weight.dtype)).float().clamp(-1, 1)
+        return self.decoder(summed.to(weight.dtype)).float().clamp(-1, 1)
 
     def decode_bits(self, bits: Sequence[torch.Tensor], schedule: ScaleSchedule) -> torch.Tensor:
         return self.decode(codes_from_bits(bits, schedule.final))

@@ -1,17 +1,13 @@
 """The building blocks of the Infinity transformer, named as in the released checkpoint.
 
 Attention runs through PyTorch's scaled_dot_product_attention (flash / memory-efficient
-kernels on GPU, plain math on CPU); if the `flash_attn` package is installed it is used
-for unmasked bf16/fp16 attention on CUDA (set VARBENCH_FLASH_ATTN=0 to turn that off).
-Every module computes its norms and AdaLN modulation in fp32 and its matrix products
+kernels on GPU, plain math on CPU). Every module computes its norms and AdaLN modulation in fp32 and its matrix products
 in the dtype of its weights, or in the autocast dtype when autocast is on (inputs are
 cast to the weight dtype first, so a bf16 model also runs without autocast).
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -19,17 +15,9 @@ from torch import nn
 
 from varbench.models.infinity.rope import apply_rope
 
-_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None and os.environ.get("VARBENCH_FLASH_ATTN", "1") != "0"
-
-
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
            mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention; q (B, H, Lq, d), k/v (B, H, Lk, d); mask True = may attend."""
-    if _FLASH_ATTN and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        from flash_attn import flash_attn_func
-
-        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
-        return out.transpose(1, 2)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
@@ -181,21 +169,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.fc1.weight.dtype)
-        if epilogue_gelu(x):
-            # The GELU runs in the matmul's cuBLASLt epilogue on the fp32 accumulator: one
-            # pass less over the 4x-wide hidden activations and one bf16 rounding instead
-            # of two (compiled sampling at batch 8 on an H100: -5 ms/image).
-            hidden = torch._addmm_activation(self.fc1.bias, x.flatten(0, -2), self.fc1.weight.t(), use_gelu=True)
-            return self.fc2(hidden.unflatten(0, x.shape[:-1]))
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-
-
-def epilogue_gelu(x: torch.Tensor) -> bool:
-    """Whether the FFN fuses its GELU into the first matmul: compiled inference on CUDA in
-    bf16/fp16 only (eager keeps the release's two-step rounding; training needs the
-    separate GELU's backward)."""
-    return (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled()
-            and torch.compiler.is_compiling())
 
 
 class RMSNorm(nn.Module):

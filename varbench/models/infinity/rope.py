@@ -8,8 +8,7 @@ scale sits at (y, x) = (round(r * H / h), round(c * W / w)) of the final H x W g
 crowding its top-left corner. Rounding is half-to-even, as in the release.
 
 Tables hold fp32 (cos, sin) pairs, applied as a complex multiplication after the q/k
-normalisation (written out in real arithmetic under torch.compile); they are computed
-once per (schedule, device) and cached.
+normalisation; they are computed once per (schedule, device) and cached.
 """
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ def axis_frequencies(head_dim: int) -> torch.Tensor:
 
 def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """fp32 table shaped (L, head_dim/2, 2): (cos, sin) of the rotation of every token's
-    channel pairs. Real, not complex: compiled code (inductor) generates no kernels for
-    complex tensors, and `torch.view_as_complex` gives the eager path its complex view."""
+    channel pairs, stored as real pairs; `torch.view_as_complex` views it as e^(i angle)."""
     ys, xs = grid_positions(schedule)
     if int(max(ys.max(), xs.max())) >= _MAX_GRID:
         raise ValueError(f"RoPE grid {schedule.rope_grid} exceeds {_MAX_GRID} positions per axis")
@@ -53,16 +51,10 @@ def rope_table(schedule: ScaleSchedule, head_dim: int, device: torch.device | st
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate x (..., L, head_dim) by table (L, head_dim/2, 2); returns fp32."""
+    """Rotate x (..., L, head_dim) by table (L, head_dim/2, 2): each channel pair
+    (x_2i, x_2i+1) as the complex number x_2i + i x_2i+1, times e^(i angle); returns fp32."""
     x = x.float()
-    if torch.compiler.is_compiling():
-        # the complex product written out in real arithmetic, which inductor fuses with
-        # the normalisation around it
-        pairs = x.unflatten(-1, (-1, 2))
-        real, imag = pairs[..., 0], pairs[..., 1]
-        cos, sin = table[..., 0], table[..., 1]
-        return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)
-    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):
+    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]):  # what view_as_complex needs
         x = x.contiguous()
     pairs = torch.view_as_complex(x.view(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * torch.view_as_complex(table)).flatten(-2)

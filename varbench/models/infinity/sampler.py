@@ -7,12 +7,10 @@ tau, and draw each of the 32 bits as a 2-way categorical after top-k / top-p fil
 The drawn codes are added to the running sum, whose resize to scale k+1 is the next
 input. The final sum goes through the VAE decoder.
 
-Speed: conditional and unconditional rows run as one batch; every block's KV cache is
-allocated once for the whole sequence; the text keys/values of the cross-attention are
-computed once; RoPE tables are cached fp32; the loop has no host syncs (no .item(), no
-branching on tensor values); bf16 autocast on CUDA (fp32 on the CPU). With
-`cuda_graphs=True` each scale's forward is captured once as a CUDA graph and replayed
-(see graphs.py): this removes the kernel-launch overhead that dominates small scales.
+Work done once: conditional and unconditional rows run as one batch; every block's KV
+cache is allocated once for the whole sequence; the text keys/values of the
+cross-attention are computed once; RoPE tables are cached fp32. The loop has no host
+syncs (no .item(), no branching on tensor values); bf16 autocast on CUDA (fp32 on the CPU).
 
 Seeds: image i draws its uniforms from its own torch.Generator seeded with seeds[i], in a
 fixed order, so its random draws do not depend on the batch. The arithmetic is per sample
@@ -41,8 +39,6 @@ import torch
 
 from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8,
                                           resize)
-from varbench.models.infinity.fusion import compiled_blocks, compiled_decoder
-from varbench.models.infinity.graphs import graph_cache
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.text import TextFeatures
@@ -58,11 +54,6 @@ class SamplingConfig:
     next_input: Interpolation = "trilinear"  # quirk (2): "area" = ARBooth's teacher
     attention: Literal["kv_cache", "released_teacher"] = "kv_cache"  # quirk (3)
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
-    cuda_graphs: bool = False  # replay each scale's forward as a CUDA graph (graphs.py); kv_cache only
-    compile_decoder: bool = True  # decode through a compiled VAE decoder on CUDA (fusion.py)
-    # Compiled transformer blocks on CUDA (fusion.py): batch 8 0.333 -> 0.266 s/image on an
-    # H100, but ~50 s of compiling per batch size and process; pays from ~700 images.
-    compile_blocks: bool = False
 
 
 @dataclass
@@ -143,7 +134,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     try:
         text = text.to(device)
         cond = build_condition(model, text, config.cfg)
-        with autocast_for(device, config.amp), compiled_blocks(config.compile_blocks):
+        with autocast_for(device, config.amp):
             summed, inputs, bits, logits = _scale_loop(model, cond, schedule, seeds, config, return_logits)
     finally:
         model.train(was_training)
@@ -151,7 +142,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     if decode:
         if vae is None:
             raise ValueError("decode=True needs the VAE")
-        images = decode_images(vae, summed, config.amp, config.compile_decoder)
+        images = decode_images(vae, summed, config.amp)
     return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)), schedule)
 
 
@@ -161,7 +152,7 @@ def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds
     guided = config.cfg != 1
     length, final = schedule.num_tokens, schedule.final
     generators = image_generators(seeds, device)
-    forward_scale = _scale_forward(model, cond, schedule, config)
+    forward_scale = scale_forward(model, cond, schedule, config)
     summed = torch.zeros(batch, bits_per_token, *final, device=device)
     inputs = torch.zeros(batch, length - 1, bits_per_token, device=device)
     bits_out = torch.zeros(batch, length, bits_per_token, dtype=torch.bool, device=device)
@@ -186,12 +177,9 @@ def _scale_loop(model: Infinity, cond: Condition, schedule: ScaleSchedule, seeds
     return summed, inputs, bits_out, logits_out
 
 
-def _scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, config: SamplingConfig):
-    """A function (scale index, input tokens) -> logits, eager or through CUDA graphs."""
+def scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, config: SamplingConfig):
+    """A function (scale index, input tokens) -> logits: all blocks, then the head."""
     text_kvs = [block.ca.text_kv(cond.text) for block in model.blocks]  # once for all scales
-    if config.cuda_graphs and config.attention == "kv_cache":
-        graphs = graph_cache(model).get(model, schedule, cond, text_kvs, config.amp)
-        return graphs.run
     cached = config.attention == "kv_cache"
     caches = [KVCache(schedule.num_tokens) for _ in model.blocks] if cached else None
     rope = model.rope.get(schedule, model.config.head_dim, cond.pooled.device)
@@ -211,8 +199,7 @@ def _scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, co
 
 
 @torch.no_grad()
-def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True, compiled: bool = True) -> torch.Tensor:
-    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast and, if `compiled`, a
-    compiled decoder on CUDA)."""
-    with autocast_for(summed.device, amp), compiled_decoder(compiled):
+def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True) -> torch.Tensor:
+    """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast on CUDA)."""
+    with autocast_for(summed.device, amp):
         return images_to_uint8(vae.decode(summed))

@@ -32,7 +32,6 @@ from torch.utils.checkpoint import checkpoint
 
 from varbench.errors import UserError
 from varbench.models.infinity.architecture import InfinityConfig
-from varbench.models.infinity.fusion import run_block
 from varbench.models.infinity.layers import (AdaLNBeforeHead, CrossAttention, FeedForward, KVCache, RMSNorm,
                                              SelfAttention, TextAttentivePool, drop_path_scale, modulate)
 from varbench.models.infinity.rope import RopeCache
@@ -86,18 +85,16 @@ class Block(nn.Module):
                 text_mask: torch.Tensor | None, rope: torch.Tensor, spans: tuple[tuple[int, int, int], ...],
                 cache: KVCache | None = None, cache_start: int = 0) -> torch.Tensor:
         """x (B, n, C) fp32. `text_kv`: this block's precomputed (k, v), or the projected
-        text (B, Lt, C) to compute them from. `spans`/`cache`: see SelfAttention.
-
-        The drop-path draws happen here, outside `body`, which may run compiled
-        (fusion.compiled_blocks): its code then reads no per-block number, so the 32
-        blocks share one compiled function."""
+        text (B, Lt, C) to compute them from. `spans`/`cache`: see SelfAttention."""
         drop_scales = self._drop_path_scales(x)
-        return run_block(Block.body, self, x, ada, text_kv, text_mask, rope, spans, cache, cache_start, drop_scales)
+        return self.body(x, ada, text_kv, text_mask, rope, spans, cache, cache_start, drop_scales)
 
     def body(self, x: torch.Tensor, ada: torch.Tensor, text_kv: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
              text_mask: torch.Tensor | None, rope: torch.Tensor, spans: tuple[tuple[int, int, int], ...],
              cache: KVCache | None, cache_start: int,
              drop_scales: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """The block, given its stochastic-depth scales: a function of its inputs and
+        weights alone (no random draws, no per-block numbers), the same code for every block."""
         if torch.is_tensor(text_kv):
             text_kv = self.ca.text_kv(text_kv)
         sa_drop, ffn_drop = drop_scales if drop_scales is not None else (None, None)

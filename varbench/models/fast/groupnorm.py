@@ -3,18 +3,16 @@ under torch.compile.
 
 `F.group_norm` reduces each (sample, group) block in one pass. When the activations are
 channels-last (NHWC), as inductor lays out the VAE decoders' convolutions, a group's
-channels are scattered across every pixel row and the compiled reduction crawls: in the
-compiled Infinity decoder at batch 8, GroupNorm kernels took more GPU time than the
-convolutions (benchmarks/NOTES-infinity.md, sixth session). Here each channel's mean and
-variance come first (a reduction over pixels, coalesced in either layout; one Welford pass
-under inductor), and a group's variance is combined exactly from its channels':
+channels are scattered across every pixel row and the compiled reduction is slow (in
+the compiled Infinity decoder, GroupNorm kernels took more GPU time than the
+convolutions; benchmarks/NOTES-infinity.md). Here each channel's mean and variance come
+first (a reduction over pixels, coalesced in either layout; one Welford pass under
+inductor), and a group's variance is combined exactly from its channels':
 var_group = mean over its channels of (var_c + (mean_c - mean_group)^2).
 
 Eager PyTorch runs its own GroupNorm kernel faster (one kernel instead of several), so
-`ChannelStatsGroupNorm` uses these statistics only while torch.compile traces it. H100,
-bf16, random weights: the compiled Infinity decoder at batch 8 went 34.5 -> 21.7 ms/image
-and compiled SD 1.5 sampling at batch 4 0.258 -> 0.233 s/image; eager, the Infinity
-decoder would go 59.4 -> 62.1 ms/image, so eager keeps torch's kernel.
+`ChannelStatsGroupNorm` uses these statistics only while torch.compile traces it; eager
+calls run torch's kernel. Figures: benchmarks/NOTES-infinity.md, NOTES-baselines.md.
 """
 from __future__ import annotations
 

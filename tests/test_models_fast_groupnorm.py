@@ -1,4 +1,4 @@
-"""GroupNorm from per-channel statistics (varbench.models.groupnorm) equals torch's, in
+"""GroupNorm from per-channel statistics (varbench.models.fast.groupnorm) equals torch's, in
 values and dtype, for every layout and rank; ChannelStatsGroupNorm is torch's module when
 eager and the per-channel form when compiled; the swap keeps parameters and keys."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varbench.models import groupnorm
-from varbench.models.groupnorm import ChannelStatsGroupNorm, group_norm, use_channel_stats
+from varbench.models.fast import groupnorm
+from varbench.models.fast.groupnorm import ChannelStatsGroupNorm, group_norm, use_channel_stats
 
 
 @pytest.mark.parametrize("shape, groups", [((3, 12, 5, 7), 4), ((2, 12, 9), 3), ((1, 8, 4, 4), 8), ((2, 6, 3, 2), 1),

@@ -9,11 +9,10 @@ interleaved: 16 multiply-adds per input pixel and channel pair instead of 36, an
 upsampled tensor written and read back. Only the rounding differs (the taps are summed
 before the multiplication instead of after).
 
-These convolutions are 2.9 of the decoder's 9.8 TFLOP per 1024^2 image. Measured on an
-H100 at batch 8: compiled decoder 34.7 -> 33.2 ms/image, eager 59.8 -> 56.4. On SD 1.5's
-UNet upsamplers it was slower (small spatial sizes starve the 4x-wide 2x2 convolution),
-so the diffusion baselines keep diffusers' upsampling (benchmarks/NOTES-infinity.md,
-NOTES-baselines.md, sixth session).
+These convolutions are 2.9 of the Infinity decoder's 9.8 TFLOP per 1024^2 image; there
+it is faster, compiled or eager. On SD 1.5's UNet upsamplers it was slower (small spatial
+sizes starve the 4x-wide 2x2 convolution), so the diffusion baselines keep diffusers'
+upsampling. Figures: benchmarks/NOTES-infinity.md, NOTES-baselines.md.
 """
 from __future__ import annotations
 

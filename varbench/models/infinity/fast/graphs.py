@@ -5,12 +5,20 @@ sampling is bound by kernel-launch overhead on the host, not by the GPU. Capturi
 scale's forward (all blocks + the head) as a CUDA graph replays those kernels without the
 host. Everything a graph touches lives in static buffers: the scale's input tokens, the
 condition (shared AdaLN, pooled vector, text keys/values and key mask) and the KV caches.
-Text is padded to a multiple of `TEXT_BUCKET` tokens (masked), so prompts of similar
-length share graphs. Sampling itself (uniforms from per-image generators) stays outside.
+Text is padded to a multiple of `TEXT_BUCKET` tokens (masked: padded keys get no
+attention weight), so prompts of similar length share graphs. Sampling itself (uniforms
+from per-image generators) stays outside. A replay runs the plain forward's kernels, on
+the same values except the masked text padding, so it samples what the plain sampler
+samples up to fp32 rounding.
+
+How it is switched on: `accelerate` (fast/__init__.py) replaces the plain sampler's
+`scale_forward` with `scale_forward` below and marks the models that replay; for other
+models, and for the released teacher's attention (no KV cache), it calls the plain one.
 
 Graphs depend on (schedule, rows, text bucket, dtype) and hold their KV caches, so they
-are kept per model in `GraphCache` and freed with `GraphCache.clear()`. On the CPU (tests)
-the same static-buffer path runs without capture, which checks everything but the replay.
+are kept per model in `GraphCache` and freed with `release_graphs(model)`. On the CPU
+(tests) the same static-buffer path runs without capture, which checks everything but
+the replay.
 """
 from __future__ import annotations
 
@@ -20,12 +28,35 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from varbench.models.infinity import sampler
 from varbench.models.infinity.layers import KVCache
+from varbench.models.infinity.sampler import SamplingConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.transformer import Condition, Infinity
 
 TEXT_BUCKET = 64
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_REPLAYING: weakref.WeakSet = weakref.WeakSet()  # the models `scale_forward` replays graphs for
+plain_scale_forward = sampler.scale_forward
+
+
+def scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, config: SamplingConfig):
+    """`sampler.scale_forward`, replayed from CUDA graphs for the models marked by
+    `replay_graphs` (KV-cached attention only)."""
+    if model not in _REPLAYING or config.attention != "kv_cache":
+        return plain_scale_forward(model, cond, schedule, config)
+    text_kvs = [block.ca.text_kv(cond.text) for block in model.blocks]  # once for all scales
+    return graph_cache(model).get(model, schedule, cond, text_kvs, config.amp).run
+
+
+def replay_graphs(model: Infinity, on: bool) -> bool:
+    """Mark (or unmark) `model` for graph replay; returns whether it was marked before."""
+    before = model in _REPLAYING
+    if on:
+        _REPLAYING.add(model)
+    else:
+        _REPLAYING.discard(model)
+    return before
 
 
 class ScaleGraphs:

@@ -1,14 +1,16 @@
 """Nearest 2x upsampling + 3x3 convolution computed on the small input
-(varbench.models.upsample) equals the plain computation, in values, layout and gradients,
-and so does the Infinity decoder's upsampler."""
+(varbench.models.fast.upsample) equals the plain computation, in values, layout and
+gradients, and so does the Infinity decoder's sub-pixel upsampler (the speed layer's
+swap for the plain one, which is the released computation itself)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from varbench.models.fast.upsample import phase_weights, upsample_conv
 from varbench.models.infinity.autoencoder import Upsample
-from varbench.models.upsample import phase_weights, upsample_conv
+from varbench.models.infinity.fast.ops import SubPixelUpsample
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -74,5 +76,7 @@ def test_infinity_decoder_upsample_is_the_released_computation():
     module = Upsample(8).double()
     x = torch.randn(2, 8, 5, 7, dtype=torch.float64)
     conv = module.conv.conv
+    assert torch.equal(module(x), reference(x, conv.weight, conv.bias))  # the plain module: exactly
+    module.__class__ = SubPixelUpsample  # what the speed layer swaps in
     torch.testing.assert_close(module(x), reference(x, conv.weight, conv.bias), rtol=0, atol=1e-12)
     assert set(module.state_dict()) == {"conv.conv.weight", "conv.conv.bias"}  # released key names
