@@ -9,13 +9,14 @@ reuses them.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from baselines.common import cast, compute_dtype, in_dtype
-from baselines.sampling import Sampler, generate_images, sampling_pipeline
+from baselines.sampling import generate_images, sampling_pipeline
+from baselines.training import cast, compute_dtype, in_dtype
 from varbench.cache import get_or_build
 from varbench.fileio import write_png
 from varbench.method import CellContext
@@ -61,15 +62,12 @@ def class_image_paths(components: DiffusionComponents, config: Any, class_noun: 
         original = [next(p.parameters()).dtype for p in parts]
         cast(parts, dtype)
         try:
-            # One sampler for all batches (its CUDA graphs are reused). Not compiled: 200
-            # images do not repay the compile time. The pretrained UNet itself (fp32 runs,
-            # where no copy is made) must not be fused, since a fit trains it next.
-            sampler = Sampler(sampling_pipeline(components, unet, config), config, allow_compile=False,
-                              may_fuse=unet is not components.unet)
+            pipeline = sampling_pipeline(components, unet, config)
+            settings = replace(config, compile=False)  # (speed only: 200 images do not repay compiling)
             for start in range(0, config.num_class_images, config.class_batch_size):
                 indices = range(start, min(start + config.class_batch_size, config.num_class_images))
                 seeds = [derive_seed("class_image", config.class_image_seed, prompt, i) for i in indices]
-                images = generate_images(sampler, [prompt] * len(seeds), seeds, config)
+                images = generate_images(pipeline, [prompt] * len(seeds), seeds, settings)
                 for index, image in zip(indices, images):
                     write_png(folder / f"{index:04d}.png", image)
         finally:

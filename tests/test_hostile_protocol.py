@@ -111,7 +111,7 @@ def test_every_number_loads_within_bounds_or_is_one_user_error(tmp_path, path, v
     (["arms", 0, "config", "lr"], 10**400, "arms[0].config.lr must be at most"),
     (["seeds", "base"], -1, "seeds.base must be at least 0"),
     (["seeds", "base"], 2**63, "seeds.base must be at most"),
-    (["metrics", "batch_size"], 10**9, "metrics.batch_size must be at most"),
+    (["execution", "metric_batch_size"], 10**9, "metric_batch_size must be at most"),
     (["slurm", "time_minutes"], -5, "slurm.time_minutes must be at least 1"),
 ])
 def test_out_of_range_numbers_name_the_key_and_file(tmp_path, path, value, message):

@@ -62,6 +62,12 @@ def render(setup, out: Path, **options) -> Path:
     return render_report(setup["results"], out, setup["spec"], **options)
 
 
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def magenta_pixels(png: bytes) -> int:
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     return int((pixels == MAGENTA).all(axis=2).sum())
@@ -115,21 +121,18 @@ def test_unknown_nonempty_out_is_refused_without_force(setup, tmp_path: Path):
     assert (out / "draft.tex").read_text() == "my paper" and (out / "index.html").is_file()
 
 
-def test_a_report_written_before_the_index_is_accepted_and_kept(setup, tmp_path: Path):
-    """Upgrading: exactly the old layout (index.html and report files) needs no --force, and
-    its files, unrecorded, are not deleted; one stray file of the user's means refusal."""
-    out = tmp_path / "out"
-    (out / "tables").mkdir(parents=True)
-    (out / "index.html").write_text("<html>old</html>")
-    (out / "tables" / "old-comparison.md").write_text("| old |")
-    render(setup, out)
-    assert (out / "tables" / "old-comparison.md").read_text() == "| old |" and TABLE in index_files(out)
-    fresh = tmp_path / "fresh"
-    (fresh / "tables").mkdir(parents=True)
-    (fresh / "index.html").write_text("<html>old</html>")
-    (fresh / "tables" / "notes.txt").write_text("mine")
+def test_a_folder_with_an_index_html_is_refused_without_force(setup, tmp_path: Path):
+    """A user's own site (index.html, figures/) is not mistaken for an earlier report: it
+    would be overwritten. With --force the report writes, deleting nothing else."""
+    out = tmp_path / "site"
+    (out / "figures").mkdir(parents=True)
+    (out / "index.html").write_text("<h1>my homepage</h1>")
+    (out / "figures" / "old-comparison.png").write_bytes(b"mine")
     with pytest.raises(UserError, match="not empty"):
-        render(setup, fresh)
+        render(setup, out)
+    assert (out / "index.html").read_text() == "<h1>my homepage</h1>"
+    render(setup, out, force=True)
+    assert (out / "figures" / "old-comparison.png").read_bytes() == b"mine" and TABLE in index_files(out)
 
 
 def test_unreadable_index_is_refused_without_force(setup, tmp_path: Path):
@@ -291,11 +294,16 @@ def test_symlinked_image_leading_outside_is_not_read_or_embedded(setup, tmp_path
     with pytest.MonkeyPatch.context() as patch:
         opened = record_loads(patch)
         page = render_report(results, out, spec).read_text(encoding="utf-8")
-    assert opened == [inside_copy.resolve()]
-    grid = (out / GRID).read_bytes()
-    assert 0 < magenta_pixels(grid) <= 32 * 32  # the inside tile only, not the outside one
+    # A PNG replaced by a link makes the cell damaged (store seal): none of its images is shown.
+    grids_written = [p.read_bytes() for p in sorted((out / "grids").glob("*.png"))]
+    assert opened == [] and not any(magenta_pixels(g) for g in grids_written)
+    with pytest.MonkeyPatch.context() as patch:  # the tile itself: only what resolves inside is opened
+        opened = record_loads(patch)
+        inside_tile = grids._generated_tile(cell / "images" / "p001_s00.png", results, 32, "x")
+        grids._generated_tile(cell / "images" / "p000_s00.png", results, 32, "x")
+    assert opened == [inside_copy.resolve()] and magenta_pixels(_png(inside_tile)) > 0
     embedded = [base64.b64decode(d) for d in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
-    assert embedded == [grid]  # the page embeds exactly what this render wrote
+    assert embedded == grids_written  # the page embeds exactly what this render wrote
 
     # a whole images folder linked outside: nothing in it is read
     (cell / "images" / "p001_s00.png").unlink()
@@ -307,4 +315,21 @@ def test_symlinked_image_leading_outside_is_not_read_or_embedded(setup, tmp_path
     with pytest.MonkeyPatch.context() as patch:
         opened = record_loads(patch)
         render_report(results, out, spec)
-    assert opened == [] and magenta_pixels((out / GRID).read_bytes()) == 0
+    assert opened == [] and not any(magenta_pixels(p.read_bytes()) for p in (out / "grids").glob("*.png"))
+
+
+def test_a_render_killed_half_way_leaves_a_folder_the_next_render_accepts(tmp_path: Path):
+    out = tmp_path / "out"
+    first = OutputFolder(out)
+    first.write("tables/a.md", "| a |")  # ... and the process dies here, before finish()
+    second = OutputFolder(out)  # no "not empty" refusal: the index already lists a.md
+    second.write("tables/b.md", "| b |")
+    second.finish()
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["b.md"]  # the orphan is cleaned
+
+
+def test_text_that_the_file_system_could_not_decode_is_written_escaped(tmp_path: Path):
+    out = tmp_path / "out"
+    folder = OutputFolder(out)
+    folder.write("index.html", "results in /data/r\udce9sults")  # os.fsdecode of a latin-1 name
+    assert b"\\udce9" in (out / "index.html").read_bytes()

@@ -212,3 +212,12 @@ def test_dry_run_script_is_the_submitted_script(tmp_path, monkeypatch, subjects)
     folder = submitted.parent
     assert submitted.read_text() == sbatch_script(protocol, opts, len(cells), folder)
     assert isinstance(jobs[0], submitit.Job)
+
+
+@pytest.mark.parametrize("key, value", [("export", "ALL,BASH_ENV=/tmp/evil.sh"), ("chdir", "/tmp/evil"),
+                                        ("get-user-env", "L"), ("container", "/tmp/c"), ("export-file", "/tmp/e")])
+def test_sbatch_options_that_could_run_code_are_refused(tmp_path, key, value):
+    path = tmp_path / "p.yaml"
+    path.write_text(TOY.read_text() + f"slurm: {{extra: {{{key}: '{value}'}}}}\n")
+    with pytest.raises(UserError, match="not allowed in a protocol"):
+        load_protocol(path)

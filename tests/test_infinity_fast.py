@@ -259,6 +259,23 @@ def test_graphs_leave_the_released_teacher_attention_and_other_models_plain():
     graphs.release_graphs(model)
 
 
+def test_graphs_captured_from_plain_blocks_are_not_replayed_for_compiled_ones():
+    model = build_infinity("infinity-tiny", seed=1)
+    text = random_text(1, 4, model.config.text_channels, torch.device("cpu"))
+    with accelerate(model, SpeedOptions(cuda_graphs=True)):
+        sample(model, None, text, get_schedule(3), [0], SamplingConfig(), decode=False)
+        assert len(graphs.graph_cache(model).entries) == 1
+        with accelerate(model, SpeedOptions(cuda_graphs=True, compile_blocks=True)):
+            assert len(graphs.graph_cache(model).entries) == 0
+            sample(model, None, text, get_schedule(3), [0], SamplingConfig(), decode=False)
+            assert len(graphs.graph_cache(model).entries) == 1
+        assert len(graphs.graph_cache(model).entries) == 0  # captured from compiled blocks: dropped too
+        with accelerate(model, SpeedOptions(cuda_graphs=True)):  # nothing changes: graphs stay
+            sample(model, None, text, get_schedule(3), [0], SamplingConfig(), decode=False)
+        assert len(graphs.graph_cache(model).entries) == 1
+    graphs.release_graphs(model)
+
+
 def test_accelerated_pipeline_samples_and_decodes_what_the_plain_one_does():
     """All pieces on (the compiled ones inert on the CPU): the same tokens, and images
     within the rounding of the sub-pixel upsampling."""

@@ -21,7 +21,8 @@ def resolve_device(name: str, where: str = "--device") -> Any:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("no CUDA GPU is available on this machine", where, "Use --device cpu (or auto).")
+            fix = "List CPU workers (--gpus cpu,cpu) instead." if where == "--gpus" else "Use --device cpu (or auto)."
+            raise UserError("no CUDA GPU is available on this machine", where, fix)
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise UserError(f"this machine has {count} GPU(s), so {name} does not exist", where,

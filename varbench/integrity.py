@@ -187,6 +187,9 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[list[dict[str, str]
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         return [], f"lacks column(s) {', '.join(missing)}"
+    for line, row in enumerate(rows, start=2):  # a short or long row reads as None / a list
+        if None in row or any(not isinstance(row[c], str) for c in columns):
+            return [], f"line {line} is malformed"
     return rows, None
 
 

@@ -57,6 +57,13 @@ SBATCH_VALUE = r"[A-Za-z0-9_@+=:,./-]{1,256}"
 # with theirs, and --wrap would replace the job script altogether).
 RESERVED_SBATCH = {"array", "output", "error", "open-mode", "signal", "wckey", "job-name", "wrap",
                    "partition", "account", "time", "gpus-per-node", "cpus-per-task", "mem"}
+# Extra sbatch options a protocol may set: scheduling only. Anything else is refused, since
+# options such as export (BASH_ENV, LD_PRELOAD), chdir (a planted module on sys.path),
+# get-user-env or container would let a protocol run code of its choosing.
+ALLOWED_SBATCH = {"qos", "constraint", "reservation", "exclude", "nodelist", "comment", "mail-type", "mail-user",
+                  "gres", "gpus", "gpu-bind", "mem-per-cpu", "mem-per-gpu", "nice", "hint", "tmp", "begin",
+                  "deadline", "dependency", "distribution", "exclusive", "cluster", "clusters", "licenses",
+                  "priority", "requeue", "no-requeue", "switches", "threads-per-core", "ntasks-per-node"}
 
 
 def _range(low: int, high: int) -> dict[str, Any]:
@@ -312,6 +319,11 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = (), budget: _Budget | None = 
     return deep_merge(merged, data)
 
 
+def load_yaml_file(path: Path) -> Any:
+    """One YAML file (no includes) within the same budgets: size, nesting, nodes, aliases."""
+    return _parse(Path(path), _Budget(), included=False)
+
+
 def _parse(path: Path, budget: _Budget, included: bool) -> Any:
     """One YAML document within the budgets; an included file's errors never quote it."""
     text = _read_text(path)
@@ -425,6 +437,7 @@ def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) 
     check_name(spec.name, "protocol", source)
     for index, subject in enumerate(spec.data.subjects if isinstance(spec.data.subjects, list) else []):
         check_name(subject, "subject", f"{source}, data.subjects[{index}]")
+    _check_subject_list(spec.data.subjects, source)
     _check_templates(spec.prompts, source)
     _check_sizes(spec, source)
     check_sbatch_keys(spec.slurm.extra, f"{source}, slurm.extra")
@@ -451,6 +464,16 @@ def _resolve_execution(protocol: Protocol, overrides: list[str], source: str) ->
                                           {**arm_spec.execution, **per_arm.get(arm.name, {})},
                                           f"{source}, arm {arm.name}")
         arm.config = execution.apply(arm.config, arm.execution)
+        _check_method_config(arm, f"{source}, arm {arm.name} config")
+
+
+def _check_method_config(arm: Arm, where: str) -> None:
+    """The method's own value checks (they run when it is built), at load time, so that
+    `validate` rejects what `run` would, naming the file and arm."""
+    try:
+        arm.make_method()
+    except UserError as err:
+        raise UserError(err.what, where, err.fix) from None
 
 
 def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, seen: set[str]) -> Arm:
@@ -469,6 +492,15 @@ def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, s
         raw.setdefault("resolution", protocol.spec.resolution)
     config = from_dict(method_class.Config, raw, source, f"{key}.config")
     return Arm(name=name, method_name=arm_spec.method, config=config, protocol=protocol)
+
+
+def _check_subject_list(subjects: list[str] | str, source: str) -> None:
+    if isinstance(subjects, list) and not subjects:
+        raise UserError("data.subjects is empty: the protocol would run nothing", source,
+                        "List some subjects, or write 'subjects: all'.")
+    if isinstance(subjects, list) and len(set(subjects)) != len(subjects):
+        twice = sorted({s for s in subjects if subjects.count(s) > 1})
+        raise UserError(f"data.subjects lists {', '.join(twice)} more than once", source, "List each subject once.")
 
 
 def check_template(text: str, where: str) -> None:
@@ -516,3 +548,6 @@ def check_sbatch_keys(extra: dict[str, str], where: str) -> None:
             raise UserError(f"sbatch option {excerpt(key)} is set by varbench", where,
                             "Use the slurm: fields (partition, account, time_minutes, gpus_per_job, "
                             "cpus_per_gpu, mem_gb) or the matching run flags instead.")
+        if key not in ALLOWED_SBATCH:
+            raise UserError(f"sbatch option {excerpt(key)} is not allowed in a protocol (it could change what "
+                            "the job runs)", where, f"Allowed: {', '.join(sorted(ALLOWED_SBATCH))}.")

@@ -97,8 +97,9 @@ def summarise(root: Path, cells: list[Cell]) -> int:
 
 
 def run_protocol(protocol_name: str, options: RunOptions) -> int:
-    protocol, cells = prepare(protocol_name, options)
     root = Path(options.results)
+    check_results_root(root, [])  # before the dataset is opened (which may download it)
+    protocol, cells = prepare(protocol_name, options)
     check_results_root(root, cells)
     warn_old_layout(root, protocol.name)
     if options.dry_run:

@@ -70,17 +70,16 @@ class Worker:
     def _run_step(self, cell: Cell, store: CellStore, score_id: str | None, step: Any) -> bool:
         """Run the generation (score_id None) or the scoring of a cell and record its state:
         done (sealed) or failed (with its error); one cell's failure never stops the run."""
-        started = now()
-        facts = {"started": started, **self._where(), "execution": cell.arm.execution}
-        guard_disk(store, lambda: store.set_step(score_id, "running", **facts))
-        try:
+        facts = {"started": now(), **self._where(), "execution": cell.arm.execution}
+        try:  # a status write that fails (an I/O error) fails the step like any other error
+            store.set_step(score_id, "running", **facts)
             step(cell, store)
+            store.set_step(score_id, "done", **facts, finished=now(), error=None)
         except Exception as err:
             self._record_failure(store, score_id, err, facts)
             return False
         finally:
             self._free_memory()
-        guard_disk(store, lambda: store.set_step(score_id, "done", **facts, finished=now(), error=None))
         return True
 
     # --- the steps of a cell ---------------------------------------------------------

@@ -12,6 +12,9 @@ Weights are read from safetensors only, so loading never runs pickled code.
 
 `sd15_components(seed)` builds the same classes at full SD 1.5 size with random weights
 (for GPU benchmarks: real shapes and FLOPs, no download).
+
+torch, diffusers and transformers are imported where components are built or used, not
+here: method configs name `SD15_ID` and `TINY`, and checking a protocol must stay cheap.
 """
 from __future__ import annotations
 
@@ -22,21 +25,15 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    UNet2DConditionModel,
-)
-from safetensors import SafetensorError
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from typing import TYPE_CHECKING, Any
 
 from varbench.errors import UserError
 from varbench.weights import WeightFile, check_file, resolve_snapshot
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the runwayml/ id was deleted; same commits
 SD15_REVISION = "451f4fe16113bff5a5d2269ed5ad43b0592e9a14"
@@ -72,7 +69,7 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
     "steps_offset": 1, "prediction_type": "epsilon",
 }
-SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+SAMPLERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler"}  # diffusers class names
 
 
 @dataclass
@@ -94,13 +91,17 @@ class DiffusionComponents:
 
     def noise_scheduler(self) -> DDPMScheduler:
         """The training forward process (DDPM, as in the releases)."""
+        from diffusers import DDPMScheduler
+
         return _scheduler(DDPMScheduler, self.scheduler_config)
 
     def sampling_scheduler(self, sampler: str) -> Any:
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}", "method config 'sampler'",
                             f"Use one of: {', '.join(SAMPLERS)}.")
-        return _scheduler(SAMPLERS[sampler], self.scheduler_config)
+        import diffusers
+
+        return _scheduler(getattr(diffusers, SAMPLERS[sampler]), self.scheduler_config)
 
 
 def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -108,6 +109,8 @@ def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
     class lists in `_keep_in_fp32_modules`, which stay fp32: what loading with
     `from_pretrained(torch_dtype=dtype)` gives. (diffusers' own `ModelMixin.to(dtype)`
     casts everything and warns at every call, even when that list is empty.)"""
+    import torch
+
     keep = getattr(module, "_keep_in_fp32_modules", None) or []
     torch.nn.Module.to(module, dtype)
     if dtype != torch.float32 and keep:
@@ -160,6 +163,10 @@ def model_folder(base_model: str, revision: str | None) -> tuple[Path, str]:
 
 def load_folder(folder: Path, source: str) -> DiffusionComponents:
     """Load the five parts from a diffusers-layout folder (safetensors weights only)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from safetensors import SafetensorError
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     missing = [name for name in SUBFOLDERS if not (folder / name).is_dir()]
     if missing:
         raise UserError(f"model folder lacks {', '.join(missing)}", str(folder),
@@ -244,6 +251,10 @@ def sd15_components(seed: int = 0) -> DiffusionComponents:
 
 def _random_components(tokenizer: Any, unet_config: dict, vae_config: dict, text_config: dict, seed: int,
                        source: str) -> DiffusionComponents:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     text_config = {"vocab_size": len(tokenizer), **text_config}
     # Seed a forked RNG so building components never disturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
@@ -280,6 +291,8 @@ def build_tiny_tokenizer(merge_count: int = 300) -> Any:
     "</w>" word ends, <|startoftext|>/<|endoftext|>), learnt deterministically from
     TINY_CORPUS, so it works on every transformers version without a download.
     """
+    from transformers import CLIPTokenizer
+
     symbols = _byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]
     merges = _learn_merges(TINY_CORPUS, merge_count)

@@ -86,8 +86,9 @@ def _subject_grid(view: SectionView, spec: GridSpec, subject: str, evals: pd.Dat
             continue
         state = _cell_state(view, row.run_id, subject)
         root = row.run.store.root
-        tiles = [_generated_tile(_image_path(mine, row.run_id, index, spec.sample), root, size, state)
-                 for index in spec.prompts]
+        # a damaged cell's images are not shown as results: a grey tile says why
+        tiles = [_generated_tile(None if state == "damaged" else _image_path(mine, row.run_id, index, spec.sample),
+                                 root, size, state) for index in spec.prompts]
         rows.append((row.label, tiles))
     title_lines = [f"{view.protocol.name} / {subject} ({_subject_kind(view, subject)}), sample {spec.sample}"]
     if view.random_init:

@@ -10,8 +10,8 @@ Writing: `OutputFolder` owns the report's output folder. It records what it wrot
 files listed there that it no longer writes, and only while they are still regular files
 inside `out` with the recorded content; a file the user changed since is kept, with a
 warning. An existing non-empty folder without that index was not made by varbench: it is
-refused unless `force`, and even then nothing varbench did not write is deleted (a folder
-holding exactly the layout of a report written before the index existed is accepted). A write
+refused unless `force` (a report written before the index existed included), and even
+then nothing varbench did not write is deleted; files of the same names are replaced. A write
 replaces a symlink standing at the target path (varbench.fileio renames over the path,
 it never opens the link's target), and a folder inside `out` that leads outside is
 refused.
@@ -64,11 +64,15 @@ class OutputFolder:
             self._check_folder(self.out / folder)
 
     def write(self, relative: str, payload: str | bytes) -> Path:
-        data = payload.encode("utf-8") if isinstance(payload, str) else payload
+        # A path the file system could not decode (a non-UTF-8 locale) is written escaped.
+        data = payload.encode("utf-8", errors="backslashreplace") if isinstance(payload, str) else payload
         path = self.out / relative
         self._check_target(path)
         write_bytes(path, data)
         self.written[relative] = digest(data)
+        # The index grows with every file, so a render killed half-way leaves a folder the
+        # next render recognises (and cleans), never one it must refuse.
+        write_index(self.out, {**self.previous, **self.written})
         return path
 
     def finish(self) -> None:
@@ -118,25 +122,11 @@ def _claim(out: Path, force: bool) -> dict[str, str]:
             raise UserError(f"the report index of this folder is unreadable ({problem})", str(index),
                             "Pass --force to write the report anyway (nothing is deleted), or another --out.")
         return {}
-    if out.is_dir() and any(out.iterdir()) and not force and not _earlier_layout(out):
+    if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError("the output folder is not empty and no earlier 'varbench report' wrote it", str(out),
                         "Pass a new or empty folder to --out, or --force to write into it "
                         "(files varbench did not write are never deleted).")
     return {}
-
-
-def _earlier_layout(out: Path) -> bool:
-    """Whether `out` holds exactly what a varbench report before the index wrote: index.html
-    and report files in the three output folders. It is written into (nothing is deleted,
-    since nothing is recorded yet), so upgrading does not need --force."""
-    for entry in out.iterdir():
-        if entry.is_symlink() or (entry.name != PAGE_NAME and entry.name not in OUTPUT_FOLDERS):
-            return False
-        if entry.name in OUTPUT_FOLDERS:
-            if not entry.is_dir() or not all(_report_name(f"{entry.name}/{f.name}") and f.is_file()
-                                             and not f.is_symlink() for f in entry.iterdir()):
-                return False
-    return (out / PAGE_NAME).is_file()
 
 
 def _read_index(path: Path) -> tuple[dict[str, str] | None, str]:

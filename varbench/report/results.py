@@ -138,8 +138,11 @@ def _load_protocol(name: str, stores: list[RunStore]) -> ProtocolResults:
     for run in runs:
         for subject in subjects:
             cell = run.store.cell(subject)
-            image_parts.append(_read_csv(cell.dir / "images.csv", IMAGE_COLUMNS).assign(cell_dir=str(cell.dir)))
-            loss_parts.append(_read_csv(cell.dir / "losses.csv", ["step"]).assign(run_id=run.run_id, subject=subject))
+            generation = cell.state()
+            if generation.state != "damaged":  # nothing is read from a damaged (or linked-out) cell
+                image_parts.append(_read_csv(cell.dir / "images.csv", IMAGE_COLUMNS).assign(cell_dir=str(cell.dir)))
+                loss_parts.append(_read_csv(cell.dir / "losses.csv", ["step"]).assign(run_id=run.run_id,
+                                                                                      subject=subject))
             for score_id, score in run.scores.items():  # one row per metric mode of the run
                 row = _cell_row(run, cell, score_id, facts[run.run_id][subject], live[subject])
                 cell_rows.append({**row, "mode": score.get("mode")})

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from varbench.schema import from_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.store import check_name
@@ -139,14 +137,9 @@ def find_spec(name_or_path: str | Path | None) -> Path:
 def load_spec(name_or_path: str | Path | None = None) -> ReportSpec:
     path = find_spec(name_or_path)
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark else source
-        raise UserError(f"malformed YAML: {getattr(err, 'problem', None) or err}", where, "Fix the syntax.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read report spec: {err}", source) from None
+    from varbench.protocol import load_yaml_file
+
+    data = load_yaml_file(path)  # the protocol loader's budgets: a spec is a YAML file anyone may hand us
     spec = from_dict(ReportSpec, data, source)
     check_spec(spec, source)
     return spec

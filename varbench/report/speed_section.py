@@ -8,10 +8,11 @@ which the caption says.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from varbench.fileio import read_json
+from varbench.fileio import read_json_or_none
 from varbench.report.html import Unit
 from varbench.report.table_model import Column, Entry, Table
 
@@ -57,10 +58,20 @@ def cost_table(bench: dict[str, Any], gpus: int) -> Table:
     return table
 
 
+def _readable(bench: Any) -> bool:
+    rows = bench.get("rows") if isinstance(bench, dict) else None
+    return (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+            and isinstance(bench.get("device"), str) and isinstance(bench.get("note"), str))
+
+
 def speed_unit(results: Path, gpus: int = 8) -> Unit | None:
     """The section, or None when the results root has no benchmark output."""
-    bench = read_json(Path(results) / BENCH_FILE)
-    if bench is None:
+    path = Path(results) / BENCH_FILE
+    bench = read_json_or_none(path)
+    if bench is None and not path.exists():
+        return None
+    if not _readable(bench):  # a damaged bench.json costs the speed section, not the report
+        warnings.warn(f"unreadable benchmark results, speed section left out: {path}", stacklevel=2)
         return None
     return Unit(anchor="speed", title="Speed and cost",
                 description="Full-size speed of every method and metric on one GPU (varbench bench), and what "

@@ -40,6 +40,7 @@ so act process-wide. `accelerate` sets every module piece to exactly what the op
 (an option that is off puts the plain class back) and installs function swaps it needs
 that are not in place yet; the returned `Accelerated` lists the changes and undoes them
 (`undo()`, or leaving its `with` block), restoring what was there before, so calls nest.
+A model whose blocks change class drops the CUDA graphs captured from the old ones.
 Compiling happens only for CUDA inputs, never with VARBENCH_COMPILE=0, and falls back to
 the plain code (with one warning) if the compiler fails.
 
@@ -104,7 +105,8 @@ class Accelerated:
         return f"Accelerated({self.changes})"
 
     # ---- recording swaps ----------------------------------------------------------------
-    def set_class(self, where: str, modules: Iterable[nn.Module], cls: type) -> None:
+    def set_class(self, where: str, modules: Iterable[nn.Module], cls: type) -> int:
+        """Make every module an instance of `cls`; returns how many changed."""
         counts: dict[str, int] = {}
         for module in modules:
             previous = type(module)
@@ -114,6 +116,7 @@ class Accelerated:
             self._undo.append(lambda module=module, previous=previous: setattr(module, "__class__", previous))
             counts[previous.__name__] = counts.get(previous.__name__, 0) + 1
         self.changes += [f"{where}: {count} {name} -> {cls.__name__}" for name, count in counts.items()]
+        return sum(counts.values())
 
     def install(self, owner: ModuleType, name: str, function: Callable) -> None:
         previous = getattr(owner, name)
@@ -122,6 +125,12 @@ class Accelerated:
         setattr(owner, name, function)
         self._undo.append(lambda: setattr(owner, name, previous))
         self.changes.append(f"{owner.__name__}.{name} -> {function.__module__}.{function.__name__}")
+
+    def drop_graphs(self, model: Infinity) -> None:
+        """Captured graphs hold the kernels of the blocks as they were: drop them now and
+        again when undoing (they are captured anew on the next sampling call)."""
+        graphs.release_graphs(model)
+        self._undo.append(lambda: graphs.release_graphs(model))
 
     def replay_graphs(self, model: Infinity, on: bool) -> None:
         before = graphs.replay_graphs(model, on)
@@ -139,7 +148,8 @@ def accelerate(target: Infinity | BSQTokenizer | InfinityPipeline | Iterable[Inf
     compile_blocks = options.compile_blocks and compiled.compile_allowed()
     compile_decoder = options.compile_decoder and compiled.compile_allowed()
     for model in models:
-        done.set_class("Infinity", model.blocks, compiled.CompiledBlock if compile_blocks else Block)
+        if done.set_class("Infinity", model.blocks, compiled.CompiledBlock if compile_blocks else Block):
+            done.drop_graphs(model)
         done.set_class("Infinity", [block.ffn for block in model.blocks],
                        ops.FusedFeedForward if compile_blocks else FeedForward)
         done.replay_graphs(model, options.cuda_graphs)
