@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARED_DATA
-from varbench import benchmark
-from varbench.benchmark import failed, format_bench, row, run_bench
-from varbench.cost import arm_hours, cost_report, sampling_seconds, workload
+from varbench.bench import harness
+from varbench.bench.harness import failed, format_bench, row, run_bench
+from varbench.bench.cost import arm_hours, cost_report, sampling_seconds, workload
 from varbench.protocol import load_protocol
 
 
@@ -70,15 +70,27 @@ def test_tiny_metrics_bench_writes_well_formed_files(tmp_path):
 
 
 def test_a_failed_benchmark_is_listed_not_dropped(tmp_path, monkeypatch):
-    monkeypatch.setitem(benchmark.RUNNERS, "arbooth", lambda size, device: [
+    monkeypatch.setattr(harness, "components", lambda: {"arbooth": lambda size, device: [
         row("arbooth", "arbooth iteration (eager blocks)", 3.0, "s/iteration", 1e15, 1e15),
-        failed("arbooth", "arbooth iteration", "out of memory: tried to allocate 2.00 GiB")])
+        failed("arbooth", "arbooth iteration", "out of memory: tried to allocate 2.00 GiB")]})
     report = run_bench("tiny", "cpu", ("arbooth",), tmp_path)
     assert [r["name"] for r in report["rows"]] == ["arbooth iteration (eager blocks)"]
     assert report["failures"] == [{"component": "arbooth", "name": "arbooth iteration",
                                    "error": "out of memory: tried to allocate 2.00 GiB"}]
     assert "- arbooth iteration: out of memory: tried to allocate 2.00 GiB" in (tmp_path / "bench.md").read_text()
-    monkeypatch.setitem(benchmark.RUNNERS, "arbooth", lambda size, device: [
-        row("arbooth", "arbooth iteration", 2.0, "s/iteration", 1e15, 1e15)])
+    monkeypatch.setattr(harness, "components", lambda: {"arbooth": lambda size, device: [
+        row("arbooth", "arbooth iteration", 2.0, "s/iteration", 1e15, 1e15)]})
     rerun = run_bench("tiny", "cpu", ("arbooth",), tmp_path)  # a rerun replaces the failure too
     assert [r["name"] for r in rerun["rows"]] == ["arbooth iteration"] and rerun["failures"] == []
+
+
+def test_components_come_from_entry_points_and_the_core_imports_no_baseline():
+    """Each method package registers its benchmark (baselines included, as a plugin would)."""
+    import subprocess
+    import sys
+
+    assert list(harness.components()) == ["infinity", "arbooth", "baselines", "metrics"]
+    code = ("import sys, varbench.bench.harness, varbench.cli, varbench.runner, varbench.launch, varbench.worker;"
+            "print(sorted(m for m in sys.modules if m == 'baselines' or m.startswith('baselines.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

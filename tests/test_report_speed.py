@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARED_DATA
-from varbench.benchmark import row
+from varbench.bench.harness import row
 from varbench.fileio import write_json
 from varbench.report import render_report
 from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from varbench.errors import UserError
+from varbench.errors import UserError, did_you_mean
 
 app = typer.Typer(help="varbench: reproducible benchmarks for subject-driven image generation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -207,12 +207,14 @@ def bench(
     gpus: int = typer.Option(8, "--gpus", help="GPU count for the wall-clock projection."),
 ) -> None:
     """Speed of every method and metric against its FLOP floor, and projected protocol cost."""
-    from varbench.benchmark import COMPONENTS, print_bench, run_bench
+    from varbench.bench.harness import components, print_bench, run_bench
 
-    chosen = tuple(_split(only) or COMPONENTS)
+    known = list(components())
+    chosen = tuple(_split(only) or known)
     for name in chosen:
-        if name not in COMPONENTS:
-            raise UserError(f"unknown benchmark component {name!r}", "--only", f"Use: {', '.join(COMPONENTS)}.")
+        if name not in known:
+            raise UserError(f"unknown benchmark component {name!r}", "--only",
+                            f"Use: {', '.join(known)}." + did_you_mean(name, known))
     if size not in ("full", "tiny"):
         raise UserError(f"unknown size {size!r}", "--size", "Use full or tiny.")
     from varbench.devices import resolve_device

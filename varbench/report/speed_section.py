@@ -2,7 +2,7 @@
 
 When the results root holds `bench/bench.json` (`varbench bench --out <results>/bench`),
 the report shows every speed figure against its FLOP floor and target, and the
-projected GPU-hours of the `dreambench` and `vico` protocols per arm (varbench.cost).
+projected GPU-hours of the `dreambench` and `vico` protocols per arm (varbench.bench.cost).
 The figures come from random-init weights (timing does not depend on weight values),
 which the caption says.
 """
@@ -41,7 +41,7 @@ def speed_table(bench: dict[str, Any]) -> Table:
 
 
 def cost_table(bench: dict[str, Any], gpus: int) -> Table:
-    from varbench.cost import project
+    from varbench.bench.cost import project
 
     columns = [Column("protocol", "Protocol", align="left"), Column("arm", "Arm", align="left"),
                Column("fit", "Fit h"), Column("generate", "Generation h"), Column("score", "Scoring h"),

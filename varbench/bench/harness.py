@@ -1,7 +1,9 @@
 """`varbench bench`: every speed figure of the suite, at full size with random weights on
 one GPU, each against its FLOP floor, plus the projected cost of whole protocols.
 
-Components (each also runnable alone, see its module):
+Components are registered through the entry-point group `varbench.benchmarks` (a method
+package registers its own, as a third-party method would); the built-in ones (each also
+runnable alone, see its module):
   infinity   Infinity-2B sampling s/image at batch 1, 4, 8 (transformer + VAE decode)
              varbench.models.infinity.bench
   arbooth    one ARBooth fine-tuning iteration (batch 2, soft distillation)
@@ -15,7 +17,7 @@ measured bf16 matmul rate of the same GPU), the fraction of the floor reached, p
 memory, the target where the issue sets one. Results go to `<out>/bench.json` (merged
 with an existing file by component, so components can run in separate calls) and
 `<out>/bench.md`; `<out>/cost.md` projects GPU-hours of the `dreambench` and `vico`
-protocols per method (varbench.cost). Weights are random: timings only.
+protocols per method (varbench.bench.cost). Weights are random: timings only.
 """
 from __future__ import annotations
 
@@ -58,88 +60,19 @@ def row(component: str, name: str, value: float, unit: str, flops: float | None,
             "meets_target": meets, "details": details}
 
 
-def bench_infinity(size: str, device: str) -> list[dict[str, Any]]:
-    from varbench.models.infinity.bench import run_benchmark
-
-    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2,
-                           variants=("graphs", "fused", "compiled", "compiled-graphs"))
-    flops, rate = report["flops_per_image"]["total"], report["matmul_flops_per_second"]
-    # Per batch size the fastest of the default paths (graphs up to batch 4, else the
-    # fused decoder), and the faster of compiled blocks with and without CUDA graphs as a
-    # row of their own: generation does not compile them by default (compiling costs
-    # ~50 s per batch size).
-    best: dict[tuple[int, bool], dict] = {}
-    for result in report["results"]:
-        key = (result["batch"], result["variant"].startswith("compiled"))
-        if "error" not in result and (key not in best or
-                                      result["total_s_per_image"] < best[key]["total_s_per_image"]):
-            best[key] = result
-    return [row("infinity", f"infinity sampling@{batch}" + (" (compiled)" if compiled else ""),
-                r["total_s_per_image"], "s/image", flops, rate, r["peak_memory_gib"], variant=r["variant"],
-                transformer_s=r["transformer_s_per_image"], decode_s=r["vae_decode_s_per_image"],
-                setup_s=r["warmup_seconds"], full_size=size == "infinity-2b")
-            for (batch, compiled), r in sorted(best.items())]
-
-
-def bench_arbooth(size: str, device: str) -> list[dict[str, Any]]:
-    from varbench.methods.arbooth.bench import run_benchmark
-
-    report = run_benchmark(size, device, ("default", "eager", "joint-pool"), warmup=2, iterations=5)
-    rate = report["matmul_flops_per_second"]
-    names = {"default": "arbooth iteration", "eager": "arbooth iteration (eager blocks)",
-             "joint-pool": "arbooth iteration (teacher pool)"}
-    return [failed("arbooth", names[r["variant"]], r["error"]) if "error" in r else
-            row("arbooth", names[r["variant"]], r["seconds_per_iteration"], "s/iteration", r["flops"]["total"],
-                rate, r["peak_memory_gib"], split=r["split_seconds"], setup_s=r["warmup_seconds"],
-                recomputed_blocks=r["recomputed_blocks"], full_size=size == "infinity-2b")
-            for r in report["results"]]
-
-
 def failed(component: str, name: str, error: str) -> dict[str, Any]:
     """A benchmark that produced no figure (e.g. out of memory): listed, never dropped."""
     return {"component": component, "name": name, "error": error}
 
 
-def bench_baselines(size: str, device: str) -> list[dict[str, Any]]:
-    from baselines.bench import BenchSettings, run_benchmarks
+def components() -> dict[str, Callable[[str, str], list[dict[str, Any]]]]:
+    """Every benchmark component, from the entry-point group `varbench.benchmarks` (in-tree
+    ones and plugins alike; a method package registers its own), in COMPONENTS order first."""
+    from importlib.metadata import entry_points
 
-    # Compiled SD sampling and Custom Diffusion too, as rows of their own: compiling costs
-    # 1.5-2.5 min (cold cache), so it pays for long runs only and is opt-in.
-    variants = ("default", "compiled:sampling@4,custom_diffusion")
-    report = run_benchmarks(BenchSettings(size=size, device=device, variants=variants))
-    rate = report["matmul_flops_per_second"]
-    rows = []
-    for r in report["results"]:
-        name = f"sd15 {r['name']}" if r["name"].startswith("sampling") else f"{r['name']} step"
-        if r.get("variant", "default") != "default":
-            name += f" ({r['variant']})"
-        value, unit = r["value"], "steps/s" if r["unit"] == "steps/s" else r["unit"]
-        rows.append(row("baselines", name, value, unit, r.get("flops"), rate, r.get("peak_memory_gb"),
-                        batch=r.get("batch"), variant=r.get("variant"), full_size=size == "sd15", **r.get("extra", {})))
-        micro = r.get("extra", {}).get("micro_steps_per_second")
-        if micro:
-            per_micro = r["flops"] * value / micro if r.get("flops") else None
-            rows.append(row("baselines", f"{r['name']} micro-step", micro, "micro-steps/s", per_micro, rate,
-                            r.get("peak_memory_gb"), batch=r.get("batch"), full_size=size == "sd15"))
-    return rows + [failed("baselines", error.split(":")[0], error) for error in report["errors"]]
-
-
-def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
-    from varbench.metrics.bench import measure_throughput
-
-    images = 4096 if size == "real" else 64
-    report = measure_throughput(device, size, images=images, image_size=512 if size == "real" else 64,
-                                batch_size=256 if size == "real" else 16)
-    flops = report["encoder_gflops_per_image"] * 1e9
-    return [row("metrics", "scoring", report["images_per_second"], "images/s", flops,
-                report["matmul_tflops_per_second"] * 1e12, None, decode_images_per_second=report["decode_images_per_second"],
-                encode_images_per_second=report["encode_images_per_second"],
-                decode_workers=report["decode_workers"], workers_start_seconds=report["workers_start_seconds"],
-                full_size=size == "real")]
-
-
-RUNNERS: dict[str, Callable[[str, str], list[dict[str, Any]]]] = {
-    "infinity": bench_infinity, "arbooth": bench_arbooth, "baselines": bench_baselines, "metrics": bench_metrics}
+    found = {point.name: point for point in entry_points(group="varbench.benchmarks")}
+    order = [name for name in COMPONENTS if name in found] + sorted(set(found) - set(COMPONENTS))
+    return {name: found[name].load() for name in order}
 
 
 def run_bench(size: str, device: str, only: tuple[str, ...], out: Path, gpus: int = 8) -> dict[str, Any]:
@@ -148,14 +81,16 @@ def run_bench(size: str, device: str, only: tuple[str, ...], out: Path, gpus: in
 
     previous = read_json(out / "bench.json", default={"rows": []})
     rows = [r for r in previous["rows"] + previous.get("failures", []) if r["component"] not in only]
+    runners = components()
     for component in only:
-        rows += RUNNERS[component](SIZES[size][component], device)
-    ordered = sorted(rows, key=lambda r: COMPONENTS.index(r["component"]))
+        rows += runners[component](SIZES[size].get(component, size), device)
+    rank = {name: index for index, name in enumerate(runners)}
+    ordered = sorted(rows, key=lambda r: rank.get(r["component"], len(rank)))
     report = {"note": NOTE, "size": size, "device": device_name(device), "packages": package_versions(),
               "rows": [r for r in ordered if "error" not in r], "failures": [r for r in ordered if "error" in r]}
     write_json(out / "bench.json", report)
     write_text(out / "bench.md", format_bench(report))
-    from varbench.cost import cost_report
+    from varbench.bench.cost import cost_report
     from varbench.errors import UserError
 
     try:

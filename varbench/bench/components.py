@@ -1,0 +1,60 @@
+"""The built-in benchmark components of varbench itself: each runs its module's benchmark
+and turns the report into rows (varbench.bench.harness.row). Registered in pyproject.toml
+under `varbench.benchmarks`, like any plugin's component.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from varbench.bench.harness import failed, row
+
+
+def bench_infinity(size: str, device: str) -> list[dict[str, Any]]:
+    from varbench.models.infinity.bench import run_benchmark
+
+    report = run_benchmark(size, (1, 4, 8), device, repeats=3, warmup=2,
+                           variants=("graphs", "fused", "compiled", "compiled-graphs"))
+    flops, rate = report["flops_per_image"]["total"], report["matmul_flops_per_second"]
+    # Per batch size the fastest of the default paths (graphs up to batch 4, else the
+    # fused decoder), and the faster of compiled blocks with and without CUDA graphs as a
+    # row of their own: generation does not compile them by default (compiling costs
+    # ~50 s per batch size).
+    best: dict[tuple[int, bool], dict] = {}
+    for result in report["results"]:
+        key = (result["batch"], result["variant"].startswith("compiled"))
+        if "error" not in result and (key not in best or
+                                      result["total_s_per_image"] < best[key]["total_s_per_image"]):
+            best[key] = result
+    return [row("infinity", f"infinity sampling@{batch}" + (" (compiled)" if compiled else ""),
+                r["total_s_per_image"], "s/image", flops, rate, r["peak_memory_gib"], variant=r["variant"],
+                transformer_s=r["transformer_s_per_image"], decode_s=r["vae_decode_s_per_image"],
+                setup_s=r["warmup_seconds"], full_size=size == "infinity-2b")
+            for (batch, compiled), r in sorted(best.items())]
+
+
+def bench_arbooth(size: str, device: str) -> list[dict[str, Any]]:
+    from varbench.methods.arbooth.bench import run_benchmark
+
+    report = run_benchmark(size, device, ("default", "eager", "joint-pool"), warmup=2, iterations=5)
+    rate = report["matmul_flops_per_second"]
+    names = {"default": "arbooth iteration", "eager": "arbooth iteration (eager blocks)",
+             "joint-pool": "arbooth iteration (teacher pool)"}
+    return [failed("arbooth", names[r["variant"]], r["error"]) if "error" in r else
+            row("arbooth", names[r["variant"]], r["seconds_per_iteration"], "s/iteration", r["flops"]["total"],
+                rate, r["peak_memory_gib"], split=r["split_seconds"], setup_s=r["warmup_seconds"],
+                recomputed_blocks=r["recomputed_blocks"], full_size=size == "infinity-2b")
+            for r in report["results"]]
+
+
+def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
+    from varbench.metrics.bench import measure_throughput
+
+    images = 4096 if size == "real" else 64
+    report = measure_throughput(device, size, images=images, image_size=512 if size == "real" else 64,
+                                batch_size=256 if size == "real" else 16)
+    flops = report["encoder_gflops_per_image"] * 1e9
+    return [row("metrics", "scoring", report["images_per_second"], "images/s", flops,
+                report["matmul_tflops_per_second"] * 1e12, None, decode_images_per_second=report["decode_images_per_second"],
+                encode_images_per_second=report["encode_images_per_second"],
+                decode_workers=report["decode_workers"], workers_start_seconds=report["workers_start_seconds"],
+                full_size=size == "real")]
