@@ -113,3 +113,30 @@ def test_layout1_results_are_migrated_and_then_reused_as_they_are(tmp_path):
     after = metrics_table(results)
     assert after["value"].tolist() == metrics_before["value"].tolist() and set(after["run_id"]) == {arm.run_id}
     assert migrate_results(results) == []  # a second migration finds nothing to do
+
+
+def test_compile_auto_compiles_only_where_enough_cells_share_it():
+    from dataclasses import dataclass, field
+    from typing import Literal
+
+    from varbench.execution import settle_auto
+
+    @dataclass
+    class Config:
+        compile: bool | Literal["auto"] = field(default=False, metadata={"execution": "compile"})
+        steps: int = 3
+
+    assert settle_auto(Config("auto"), cells_here=3, pays_after=3).compile is True
+    assert settle_auto(Config("auto"), cells_here=2, pays_after=3).compile is False
+    assert settle_auto(Config("auto"), cells_here=50, pays_after=None).compile is False  # no break-even stated
+    assert settle_auto(Config(True), cells_here=1, pays_after=3).compile is True  # an explicit choice stays
+    assert settle_auto(Config(False), cells_here=9, pays_after=3).compile is False
+
+
+def test_a_worker_counts_its_cells_per_arm(tmp_path):
+    from varbench.launch import cells_per_arm
+    from varbench.plan import RunOptions, prepare
+
+    _, cells = prepare(str(TESTS_DIR / "protocols" / "toy.yaml"), RunOptions(results=tmp_path))
+    assert cells_per_arm(cells) == {PINNED_RUN_ID: 3}
+    assert cells_per_arm(cells, workers=2) == {PINNED_RUN_ID: 2}  # a fair share, rounded up

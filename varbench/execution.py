@@ -15,6 +15,11 @@ A method honours the fields of its Config marked `metadata={"execution": KEY}` (
 cuda_graphs, channels_last, attention_backend, checkpoint_blocks, ...): `varbench list
 methods` shows them. A key that neither the runner nor the arm's method honours is an
 error naming the arm, with a close match; a top-level key must be honoured by some arm.
+
+`compile: auto` compiles only where it pays: compiling costs minutes per model, batch
+size and process, so a worker compiles an arm when it will run at least the method's
+`compile_pays_after` cells of it (settle_auto), and compiled graphs persist across
+processes in the inductor cache under the varbench cache (TORCHINDUCTOR_CACHE_DIR).
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ class RunnerExecution:
 
 
 RUNNER_KEYS = tuple(f.name for f in dataclasses.fields(RunnerExecution))
+# Config fields whose value may be "auto" (compile or not, decided per worker: settle_auto).
+COMPILE_FIELDS = ("compile", "compile_blocks", "compile_generation")
 
 
 def honoured(config_class: type) -> tuple[str, ...]:
@@ -77,6 +84,17 @@ def apply(config: Any, options: dict[str, Any]) -> Any:
     fields = execution_fields(type(config))
     changes = {fields[key]: value for key, value in options.items() if key in fields}
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def settle_auto(config: Any, cells_here: int, pays_after: int | None) -> Any:
+    """`config` with every `compile: auto` execution field decided for this worker: compile
+    when it will run at least `pays_after` cells of the arm (the method's break-even, from
+    the measured compile cost and per-cell saving in benchmarks/), else not. A method that
+    states no break-even never compiles on `auto`."""
+    fields = [f for f in execution_fields(type(config)).values() if getattr(config, f) == "auto"
+              and f in COMPILE_FIELDS]
+    decided = pays_after is not None and cells_here >= pays_after
+    return dataclasses.replace(config, **{f: decided for f in fields}) if fields else config
 
 
 def runner_options(options: dict[str, Any]) -> RunnerExecution:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+from collections import Counter
 import os
 import queue
 import re
@@ -71,7 +72,7 @@ def run_inprocess(protocol: Protocol, cells: list[Cell], options: RunOptions) ->
     record_sessions(root, todo, session, device, "inprocess")
     with RichReporter() as reporter:
         reporter.start_cells(len(todo))
-        worker = Worker(root, device, session, reporter)
+        worker = Worker(root, device, session, reporter, cells_per_arm(todo))
         for cell in todo:
             reporter.cell_done(cell.label, worker.run_cell(cell, options.retry_failed, options.verify))
     record_sessions(root, todo, session, device, "inprocess", finished=True)
@@ -83,8 +84,14 @@ def device_list(gpus: list[str]) -> list[str]:
     return gpu_names(gpus)
 
 
+def cells_per_arm(cells: list[Cell], workers: int = 1) -> dict[str, int]:
+    """{run id: cells of that arm one worker of `workers` will run} (rounded up)."""
+    counts = Counter(cell.arm.run_id for cell in cells)
+    return {run_id: math.ceil(count / workers) for run_id, count in counts.items()}
+
+
 def _worker_main(protocol_path: str, options: RunOptions, device_name: str, session: str,
-                 tasks: Any, results: Any, decode_workers: int) -> None:
+                 tasks: Any, results: Any, decode_workers: int, workers: int) -> None:
     """Body of one local worker process: take cell labels from `tasks` until None."""
     import torch
 
@@ -95,7 +102,9 @@ def _worker_main(protocol_path: str, options: RunOptions, device_name: str, sess
         torch.cuda.set_device(device)
     _, cells = prepare(protocol_path, options)
     by_label = {cell.label: cell for cell in cells}
-    worker = Worker(Path(options.results), device, session, QuietReporter())
+    todo = pending_cells(Path(options.results), cells, options.retry_failed, options.verify)
+    share = cells_per_arm(todo, workers)  # cells go to whichever worker is free: assume a fair share
+    worker = Worker(Path(options.results), device, session, QuietReporter(), share)
     while (label := tasks.get()) is not None:
         try:
             state = worker.run_cell(by_label[label], options.retry_failed, options.verify)
@@ -120,7 +129,8 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
     decode_workers = max(1, usable_cores() // len(devices))
     # not daemonic: a worker's scorer starts decoding processes, which daemons may not have
     workers = [context.Process(target=_worker_main,
-                               args=(str(protocol.path), options, d, session, tasks, results, decode_workers))
+                               args=(str(protocol.path), options, d, session, tasks, results, decode_workers,
+                                     len(devices)))
                for d in devices]
     for process in workers:
         process.start()

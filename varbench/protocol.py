@@ -158,8 +158,11 @@ class Arm:
 
         return get_method(self.method_name)
 
-    def make_method(self) -> Any:
-        return self.method_class(self.config)
+    def make_method(self, cells_here: int = 1) -> Any:
+        """The method with this arm's config; `compile: auto` decided for a worker that
+        runs `cells_here` cells of the arm (varbench.execution.settle_auto)."""
+        config = execution.settle_auto(self.config, cells_here, self.method_class.compile_pays_after)
+        return self.method_class(config)
 
     def identity(self) -> dict[str, Any]:
         """What determines this arm's fits and images (hashed into the run id): the method,

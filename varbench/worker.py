@@ -29,6 +29,7 @@ from varbench.cell import Cell, PlannedImage
 from varbench.progress import Reporter
 from varbench.provenance import now
 from varbench.schema import to_dict
+from varbench.weights import cache_root
 from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, CellStore, RunStore, add_rows, write_rows
 from varbench.timing import PhaseRecord, timed
 
@@ -36,11 +37,17 @@ from varbench.timing import PhaseRecord, timed
 class Worker:
     """Runs cells in one process; keeps metric encoders loaded across cells."""
 
-    def __init__(self, root: Path, device: Any, session: str, reporter: Reporter | None = None):
+    def __init__(self, root: Path, device: Any, session: str, reporter: Reporter | None = None,
+                 cells_per_arm: dict[str, int] | None = None):
         self.root = Path(root)
         self.device = device
         self.session = session
         self.reporter = reporter or Reporter()
+        # How many cells of each arm (run id) this worker expects: `compile: auto` compiles
+        # an arm only when enough of its cells share the compiled graphs.
+        self.cells_per_arm = cells_per_arm or {}
+        # Compiled graphs outlive the process: later workers and cells load them from here.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
         self._scorers: dict[str, Any] = {}
         # A user error while loading an arm's base model (missing weights, say) would
         # repeat identically, slowly (hub retries), for every later cell of that arm.
@@ -97,7 +104,7 @@ class Worker:
         shutil.rmtree(store.workdir, ignore_errors=True)
 
     def _personalize(self, cell: Cell, store: CellStore) -> PersonalizedModel:
-        method = cell.arm.make_method()
+        method = cell.arm.make_method(self.cells_per_arm.get(cell.arm.run_id, 1))
         ctx = CellContext(device=self.device, fit_seed=cell.fit_seed, workdir=store.workdir,
                           cache_dir=self.root / ".cache", subject_name=cell.subject.name,
                           on_fit_step=self.reporter.advance_phase)
