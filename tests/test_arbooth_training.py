@@ -218,3 +218,42 @@ def test_teacher_pool_is_sampled_once_and_reused(tmp_path, subject, monkeypatch)
     calls.clear()
     fit(tmp_path, subject, seed=1, iterations=2)  # on the fly: one call per iteration
     assert calls == [2, 2]
+
+
+def test_the_speed_layer_follows_the_config_in_each_phase(tmp_path, subject, monkeypatch):
+    """Generation: compiled blocks only with compile_generation; the fit's training passes
+    and its teacher: compiled blocks with compile_blocks, the generation setting back after
+    each iteration. (On the CPU compiled blocks run the plain code: only the swaps show.)"""
+    from varbench.methods.arbooth import training
+    from varbench.models.infinity.bsq import BSQTokenizer
+    from varbench.models.infinity.fast.compiled import CompiledBlock, CompiledDecoding
+    from varbench.models.infinity.fast.ops import SubPixelUpsample
+    from varbench.models.infinity.transformer import Block
+
+    seen = []
+    original_iteration, original_sample = training.Trainer._iteration, teacher_module.Teacher.sample
+
+    def iteration(self, step):
+        seen.append(("student", {type(block) for block in self.model.blocks}))
+        return original_iteration(self, step)
+
+    def teacher_sample(self, text, seeds):
+        seen.append(("teacher", {type(block) for block in self.model.blocks}))
+        return original_sample(self, text, seeds)
+
+    monkeypatch.setattr(training.Trainer, "_iteration", iteration)
+    monkeypatch.setattr(teacher_module.Teacher, "sample", teacher_sample)
+    for compile_blocks, compile_generation in ((True, False), (False, True)):
+        arbooth = method(iterations=1, compile_blocks=compile_blocks, compile_generation=compile_generation)
+        ctx = context(tmp_path / f"{compile_blocks}")
+        base = arbooth.load_base(ctx)
+        generating = {CompiledBlock} if compile_generation else {Block}
+        assert {type(block) for block in base.pipeline.model.blocks} == generating
+        assert type(base.pipeline.vae) is CompiledDecoding and isinstance(base.pipeline.vae, BSQTokenizer)
+        assert any(isinstance(m, SubPixelUpsample) for m in base.pipeline.vae.modules())
+        assert base.speed is not None and base.speed.changes
+        seen.clear()
+        arbooth.fit(base, subject, ctx)
+        fitting = {CompiledBlock} if compile_blocks else {Block}
+        assert seen == [("student", fitting), ("teacher", fitting)]
+        assert {type(block) for block in base.pipeline.model.blocks} == generating

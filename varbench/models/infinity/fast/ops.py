@@ -49,7 +49,8 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 def apply_rope_real(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., L, head_dim) by table (L, head_dim/2, 2) in real arithmetic; fp32."""
-    pairs = x.float().unflatten(-1, (-1, 2))
+    x = x.float()
+    pairs = x.unflatten(-1, (-1, 2))
     real, imag = pairs[..., 0], pairs[..., 1]
     cos, sin = table[..., 0], table[..., 1]
     return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)
@@ -61,17 +62,17 @@ class FusedFeedForward(FeedForward):
     `epilogue_gelu` says so."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not epilogue_gelu(x, self.fc1.weight.dtype):
+            return super().forward(x)
         x = x.to(self.fc1.weight.dtype)
-        if epilogue_gelu(x):
-            hidden = torch._addmm_activation(self.fc1.bias, x.flatten(0, -2), self.fc1.weight.t(), use_gelu=True)
-            return self.fc2(hidden.unflatten(0, x.shape[:-1]))
-        return super().forward(x)
+        hidden = torch._addmm_activation(self.fc1.bias, x.flatten(0, -2), self.fc1.weight.t(), use_gelu=True)
+        return self.fc2(hidden.unflatten(0, x.shape[:-1]))
 
 
-def epilogue_gelu(x: torch.Tensor) -> bool:
-    """Whether the FFN fuses its GELU into the first matmul: compiled inference on CUDA in
-    bf16/fp16 only."""
-    return (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled()
+def epilogue_gelu(x: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
+    """Whether the FFN fuses its GELU into the first matmul for input x computed in `dtype`
+    (default: x's): compiled inference on CUDA in bf16/fp16 only."""
+    return (x.is_cuda and (dtype or x.dtype) in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled()
             and torch.compiler.is_compiling())
 
 
