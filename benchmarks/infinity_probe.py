@@ -3,10 +3,12 @@
     python benchmarks/infinity_probe.py --batch 8 --out probe.json
     python benchmarks/infinity_probe.py --batch 8 --compiled --profile-only   # compiled blocks
 
-1. one profiled 2B sampling pass (random weights, 1024^2, CFG 4): CUDA time by kernel
-   family (matmul, attention, elementwise/norm, sampling, copies);
+1. one profiled 2B sampling pass (random weights, 1024^2, CFG 4; the transformer eager,
+   or with `--compiled` its blocks compiled: `SpeedOptions(compile_blocks=True)`, no CUDA
+   graphs): CUDA time by kernel family (matmul, attention, elementwise/norm, sampling, copies);
 2. self-attention of the last scale under each SDPA backend (flash, cuDNN, efficient);
-3. VAE decode in NCHW vs channels_last memory format.
+3. VAE decode (the speed layer's default decoder, `SpeedOptions()`: compiled, sub-pixel
+   upsampling) in NCHW vs channels_last memory format.
 Timing only: the weights are random.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from varbench.models.infinity.bench import random_text
 from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.factory import build_infinity, build_vae
+from varbench.models.infinity.fast import SpeedOptions, accelerate
 from varbench.models.infinity.sampler import SamplingConfig, decode_images, sample
 from varbench.models.infinity.schedule import get_schedule
 
@@ -55,13 +58,14 @@ def cuda_time(fn, repeats: int = 5) -> float:
 
 def profile_sampling(model, vae, schedule, batch: int, compiled: bool = False) -> dict:
     text = random_text(batch, 32, model.config.text_channels, torch.device("cuda"))
-    config = SamplingConfig(compile_blocks=compiled)
-    sample(model, vae, text, schedule, list(range(batch)), config, decode=False)
+    config = SamplingConfig()
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with accelerate(model, SpeedOptions(compile_blocks=compiled)):
         sample(model, vae, text, schedule, list(range(batch)), config, decode=False)
-        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            sample(model, vae, text, schedule, list(range(batch)), config, decode=False)
+            torch.cuda.synchronize()
     by_family: dict[str, float] = defaultdict(float)
     kernels = []
     for event in prof.key_averages():
@@ -96,11 +100,12 @@ def attention_backends(batch: int) -> dict:
 
 def decode_formats(vae, batch: int) -> dict:
     summed = torch.randn(batch, 32, 64, 64, device="cuda")
-    out = {"nchw": cuda_time(lambda: decode_images(vae, summed), 3) / batch}
-    vae.decoder.to(memory_format=torch.channels_last)
-    cl = summed.contiguous(memory_format=torch.channels_last)
-    out["channels_last"] = cuda_time(lambda: decode_images(vae, cl), 3) / batch
-    vae.decoder.to(memory_format=torch.contiguous_format)
+    with accelerate(vae, SpeedOptions()):  # compiled decoder, sub-pixel upsampling
+        out = {"nchw": cuda_time(lambda: decode_images(vae, summed), 3) / batch}
+        vae.decoder.to(memory_format=torch.channels_last)
+        cl = summed.contiguous(memory_format=torch.channels_last)
+        out["channels_last"] = cuda_time(lambda: decode_images(vae, cl), 3) / batch
+        vae.decoder.to(memory_format=torch.contiguous_format)
     return out
 
 

@@ -44,7 +44,7 @@ def layout(channels_last: bool) -> torch.memory_format:
 
 def sd_encoder() -> None:
     """Custom Diffusion re-encodes its augmented subject images every step."""
-    from baselines.speed import LatentMoments
+    from baselines.fast.calls import LatentMoments
     from varbench.models.diffusion import sd15_components
 
     vae = sd15_components(0).vae.to(DEVICE, torch.bfloat16)
@@ -95,8 +95,11 @@ def custom_diffusion_profile(steps: int = 10) -> None:
 
 
 def infinity_decoder() -> None:
+    """The BSQ decoder at batch 8 and 1, NCHW or NHWC, compiled
+    (`SpeedOptions(compile_decoder=True)`) or eager; sub-pixel upsampling in both."""
     from varbench.models.infinity.factory import build_vae
-    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.fast import SpeedOptions, accelerate
+    from varbench.models.infinity.fast.compiled import reset_compiled
     from varbench.models.infinity.sampler import decode_images
 
     vae = build_vae("infinity-2b", device=DEVICE)
@@ -108,7 +111,8 @@ def infinity_decoder() -> None:
                 reset_compiled()
                 vae.decoder.to(memory_format=layout(channels_last))
                 codes = summed.contiguous(memory_format=layout(channels_last))
-                seconds = median_seconds(lambda: decode_images(vae, codes, compiled=compiled))
+                with accelerate(vae, SpeedOptions(compile_decoder=compiled)):
+                    seconds = median_seconds(lambda: decode_images(vae, codes))
                 print(f"Infinity decoder batch {batch} {'NHWC' if channels_last else 'NCHW'} "
                       f"{'compiled' if compiled else 'eager'}: {seconds / batch * 1e3:.2f} ms/image", flush=True)
         vae.decoder.to(memory_format=torch.contiguous_format)
@@ -131,7 +135,7 @@ def upsample_conv_probe() -> None:
     """Nearest 2x + 3x3 conv, plain vs `upsample_conv`, bf16, one layer at a time: the
     SD 1.5 UNet's three upsamplers (batch 8 = 4 images with CFG) and its VAE decoder's at
     batch 4. The Infinity decoder end to end: `decoder-norm`."""
-    from varbench.models.upsample import upsample_conv
+    from varbench.models.fast.upsample import upsample_conv
 
     def plain(x, weight, bias):
         return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)
@@ -154,8 +158,10 @@ def upsample_conv_probe() -> None:
 
 def conv_rates() -> None:
     """bf16 3x3 convolutions at the decoders' shapes: TFLOP/s by layout and cuDNN
-    autotuning; then where the compiled Infinity decoder's GPU time goes (batch 8)."""
+    autotuning; then where the compiled Infinity decoder's GPU time goes (batch 8; the
+    speed layer's default decoder options, `SpeedOptions()`)."""
     from varbench.models.infinity.factory import build_vae
+    from varbench.models.infinity.fast import SpeedOptions, accelerate
     from varbench.models.infinity.sampler import decode_images
 
     shapes = [(8, 1280, 32), (8, 640, 64), (4, 512, 256), (4, 256, 512), (8, 512, 512), (8, 256, 1024),
@@ -178,23 +184,27 @@ def conv_rates() -> None:
         print(f"conv3x3 {batch}x{channels}x{side}^2: TFLOP/s {', '.join(figures)}", flush=True)
     torch.backends.cudnn.benchmark = True
     vae = build_vae("infinity-2b", device=DEVICE)
+    accelerate(vae, SpeedOptions())  # compiled decoder, sub-pixel upsampling
     summed = torch.randn(8, 32, 64, 64, device=DEVICE)
     for _ in range(3):
-        decode_images(vae, summed, compiled=True)
+        decode_images(vae, summed)
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
-        decode_images(vae, summed, compiled=True)
+        decode_images(vae, summed)
         torch.cuda.synchronize()
     print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=90))
 
 
 def decoder_norm() -> None:
-    """The Infinity decoder at batch 8 with torch's GroupNorm or the per-channel-statistics
-    one (varbench.models.groupnorm), and the plain or the sub-pixel upsampling."""
-    from varbench.models.groupnorm import group_norm
+    """The Infinity decoder at batch 8, compiled or eager, with torch's GroupNorm or the
+    per-channel-statistics one (varbench.models.fast.groupnorm; forced here in both
+    modes, unlike `ChannelStatsGroupNorm`, which computes it only while compiling), and
+    the plain or the sub-pixel upsampling (`SpeedOptions.subpixel_upsample`)."""
+    from varbench.models.fast.groupnorm import group_norm
     from varbench.models.infinity import autoencoder
     from varbench.models.infinity.factory import build_vae
-    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.fast import SpeedOptions, accelerate
+    from varbench.models.infinity.fast.compiled import reset_compiled
     from varbench.models.infinity.sampler import decode_images
 
     torch.backends.cudnn.benchmark = True
@@ -204,27 +214,30 @@ def decoder_norm() -> None:
                                                         self.norm.bias, self.norm.eps),
              "channel-stats norm": lambda self, x: group_norm(x, self.norm.num_groups, self.norm.weight,
                                                               self.norm.bias, self.norm.eps)}
-    upsamples = {"plain upsample": lambda self, x: self.conv(F.interpolate(x, scale_factor=2, mode="nearest")),
-                 "subpixel upsample": autoencoder.Upsample.forward}
-    kept = autoencoder.Normalize.forward, autoencoder.Upsample.forward
-    for compiled in (True, False):
-        for norm_name, norm in norms.items():
-            for upsample_name, upsample in upsamples.items():
-                autoencoder.Normalize.forward, autoencoder.Upsample.forward = norm, upsample
-                torch._dynamo.reset()
-                reset_compiled()
-                seconds = median_seconds(lambda: decode_images(vae, summed, compiled=compiled))
-                print(f"Infinity decoder batch 8 {'compiled' if compiled else 'eager'}, {norm_name}, "
-                      f"{upsample_name}: {seconds / 8 * 1e3:.2f} ms/image", flush=True)
-    autoencoder.Normalize.forward, autoencoder.Upsample.forward = kept
+    upsamples = {"plain upsample": False, "subpixel upsample": True}
+    kept = autoencoder.Normalize.forward
+    try:
+        for compiled in (True, False):
+            for norm_name, norm in norms.items():
+                for upsample_name, subpixel in upsamples.items():
+                    autoencoder.Normalize.forward = norm
+                    torch._dynamo.reset()
+                    reset_compiled()
+                    options = SpeedOptions(compile_decoder=compiled, subpixel_upsample=subpixel)
+                    with accelerate(vae, options):
+                        seconds = median_seconds(lambda: decode_images(vae, summed))
+                    print(f"Infinity decoder batch 8 {'compiled' if compiled else 'eager'}, {norm_name}, "
+                          f"{upsample_name}: {seconds / 8 * 1e3:.2f} ms/image", flush=True)
+    finally:
+        autoencoder.Normalize.forward = kept
 
 
 def sd_norm() -> None:
     """Compiled SD 1.5 sampling at batch 4 (the bench's `compiled` variant) with the
-    compiled GroupNorms as torch traces them, then as varbench.models.groupnorm does
-    (the default)."""
+    compiled GroupNorms as torch traces them, then as varbench.models.fast.groupnorm does
+    (what baselines/fast swaps into compiled networks)."""
     from baselines.bench import BenchSettings, run_benchmarks
-    from varbench.models.groupnorm import ChannelStatsGroupNorm
+    from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
 
     ours = ChannelStatsGroupNorm.forward
     for label, forward in (("torch", torch.nn.GroupNorm.forward), ("channel-stats", ours)):
@@ -239,27 +252,30 @@ def sd_norm() -> None:
 
 def ffn_epilogue() -> None:
     """Compiled Infinity-2B sampling at batch 8 (compiled blocks + CUDA graphs), with the
-    FFN's GELU as a separate pass and then in the first matmul's epilogue (the default)."""
-    from varbench.models.infinity import layers
+    FFN's GELU as a separate pass and then in the first matmul's epilogue (what the
+    compiled blocks' `FusedFeedForward` does)."""
     from varbench.models.infinity.bench import run_benchmark
-    from varbench.models.infinity.fusion import reset_compiled
+    from varbench.models.infinity.fast import ops
+    from varbench.models.infinity.fast.compiled import reset_compiled
 
-    fused = layers.epilogue_gelu
-    ffn = layers.FeedForward(2048, 8192).to(DEVICE, torch.bfloat16)
+    fused = ops.epilogue_gelu
+    ffn = ops.FusedFeedForward(2048, 8192).to(DEVICE, torch.bfloat16)
     x = torch.randn(16, 4096, 2048, device=DEVICE, dtype=torch.bfloat16)
     with torch.no_grad():
         separate = ffn(x).float()  # eager: the release's separate GELU
         epilogue = torch.compile(ffn)(x).float()
     print(f"FFN, compiled with the epilogue vs eager: relative difference "
           f"{((epilogue - separate).norm() / separate.norm()).item():.2e}", flush=True)
-    for label, rule in (("separate GELU", lambda x: False), ("epilogue GELU", fused)):
-        layers.epilogue_gelu = rule
-        torch._dynamo.reset()
-        reset_compiled()
-        row = run_benchmark(batches=(8,), variants=("compiled-graphs",), warmup=2, repeats=5)["results"][0]
-        print(f"Infinity sampling@8 compiled-graphs, {label}: transformer {row['transformer_s_per_image']:.4f} "
-              f"+ decode {row['vae_decode_s_per_image']:.4f} s/image", flush=True)
-    layers.epilogue_gelu = fused
+    try:
+        for label, rule in (("separate GELU", lambda x, dtype=None: False), ("epilogue GELU", fused)):
+            ops.epilogue_gelu = rule
+            torch._dynamo.reset()
+            reset_compiled()
+            row = run_benchmark(batches=(8,), variants=("compiled-graphs",), warmup=2, repeats=5)["results"][0]
+            print(f"Infinity sampling@8 compiled-graphs, {label}: transformer {row['transformer_s_per_image']:.4f} "
+                  f"+ decode {row['vae_decode_s_per_image']:.4f} s/image", flush=True)
+    finally:
+        ops.epilogue_gelu = fused
 
 
 PROBES = {"encode": sd_encoder, "cd-profile": custom_diffusion_profile, "decoder": infinity_decoder,
