@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import statistics
 import tempfile
@@ -52,12 +53,12 @@ from baselines.bench_device import (
     synchronize,
 )
 from baselines.bench_report import BENCHMARK_ORDER, fill_floors, format_attention, format_table
-from baselines.common import cast, compute_dtype
 from baselines.custom_diffusion import CustomDiffusion
 from baselines.dreambooth import DreamBooth
-from baselines.sampling import Sampler, sampling_pipeline
+from baselines.sampling import generate_images, sampling_pipeline
 from baselines.synthetic import synthetic_subject
 from baselines.textual_inversion import TextualInversion
+from baselines.training import cast, compute_dtype
 from varbench.schema import from_dict
 from varbench.method import CellContext
 from varbench.models.diffusion import DiffusionComponents, sd15_components, tiny_components
@@ -240,7 +241,8 @@ def bench_sampling(master: DiffusionComponents, settings: BenchSettings, batch: 
     config = from_dict(DreamBooth.Config, {**overrides, "guidance_scale": settings.guidance_scale}, "baselines.bench")
     components = copy.deepcopy(master).to(settings.device)
     cast([components.text_encoder, components.vae, components.unet], compute_dtype(config, settings.device))
-    sampler = Sampler(sampling_pipeline(components, components.unet, config), config)
+    pipeline = sampling_pipeline(components, components.unet, config)
+    sampler = functools.partial(generate_images, pipeline, config=config)  # the pipeline keeps its CUDA graphs
     prompts, seeds = ["a photo of a dog"] * batch, list(range(batch))
     reset_peak_memory(settings.device)
     synchronize(settings.device)
@@ -265,7 +267,7 @@ def bench_sampling(master: DiffusionComponents, settings: BenchSettings, batch: 
     if countable(settings, variant):
         result.flops = count_flops(lambda: sampler(prompts, seeds)) / batch
         result.floor = result.flops / rates["matmul"]
-    del sampler, components
+    del sampler, pipeline, components
     free_memory(settings.device, compiled=uses_compile(variant))
     return result
 

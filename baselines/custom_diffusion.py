@@ -9,8 +9,8 @@ release's augmentation (random horizontal flip; random rescale to 1/3..1x or 1.2
 placed at a random position with a loss mask over the valid region, and "a far away" /
 "very small" / "zoomed in" / "close up" prefixed to the prompt accordingly), captioned
 "photo of a <new1> {class}"; plus the same number of class images with a prior loss.
-Subject images are re-encoded by the VAE every step (the augmentation changes them),
-`encode_ahead` steps at a time in one batched call; class images are encoded once.
+Subject images are re-encoded by the VAE every step (the augmentation changes them);
+class images are encoded once. The recipe is `baselines/train_custom_diffusion.py`.
 
 Artifact (diffusers' own formats):
   - `pytorch_custom_diffusion_weights.safetensors`: the keys `UNet2DConditionModel.
@@ -24,53 +24,20 @@ DreamBooth; the release retrieved real LAION images, which needs the network) an
 captioned with their generation prompt; the rescale augmentation is computed on the GPU
 (bilinear, antialiased) rather than with PIL; only the `<new1>` row of the embedding table
 trains (the release's AdamW also applied weight decay to the other, zero-gradient rows).
+
+This module imports no torch: the recipe is imported where it runs.
 """
 from __future__ import annotations
 
-import random
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from diffusers.models.attention_processor import CustomDiffusionAttnProcessor2_0
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from baselines.class_images import class_image_paths, class_prompt
-from baselines.common import (
-    DiffusionConfig,
-    DiffusionMethod,
-    DiffusionModel,
-    LatentPool,
-    ShuffledOrder,
-    cast,
-    compute_dtype,
-    count_parameters,
-    denoising_error,
-    encode_prompts,
-    image_to_tensor,
-    make_optimizer,
-    pixel_batch,
-    tokenize,
-    train,
-)
-from baselines.speed import LatentMoments, NoisePrediction, TextStates, accelerate, set_memory_format
-from baselines.tokens import add_token, apply_embeds, initial_vector, save_embeds, splice_in, splice_out
-from varbench.data.subject import Subject, load_rgb
-from varbench.errors import UserError
+from baselines.common import DiffusionConfig, DiffusionMethod
 from varbench.method import CellContext
-from varbench.models.diffusion import DiffusionComponents
 
-WEIGHTS_FILE = "pytorch_custom_diffusion_weights.safetensors"  # diffusers' name for this format
-INSTANCE_TEMPLATE = "photo of a {}"  # the release's instance prompt: "photo of a <new1> cat"
-FAR_PREFIXES = ("a far away ", "very small ")
-NEAR_PREFIXES = ("zoomed in ", "close up ")
+if TYPE_CHECKING:
+    from varbench.data.subject import Subject
 
 
 @dataclass
@@ -94,9 +61,8 @@ class CustomDiffusionConfig(DiffusionConfig):
     class_batch_size: int = 4  # class images generated per batch (speed only)
     hflip: bool = True  # random horizontal flip of subject and class images
     scale_augmentation: bool = True  # the release's random rescale + loss mask + prompt prefixes
-    # Speed only: the subject images of this many steps are augmented ahead and encoded in
-    # one VAE call (H100, 512 px: 9.1 ms/image at batch 2, 6.0 at batch 16). Same random
-    # draws in the same order as one step at a time.
+    # Speed only (every device): the subject images of this many steps are augmented ahead
+    # and encoded in one VAE call; the same random draws in the same order (baselines/fast).
     encode_ahead: int = 8
 
     def effective_learning_rate(self) -> float:
@@ -104,23 +70,6 @@ class CustomDiffusionConfig(DiffusionConfig):
             return self.learning_rate
         doubled = self.double_lr_with_prior and self.prior_preservation
         return self.learning_rate * self.batch_size * (2.0 if doubled else 1.0)
-
-
-class CustomDiffusionModel(DiffusionModel):
-    def __init__(self, components: DiffusionComponents, config: CustomDiffusionConfig,
-                 kv_state: dict[str, torch.Tensor], vectors: torch.Tensor):
-        self.kv_state = kv_state  # fp32 copies of the trained projections (what is saved)
-        self.vectors = vectors
-        trainable = count_parameters(list(kv_state.values())) + count_parameters([vectors])
-        super().__init__(components, components.unet, config, trainable)
-
-    def save(self, artifact_dir: Path) -> None:
-        state = dict(self.kv_state)
-        for name in self.pipeline.unet.attn_processors:
-            if not name.endswith("attn2.processor"):
-                state[name] = torch.zeros(0)  # diffusers reads a zero-length entry as "no weights"
-        save_file(state, str(Path(artifact_dir) / WEIGHTS_FILE), metadata={"format": "pt"})
-        save_embeds(artifact_dir, self.config.modifier_token, self.vectors)
 
 
 class CustomDiffusion(DiffusionMethod):
@@ -132,245 +81,19 @@ class CustomDiffusion(DiffusionMethod):
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.modifier_token} {class_noun}"
 
-    def fit_subject(self, base: DiffusionComponents, subject: Subject, ctx: CellContext) -> CustomDiffusionModel:
+    def fit(self, base: Any, subject: Subject, ctx: CellContext) -> Any:
+        from baselines.class_images import class_image_paths
+        from baselines.fast import accelerated
+        from baselines.train_custom_diffusion import CustomDiffusionModel, train
+
         config = self.config
-        dtype = compute_dtype(config, ctx.device)
+        # Class images come from the pretrained model, so they are made before training.
         class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
-        token_id = add_token(base, config.modifier_token)
-        initial = initial_vector(base, config.initializer_token.replace("{class}", subject.class_noun),
-                                 "method config 'initializer_token'")
-        processors = make_processors(base.unet, kv_weights=None)  # fp32 copies of the pretrained K/V
-        cast([base.text_encoder, base.vae, base.unet], dtype)  # frozen; the processors stay fp32 to train
-        set_memory_format([base.unet], config.channels_last, ctx.device)
-        # The VAE encoder stays NCHW: its GroupNorm passes dominate it, and PyTorch's
-        # GroupNorm copies NHWC input to NCHW and back (H100: 9.0 vs 11.5 ms/image).
-        set_memory_format([base.vae], False, ctx.device)
-        base.unet.set_attn_processor(dict(processors))
-        spliced = splice_in(base, [token_id], initial)
-
-        classes = None
-        if class_paths:
-            classes = LatentPool(base.vae, pixel_batch([load_rgb(p) for p in class_paths], config.resolution,
-                                                       Image.Resampling.BILINEAR, ctx.device),
-                                 with_flips=config.hflip)
-        cross_attention = [proc for name, proc in processors.items() if name.endswith("attn2.processor")]
-        params = [p for proc in cross_attention for p in proc.parameters()] + [spliced.vectors]
-        optimizer = make_optimizer(params, config.effective_learning_rate(), config, ctx.device)
-        micro_step = self._micro_step(base, subject, classes, ctx)
-        train(micro_step, params, optimizer, config.steps, ctx, dtype, max_grad_norm=config.max_grad_norm)
-
-        vectors = splice_out(base, spliced)
-        kv_state = kv_weights_of(base.unet)
-        for processor in processors.values():
-            processor.to(dtype)  # the trained processors join the sampling precision
-        base.unet.eval()
+        with accelerated(base, config, ctx.device, training=True):
+            kv_state, vectors = train(base, subject, class_paths, config, ctx, self.subject_phrase(subject.class_noun))
         return CustomDiffusionModel(base, config, kv_state, vectors)
 
-    def _micro_step(self, base: DiffusionComponents, subject: Subject, classes: LatentPool | None, ctx: CellContext):
-        config = self.config
-        rng = random.Random(ctx.fit_seed)
-        generator = torch.Generator(device=ctx.device).manual_seed(ctx.fit_seed)
-        noise_scheduler = base.noise_scheduler()
-        originals = [image_to_tensor(image).to(ctx.device) for image in subject.load_images()]
-        # The network calls of a step; on CUDA possibly compiled / CUDA graphs. The VAE
-        # encoder has no gradient and runs eager or compiled (a graph measured no faster);
-        # the text encoder has one (the <new1> vector trains).
-        encode_moments = accelerate(LatentMoments(base.vae), replace(config, cuda_graphs=False), ctx.device,
-                                    training=False)
-        text_states = accelerate(TextStates(base.text_encoder), config, ctx.device, training=True,
-                                 allow_compile=False)
-        predict_noise = accelerate(NoisePrediction(base.unet), config, ctx.device, training=True)
-        order = ShuffledOrder(max(len(originals), classes.count if classes else 0), rng)
-        instance_prompt = INSTANCE_TEMPLATE.format(self.subject_phrase(subject.class_noun))
-        prefixes = ("",) + FAR_PREFIXES + NEAR_PREFIXES
-        prompt_ids = dict(zip(prefixes, tokenize(base.tokenizer, [p + instance_prompt for p in prefixes], ctx.device)))
-        class_states = encode_prompts(base, [class_prompt(subject.class_noun)]) if classes else None
-        latent_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-        batch = config.batch_size
+    def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> Any:
+        from baselines.train_custom_diffusion import load_artifact
 
-        def draw() -> StepDraws:
-            """Every host-side random draw of one step, in the release's order."""
-            picks = [order.next() for _ in range(batch)]
-            pixels, masks, ids = augment(originals, picks, config, latent_factor, rng, prompt_ids)
-            flips = [config.hflip and rng.random() < 0.5 for _ in picks] if classes is not None else []
-            return StepDraws(picks, pixels, masks, ids, flips)
-
-        def encode(pixels: torch.Tensor) -> torch.Tensor:
-            # Plain bf16, outside the step's autocast: the release calls the VAE outside the
-            # autocast that wraps the UNet, and fp32 GroupNorms would cost 25% more here.
-            with torch.no_grad(), torch.autocast(ctx.device.type, enabled=False):
-                return encode_moments(pixels.to(base.vae.dtype))
-
-        planner = EncodedSteps(draw, encode, config.encode_ahead)
-
-        def micro_step() -> dict[str, torch.Tensor]:
-            step, moments = planner.next()
-            # Re-encoded every step: the augmentation moves and rescales the subject, and the
-            # VAE is not shift- or scale-equivariant, so no pool of encodings is exact.
-            latents = [DiagonalGaussianDistribution(moments).sample(generator=generator).float()
-                       * base.vae.config.scaling_factor]
-            states = [text_states(torch.stack(step.ids))]
-            if classes is not None:
-                latents.append(classes.sample([p % classes.count for p in step.picks], generator, step.flips))
-                states.append(class_states.expand(batch, -1, -1))
-            error = denoising_error(predict_noise, noise_scheduler, torch.cat(latents), torch.cat(states), generator)
-            mask = torch.stack(step.masks).unsqueeze(1)
-            # As released: squared error summed over the 4 latent channels, divided by the
-            # number of valid (single-channel) mask cells. The clamp only matters at toy
-            # resolutions, where a small placed image can cover no whole latent cell.
-            instance_loss = ((error[:batch] * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3]).clamp(min=1)).mean()
-            if classes is None:
-                return {"loss": instance_loss}
-            prior_loss = error[batch:].mean()
-            return {"loss": instance_loss + config.prior_loss_weight * prior_loss,
-                    "instance_loss": instance_loss, "prior_loss": prior_loss}
-
-        return micro_step
-
-    def load_artifact(self, base: DiffusionComponents, artifact_dir: Path, ctx: CellContext) -> CustomDiffusionModel:
-        dtype = compute_dtype(self.config, ctx.device)
-        kv_state = read_kv_weights(Path(artifact_dir) / WEIGHTS_FILE)
-        _token, vectors = apply_embeds(base, Path(artifact_dir))
-        base.unet.set_attn_processor(dict(make_processors(base.unet, kv_weights=kv_state)))
-        cast([base.text_encoder, base.vae, base.unet], dtype)
-        base.unet.eval()
-        return CustomDiffusionModel(base, self.config, kv_state, vectors)
-
-
-@dataclass
-class StepDraws:
-    """The random choices of one training step: subject picks, their augmented pixels, loss
-    masks and prompt token ids, and the flips of the class images."""
-    picks: list[int]
-    pixels: list[torch.Tensor]
-    masks: list[torch.Tensor]
-    ids: list[torch.Tensor]
-    flips: list[bool]
-
-
-class EncodedSteps:
-    """Steps drawn `ahead` at a time, their subject images encoded in one VAE call.
-
-    `draw()` makes one step's random choices; drawing several steps in a row consumes the
-    random stream exactly as drawing them one per step, and the latent samples (torch
-    generator) are still taken per step, so only the encoder's batch size changes. At the
-    end of a fit up to `ahead - 1` drawn steps go unused (a fixed batch keeps one
-    encoder shape: one compile, no re-tuning).
-    """
-
-    def __init__(self, draw: Callable[[], StepDraws], encode: Callable[[torch.Tensor], torch.Tensor], ahead: int):
-        self.draw, self.encode, self.ahead = draw, encode, ahead
-        self.pending: deque[tuple[StepDraws, torch.Tensor]] = deque()
-
-    def next(self) -> tuple[StepDraws, torch.Tensor]:
-        """The next step's draws and the (mean, log-variance) moments of its subject images."""
-        if not self.pending:
-            steps = [self.draw() for _ in range(self.ahead)]
-            moments = self.encode(torch.stack([pixels for step in steps for pixels in step.pixels]))
-            self.pending.extend(zip(steps, moments.split(len(steps[0].pixels))))
-        return self.pending.popleft()
-
-
-def augment(originals: list[torch.Tensor], picks: list[int], config: CustomDiffusionConfig, latent_factor: int,
-            rng: random.Random, prompt_ids: dict[str, torch.Tensor]) -> tuple[list, list, list]:
-    """The release's augmentation of the picked subject images: pixels, loss masks and the
-    token ids of the matching prompts (flip, then rescale with its prompt prefix)."""
-    pixels, masks, ids = [], [], []
-    for pick in picks:
-        image = originals[pick % len(originals)]
-        if config.hflip and rng.random() < 0.5:
-            image = torch.flip(image, dims=[-1])
-        augmented, mask, prefix = rescale_augment(image, config.resolution, latent_factor, rng,
-                                                  config.scale_augmentation)
-        pixels.append(augmented)
-        masks.append(mask)
-        ids.append(prompt_ids[prefix])
-    return pixels, masks, ids
-
-
-def rescale_augment(image: torch.Tensor, size: int, latent_factor: int, rng: random.Random,
-                    enabled: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The release's rescale augmentation of one (3, H, W) image in [-1, 1].
-
-    Two times in three the image shrinks to size/3..size and sits at a random place on a
-    zero (mid-grey) canvas; otherwise it grows to 1.2..1.4 x size and a random crop is
-    taken. Returns the image, a (size/f, size/f) mask of latent cells covered by it (one
-    cell of margin, all ones for crops), and the prompt prefix that describes the scale.
-    """
-    scale = size
-    if enabled:
-        if rng.random() < 0.66:
-            scale = rng.randint(size // 3, size)
-        else:
-            scale = rng.randint(int(1.2 * size), int(1.4 * size) - 1)
-    outer, inner = (scale, size) if scale > size else (size, scale)
-    top, left = rng.randint(0, outer - inner), rng.randint(0, outer - inner)
-    resized = F.interpolate(image[None], size=(scale, scale), mode="bilinear", antialias=True, align_corners=False)[0]
-    cells = size // latent_factor
-    mask = image.new_zeros(cells, cells)
-    if scale > size:
-        pixels = resized[:, top:top + size, left:left + size]
-        mask.fill_(1.0)
-    else:
-        pixels = image.new_zeros(3, size, size)
-        pixels[:, top:top + scale, left:left + scale] = resized
-        f = latent_factor
-        mask[top // f + 1:(top + scale) // f - 1, left // f + 1:(left + scale) // f - 1] = 1.0
-    prefix = ""
-    if scale < 0.6 * size:
-        prefix = rng.choice(FAR_PREFIXES)
-    elif scale > size:
-        prefix = rng.choice(NEAR_PREFIXES)
-    return pixels, mask, prefix
-
-
-def make_processors(unet: Any, kv_weights: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-    """Custom Diffusion processors for every attention layer, in fp32 on the UNet's device.
-
-    Cross-attention layers get trainable K/V copies (of the UNet's own projections, or of
-    `kv_weights` keyed as in the saved file); self-attention layers get weightless
-    pass-through processors, as in the release (`save_attn_procs` expects them).
-    """
-    processors = {}
-    for name in unet.attn_processors:
-        if not name.endswith("attn2.processor"):
-            processors[name] = CustomDiffusionAttnProcessor2_0(train_kv=False, train_q_out=False)
-            continue
-        layer = unet.get_submodule(name[: -len(".processor")])
-        processor = CustomDiffusionAttnProcessor2_0(train_kv=True, train_q_out=False,
-                                                    hidden_size=layer.to_k.out_features,
-                                                    cross_attention_dim=layer.to_k.in_features)
-        for projection in ("to_k", "to_v"):
-            key = f"{name}.{projection}_custom_diffusion.weight"
-            if kv_weights is None:
-                weight = getattr(layer, projection).weight
-            elif key in kv_weights:
-                weight = kv_weights[key]
-            else:
-                raise UserError(f"Custom Diffusion weights lack {key}", WEIGHTS_FILE,
-                                "The artifact belongs to another base model; delete it so the cell is fitted again.")
-            getattr(processor, f"{projection}_custom_diffusion").weight.data.copy_(weight.float())
-        processors[name] = processor.to(device=unet.device, dtype=torch.float32)
-    return processors
-
-
-def kv_weights_of(unet: Any) -> dict[str, torch.Tensor]:
-    """fp32 copies of the trained K/V projections, keyed as `save_attn_procs` keys them."""
-    state = {}
-    for name, processor in unet.attn_processors.items():
-        if isinstance(processor, CustomDiffusionAttnProcessor2_0) and processor.train_kv:
-            for key, tensor in processor.state_dict().items():
-                state[f"{name}.{key}"] = tensor.detach().float().cpu().clone()
-    return state
-
-
-def read_kv_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError("Custom Diffusion weights file missing", str(path),
-                        "Delete the artifact folder so the cell is fitted again.")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise UserError(f"cannot read Custom Diffusion weights: {err}", str(path),
-                        "Delete the artifact folder so the cell is fitted again.") from None
-    return {key: tensor for key, tensor in state.items() if tensor.numel() > 0}
+        return load_artifact(base, Path(artifact_dir), self.config, ctx)

@@ -13,24 +13,23 @@ import torch
 from diffusers.models.attention_processor import CustomDiffusionAttnProcessor2_0
 from safetensors.torch import load_file
 
-from baselines.common import generate_images, sampling_pipeline
-from baselines.custom_diffusion import (
+from baselines.custom_diffusion import CustomDiffusion, CustomDiffusionConfig
+from baselines.fast.training import EncodedSteps
+from baselines.sampling import generate_images, sampling_pipeline
+from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
+from baselines.tokens import EMBEDS_FILE
+from baselines.train_custom_diffusion import (
     FAR_PREFIXES,
     NEAR_PREFIXES,
     WEIGHTS_FILE,
-    CustomDiffusion,
-    CustomDiffusionConfig,
-    EncodedSteps,
     StepDraws,
     kv_weights_of,
     rescale_augment,
 )
-from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
-from baselines.tokens import EMBEDS_FILE
-from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import tiny_components
+from varbench.schema import from_dict
 
 PROMPTS = ["a <new1> dog in the jungle", "a photo of dog"]
 SEEDS = [21, 22]
@@ -238,7 +237,7 @@ def test_encoding_ahead_draws_and_encodes_as_one_step_at_a_time():
     one_calls, ahead_calls = [], []
     one, ahead = planner(1, one_calls), planner(3, ahead_calls)
     for _ in range(7):
-        (step_one, moments_one), (step_ahead, moments_ahead) = one.next(), ahead.next()
+        (step_one, moments_one), (step_ahead, moments_ahead) = next(one), next(ahead)
         assert step_one.picks == step_ahead.picks and step_one.flips == step_ahead.flips
         assert torch.equal(moments_one, moments_ahead) and moments_one.shape == (2, 2, 4, 4)
     assert one_calls == [2] * 7

@@ -11,15 +11,15 @@ import torch
 from diffusers import UNet2DConditionModel
 
 import baselines.class_images as class_images
-from baselines.common import generate_images, sampling_pipeline
 from baselines.custom_diffusion import CustomDiffusion, CustomDiffusionConfig
 from baselines.dreambooth import DreamBooth, DreamBoothConfig
+from baselines.sampling import generate_images, sampling_pipeline
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
 from baselines.textual_inversion import TextualInversion
-from varbench.schema import from_dict
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, tiny_components
+from varbench.schema import from_dict
 
 PROMPTS = ["a sks dog in the jungle", "a photo of sks dog"]
 SEEDS = [11, 12]

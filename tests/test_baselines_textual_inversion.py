@@ -11,14 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baselines.common import generate_images, sampling_pipeline
+from baselines.sampling import generate_images, sampling_pipeline
 from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
-from baselines.textual_inversion import OBJECT_TEMPLATES, TextualInversion, TextualInversionConfig
+from baselines.textual_inversion import TextualInversion, TextualInversionConfig
 from baselines.tokens import EMBEDS_FILE, write_rows
-from varbench.schema import from_dict
+from baselines.train_textual_inversion import OBJECT_TEMPLATES
 from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import tiny_components
+from varbench.schema import from_dict
 
 PROMPTS = ["a <placeholder> in the jungle", "a photo of <placeholder>"]
 SEEDS = [31, 32]

@@ -126,11 +126,11 @@ def test_compile_auto_compiles_only_where_enough_cells_share_it():
         compile: bool | Literal["auto"] = field(default=False, metadata={"execution": "compile"})
         steps: int = 3
 
-    assert settle_auto(Config("auto"), cells_here=3, pays_after=3).compile is True
-    assert settle_auto(Config("auto"), cells_here=2, pays_after=3).compile is False
-    assert settle_auto(Config("auto"), cells_here=50, pays_after=None).compile is False  # no break-even stated
-    assert settle_auto(Config(True), cells_here=1, pays_after=3).compile is True  # an explicit choice stays
-    assert settle_auto(Config(False), cells_here=9, pays_after=3).compile is False
+    assert settle_auto(Config("auto"), cells_here=3, pays_after={"compile": 3}).compile is True
+    assert settle_auto(Config("auto"), cells_here=2, pays_after={"compile": 3}).compile is False
+    assert settle_auto(Config("auto"), cells_here=50, pays_after={}).compile is False  # no break-even stated
+    assert settle_auto(Config(True), cells_here=1, pays_after={"compile": 3}).compile is True  # explicit stays
+    assert settle_auto(Config(False), cells_here=9, pays_after={"compile": 3}).compile is False
 
 
 def test_a_worker_counts_its_cells_per_arm(tmp_path):

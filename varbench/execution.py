@@ -86,15 +86,15 @@ def apply(config: Any, options: dict[str, Any]) -> Any:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def settle_auto(config: Any, cells_here: int, pays_after: int | None) -> Any:
-    """`config` with every `compile: auto` execution field decided for this worker: compile
-    when it will run at least `pays_after` cells of the arm (the method's break-even, from
-    the measured compile cost and per-cell saving in benchmarks/), else not. A method that
-    states no break-even never compiles on `auto`."""
-    fields = [f for f in execution_fields(type(config)).values() if getattr(config, f) == "auto"
-              and f in COMPILE_FIELDS]
-    decided = pays_after is not None and cells_here >= pays_after
-    return dataclasses.replace(config, **{f: decided for f in fields}) if fields else config
+def settle_auto(config: Any, cells_here: int, pays_after: dict[str, int]) -> Any:
+    """`config` with every `auto` compile field decided for this worker: compile when it will
+    run at least `pays_after[field]` cells of the arm (the method's break-even, from the
+    measured compile cost and per-cell saving in benchmarks/), else not. A field the
+    method states no break-even for never compiles on `auto`."""
+    changes = {name: name in pays_after and cells_here >= pays_after[name]
+               for name in execution_fields(type(config)).values()
+               if name in COMPILE_FIELDS and getattr(config, name) == "auto"}
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def runner_options(options: dict[str, Any]) -> RunnerExecution:

@@ -96,11 +96,12 @@ class Method(ABC):
     version: ClassVar[str]
     Config: ClassVar[type]  # a dataclass whose fields all have defaults
     description: ClassVar[str] = ""
-    # With `compile: auto`, a worker compiles this method's models once it will run at least
-    # this many cells of one arm (compile cost / per-cell saving, measured: benchmarks/);
-    # None: `auto` never compiles. Speed fields are Config fields marked
-    # metadata={"execution": KEY} (varbench.execution), never part of what a result is.
-    compile_pays_after: ClassVar[int | None] = None
+    # With `compile: auto`, a worker compiles through a Config field (by name) once it will
+    # run at least this many cells of one arm (compile cost / per-cell saving, measured:
+    # benchmarks/); a field not listed never compiles on `auto`. Speed fields are Config
+    # fields marked metadata={"execution": KEY} (varbench.execution), never part of what a
+    # result is.
+    compile_pays_after: ClassVar[dict[str, int]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

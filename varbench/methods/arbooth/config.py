@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from varbench.errors import UserError
+from varbench.schema import EXECUTION
 
 Fidelity = Literal["faithful", "fixed"]
 LayerName = Literal["sa", "ca", "ffn", "identifier", "all"]
@@ -102,28 +103,30 @@ class ARBoothConfig:
     drop_path: float = 0.1  # stochastic depth, 0 -> this rate linearly over depth
     flip_max: float = 0.3  # bitwise self-correction: per-scale flip probability <= this (0 = off)
     amp: bool = True  # bf16 autocast on CUDA (the CPU always runs fp32)
+    # ---- execution options: speed and memory only, set under `execution:` (never hashed) --
     # Blocks recomputed in backward: -1 = all (released), 0 = none, n = the first n; "auto"
     # (CUDA) measures the memory one kept block costs and keeps as many of the last blocks
     # as fit (recompute.py): faster, same values.
-    checkpoint_blocks: int | Literal["auto"] = "auto"
+    checkpoint_blocks: int | Literal["auto"] = field(default="auto", metadata={EXECUTION: "checkpoint_blocks"})
     # CUDA: every transformer block of the fit (CE, distillation, teacher sampling) runs
     # compiled (the speed layer, models/infinity/fast/): faster after a one-off compile
-    # per fit process; same values up to rounding.
-    compile_blocks: bool = True
-    offload_text_encoder: bool = True  # CUDA: T5 waits on the CPU during fit (prompts are encoded once)
+    # per fit process; same values up to rounding. "auto": see ARBooth.compile_pays_after.
+    compile_blocks: bool | Literal["auto"] = field(default=True, metadata={EXECUTION: "compile"})
+    # CUDA: T5 waits on the CPU during fit (prompts are encoded once)
+    offload_text_encoder: bool = field(default=True, metadata={EXECUTION: "offload_text_encoder"})
 
     # ---- generation (evaluation images) -----------------------------------------------------
     cfg: float = 4.0
     tau: float = 0.5
     top_k: int = 900
     top_p: float = 0.97
-    # Replay each scale's forward as a CUDA graph (generation and teacher sampling; CUDA
-    # only, same values as eager).
-    cuda_graphs: bool = True
+    # Execution options (never hashed). Replay each scale's forward as a CUDA graph
+    # (generation and teacher sampling; CUDA only, same values as eager).
+    cuda_graphs: bool = field(default=True, metadata={EXECUTION: "cuda_graphs"})
     # CUDA: generate through compiled blocks too (replayed as CUDA graphs with cuda_graphs):
     # one compile per batch size and process, so it pays only for many images per
     # process (benchmarks/NOTES-infinity.md); same values up to rounding.
-    compile_generation: bool = False
+    compile_generation: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile_generation"})
 
     # ---- released-code quirks (module docstring) ----------------------------------------------
     quirk_lvl_embed: Fidelity = "faithful"

@@ -1,0 +1,195 @@
+"""The speed layer of the diffusion baselines: the plain recipes' computation, run faster.
+
+The plain code (common.py, the method files, train_*.py, training.py, data.py,
+sampling.py, class_images.py, tokens.py) is eager PyTorch and diffusers as the releases
+run them. It imports one thing from here, `accelerated`, at two call sites: each method's
+`fit` wraps its training loop, and `sampling.generate_images` wraps the pipeline call:
+
+    with accelerated(base, config, ctx.device, training=True):       # a fit
+        unet = train(base, subject, class_paths, config, ctx, phrase)
+    with accelerated(pipeline, config, device, training=False):      # a sampling call
+        images = pipeline(prompts, generator=generators, ...).images
+
+`accelerated` swaps modules and functions per the config's speed options and undoes the
+swaps when its block ends. What each option swaps in, and why the values stay the plain
+ones (CUDA only unless marked "every device"; on the CPU a run is the plain run):
+
+  cudnn_benchmark,    process-wide settings for the block (settings.py).
+  attention_backend
+  channels_last       fits: UNet and VAE weights in NHWC; Custom Diffusion's VAE, which
+                      encodes every step and is GroupNorm-bound, stays NCHW (PyTorch's
+                      GroupNorm copies NHWC input to NCHW and back). Back to the standard
+                      layout when the block ends.
+  cuda_graphs,        fits: the UNet's and the text encoder's own calls with gradients on
+  compile             (`unet(noisy, t, states)`, `text_encoder(ids)`) run through a
+                      `calls.FastCall`: forward and backward replayed as CUDA graphs and/or
+                      the UNet compiled (the text encoder is never compiled). Sampling: the
+                      guided UNet step and the VAE decoder, likewise, in the sync-free loop.
+                      A capture or compile that fails or disagrees with the plain module
+                      warns once and runs the plain module. Compiled networks get
+                      `ChannelStatsGroupNorm`s (varbench/models/fast/groupnorm.py: torch's
+                      kernel when eager, a reduction order that compiles well when traced).
+  sampling_loop       every device: the pipeline's class becomes `SyncFreePipeline`
+  ("varbench")        (sampling.py): the pipeline's arithmetic without host syncs, padded
+                      to the batch size its graphs were captured at.
+  channels_last_sampling,  sampling: NHWC weights, and diffusers' fused q/k/v projections
+  fuse_qkv            (sync-free loop only; a reduced-precision UNet only: in fp32 runs the
+                      sampled UNet is the one a fit trains next or DreamBooth saves).
+  fuse_micro_batches  every device: Textual Inversion's `training_loop` becomes
+                      `training.fused_training_loop` (a step's micro-batches as one batch).
+  encode_ahead        every device: Custom Diffusion's `encoded_steps` encodes the subject
+                      images of `encode_ahead` steps in one VAE call (training.py), its
+                      VAE encoder compiled with `compile` on CUDA.
+
+What a sampling pipeline is set up with stays with it: NHWC weights, fused projections and
+GroupNorm classes are changed once, at its first call, because its captured graphs and
+compiled code read those very weights (a pipeline is built after its weights are final).
+
+Every piece is tested against the plain computation (tests/test_baselines_fast.py; the
+grep of the plain files is tests/test_baselines_plain.py); measured effects are in
+benchmarks/NOTES-baselines.md.
+"""
+from __future__ import annotations
+
+import importlib
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from baselines.fast import calls, sampling, settings
+from baselines.fast.training import encoding_ahead, fused_training_loop
+from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
+
+__all__ = ["Accelerated", "accelerated"]
+
+PREPARED: weakref.WeakSet = weakref.WeakSet()  # sampling pipelines whose weights are set up
+
+
+class Accelerated:
+    """What one `accelerated` call changed (`changes`, readable lines; `kept`, what stays
+    with a sampling pipeline) and how to undo it (`undo()`, or leaving its `with` block)."""
+
+    def __init__(self) -> None:
+        self.changes: list[str] = []
+        self.kept: list[str] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def undo(self) -> None:
+        """Put back what this call changed, last change first."""
+        while self._undo:
+            self._undo.pop()()
+        self.changes = []
+
+    def __enter__(self) -> Accelerated:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.undo()
+
+    def __repr__(self) -> str:
+        return f"Accelerated({self.changes})"
+
+    def record(self, change: str, undo: Callable[[], None]) -> None:
+        self.changes.append(change)
+        self._undo.append(undo)
+
+    def set_class(self, where: str, modules: Iterable[Any], cls: type) -> None:
+        changed = 0
+        for module in modules:
+            previous = type(module)
+            if previous is cls:
+                continue
+            module.__class__ = cls
+            self._undo.append(lambda module=module, previous=previous: setattr(module, "__class__", previous))
+            changed += 1
+        if changed:
+            self.changes.append(f"{where}: {changed} -> {cls.__name__}")
+
+    def install(self, module_name: str, name: str, function: Callable, label: str) -> None:
+        """Replace the global `name` of the plain module `module_name` (process-wide)."""
+        owner = importlib.import_module(module_name)
+        previous = getattr(owner, name)
+        setattr(owner, name, function)
+        self.record(f"{module_name}.{name} -> {label}", lambda: setattr(owner, name, previous))
+
+
+def accelerated(target: Any, config: Any, device: torch.device | str, *, training: bool) -> Accelerated:
+    """Switch the speed layer on for a fit of `target` (components with `unet`, `vae`,
+    `text_encoder`; `training=True`) or for calls of the sampling pipeline `target`
+    (`training=False`), as `config`'s speed options say; see the module docstring. Use it
+    as a `with` block: the swaps are undone when it ends."""
+    done = Accelerated()
+    try:
+        if training:
+            _accelerate_fit(done, target, config, device)
+        else:
+            _accelerate_sampling(done, target, config, device)
+    except BaseException:
+        done.undo()
+        raise
+    return done
+
+
+def _accelerate_fit(done: Accelerated, base: Any, config: Any, device: torch.device | str) -> None:
+    encodes_every_step = hasattr(config, "encode_ahead")  # Custom Diffusion re-encodes its subject images
+    if calls.on_cuda(device):
+        done.record(f"cuDNN benchmark {config.cudnn_benchmark}, attention {config.attention_backend} first",
+                    settings.set_cuda_settings(config))
+        _set_layout(done, "UNet", base.unet, config.channels_last)
+        _set_layout(done, "VAE", base.vae, config.channels_last and not encodes_every_step)
+        if config.compile:
+            compiled = [base.unet] + ([base.vae] if encodes_every_step else [])
+            done.set_class("compiled GroupNorms", _group_norms(compiled), ChannelStatsGroupNorm)
+        unet = calls.fast_call(calls.NoisePrediction(base.unet), config, device, training=True)
+        if isinstance(unet, calls.FastCall):
+            done.record("UNet calls with gradients -> FastCall", calls.route_unet_calls(base.unet, unet))
+        text = calls.fast_call(calls.TextStates(base.text_encoder), config, device, training=True,
+                               allow_compile=False)
+        if isinstance(text, calls.FastCall):
+            done.record("text encoder calls with gradients -> FastCall",
+                        calls.route_text_encoder_calls(base.text_encoder, text))
+    if getattr(config, "fuse_micro_batches", False):
+        done.install("baselines.train_textual_inversion", "training_loop", fused_training_loop,
+                     "baselines.fast.training.fused_training_loop")
+    if encodes_every_step and (config.encode_ahead > 1 or (calls.on_cuda(device) and config.compile)):
+        done.install("baselines.train_custom_diffusion", "encoded_steps", encoding_ahead(config, device),
+                     f"baselines.fast.training.encoding_ahead ({config.encode_ahead} steps per VAE call)")
+
+
+def _accelerate_sampling(done: Accelerated, pipeline: Any, config: Any, device: torch.device | str) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    if not isinstance(pipeline, StableDiffusionPipeline):
+        raise TypeError(f"accelerated(training=False) takes a StableDiffusionPipeline, not {type(pipeline).__name__}")
+    sync_free = config.sampling_loop == "varbench"
+    if calls.on_cuda(device):
+        done.record(f"cuDNN benchmark {config.cudnn_benchmark}, attention {config.attention_backend} first",
+                    settings.set_cuda_settings(config))
+        if pipeline not in PREPARED:
+            PREPARED.add(pipeline)
+            settings.set_layout([pipeline.unet, pipeline.vae], config.channels_last_sampling)
+            done.kept.append(f"UNet and VAE {'NHWC' if config.channels_last_sampling else 'NCHW'}")
+            reduced_precision = next(pipeline.unet.parameters()).dtype != torch.float32
+            if config.fuse_qkv and sync_free and reduced_precision and sampling.fuse_projections(pipeline.unet):
+                done.kept.append("UNet: fused q/k/v projections")
+            if config.compile:
+                for module in _group_norms([pipeline.unet, pipeline.vae]):
+                    module.__class__ = ChannelStatsGroupNorm
+                done.kept.append("compiled GroupNorms -> ChannelStatsGroupNorm")
+    if sync_free:
+        setup = sampling.setup_for(pipeline, config, torch.device(device))
+        sampling.ACTIVE[pipeline] = setup
+        done.record("pipeline call -> sync-free loop", lambda: sampling.ACTIVE.pop(pipeline, None))
+        done.set_class("pipeline", [pipeline], sampling.SyncFreePipeline)
+
+
+def _set_layout(done: Accelerated, where: str, module: nn.Module, channels_last: bool) -> None:
+    settings.set_layout([module], channels_last)
+    done.record(f"{where} {'NHWC' if channels_last else 'NCHW'}", lambda: settings.set_layout([module], False))
+
+
+def _group_norms(modules: Iterable[nn.Module]) -> list[nn.Module]:
+    return [m for module in modules for m in module.modules() if type(m) is nn.GroupNorm]

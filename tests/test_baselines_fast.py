@@ -1,0 +1,506 @@
+"""The speed layer of the diffusion baselines (baselines.fast) against the plain computation,
+on the CPU: the one switch (`accelerated`) swaps what it says and undoes it; the sync-free
+sampling loop draws exactly the pipeline's images; padding a batch leaves its images
+unchanged; routed network calls equal the plain calls; the fused training loop and
+encoding ahead compute the plain loops' steps; the options change nothing on the CPU; the
+compile / CUDA graph fallbacks keep the results of the plain module; casts keep fp32
+modules without diffusers' warning."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import random
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from torch import nn
+
+import baselines.train_custom_diffusion as train_custom_diffusion
+import baselines.train_textual_inversion as train_textual_inversion
+from baselines.common import DiffusionConfig
+from baselines.custom_diffusion import CustomDiffusionConfig
+from baselines.fast import accelerated, calls, settings
+from baselines.fast import sampling as fast_sampling
+from baselines.fast.calls import FastCall, NoisePrediction, TextStates, fast_call
+from baselines.fast.sampling import SyncFreePipeline, fuse_projections
+from baselines.fast.training import EncodedSteps, encoding_ahead, fused_training_loop
+from baselines.sampling import generate_images, sampling_pipeline
+from baselines.synthetic import SMOKE_CONFIGS, synthetic_subject
+from baselines.textual_inversion import TextualInversion, TextualInversionConfig
+from baselines.train_custom_diffusion import StepDraws, encoded_steps, make_processors
+from baselines.training import cast, training_loop
+from varbench.method import CellContext
+from varbench.models.diffusion import cast_module, tiny_components
+from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
+from varbench.schema import from_dict
+
+PROMPTS = ["a dog in the snow", "a photo of sks dog", "a red cube"]
+SEEDS = [3, 4, 5]
+ALL_ON = dict(cudnn_benchmark=True, channels_last=True, channels_last_sampling=True, cuda_graphs=True, compile=True,
+              fuse_qkv=True,
+              attention_backend="flash", sampling_loop="varbench")
+ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_sampling=False, cuda_graphs=False,
+               compile=False, fuse_qkv=False,
+               attention_backend="auto", sampling_loop="diffusers")
+
+
+@pytest.fixture(scope="module")
+def components():
+    return tiny_components()
+
+
+def sample_config(**overrides) -> DiffusionConfig:
+    return DiffusionConfig(base_model="tiny", resolution=64, sample_steps=4, **overrides)
+
+
+def max_difference(first, second) -> int:
+    return int(np.abs(np.asarray(first, dtype=np.int16) - np.asarray(second, dtype=np.int16)).max())
+
+
+def simulate_cuda(monkeypatch, captured: list | None = None) -> None:
+    """The CUDA control flow on the CPU: 'capture' runs the runner itself."""
+    def pass_through(runner, samples):
+        if captured is not None:
+            captured.append(type(runner).__name__)
+        return runner
+
+    monkeypatch.setattr(calls, "on_cuda", lambda device: True)
+    monkeypatch.setattr(calls, "capture_training_graph", pass_through)
+    monkeypatch.setattr(calls, "InferenceGraph", pass_through)
+
+
+def sdpa_state() -> tuple:
+    order = torch._C._get_sdp_priority_order() if hasattr(torch._C, "_get_sdp_priority_order") else None
+    return (torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled(),
+            torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled(),
+            torch.backends.cuda.math_sdp_enabled(), order)
+
+
+# --- the switch -------------------------------------------------------------------------------
+
+def test_a_fit_switch_swaps_modules_and_functions_and_restores_them(monkeypatch):
+    simulate_cuda(monkeypatch)
+    base = tiny_components()
+    config = from_dict(TextualInversionConfig, {**SMOKE_CONFIGS["textual_inversion"], **ALL_ON}, "test")
+    plain_loop, plain_encoded_steps = train_textual_inversion.training_loop, train_custom_diffusion.encoded_steps
+    flags = sdpa_state()
+    with accelerated(base, config, "cuda", training=True) as done:
+        assert base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert base.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert "forward" in vars(base.unet) and "forward" in vars(base.text_encoder)
+        assert {type(m) for m in base.unet.modules() if isinstance(m, nn.GroupNorm)} == {ChannelStatsGroupNorm}
+        assert train_textual_inversion.training_loop is fused_training_loop
+        assert train_custom_diffusion.encoded_steps is plain_encoded_steps  # no Custom Diffusion here
+        assert torch.backends.cudnn.benchmark is True
+        assert "UNet calls with gradients -> FastCall" in done.changes
+        assert ("baselines.train_textual_inversion.training_loop -> baselines.fast.training.fused_training_loop"
+                in done.changes)
+    assert done.changes == []
+    assert base.unet.conv_in.weight.is_contiguous() and base.vae.encoder.conv_in.weight.is_contiguous()
+    assert "forward" not in vars(base.unet) and "forward" not in vars(base.text_encoder)
+    assert {type(m) for m in base.unet.modules() if isinstance(m, nn.GroupNorm)} == {nn.GroupNorm}
+    assert train_textual_inversion.training_loop is plain_loop
+    assert sdpa_state() == flags
+    done.undo()  # twice is harmless
+
+
+def test_custom_diffusion_keeps_its_vae_nchw_and_encodes_ahead(monkeypatch):
+    simulate_cuda(monkeypatch)
+    base = tiny_components()
+    config = from_dict(CustomDiffusionConfig, {**SMOKE_CONFIGS["custom_diffusion"], **ALL_ON}, "test")
+    plain = train_custom_diffusion.encoded_steps
+    with accelerated(base, config, "cuda", training=True):
+        assert base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert base.vae.encoder.conv_in.weight.is_contiguous()  # encoded every step: GroupNorm-bound
+        assert {type(m) for m in base.vae.modules() if isinstance(m, nn.GroupNorm)} == {ChannelStatsGroupNorm}
+        assert train_custom_diffusion.encoded_steps is not plain
+    assert train_custom_diffusion.encoded_steps is plain
+    assert {type(m) for m in base.vae.modules() if isinstance(m, nn.GroupNorm)} == {nn.GroupNorm}
+
+
+def test_on_the_cpu_a_fit_switch_changes_only_the_loops(components):
+    config = from_dict(TextualInversionConfig, {**SMOKE_CONFIGS["textual_inversion"], **ALL_ON}, "test")
+    flags = sdpa_state()
+    with accelerated(components, config, "cpu", training=True) as done:
+        assert done.changes == [
+            "baselines.train_textual_inversion.training_loop -> baselines.fast.training.fused_training_loop"]
+        assert sdpa_state() == flags and "forward" not in vars(components.unet)
+    with accelerated(components, dataclasses.replace(config, fuse_micro_batches=False), "cpu", training=True) as done:
+        assert done.changes == []
+
+
+def test_a_sampling_switch_swaps_the_pipelines_loop_and_restores_it(components):
+    pipeline = sampling_pipeline(components, components.unet, sample_config())
+    with accelerated(pipeline, sample_config(), "cpu", training=False) as done:
+        assert type(pipeline) is SyncFreePipeline and fast_sampling.ACTIVE[pipeline] is not None
+        assert done.changes == ["pipeline call -> sync-free loop", "pipeline: 1 -> SyncFreePipeline"]
+    assert type(pipeline) is StableDiffusionPipeline and pipeline not in fast_sampling.ACTIVE
+    with accelerated(pipeline, sample_config(sampling_loop="diffusers"), "cpu", training=False) as done:
+        assert type(pipeline) is StableDiffusionPipeline and done.changes == []
+    with pytest.raises(TypeError, match="takes a StableDiffusionPipeline"):
+        accelerated(components, sample_config(), "cpu", training=False)
+
+
+def test_a_failing_switch_undoes_what_it_did(monkeypatch):
+    simulate_cuda(monkeypatch)
+    base = tiny_components()
+    monkeypatch.setattr(calls, "route_text_encoder_calls", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        accelerated(base, sample_config(**ALL_ON), "cuda", training=True)
+    assert "forward" not in vars(base.unet) and base.unet.conv_in.weight.is_contiguous()
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm"])
+@pytest.mark.parametrize("guidance", [7.5, 1.0])
+def test_sync_free_loop_draws_exactly_the_pipelines_images(components, sampler, guidance, monkeypatch):
+    config = sample_config(sampler=sampler, guidance_scale=guidance)
+    reference_config = dataclasses.replace(config, sampling_loop="diffusers")
+    loops = []
+    real_sample = SyncFreePipeline._sample
+    monkeypatch.setattr(SyncFreePipeline, "_sample", lambda *args: loops.append(1) or real_sample(*args))
+    expected = generate_images(sampling_pipeline(components, components.unet, reference_config), PROMPTS[:2],
+                               SEEDS[:2], reference_config)
+    assert loops == []
+    got = generate_images(sampling_pipeline(components, components.unet, config), PROMPTS[:2], SEEDS[:2], config)
+    assert loops == [1]  # the sync-free loop did run
+    assert [max_difference(a, b) for a, b in zip(expected, got)] == [0, 0]
+    assert max_difference(got[0], got[1]) > 20  # not trivially equal images
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_side_postprocess_gives_the_pipelines_pixels(components, dtype):
+    from baselines.fast.sampling import to_pil_images
+
+    pipeline = sampling_pipeline(components, components.unet, sample_config())
+    images = (torch.randn(3, 3, 40, 24, generator=torch.Generator().manual_seed(0)) * 0.8)  # some clamp.to(dtype)
+    expected = pipeline.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * 3)
+    got = to_pil_images(images)
+    assert [np.asarray(image).shape for image in got] == [(40, 24, 3)] * 3
+    assert [max_difference(a, b) for a, b in zip(expected, got)] == [0, 0, 0]
+
+
+def test_padding_a_batch_leaves_its_images_unchanged(components, monkeypatch):
+    config = sample_config()
+    # What a CUDA pipeline with graphs holds: FastCalls (plain on the CPU).
+    monkeypatch.setattr(calls, "fast_call", lambda module, config, device, training, allow_compile=True:
+                        FastCall(module, training, compile=False, cuda_graphs=False))
+    pipeline = sampling_pipeline(components, components.unet, config)
+    full = generate_images(pipeline, PROMPTS, SEEDS, config)
+    alone = generate_images(pipeline, PROMPTS[1:2], SEEDS[1:2], config)  # padded to the 3 of the earlier call
+    [setup] = fast_sampling.SETUPS[pipeline].values()
+    assert setup.batch_sizes == {3}
+    assert len(alone) == 1 and max_difference(alone[0], full[1]) <= 1
+    plain_config = dataclasses.replace(config, sampling_loop="diffusers")
+    plain = generate_images(sampling_pipeline(components, components.unet, plain_config), PROMPTS[1:2], SEEDS[1:2],
+                            plain_config)
+    assert max_difference(plain[0], alone[0]) <= 1
+
+
+def test_fused_projections_draw_the_same_images():
+    config = sample_config()
+    fresh = tiny_components()
+    unfused = generate_images(sampling_pipeline(fresh, fresh.unet, config), PROMPTS[:2], SEEDS[:2], config)
+    assert fuse_projections(fresh.unet)
+    assert {type(p).__name__ for p in fresh.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+    fused = generate_images(sampling_pipeline(fresh, fresh.unet, config), PROMPTS[:2], SEEDS[:2], config)
+    assert [max_difference(a, b) for a, b in zip(fused, unfused)] in ([0, 0], [0, 1], [1, 0], [1, 1])
+    custom = tiny_components()
+    custom.unet.set_attn_processor(dict(make_processors(custom.unet, kv_weights=None)))
+    assert not fuse_projections(custom.unet)  # Custom Diffusion's processors hold trained K/V: left alone
+    assert {type(p).__name__ for p in custom.unet.attn_processors.values()} == {"CustomDiffusionAttnProcessor2_0"}
+
+
+def test_sampling_fuses_only_a_reduced_precision_unet(monkeypatch):
+    simulate_cuda(monkeypatch)
+    for dtype, fused in ((torch.float32, False), (torch.bfloat16, True)):
+        fresh = tiny_components()
+        cast_module(fresh.unet, dtype)
+        pipeline = sampling_pipeline(fresh, fresh.unet, sample_config())
+        with accelerated(pipeline, sample_config(), "cuda", training=False) as done:
+            pass
+        kinds = {type(p).__name__ for p in fresh.unet.attn_processors.values()}
+        assert (kinds == {"FusedAttnProcessor2_0"}) is fused
+        assert ("UNet: fused q/k/v projections" in done.kept) is fused
+
+
+# --- fits -------------------------------------------------------------------------------------
+
+def unet_inputs(components, batch: int = 2, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    noisy = torch.randn(batch, 4, 8, 8, generator=generator)
+    timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+    states = torch.randn(batch, 77, 32, generator=generator).requires_grad_(True)
+    return noisy, timesteps, states
+
+
+def gradients_of(call, components, inputs):
+    noisy, timesteps, states = inputs
+    states = states.detach().requires_grad_(True)
+    output = call(noisy, timesteps, states)
+    (output.float() ** 2).mean().backward()
+    return output.detach(), states.grad
+
+
+def test_routed_calls_equal_the_plain_calls_and_leave_other_calls_alone():
+    base = tiny_components()
+    runs = []
+
+    def runner_of(module):
+        def run(*args):
+            runs.append(type(module).__name__)
+            return module(*args)
+        return run
+
+    inputs = unet_inputs(base)
+    plain = gradients_of(lambda *a: base.unet(*a, return_dict=False)[0], base, inputs)
+    ids = base.tokenizer(["a photo of sks dog"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    plain_states = base.text_encoder(ids)[0]
+    undo_unet = calls.route_unet_calls(base.unet, runner_of(NoisePrediction(base.unet)))
+    undo_text = calls.route_text_encoder_calls(base.text_encoder, runner_of(TextStates(base.text_encoder)))
+    routed = gradients_of(lambda *a: base.unet(*a, return_dict=False)[0], base, inputs)
+    as_output = gradients_of(lambda *a: base.unet(*a).sample, base, inputs)
+    assert all(torch.equal(a, b) for a, b in zip(plain, routed))
+    assert all(torch.equal(a, b) for a, b in zip(plain, as_output))
+    assert torch.equal(base.text_encoder(ids)[0], plain_states)
+    assert runs == ["NoisePrediction", "NoisePrediction", "TextStates"]
+    with torch.no_grad():  # no gradient: the plain forward (as for fixed prompts and latents)
+        base.unet(*inputs, return_dict=False)
+        base.text_encoder(ids)
+    base.text_encoder(ids, attention_mask=torch.ones_like(ids))  # other arguments: the plain forward
+    copied = copy.deepcopy(base.unet)  # a copy (e.g. a bf16 sampling UNet) runs its own forward
+    copied(*inputs, return_dict=False)
+    assert runs == ["NoisePrediction", "NoisePrediction", "TextStates"]
+    undo_unet()
+    undo_text()
+    assert "forward" not in vars(base.unet) and "forward" not in vars(base.text_encoder)
+
+
+def micro_batch_draws(seed: int):
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw():
+        inputs = torch.randn(1, 3, generator=generator)
+        return inputs, inputs.sum(1, keepdim=True) + torch.randn(1, 1, generator=generator)
+
+    return draw
+
+
+def test_the_fused_loop_gives_the_accumulated_steps():
+    trained = []
+    for loop in (training_loop, fused_training_loop):
+        torch.manual_seed(0)
+        layer = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+        ctx = SimpleNamespace(device=torch.device("cpu"), rows=[],
+                              fit_step=lambda step, total, **losses: ctx.rows.append(float(losses["loss"])))
+
+        def loss(batch):
+            return {"loss": ((layer(batch[0]) - batch[1]) ** 2).mean()}
+
+        loop(micro_batch_draws(1), loss, list(layer.parameters()), optimizer, 3, ctx, torch.float32,
+             grad_accumulation=4, max_grad_norm=1.0)
+        trained.append((layer.weight.detach().clone(), ctx.rows))
+    (plain_weight, plain_rows), (fused_weight, fused_rows) = trained
+    torch.testing.assert_close(fused_weight, plain_weight, rtol=1e-6, atol=1e-7)
+    assert fused_rows == pytest.approx(plain_rows, rel=1e-6) and len(plain_rows) == 3
+
+
+def test_encoding_ahead_yields_the_plain_steps():
+    vae = tiny_components().vae
+
+    def draws():
+        rng = random.Random(4)
+
+        def draw_step() -> StepDraws:
+            pixels = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(rng.randrange(99))) * 2 - 1
+                      for _ in range(2)]
+            return StepDraws([rng.randrange(5)] * 2, pixels, [], [], [])
+
+        return draw_step
+
+    config = CustomDiffusionConfig(base_model="tiny", resolution=64, encode_ahead=3)
+    plain = encoded_steps(draws(), vae)
+    ahead = encoding_ahead(config, "cpu")(draws(), vae)
+    assert isinstance(ahead, EncodedSteps)
+    for _ in range(4):
+        (plain_step, plain_moments), (ahead_step, ahead_moments) = next(plain), next(ahead)
+        assert plain_step.picks == ahead_step.picks
+        torch.testing.assert_close(ahead_moments, plain_moments, rtol=1e-5, atol=1e-5)  # batch-size rounding
+
+
+def test_speed_options_change_nothing_on_the_cpu(tmp_path):
+    def fit(options: dict, folder: str):
+        settings = {**SMOKE_CONFIGS["textual_inversion"], "steps": 2, "sample_steps": 3, "learning_rate": 2e-2,
+                    **options}
+        method = TextualInversion(from_dict(TextualInversionConfig, settings, "test"))
+        ctx = CellContext(device=torch.device("cpu"), fit_seed=3, workdir=tmp_path / folder / "work",
+                          cache_dir=tmp_path / folder / "cache")
+        model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / folder / "subject"), ctx)
+        ctx.flush_losses()
+        return model, ctx.losses
+
+    fast_model, fast_losses = fit(ALL_ON, "on")
+    plain, plain_losses = fit(ALL_OFF, "off")
+    assert torch.equal(fast_model.vectors, plain.vectors) and fast_losses == plain_losses
+    prompts, seeds = ["a photo of <placeholder>"], [1]
+    assert max_difference(fast_model.generate(prompts, seeds)[0], plain.generate(prompts, seeds)[0]) == 0
+
+
+def test_cuda_settings_are_set_and_restored(components):
+    from torch.nn.attention import SDPBackend
+
+    before = sdpa_state()
+    undo = settings.set_cuda_settings(sample_config(cudnn_benchmark=True, attention_backend="cudnn"))
+    assert torch.backends.cudnn.benchmark is True
+    if before[-1] is not None:  # torch with set_priority: cuDNN first, the others where it cannot run
+        assert sdpa_state()[-1][0] == int(SDPBackend.CUDNN_ATTENTION)
+        assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+    undo()
+    assert sdpa_state() == before
+    pipeline = sampling_pipeline(components, components.unet, sample_config())
+    with accelerated(pipeline, sample_config(cudnn_benchmark=True), "cpu", training=False):
+        assert torch.backends.cudnn.benchmark == before[0]  # CPU: untouched
+
+
+# --- compile and CUDA graphs ------------------------------------------------------------------
+
+def test_fast_call_is_the_plain_module_on_the_cpu(components):
+    module = NoisePrediction(components.unet)
+    assert fast_call(module, sample_config(**ALL_ON), "cpu", training=True) is module
+    assert isinstance(fast_call(module, sample_config(**ALL_ON), "cuda", training=True), FastCall)
+    assert fast_call(module, sample_config(**ALL_OFF), "cuda", training=True) is module
+
+
+def test_a_failing_compile_warns_once_and_runs_eager(components, monkeypatch):
+    def broken_compile(module, **kwargs):
+        def call(*args):
+            raise RuntimeError("backend compiler failed\nsecond line")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    module = NoisePrediction(components.unet)
+    accelerated_call = FastCall(module, training=True, compile=True, cuda_graphs=False)
+    inputs = unet_inputs(components)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile of NoisePrediction failed \(RuntimeError: backend "
+                                            r"compiler failed\); running eager"):
+        output, grad = gradients_of(accelerated_call, components, inputs)
+    expected_output, expected_grad = gradients_of(module, components, inputs)
+    assert torch.equal(output, expected_output) and torch.equal(grad, expected_grad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning for later calls
+        gradients_of(accelerated_call, components, unet_inputs(components, seed=1))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_failing_or_wrong_graph_capture_falls_back_to_the_module(components, monkeypatch, training):
+    def wrong_graph(runner, samples):
+        return lambda *args: runner(*args) + 1.0  # a "graph" whose output is off
+
+    monkeypatch.setattr(calls, "capture_training_graph", wrong_graph)
+    monkeypatch.setattr(calls, "InferenceGraph", wrong_graph)
+    module = NoisePrediction(components.unet)
+    accelerated_call = FastCall(module, training=training, compile=False, cuda_graphs=True)
+    inputs = unet_inputs(components)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture of NoisePrediction failed .*outputs differ"):
+        output, _ = gradients_of(accelerated_call, components, inputs)
+    assert torch.equal(output, gradients_of(module, components, inputs)[0])
+
+    def failing_graph(runner, samples):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(calls, "capture_training_graph", failing_graph)
+    monkeypatch.setattr(calls, "InferenceGraph", failing_graph)
+    accelerated_call = FastCall(module, training=training, compile=False, cuda_graphs=True)
+    with pytest.warns(RuntimeWarning, match="not permitted when stream is capturing"):
+        assert torch.equal(gradients_of(accelerated_call, components, inputs)[0], output)
+
+
+@pytest.mark.slow
+def test_compiled_module_gives_the_modules_values_and_gradients():
+    # A small module, so compiling (inductor's C++ backend on the CPU) takes seconds.
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    accelerated_call = FastCall(module, training=True, compile=True, cuda_graphs=False)
+    inputs = torch.randn(3, 8, requires_grad=True)
+    try:
+        output = accelerated_call(inputs)
+    except Exception as err:  # pragma: no cover - only where inductor cannot build at all
+        pytest.skip(f"torch.compile unavailable here: {err}")
+    assert accelerated_call.compile, "compilation fell back to eager"
+    output.sum().backward()
+    compiled_grads = [p.grad.clone() for p in module.parameters()] + [inputs.grad.clone()]
+    module.zero_grad()
+    plain_inputs = inputs.detach().requires_grad_(True)
+    expected = module(plain_inputs)
+    expected.sum().backward()
+    torch.testing.assert_close(output, expected)
+    for got, want in zip(compiled_grads, [p.grad for p in module.parameters()] + [plain_inputs.grad]):
+        torch.testing.assert_close(got, want)
+
+
+def test_casts_keep_fp32_modules_and_do_not_warn(caplog):
+    fresh = tiny_components()
+    fresh.unet._keep_in_fp32_modules = ["time_embedding"]
+    with caplog.at_level(logging.WARNING):
+        cast_module(fresh.unet, torch.bfloat16)
+        cast([fresh.vae], torch.bfloat16)
+    assert not [r for r in caplog.records if "kept in float32" in r.getMessage()]
+    assert fresh.unet.conv_in.weight.dtype == torch.bfloat16
+    assert fresh.vae.encoder.conv_in.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in fresh.unet.time_embedding.parameters())
+    with caplog.at_level(logging.WARNING):
+        fresh.vae.to(torch.float32)  # what the code used to do: diffusers warns
+    assert [r for r in caplog.records if "kept in float32" in r.getMessage()]
+
+
+@pytest.mark.parametrize("method_name", ["dreambooth", "custom_diffusion", "textual_inversion"])
+def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path, monkeypatch):
+    """The GPU path (channels_last, fused projections, routed calls with their graph
+    wrappers and output checks, batch padding) on the CPU, with 'capture' replaced by the
+    runner itself."""
+    from baselines.custom_diffusion import CustomDiffusion
+    from baselines.dreambooth import DreamBooth
+
+    captured = []
+    simulate_cuda(monkeypatch, captured)
+    method_class = {"dreambooth": DreamBooth, "custom_diffusion": CustomDiffusion,
+                    "textual_inversion": TextualInversion}[method_name]
+    settings = {**SMOKE_CONFIGS[method_name], "steps": 2, "sample_steps": 2, "num_class_images": 2,
+                **dict(ALL_ON, compile=False, channels_last_sampling=False)}
+    settings = {k: v for k, v in settings.items() if k in method_class.Config.__dataclass_fields__}
+    method = method_class(from_dict(method_class.Config, settings, "test"))
+    ctx = CellContext(device=torch.device("cpu"), fit_seed=1, workdir=tmp_path / "work", cache_dir=tmp_path / "cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
+        model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / "subject", count=2), ctx)
+        ctx.flush_losses()
+        images = model.generate(PROMPTS, SEEDS) + model.generate(PROMPTS[:1], SEEDS[:1])
+    assert all(np.isfinite(row["loss"]) for row in ctx.losses) and len(images) == 4
+    [setup] = fast_sampling.SETUPS[model.pipeline].values()
+    assert setup.batch_sizes == {3}  # the single prompt was padded to the captured 3
+    assert max_difference(images[3], images[0]) <= 1
+    training = {"dreambooth": ["NoisePrediction"],
+                "custom_diffusion": ["TextStates", "NoisePrediction"],  # its VAE encoder: no graph (no gain)
+                "textual_inversion": ["TextStates", "NoisePrediction"]}[method_name]
+    sampling = ("GuidedNoise", "LatentDecoding")
+    assert [name for name in captured if name not in sampling] == training
+    samplers = 1 if method_name == "textual_inversion" else 2  # + the class images' sampler
+    assert captured.count("GuidedNoise") == captured.count("LatentDecoding") == samplers
+    # NHWC for the fit, NCHW again for sampling (channels_last_sampling: false)
+    assert model.pipeline.unet.conv_in.weight.is_contiguous()
+    assert not model.pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert "forward" not in vars(model.pipeline.unet)  # the fit's routing is gone
+    if method_name == "dreambooth":  # fp32 here, so sampling uses the trained UNet itself, not a copy
+        assert model.trained_unet is model.pipeline.unet
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    model.save(artifact)
+    reloaded = method.load_artifact(method.load_base(ctx), artifact, ctx)
+    assert max_difference(reloaded.generate(PROMPTS[:1], SEEDS[:1])[0], images[0]) <= 1
