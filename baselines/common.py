@@ -7,12 +7,13 @@ and sampling code is imported where it runs (`load_base`, `fit`, `load_artifact`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from varbench.errors import UserError
 from varbench.method import CellContext, Method
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, TINY
+from varbench.schema import EXECUTION
 
 if TYPE_CHECKING:
     from varbench.models.diffusion import DiffusionComponents
@@ -33,22 +34,36 @@ class DiffusionConfig:
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
-    # Speed options: how fast the same images and weights are computed, never what they
-    # are. CUDA only unless noted; baselines/fast/ says what each swaps in, and
-    # benchmarks/NOTES-baselines.md what it measured.
-    cudnn_benchmark: bool = False  # cuDNN times every convolution algorithm per shape (no gain measured)
-    channels_last: bool = True  # fits: UNet and VAE convolutions in NHWC
-    channels_last_sampling: bool = False  # sampling in NHWC too (slower than NCHW uncompiled)
-    cuda_graphs: bool = True  # UNet (and text encoder, VAE decoder) calls replayed as captured CUDA graphs
-    compile: bool = False  # torch.compile the UNet (and CD's VAE encoder); minutes of compiling per shape
-    fuse_qkv: bool = True  # sampling: one q/k/v matmul per attention layer (diffusers' fuse_qkv_projections)
-    attention_backend: Literal["auto", "flash", "efficient", "cudnn"] = "cudnn"  # SDPA kernel tried first
-    sampling_loop: Literal["varbench", "diffusers"] = "varbench"  # every device; diffusers = the pipeline's own loop
+    # Execution options (set under `execution:`, never hashed): how fast the same images and
+    # weights are computed, never what they are. CUDA only unless noted; baselines/fast/
+    # says what each swaps in, and benchmarks/NOTES-baselines.md what it measured.
+    # cuDNN times every convolution algorithm per shape (no gain measured)
+    cudnn_benchmark: bool = field(default=False, metadata={EXECUTION: "cudnn_benchmark"})
+    channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})  # fits: NHWC convolutions
+    # sampling in NHWC too (slower than NCHW uncompiled)
+    channels_last_sampling: bool = field(default=False, metadata={EXECUTION: "channels_last_sampling"})
+    # UNet (and text encoder, VAE decoder) calls replayed as captured CUDA graphs
+    cuda_graphs: bool = field(default=True, metadata={EXECUTION: "cuda_graphs"})
+    # torch.compile the UNet (and CD's VAE encoder); minutes of compiling per shape. "auto":
+    # see DiffusionMethod.compile_pays_after.
+    compile: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile"})
+    # sampling: one q/k/v matmul per attention layer (diffusers' fuse_qkv_projections)
+    fuse_qkv: bool = field(default=True, metadata={EXECUTION: "fuse_qkv"})
+    # the SDPA kernel tried first
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn"] = field(
+        default="cudnn", metadata={EXECUTION: "attention_backend"})
+    # every device; "diffusers" = the pipeline's own loop (the same images)
+    sampling_loop: Literal["varbench", "diffusers"] = field(default="varbench", metadata={EXECUTION: "sampling_loop"})
 
 
 class DiffusionMethod(Method):
     """What the three baselines share as methods: value checks on the config, the
     random-init flag, and loading Stable Diffusion (`base_model`, `revision`)."""
+
+    # `compile: auto`: compiling costs ~1-2.5 min per network, batch size and process and
+    # saves ~25 s per DreamBench cell (Custom Diffusion's 500 steps at 17.5 -> 30 steps/s,
+    # 100 images at 0.377 -> 0.236 s/image; benchmarks/NOTES-baselines.md): from ~5 cells.
+    compile_pays_after = {"compile": 5}
 
     def __init__(self, config: Any = None):
         super().__init__(config)

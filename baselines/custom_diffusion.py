@@ -29,12 +29,13 @@ This module imports no torch: the recipe is imported where it runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baselines.common import DiffusionConfig, DiffusionMethod
 from varbench.method import CellContext
+from varbench.schema import EXECUTION
 
 if TYPE_CHECKING:
     from varbench.data.subject import Subject
@@ -63,7 +64,7 @@ class CustomDiffusionConfig(DiffusionConfig):
     scale_augmentation: bool = True  # the release's random rescale + loss mask + prompt prefixes
     # Speed only (every device): the subject images of this many steps are augmented ahead
     # and encoded in one VAE call; the same random draws in the same order (baselines/fast).
-    encode_ahead: int = 8
+    encode_ahead: int = field(default=8, metadata={EXECUTION: "encode_ahead"})
 
     def effective_learning_rate(self) -> float:
         if not self.scale_lr:

@@ -21,12 +21,13 @@ This module imports no torch: the recipe is imported where it runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baselines.common import DiffusionConfig, DiffusionMethod
 from varbench.method import CellContext
+from varbench.schema import EXECUTION
 
 if TYPE_CHECKING:
     from varbench.data.subject import Subject
@@ -45,7 +46,7 @@ class TextualInversionConfig(DiffusionConfig):
     flip_probability: float = 0.5  # random horizontal flip of the subject's photos
     # Speed only (every device): a step's `grad_accumulation` micro-batches go through the
     # networks as one batch; the same random draws and the same gradient (baselines/fast).
-    fuse_micro_batches: bool = True
+    fuse_micro_batches: bool = field(default=True, metadata={EXECUTION: "fuse_micro_batches"})
 
     def effective_learning_rate(self) -> float:
         if not self.scale_lr:

@@ -144,10 +144,17 @@ def validate(path: str = typer.Argument(..., help="Protocol YAML path or name.")
 @list_app.command("methods")
 def list_methods() -> None:
     """Installed methods (entry-point group varbench.methods)."""
-    from varbench.registry import available
+    from varbench.execution import honoured
+    from varbench.registry import available, get_method
 
     for name, source in available().items():
         typer.echo(f"{name:<22} {source}")
+        try:
+            keys = honoured(get_method(name).Config)
+        except UserError as err:  # a plugin that cannot be imported is listed with why
+            typer.echo(f"{'':<22} (cannot be loaded: {err.what})")
+            continue
+        typer.echo(f"{'':<22} execution: {', '.join(keys)}")
 
 
 @list_app.command("protocols")
