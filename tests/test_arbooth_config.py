@@ -1,18 +1,20 @@
 """ARBooth config: released defaults, value checks, registration, and the ablation protocols."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from varbench.schema import from_dict
+from varbench import execution
 from varbench.errors import UserError
 from varbench.methods.arbooth import ARBooth
 from varbench.methods.arbooth.config import QUIRKS, ARBoothConfig, quirk_settings
 from varbench.protocol import load_protocol
 from varbench.registry import get_method
+from varbench.schema import execution_apart, execution_fields, from_dict
 
 REPO = Path(__file__).resolve().parent.parent
 ABLATIONS = {
@@ -56,15 +58,20 @@ def test_defaults_are_the_released_values():
     ({"teacher_source": "pool", "teacher_pool_size": 1}, "teacher_pool_size"),
 ])
 def test_bad_values_are_one_clear_user_error(overrides, message):
-    config = from_dict(ARBoothConfig, overrides, "test.yaml", "arms[0].config")
+    speed = {k: v for k, v in overrides.items() if k in execution_fields(ARBoothConfig).values()}
+    config = from_dict(ARBoothConfig, {k: v for k, v in overrides.items() if k not in speed},
+                       "test.yaml", "arms[0].config")
     with pytest.raises(UserError, match=message):
-        ARBooth(config)
+        ARBooth(dataclasses.replace(config, **speed))  # execution options are set apart, checked alike
 
 
 def test_checkpoint_blocks_takes_a_count_or_auto():
-    assert from_dict(ARBoothConfig, {"checkpoint_blocks": 12}, "test.yaml").checkpoint_blocks == 12
+    resolved = execution.resolve(ARBoothConfig, {}, {"checkpoint_blocks": 12}, "test.yaml")
+    assert execution.apply(ARBoothConfig(), resolved).checkpoint_blocks == 12
     with pytest.raises(UserError, match="checkpoint_blocks"):
-        from_dict(ARBoothConfig, {"checkpoint_blocks": "most"}, "test.yaml", "arms[0].config")
+        execution.resolve(ARBoothConfig, {}, {"checkpoint_blocks": "most"}, "test.yaml")
+    with pytest.raises(UserError, match="checkpoint_blocks is an execution option"), execution_apart():
+        from_dict(ARBoothConfig, {"checkpoint_blocks": 12}, "test.yaml", "arms[0].config")
 
 
 def test_bad_types_and_unknown_layers_are_caught_while_parsing():

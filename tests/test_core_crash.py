@@ -72,8 +72,13 @@ def in_generation(results: Path) -> bool:
 
 
 def in_scoring(results: Path) -> bool:
-    cell = running_cell(results)
-    return bool(cell and (cell / "pres" / "s00.png").is_file() and not (cell / "metrics.csv").exists())
+    """Scoring runs after the generation is sealed, with its own status in its score folder."""
+    for cell in cells(results):
+        for status in cell.glob("scores/*/status.json"):
+            state = json.loads(status.read_text())["state"] if status.is_file() else None
+            if state == "running" and not (status.parent / "metrics.csv").exists():
+                return True
+    return False
 
 
 def assert_nothing_partial(results: Path) -> None:

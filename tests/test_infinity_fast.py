@@ -29,8 +29,14 @@ class FakeCuda(torch.Tensor):
 
 
 # --- the switch -----------------------------------------------------------------------------
+# The plain functions as imported (collection runs before any test could have swapped them:
+# a pipeline accelerated for good by an earlier test keeps its process-wide swaps).
+PLAIN_FUNCTIONS = {"apply_rope": layers.apply_rope}
+
+
 def test_accelerate_swaps_modules_and_functions_and_undo_restores_them(monkeypatch):
     monkeypatch.delenv("VARBENCH_COMPILE", raising=False)
+    monkeypatch.setattr(layers, "apply_rope", PLAIN_FUNCTIONS["apply_rope"])
     model, vae = build_infinity("infinity-tiny", seed=3), build_vae("infinity-tiny")
     keys = (list(model.state_dict()), list(vae.state_dict()))
     plain_rope, plain_scale_forward = layers.apply_rope, sampler.scale_forward

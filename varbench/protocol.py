@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from varbench import execution
-from varbench.schema import EXECUTION, excerpt, from_dict, identity_dict, to_dict
+from varbench.schema import EXECUTION, excerpt, execution_apart, from_dict, identity_dict, to_dict
 from varbench.errors import UserError, did_you_mean
 from varbench.hashing import content_hash
 from varbench.metrics.settings import MetricsConfig, score_id, score_identity
@@ -436,7 +436,8 @@ def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) 
     `overrides` are `--set` pairs (execution.KEY=VALUE, ARM.execution.KEY=VALUE)."""
     path = find_protocol(str(name_or_path))
     source = str(path)
-    spec = from_dict(ProtocolSpec, read_yaml(path), source)
+    with execution_apart():  # speed options belong under execution:, never in a section
+        spec = from_dict(ProtocolSpec, read_yaml(path), source)
     check_name(spec.name, "protocol", source)
     for index, subject in enumerate(spec.data.subjects if isinstance(spec.data.subjects, list) else []):
         check_name(subject, "subject", f"{source}, data.subjects[{index}]")
@@ -493,7 +494,8 @@ def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, s
     config_fields = {f.name for f in dataclasses.fields(method_class.Config)}
     if protocol.spec.resolution is not None and "resolution" in config_fields:
         raw.setdefault("resolution", protocol.spec.resolution)
-    config = from_dict(method_class.Config, raw, source, f"{key}.config")
+    with execution_apart():
+        config = from_dict(method_class.Config, raw, source, f"{key}.config")
     return Arm(name=name, method_name=arm_spec.method, config=config, protocol=protocol)
 
 

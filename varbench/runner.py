@@ -107,6 +107,8 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
         if options.launcher == "slurm":
             describe_slurm(protocol, pending_cells(root, cells, options.retry_failed), options)
         return 0
+    if not pending_cells(root, cells, options.retry_failed, options.verify):
+        return summarise(root, cells)  # nothing to do: no device, no model, no torch import
     from varbench.weights import cache_root
 
     check_can_write(cache_root(), "varbench cache", "VARBENCH_CACHE")

@@ -14,13 +14,17 @@ a list or dict field) with a regular expression that must match in full,
 `metadata={"pattern": r"[a-z]+"}`; a dict field's keys with `"key_pattern"`.
 
 A field marked `metadata={"execution": KEY}` is an execution option (a speed switch: the
-same result, computed faster): it cannot be set in the section itself, only through an
-`execution:` mapping (varbench.execution), and `identity_dict` leaves it out of ids.
+same result, computed faster): in a protocol (within `execution_apart()`) it cannot be set
+in the section itself, only through an `execution:` mapping (varbench.execution), and
+`identity_dict` leaves it out of ids.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 import re
 import reprlib
 import types
@@ -54,7 +58,7 @@ def from_dict(cls: type[T], data: Any, source: str, path: str = "") -> T:
     kwargs = {}
     for name, field in fields.items():
         key_path = f"{path}.{name}" if path else name
-        if name in data and EXECUTION in field.metadata:
+        if name in data and EXECUTION in field.metadata and _execution_apart.get():
             key = field.metadata[EXECUTION]
             raise UserError(f"{key_path} is an execution option (speed only, never part of a result)", source,
                             f"Set it under 'execution:' as {key}: ..., for the protocol or for one arm "
@@ -242,6 +246,20 @@ def key_text(key: Any) -> str:
     if isinstance(key, str) and key.isprintable() and len(key) <= 40:
         return key
     return excerpt(key)
+
+
+_execution_apart: ContextVar[bool] = ContextVar("execution_apart", default=False)
+
+
+@contextmanager
+def execution_apart() -> Iterator[None]:
+    """Within this block `from_dict` refuses execution fields (a protocol's sections: there
+    they belong under `execution:`); Python callers building a config may set them."""
+    token = _execution_apart.set(True)
+    try:
+        yield
+    finally:
+        _execution_apart.reset(token)
 
 
 def execution_fields(cls: type) -> dict[str, str]:
