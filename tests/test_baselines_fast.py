@@ -138,7 +138,7 @@ def test_a_sampling_switch_swaps_the_pipelines_loop_and_restores_it(components):
     pipeline = sampling_pipeline(components, components.unet, sample_config())
     with accelerated(pipeline, sample_config(), "cpu", training=False) as done:
         assert type(pipeline) is SyncFreePipeline and fast_sampling.ACTIVE[pipeline] is not None
-        assert done.changes == ["pipeline call -> sync-free loop", "pipeline: 1 -> SyncFreePipeline"]
+        assert done.changes == ["pipeline call -> sync-free loop", "pipeline: 1 StableDiffusionPipeline -> SyncFreePipeline"]
     assert type(pipeline) is StableDiffusionPipeline and pipeline not in fast_sampling.ACTIVE
     with accelerated(pipeline, sample_config(sampling_loop="diffusers"), "cpu", training=False) as done:
         assert type(pipeline) is StableDiffusionPipeline and done.changes == []

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import importlib
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -62,58 +62,20 @@ from torch import nn
 from baselines.fast import calls, sampling, settings
 from baselines.fast.training import encoding_ahead, fused_training_loop
 from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
+from varbench.models.fast.swaps import Swaps
 
 __all__ = ["Accelerated", "accelerated"]
 
 PREPARED: weakref.WeakSet = weakref.WeakSet()  # sampling pipelines whose weights are set up
 
 
-class Accelerated:
+class Accelerated(Swaps):
     """What one `accelerated` call changed (`changes`, readable lines; `kept`, what stays
     with a sampling pipeline) and how to undo it (`undo()`, or leaving its `with` block)."""
 
     def __init__(self) -> None:
-        self.changes: list[str] = []
+        super().__init__()
         self.kept: list[str] = []
-        self._undo: list[Callable[[], None]] = []
-
-    def undo(self) -> None:
-        """Put back what this call changed, last change first."""
-        while self._undo:
-            self._undo.pop()()
-        self.changes = []
-
-    def __enter__(self) -> Accelerated:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.undo()
-
-    def __repr__(self) -> str:
-        return f"Accelerated({self.changes})"
-
-    def record(self, change: str, undo: Callable[[], None]) -> None:
-        self.changes.append(change)
-        self._undo.append(undo)
-
-    def set_class(self, where: str, modules: Iterable[Any], cls: type) -> None:
-        changed = 0
-        for module in modules:
-            previous = type(module)
-            if previous is cls:
-                continue
-            module.__class__ = cls
-            self._undo.append(lambda module=module, previous=previous: setattr(module, "__class__", previous))
-            changed += 1
-        if changed:
-            self.changes.append(f"{where}: {changed} -> {cls.__name__}")
-
-    def install(self, module_name: str, name: str, function: Callable, label: str) -> None:
-        """Replace the global `name` of the plain module `module_name` (process-wide)."""
-        owner = importlib.import_module(module_name)
-        previous = getattr(owner, name)
-        setattr(owner, name, function)
-        self.record(f"{module_name}.{name} -> {label}", lambda: setattr(owner, name, previous))
 
 
 def accelerated(target: Any, config: Any, device: torch.device | str, *, training: bool) -> Accelerated:
@@ -152,10 +114,11 @@ def _accelerate_fit(done: Accelerated, base: Any, config: Any, device: torch.dev
             done.record("text encoder calls with gradients -> FastCall",
                         calls.route_text_encoder_calls(base.text_encoder, text))
     if getattr(config, "fuse_micro_batches", False):
-        done.install("baselines.train_textual_inversion", "training_loop", fused_training_loop,
-                     "baselines.fast.training.fused_training_loop")
+        done.install(importlib.import_module("baselines.train_textual_inversion"), "training_loop",
+                     fused_training_loop)
     if encodes_every_step and (config.encode_ahead > 1 or (calls.on_cuda(device) and config.compile)):
-        done.install("baselines.train_custom_diffusion", "encoded_steps", encoding_ahead(config, device),
+        done.install(importlib.import_module("baselines.train_custom_diffusion"), "encoded_steps",
+                     encoding_ahead(config, device),
                      f"baselines.fast.training.encoding_ahead ({config.encode_ahead} steps per VAE call)")
 
 

@@ -50,14 +50,14 @@ NOTES-arbooth.md.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from torch import nn
 
 from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
+from varbench.models.fast.swaps import Swaps
 from varbench.models.infinity import layers, sampler
 from varbench.models.infinity.autoencoder import Upsample
 from varbench.models.infinity.bsq import BSQTokenizer
@@ -82,49 +82,8 @@ class SpeedOptions:
     subpixel_upsample: bool = True
 
 
-class Accelerated:
+class Accelerated(Swaps):
     """What one `accelerate` call changed (`changes`, readable lines) and how to undo it."""
-
-    def __init__(self) -> None:
-        self.changes: list[str] = []
-        self._undo: list[Callable[[], None]] = []
-
-    def undo(self) -> None:
-        """Put back what this call changed, last change first."""
-        while self._undo:
-            self._undo.pop()()
-        self.changes = []
-
-    def __enter__(self) -> Accelerated:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.undo()
-
-    def __repr__(self) -> str:
-        return f"Accelerated({self.changes})"
-
-    # ---- recording swaps ----------------------------------------------------------------
-    def set_class(self, where: str, modules: Iterable[nn.Module], cls: type) -> int:
-        """Make every module an instance of `cls`; returns how many changed."""
-        counts: dict[str, int] = {}
-        for module in modules:
-            previous = type(module)
-            if previous is cls:
-                continue
-            module.__class__ = cls
-            self._undo.append(lambda module=module, previous=previous: setattr(module, "__class__", previous))
-            counts[previous.__name__] = counts.get(previous.__name__, 0) + 1
-        self.changes += [f"{where}: {count} {name} -> {cls.__name__}" for name, count in counts.items()]
-        return sum(counts.values())
-
-    def install(self, owner: ModuleType, name: str, function: Callable) -> None:
-        previous = getattr(owner, name)
-        if previous is function:
-            return
-        setattr(owner, name, function)
-        self._undo.append(lambda: setattr(owner, name, previous))
-        self.changes.append(f"{owner.__name__}.{name} -> {function.__module__}.{function.__name__}")
 
     def drop_graphs(self, model: Infinity) -> None:
         """Captured graphs hold the kernels of the blocks as they were: drop them now and
