@@ -38,6 +38,7 @@ from baselines.training import (
     make_optimizer,
     prediction_error,
     training_loop,
+    with_prior,
 )
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
@@ -164,11 +165,7 @@ def training_step(base: DiffusionComponents, subject: Subject, classes: LatentPo
         # resolutions, where a small placed image can cover no whole latent cell.
         mask = batch.masks
         instance_loss = ((error[:batch_size] * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3]).clamp(min=1)).mean()
-        if classes is None:
-            return {"loss": instance_loss}
-        prior_loss = error[batch_size:].mean()
-        return {"loss": instance_loss + config.prior_loss_weight * prior_loss,
-                "instance_loss": instance_loss, "prior_loss": prior_loss}
+        return with_prior(instance_loss, None if classes is None else error[batch_size:], config.prior_loss_weight)
 
     return draw, loss
 

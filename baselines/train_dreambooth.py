@@ -31,6 +31,7 @@ from baselines.training import (
     make_optimizer,
     prediction_error,
     training_loop,
+    with_prior,
 )
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
@@ -94,11 +95,7 @@ def training_step(base: DiffusionComponents, instance: LatentPool, classes: Late
         error = prediction_error(base.unet, noise_scheduler, batch.latents, batch.noise, batch.timesteps,
                                  batch.text_states)
         instance_loss = error[:batch_size].mean()
-        if classes is None:
-            return {"loss": instance_loss}
-        prior_loss = error[batch_size:].mean()
-        return {"loss": instance_loss + config.prior_loss_weight * prior_loss,
-                "instance_loss": instance_loss, "prior_loss": prior_loss}
+        return with_prior(instance_loss, None if classes is None else error[batch_size:], config.prior_loss_weight)
 
     return draw, loss
 

@@ -75,6 +75,15 @@ def draw_noise(latents: torch.Tensor, noise_scheduler: Any,
     return noise, timesteps
 
 
+def with_prior(instance_loss: torch.Tensor, prior_error: torch.Tensor | None, weight: float) -> dict[str, torch.Tensor]:
+    """The logged losses of a step: the instance loss alone, or, with prior preservation
+    (DreamBooth, Custom Diffusion), instance + weight x the class images' mean error."""
+    if prior_error is None:
+        return {"loss": instance_loss}
+    prior_loss = prior_error.mean()
+    return {"loss": instance_loss + weight * prior_loss, "instance_loss": instance_loss, "prior_loss": prior_loss}
+
+
 def prediction_error(unet: Any, noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
                      timesteps: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
     """Per-element squared error (B, C, H, W) of the UNet's prediction of the noise (or of

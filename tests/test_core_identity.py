@@ -140,3 +140,16 @@ def test_a_worker_counts_its_cells_per_arm(tmp_path):
     _, cells = prepare(str(TESTS_DIR / "protocols" / "toy.yaml"), RunOptions(results=tmp_path))
     assert cells_per_arm(cells) == {PINNED_RUN_ID: 3}
     assert cells_per_arm(cells, workers=2) == {PINNED_RUN_ID: 2}  # a fair share, rounded up
+
+
+def test_decode_workers_reach_the_scoring_pool(tmp_path, monkeypatch):
+    """An execution option must act, not only be recorded: decode_workers is handed to the
+    decoding pool (which reads VARBENCH_DECODE_WORKERS when the scorer starts it)."""
+    monkeypatch.delenv("VARBENCH_DECODE_WORKERS", raising=False)
+    protocol = write_protocol(tmp_path)
+    assert run_api(protocol, tmp_path / "r", subjects=["red_robot"], overrides=["execution.decode_workers=3"]) == 0
+    import os
+
+    assert os.environ["VARBENCH_DECODE_WORKERS"] == "3"
+    status = json.loads(next((tmp_path / "r").rglob("cells/red_robot/status.json")).read_text())
+    assert status["execution"]["decode_workers"] == 3

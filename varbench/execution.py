@@ -97,10 +97,6 @@ def settle_auto(config: Any, cells_here: int, pays_after: dict[str, int]) -> Any
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def runner_options(options: dict[str, Any]) -> RunnerExecution:
-    return RunnerExecution(**{k: v for k, v in options.items() if k in RUNNER_KEYS})
-
-
 def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """`--set execution.KEY=VALUE` and `--set ARM.execution.KEY=VALUE` -> (every arm's
     overrides, {arm: its overrides}); values are read as YAML scalars (true, 4, auto)."""

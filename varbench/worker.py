@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from varbench import execution
 from varbench.errors import UserError
 from varbench.fileio import atomic_dir, sweep_temporaries, write_png, write_text
 from varbench.hashing import content_hash
@@ -164,6 +165,7 @@ class Worker:
         images = [GeneratedImage(path=store.dir / p.path, name=p.path, kind=p.kind,
                                  prompt_index=p.prompt_index, sample_index=p.sample_index,
                                  clip_text=p.clip_text, template=p.template) for p in cell.images]
+        execution.decode_workers_env(cell.arm.execution)  # read when the scorer starts its pool
         scorer = self._scorer(metrics, store, folder)
         with self._phase(store, "score", items=len(images), folder=folder):
             rows = scorer.score_cell(cell.subject, images)
@@ -175,7 +177,7 @@ class Worker:
         """The worker's Scorer for this metrics config, built once (its load is timed once)."""
         from varbench.metrics.scoring import Scorer
 
-        key = content_hash(to_dict(metrics))
+        key = content_hash([to_dict(metrics), os.environ.get("VARBENCH_DECODE_WORKERS")])
         if key not in self._scorers:
             with self._phase(store, "load_metrics", folder=folder):
                 self._scorers[key] = Scorer(metrics, self.device)
