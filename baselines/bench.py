@@ -61,7 +61,7 @@ from baselines.textual_inversion import TextualInversion
 from baselines.training import cast, compute_dtype
 from varbench.schema import from_dict
 from varbench.method import CellContext
-from varbench.models.diffusion import DiffusionComponents, sd15_components, tiny_components
+from varbench.models.diffusion import SD15_RANDOM, TINY, DiffusionComponents, sd15_components, tiny_components
 from varbench.timing import matmul_rate
 
 LABEL = "random-init weights: timings only, not image quality"
@@ -141,7 +141,7 @@ def method_overrides(settings: BenchSettings, steps: int, variant: str) -> dict[
     resolution = 512 if settings.size == "sd15" else 64
     # base_model only names the run here (`run_fit` passes the components in); few class
     # images, since their generation is setup, outside the timed windows.
-    return {"base_model": "tiny" if settings.size == "tiny" else "sd15-random", "resolution": resolution,
+    return {"base_model": TINY if settings.size == "tiny" else SD15_RANDOM, "resolution": resolution,
             "steps": steps, "sample_steps": settings.sample_steps, "num_class_images": 2, "class_batch_size": 2,
             **VARIANTS[variant]}
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from varbench.errors import UserError
 from varbench.method import CellContext, Method
-from varbench.models.diffusion import SD15_ID, SD15_REVISION, TINY
+from varbench.models.diffusion import SD15_ID, SD15_RANDOM, SD15_REVISION, TINY
 from varbench.schema import EXECUTION
 
 if TYPE_CHECKING:
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 class DiffusionConfig:
     """Fields every baseline has; defaults are the releases' (DESIGN.md section 8)."""
 
-    base_model: str = SD15_ID  # hub id, local diffusers folder, or "tiny" (random-init toy parts)
+    # hub id, local diffusers folder, "tiny" (random-init toy parts) or "sd15-random" (the
+    # full SD 1.5 architecture, random weights: rehearsals)
+    base_model: str = SD15_ID
     revision: str | None = SD15_REVISION  # hub commit; null = the repository's default branch
     resolution: int = 512  # training crops and generated images, in pixels
     mixed_precision: Literal["bf16", "no"] = "bf16"  # CUDA only: bf16 autocast, fp32 master weights
@@ -64,13 +66,14 @@ class DiffusionMethod(Method):
     # saves ~25 s per DreamBench cell (Custom Diffusion's 500 steps at 17.5 -> 30 steps/s,
     # 100 images at 0.377 -> 0.236 s/image; benchmarks/NOTES-baselines.md): from ~5 cells.
     compile_pays_after = {"compile": 5}
+    random_weights = {"base_model": SD15_RANDOM, "revision": None}
 
     def __init__(self, config: Any = None):
         super().__init__(config)
         check_config(self.config, f"{self.name} config")
 
     def uses_random_init(self) -> bool:
-        return self.config.base_model == TINY
+        return self.config.base_model in (TINY, SD15_RANDOM)
 
     def load_base(self, ctx: CellContext) -> DiffusionComponents:
         from varbench.models.diffusion import load_components

@@ -66,6 +66,9 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Execution option for every arm (execution.KEY=VALUE) or one "
                                    "arm (ARM.execution.KEY=VALUE); never changes a result (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object per cell and line."),
+    backbones: str = typer.Option("as-written", "--backbones", help="as-written, or random: every model and metric "
+                                  "encoder at its real size with random weights (a rehearsal: real time and memory, "
+                                  "meaningless images and scores; results under PROTOCOL-random)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
     launcher: str = typer.Option("inprocess", "--launcher", help="inprocess, local (one worker per GPU) or slurm."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Local launcher devices: '0,1,2' ('cpu,cpu' for CPU workers)."),
@@ -80,13 +83,15 @@ def run(
 
     if as_json and not dry_run:
         raise UserError("--json prints the plan of a dry run", "--json", "Add --dry-run.")
+    if backbones not in ("as-written", "random"):
+        raise UserError(f"unknown --backbones {backbones!r}", "--backbones", "Use as-written or random.")
     if launcher not in ("inprocess", "local", "slurm"):
         raise UserError(f"unknown launcher {launcher!r}", "--launcher", "Use inprocess, local or slurm.")
     slurm = {**_slurm_flags(partition=partition, account=account, time_minutes=time_minutes,
                             gpus_per_job=gpus_per_job), "extra": _sbatch_extra(sbatch) or None}
     options = RunOptions(results=results, device=device, methods=_split(methods), subjects=_split(subjects),
                          data_root=data_root, retry_failed=retry_failed, verify=verify, dry_run=dry_run,
-                         json=as_json, overrides=set_,
+                         json=as_json, overrides=set_, random_weights=backbones == "random",
                          launcher=launcher, gpus=_split(gpus) or [], slurm=slurm)
     raise typer.Exit(run_protocol(protocol, options))
 

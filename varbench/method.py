@@ -102,12 +102,17 @@ class Method(ABC):
     # fields marked metadata={"execution": KEY} (varbench.execution), never part of what a
     # result is.
     compile_pays_after: ClassVar[dict[str, int]] = {}
+    # Config values that swap every published weight for random weights at the real
+    # architecture size (`varbench run --backbones random`: a full-size rehearsal with
+    # nothing to download; timings and memory are real, images and scores are not).
+    # None: the method has no such stand-in, and the rehearsal refuses it.
+    random_weights: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
     def uses_random_init(self) -> bool:
-        """True when this config runs a random-init backbone (the tiny test configs).
+        """True when this config runs a random-init backbone (tiny test configs, rehearsals).
 
         Results of such runs check the pipeline, not the method; reports say so.
         """

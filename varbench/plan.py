@@ -77,13 +77,14 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False  # --dry-run: one JSON object per cell instead of the table
     overrides: list[str] = field(default_factory=list)  # --set execution.KEY=VALUE (varbench.execution)
+    random_weights: bool = False  # --backbones random: the protocol's full-size rehearsal
     launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
     gpus: list[str] = field(default_factory=list)  # for the local launcher
     slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section
 
 
 def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
-    protocol = load_protocol(protocol_name, options.overrides)
+    protocol = load_protocol(protocol_name, options.overrides, options.random_weights)
     dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
     cells = plan_cells(protocol, dataset, options.methods, options.subjects)
     return protocol, cells

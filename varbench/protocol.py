@@ -431,13 +431,20 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 # --- loading and checking --------------------------------------------------------------------
-def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) -> Protocol:
+def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None,
+                  random_weights: bool = False) -> Protocol:
     """Find, parse, validate and resolve a protocol (arms against the method registry).
-    `overrides` are `--set` pairs (execution.KEY=VALUE, ARM.execution.KEY=VALUE)."""
+    `overrides` are `--set` pairs (execution.KEY=VALUE, ARM.execution.KEY=VALUE).
+    `random_weights`: the protocol's rehearsal (`--backbones random`): every arm and metric
+    encoder at its real size with random weights, results under `<name>-random`."""
     path = find_protocol(str(name_or_path))
     source = str(path)
+    data = read_yaml(path)
+    if random_weights:
+        data = deep_merge(data, {"name": f"{data.get('name', path.stem)}-random",
+                                 "metrics": {"backbones": "random"}})
     with execution_apart():  # speed options belong under execution:, never in a section
-        spec = from_dict(ProtocolSpec, read_yaml(path), source)
+        spec = from_dict(ProtocolSpec, data, source)
     check_name(spec.name, "protocol", source)
     for index, subject in enumerate(spec.data.subjects if isinstance(spec.data.subjects, list) else []):
         check_name(subject, "subject", f"{source}, data.subjects[{index}]")
@@ -448,7 +455,7 @@ def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) 
     protocol = Protocol(spec=spec, path=path)
     seen: set[str] = set()
     for index, arm_spec in enumerate(spec.arms):
-        protocol.arms.append(_resolve_arm(protocol, arm_spec, f"arms[{index}]", source, seen))
+        protocol.arms.append(_resolve_arm(protocol, arm_spec, f"arms[{index}]", source, seen, random_weights))
     if not protocol.arms:
         raise UserError("protocol declares no arms", source, "Add at least one entry under 'arms:'.")
     _resolve_execution(protocol, overrides or [], source)
@@ -480,7 +487,8 @@ def _check_method_config(arm: Arm, where: str) -> None:
         raise UserError(err.what, where, err.fix) from None
 
 
-def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, seen: set[str]) -> Arm:
+def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, seen: set[str],
+                 random_weights: bool = False) -> Arm:
     from varbench.registry import get_method
 
     name = arm_spec.name or arm_spec.method
@@ -494,6 +502,12 @@ def _resolve_arm(protocol: Protocol, arm_spec: ArmSpec, key: str, source: str, s
     config_fields = {f.name for f in dataclasses.fields(method_class.Config)}
     if protocol.spec.resolution is not None and "resolution" in config_fields:
         raw.setdefault("resolution", protocol.spec.resolution)
+    if random_weights:
+        if method_class.random_weights is None:
+            raise UserError(f"method {arm_spec.method!r} has no random-weights stand-in at its real size",
+                            f"{source}, {key}", "Rehearse a protocol without this arm, or give the method class a "
+                            "'random_weights' mapping (varbench.method.Method).")
+        raw.update(method_class.random_weights)
     with execution_apart():
         config = from_dict(method_class.Config, raw, source, f"{key}.config")
     return Arm(name=name, method_name=arm_spec.method, config=config, protocol=protocol)

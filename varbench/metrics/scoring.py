@@ -79,7 +79,8 @@ class Scorer:
         self.config = config
         self.device = torch.device(device)
         self.mode = mode_spec(config.mode)
-        size = config.backbones
+        size = "tiny" if config.backbones == "tiny" else "real"
+        pretrained = pretrained and config.backbones == "real"
         self.random_init = size == "tiny" or not pretrained
         self.dino = build_dino(self.mode.dino_patch, size, self.device,
                                input_size=self.mode.dino_input_size, pretrained=pretrained)

@@ -19,8 +19,9 @@ class MetricsConfig:
     # Which evaluator convention (DESIGN.md section 4); every metric row records it.
     mode: Literal["canonical", "dreammatcher", "kosmosg", "dreambench++"] = "canonical"
     # "real": published weights (hub cache or local path); "tiny": random-init
-    # encoders of the same families, for tests and the smoke protocol.
-    backbones: Literal["real", "tiny"] = "real"
+    # encoders of the same families, for tests and the smoke protocol; "random": the real
+    # architectures with random weights (rehearsals: real cost, meaningless values).
+    backbones: Literal["real", "tiny", "random"] = "real"
     div: bool = True  # mean pairwise LPIPS among the images of one prompt
     # class-prompt images per subject for PRES (0 = off); papers use 4, 1000 bounds the cell
     pres_images: int = field(default=0, metadata={"range": (0, 1000)})

@@ -75,9 +75,9 @@ class RunResults:
     def random_init(self) -> bool:
         """True when any session ran a random-init model or metric encoder, or when the
         provenance is unreadable (numbers are never presented as more than they may be)."""
-        tiny_metrics = "tiny" in self.backbones()
+        random_metrics = any(backbones != "real" for backbones in self.backbones())
         flagged = any(s.get("random_init_method") or s.get("random_init_metrics") for s in self.sessions)
-        return bool(tiny_metrics or flagged or self.provenance_lost)
+        return bool(random_metrics or flagged or self.provenance_lost)
 
     @property
     def devices(self) -> list[str]:

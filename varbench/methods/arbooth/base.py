@@ -40,7 +40,7 @@ from varbench.models.infinity.factory import (
 from varbench.models.infinity.pipeline import InfinityPipeline
 from varbench.models.infinity.sampler import SamplingConfig
 from varbench.models.infinity.schedule import ScaleSchedule, schedule_for_pixels
-from varbench.models.infinity.text import load_text_encoder
+from varbench.models.infinity.text import RANDOM, build_random_text_encoder, load_text_encoder
 from varbench.weights import resolve_file
 
 
@@ -89,11 +89,14 @@ def speed_options(config: ARBoothConfig, device: torch.device,
 
 
 def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
-    """Transformer and tokenizer files, or None where the size is random-init."""
+    """Transformer and tokenizer files, or None where the weights are random ("random", or
+    a random-init size)."""
     paths = []
     for files, local in ((TRANSFORMER_FILES, config.weights), (VAE_FILES, config.vae_weights)):
         spec = files.get(config.model)
-        if spec is not None:  # published weights: local path, env var or hub cache, size-checked
+        if local == RANDOM:
+            paths.append(None)
+        elif spec is not None:  # published weights: local path, env var or hub cache, size-checked
             paths.append(resolve_file(spec, local))
         else:  # a random-init size: random unless a file is given
             paths.append(Path(local).expanduser() if local is not None else None)
@@ -120,11 +123,14 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
         config.model, vae_path, device)
     if size.text_encoder == "tiny":
         encoder = load_text_encoder("tiny", device=device)
+    elif config.text_encoder == RANDOM:
+        encoder = build_random_text_encoder(device, config.init_seed)
     else:
         encoder = load_text_encoder(size.text_encoder, device=device, local=config.text_encoder)
     model.eval().requires_grad_(False)
     schedule = schedule_for_pixels(config.resolution, config.resolution, vae.stride)
-    random_init = transformer_path is None or vae_path is None or encoder.name == "tiny"
+    # random anywhere: no published transformer, tokenizer or text encoder
+    random_init = transformer_path is None or vae_path is None or encoder.name != size.text_encoder
     pipeline = InfinityPipeline(model, vae, encoder, size, random_init=random_init, schedule=schedule,
                                 sampling=generation_sampling(config))
     identity = {"model": config.model, "transformer": describe_file(transformer_path, config.init_seed),

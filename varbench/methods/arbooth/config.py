@@ -50,6 +50,7 @@ class ARBoothConfig:
     #                             $VARBENCH_INFINITY_DIR, then the Hugging Face hub cache
     vae_weights: str | None = None  # BSQ tokenizer file (infinity_vae_d32reg.pth); same lookup
     text_encoder: str | None = None  # local Flan-T5-XL folder; default: the hub cache
+    # each of the three may be "random": the real architecture, random weights (rehearsals)
     init_seed: int = 0  # random-init sizes only: the seed of their weights
     resolution: int = 1024  # training crops and generated images, pixels (64 for infinity-tiny)
 

@@ -31,6 +31,7 @@ class ARBooth(Method):
     # (~60 s per batch size) saves ~0.08 s/image, so from ~700 images: 7 DreamBench cells
     # of 100 (benchmarks/NOTES-speed-layer.md).
     compile_pays_after = {"compile_blocks": 1, "compile_generation": 7}
+    random_weights = {"weights": "random", "vae_weights": "random", "text_encoder": "random"}
 
     def __init__(self, config: ARBoothConfig | None = None):
         super().__init__(config)
@@ -38,7 +39,9 @@ class ARBooth(Method):
         get_size(self.config.model)  # an unknown size fails here, with close matches
 
     def uses_random_init(self) -> bool:
-        return get_size(self.config.model).random_init_only
+        config = self.config
+        return get_size(config.model).random_init_only or "random" in (config.weights, config.vae_weights,
+                                                                        config.text_encoder)
 
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.placeholder} {class_noun}"

@@ -30,6 +30,11 @@ FLAN_T5_XL = "google/flan-t5-xl"
 FLAN_T5_XL_REVISION = "7d6315df2c2fb742f0f5b556879d730926ca9001"  # the snapshot the Infinity scripts name
 FLAN_T5_FILES = ["*.json", "spiece.model", "model*.safetensors"]
 TINY = "tiny"
+RANDOM = "random"  # the real architecture with random weights (rehearsals: timings, memory)
+# google/flan-t5-xl's config.json: the architecture the random stand-in builds
+FLAN_T5_XL_ARCHITECTURE = {"d_model": 2048, "d_ff": 5120, "d_kv": 64, "num_heads": 32, "num_layers": 24,
+                           "vocab_size": 32128, "feed_forward_proj": "gated-gelu",
+                           "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128}
 DEFAULT_PLACEHOLDER = "<placeholder>"
 
 
@@ -174,6 +179,22 @@ def load_text_encoder(name: str = FLAN_T5_XL, device: torch.device | str = "cpu"
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     return TextEncoder(tokenizer, model, name).to(device, dtype)
+
+
+def build_random_text_encoder(device: torch.device | str = "cpu", seed: int = 0) -> TextEncoder:
+    """Flan-T5-XL's architecture with random weights, built on `device` (fp16 on GPU).
+
+    The tokenizer is the small offline one: it changes which ids a prompt becomes, not the
+    cost of encoding it. The name records that nothing here is the published encoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(**FLAN_T5_XL_ARCHITECTURE, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0)
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    with torch.random.fork_rng(devices=[]), torch.device(device):  # built in place: 1.2 B parameters
+        torch.manual_seed(seed)
+        model = T5EncoderModel(config).to(dtype)
+    return TextEncoder(tiny_tokenizer(), model, f"{FLAN_T5_XL} ({RANDOM} weights)")
 
 
 # ---- the tiny stand-in -------------------------------------------------------------------
