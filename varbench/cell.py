@@ -31,6 +31,8 @@ class Cell:
     arm: Arm
     subject: Subject
     templates: tuple[str, ...]
+    # images made elsewhere (`varbench score`): the cell scores exactly these, nothing is planned
+    given: tuple[PlannedImage, ...] | None = None
 
     @property
     def label(self) -> str:
@@ -43,6 +45,8 @@ class Cell:
     @cached_property
     def images(self) -> list[PlannedImage]:
         """Every image of the cell: evaluation prompts x samples, then PRES images."""
+        if self.given is not None:
+            return list(self.given)
         spec = self.protocol.spec
         phrase = self.arm.make_method().subject_phrase(self.subject.class_noun)
         noun = self.subject.class_noun

@@ -97,6 +97,60 @@ def run(
 
 
 @app.command()
+def score(
+    images: Path = typer.Argument(..., help="Image folder: IMAGES/<subject>/<prompt index>_<sample index>.png, "
+                                  "or the folder a --manifest's paths are relative to."),
+    dataset: str = typer.Option("dreambench", "--dataset", help="dreambench, vico or folder (your own subjects)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache; "
+                                            "required for --dataset folder)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSONL with image, subject, prompt "
+                                            "[, sample] instead of the folder layout."),
+    identifier: Optional[str] = typer.Option(None, "--identifier", help="Token to strip from manifest prompts for "
+                                             "CLIP-T ('a sks dog' -> 'a dog')."),
+    mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),
+    backbones: str = typer.Option("real", "--backbones", help="real (published weights), tiny or random (random-init)."),
+    name: str = typer.Option("external", "--name", help="Arm name the images are shown under in reports."),
+    results: Path = RESULTS,
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Store them beside this protocol's runs "
+                                           "(default: the dataset's name)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    div: bool = typer.Option(True, "--div/--no-div", help="Also score DIV (LPIPS among a prompt's images)."),
+    set_: list[str] = typer.Option([], "--set", help="Scoring execution option execution.KEY=VALUE "
+                                   "(metric_batch_size, metric_precision, decode_workers; repeatable)."),
+) -> None:
+    """Score images made anywhere with the metrics of a mode; report shows them beside generated arms."""
+    from varbench.api import results_of
+    from varbench.execution import parse_overrides
+    from varbench.runner import summarise
+    from varbench.score import ScoreRequest, score_external
+
+    shared, per_arm = parse_overrides(set_)
+    if per_arm:
+        raise UserError("--set ARM.execution.KEY applies to protocol arms", "--set", "Use execution.KEY=VALUE.")
+    request = ScoreRequest(images=images, dataset=dataset, data_root=data_root, manifest=manifest,
+                           identifier=identifier, mode=mode, backbones=backbones, name=name, results=results,
+                           protocol=protocol, device=device, div=div, execution=shared)
+    cells = score_external(request)
+    code = summarise(results, cells)
+    _print_summary(results_of(results, cells).summary)
+    typer.echo(f"stored in {(results / cells[0].protocol.name / cells[0].arm.run_id).resolve()} "
+               "('varbench report' shows them beside generated arms)")
+    raise typer.Exit(code)
+
+
+def _print_summary(summary) -> None:
+    """Mean over subjects and its 95% bootstrap interval, one row per metric."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "mode", "mean", "95% CI", "subjects")
+    for row in summary[summary["group"] == "all"].itertuples():
+        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"  # NaN: < 2 subjects
+        table.add_row(row.metric, row.mode, f"{row.mean:.4f}", interval, str(row.n_subjects))
+    Console().print(table)
+
+
+@app.command()
 def report(
     results: Path = RESULTS,
     out: Path = typer.Option(Path("report/out"), "--out", help="Output folder."),

@@ -85,6 +85,8 @@ class RunOptions:
 
 def prepare(protocol_name: str, options: RunOptions) -> tuple[Protocol, list[Cell]]:
     protocol = load_protocol(protocol_name, options.overrides, options.random_weights)
+    if options.data_root and protocol.spec.data.dataset == "folder":
+        protocol.spec.data.root = options.data_root  # the run id hashes the folder actually used
     dataset = dataset_of(protocol, options.data_root, fetch_missing=not options.dry_run)  # a dry run downloads nothing
     cells = plan_cells(protocol, dataset, options.methods, options.subjects)
     return protocol, cells

@@ -72,9 +72,11 @@ def _range(low: int, high: int) -> dict[str, Any]:
 
 @dataclass
 class DataSpec:
-    dataset: Literal["dreambench", "vico", "smoke"] = "dreambench"
+    dataset: Literal["dreambench", "vico", "smoke", "folder"] = "dreambench"
     subjects: list[str] | Literal["all"] = "all"
-    root: str | None = None  # local copy of the dataset (else the verified cache)
+    # local copy of the dataset (else the verified cache); for "folder", your subjects'
+    # folder (varbench.data.folder), relative to the protocol file or absolute
+    root: str | None = None
 
 
 @dataclass
@@ -178,11 +180,22 @@ class Arm:
             "method_version": self.method_class.version,
             "config": identity_dict(self.config),
             "dataset": spec.data.dataset,
+            **self._data_fingerprint(),
             "prompts": to_dict(spec.prompts),
             "images_per_prompt": spec.images_per_prompt,
             "pres_images": spec.metrics.pres_images,
             "seeds": to_dict(spec.seeds),
         }
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        """Your own subjects are hashed (names, prompts, every image); the published
+        datasets are fixed by their shipped manifests."""
+        data = self.protocol.spec.data
+        if data.dataset != "folder":
+            return {}
+        from varbench.data.folder import fingerprint
+
+        return {"data_fingerprint": fingerprint(data.root)}
 
     @cached_property
     def run_id(self) -> str:
@@ -446,6 +459,8 @@ def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None,
     with execution_apart():  # speed options belong under execution:, never in a section
         spec = from_dict(ProtocolSpec, data, source)
     check_name(spec.name, "protocol", source)
+    if spec.data.dataset == "folder" and spec.data.root and not Path(spec.data.root).expanduser().is_absolute():
+        spec.data.root = str(path.parent / spec.data.root)  # your subjects' folder, beside the protocol
     for index, subject in enumerate(spec.data.subjects if isinstance(spec.data.subjects, list) else []):
         check_name(subject, "subject", f"{source}, data.subjects[{index}]")
     _check_subject_list(spec.data.subjects, source)

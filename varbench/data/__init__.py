@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from varbench.data.subject import Subject
 from varbench.errors import UserError, did_you_mean
 
-DATASETS = ("dreambench", "vico", "smoke")
+DATASETS = ("dreambench", "vico", "smoke", "folder")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ def open_dataset(name: str, root: str | None = None, fetch_missing: bool = True)
         from varbench.data.dreambench import dreambench_dataset
 
         return dreambench_dataset(root, fetch_missing)
+    if name == "folder":  # your own subjects (varbench.data.folder)
+        from varbench.data.folder import folder_dataset
+
+        return folder_dataset(root)
     if name == "vico":
         from varbench.data.vico import vico_dataset
 
