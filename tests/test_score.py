@@ -25,12 +25,13 @@ def smoke(isolated_cache):
 
 
 def layout_of_references(smoke, folder: Path, prompts: int = 2) -> Path:
-    """Each smoke subject's references as its 'generated' images: prompt p, sample i = reference i."""
+    """Each smoke subject's references as its 'generated' images: prompt p, sample i =
+    reference i; sample 1 as a JPEG (scored in its own format)."""
     for subject in smoke.subjects:
         (folder / subject.name).mkdir(parents=True)
         for p in range(prompts):
-            for i, path in enumerate(subject.image_paths[:2]):
-                shutil.copy(path, folder / subject.name / f"{p}_{i}.png")
+            shutil.copy(subject.image_paths[0], folder / subject.name / f"{p}_0.png")
+            Image.open(subject.image_paths[1]).save(folder / subject.name / f"{p}_1.jpg", quality=95)
     return folder
 
 
@@ -98,7 +99,7 @@ def test_a_rerun_scores_nothing_again_and_new_images_make_a_new_run(smoke, tmp_p
 def test_a_manifest_gives_prompts_as_generated(smoke, tmp_path):
     images = layout_of_references(smoke, tmp_path / "images", prompts=1)
     manifest = tmp_path / "manifest.csv"
-    lines = ["image,subject,prompt"] + [f"{s.name}/0_{i}.png,{s.name},a sks {s.class_noun} in the snow"
+    lines = ["image,subject,prompt"] + [f"{s.name}/0_{i}.{'png' if i == 0 else 'jpg'},{s.name},a sks {s.class_noun} in the snow"
                                         for s in smoke.subjects for i in range(2)]
     manifest.write_text("\n".join(lines) + "\n")
     rows, _ = score(images, tmp_path / "results", dataset="smoke", manifest=manifest, identifier="sks")
@@ -123,8 +124,8 @@ def _break(kind: str, folder: Path, tmp_path: Path) -> tuple[dict, str]:
         shutil.copy(folder / "red_robot" / "0_0.png", folder / "red_robot" / "7_0.png")
         return {}, "7_0.png"
     if kind == "unreadable image":
-        (folder / "striped_mug" / "0_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-        return {}, "0_1.png"
+        (folder / "striped_mug" / "0_1.jpg").write_bytes(b"\xff\xd8\xffnot really")
+        return {}, "0_1.jpg"
     if kind == "subject without images":
         shutil.rmtree(folder / "spotted_dog")
         (folder / "spotted_dog").mkdir()

@@ -37,6 +37,10 @@ QUARANTINE = "damaged"
 UNSEALED = {"status.json", "owner.json", ".lock", "error.txt"}
 UNSEALED_FOLDERS = {QUARANTINE, "work", "scores"}  # a score folder has a seal of its own
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# How each stored image's first bytes must look, by suffix: generated images are PNGs;
+# images scored by `varbench score` keep their own format (their bytes are what was scored).
+SIGNATURES = {".png": (PNG_SIGNATURE,), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+              ".webp": (b"RIFF",)}
 FIT_RECORDS = ("cell.json", "losses.csv", "artifact")
 
 
@@ -120,12 +124,12 @@ def _inside(cell_dir: Path, name: str) -> bool:
 
 
 def check_records(cell_dir: Path) -> list[Problem]:
-    """Parse what readers rely on: every planned image is a PNG. Cheap (one small CSV and
-    each PNG's first bytes)."""
+    """Parse what readers rely on: every planned image is a PNG (or, for scored external
+    images, the JPEG or WebP its name says). Cheap (one small CSV and each file's first bytes)."""
     images, problem = _read_csv(cell_dir / "images.csv", ("kind", "path"))
     if problem:
         return [Problem("images.csv", problem)]
-    return [Problem(row["path"], what) for row in images if (what := _png_problem(cell_dir, row["path"]))]
+    return [Problem(row["path"], what) for row in images if (what := _image_problem(cell_dir, row["path"]))]
 
 
 def check_score(cell_dir: Path, score_dir: Path, sealed: Any, hashes: bool = False) -> list[Problem]:
@@ -142,15 +146,19 @@ def check_score(cell_dir: Path, score_dir: Path, sealed: Any, hashes: bool = Fal
     return [Problem(str(prefix / p.path), p.what) for p in _metric_problems(images, metrics)]
 
 
-def _png_problem(cell_dir: Path, name: str) -> str | None:
+def _image_problem(cell_dir: Path, name: str) -> str | None:
     if not _inside(cell_dir, name):
         return "path in images.csv leaves the cell folder"
     path = cell_dir / name
     if path.is_symlink() or not path.is_file():
         return "missing" if not path.exists() else "not a regular file"
+    signatures = SIGNATURES.get(path.suffix.lower(), ())
     with open(path, "rb") as handle:
-        if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-            return "not a PNG file"
+        head = handle.read(12)
+    if not any(head.startswith(signature) for signature in signatures):
+        return f"not a {path.suffix.lstrip('.').upper() or 'PNG'} file"
+    if path.suffix.lower() == ".webp" and head[8:12] != b"WEBP":
+        return "not a WEBP file"
     return None
 
 
