@@ -58,3 +58,33 @@ def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
                 encode_images_per_second=report["encode_images_per_second"],
                 decode_workers=report["decode_workers"], workers_start_seconds=report["workers_start_seconds"],
                 full_size=size == "real")]
+
+
+def bench_score(size: str, device: str) -> list[dict[str, Any]]:
+    """`varbench score` end to end (check, fingerprint, copy into the store, decode, DINO +
+    CLIP-I + CLIP-T) on synthetic 512 px PNGs laid out for the smoke subjects, random weights."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from varbench.data.smoke import smoke_dataset
+    from varbench.metrics.bench import write_synthetic_images
+    from varbench.score import ScoreRequest, score_external
+
+    per_subject = 1350 if size == "real" else 12  # 3 subjects: 4,050 images (or 36)
+    with tempfile.TemporaryDirectory(prefix="varbench-bench-score-") as tmp:
+        folder = Path(tmp)
+        files = write_synthetic_images(folder, 64, 512 if size == "real" else 64, threads=8)
+        for subject in smoke_dataset(None).subjects:
+            (folder / "images" / subject.name).mkdir(parents=True)
+            for index in range(per_subject):  # prompts 0-2, samples 0..per_subject/3
+                (folder / "images" / subject.name / f"{index % 3}_{index // 3}.png").hardlink_to(files[index % 64])
+        request = ScoreRequest(images=folder / "images", dataset="smoke", backbones="random" if size == "real" else "tiny",
+                               results=folder / "results", device=device, div=False,
+                               execution={"metric_batch_size": 256 if size == "real" else 16})
+        start = time.perf_counter()
+        score_external(request)
+        seconds = time.perf_counter() - start
+    images = 3 * per_subject
+    return [row("score", "varbench score", images / seconds, "images/s", None, None, None, images=images,
+                seconds=seconds, full_size=size == "real")]

@@ -27,11 +27,13 @@ from typing import Any
 
 from varbench.fileio import read_json, write_json, write_text
 
-COMPONENTS = ("infinity", "arbooth", "baselines", "metrics")
+COMPONENTS = ("infinity", "arbooth", "baselines", "metrics", "score")
 NOTE = "random-init weights: timings only, not image quality"
 SIZES = {  # --size full | tiny -> each component's size name
-    "full": {"infinity": "infinity-2b", "arbooth": "infinity-2b", "baselines": "sd15", "metrics": "real"},
-    "tiny": {"infinity": "infinity-tiny", "arbooth": "infinity-tiny", "baselines": "tiny", "metrics": "tiny"},
+    "full": {"infinity": "infinity-2b", "arbooth": "infinity-2b", "baselines": "sd15", "metrics": "real",
+             "score": "real"},
+    "tiny": {"infinity": "infinity-tiny", "arbooth": "infinity-tiny", "baselines": "tiny", "metrics": "tiny",
+             "score": "tiny"},
 }
 # Issue targets on one H100: (benchmark name, unit) -> bound (s/... at most, .../s at least).
 TARGETS = {"infinity sampling@1": 0.5, "infinity sampling@8": 0.25, "infinity sampling@8 (compiled)": 0.25,
@@ -40,7 +42,8 @@ TARGETS = {"infinity sampling@1": 0.5, "infinity sampling@8": 0.25, "infinity sa
            # Textual Inversion's target and reference count micro-steps (batch 1; one
            # optimizer step accumulates 4 of them; varbench runs them as one batch of 4).
            "textual_inversion micro-step": 25.0,
-           "sd15 sampling@4": 0.25, "sd15 sampling@4 (compiled)": 0.25, "scoring": 2000.0}
+           "sd15 sampling@4": 0.25, "sd15 sampling@4 (compiled)": 0.25, "scoring": 2000.0,
+           "varbench score": 2000.0}
 
 
 def row(component: str, name: str, value: float, unit: str, flops: float | None, rate: float | None,
