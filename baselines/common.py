@@ -62,6 +62,8 @@ class DiffusionMethod(Method):
     """What the three baselines share as methods: value checks on the config, the
     random-init flag, and loading Stable Diffusion (`base_model`, `revision`)."""
 
+    family = "diffusion"
+
     # `compile: auto`: compiling costs ~1-2.5 min per network, batch size and process and
     # saves ~25 s per DreamBench cell (Custom Diffusion's 500 steps at 17.5 -> 30 steps/s,
     # 100 images at 0.377 -> 0.236 s/image; benchmarks/NOTES-baselines.md): from ~5 cells.
@@ -74,6 +76,16 @@ class DiffusionMethod(Method):
 
     def uses_random_init(self) -> bool:
         return self.config.base_model in (TINY, SD15_RANDOM)
+
+    def weights_needed(self) -> list[tuple[str, Any, Any]]:
+        from varbench.models.diffusion import PIPELINE_FILES
+        from varbench.weights import Snapshot
+
+        base = self.config.base_model
+        if base in (TINY, SD15_RANDOM):
+            return []
+        local = base if base.startswith((".", "/", "~")) else None  # a local diffusers folder
+        return [(f"{base} (diffusers pipeline)", Snapshot(base, self.config.revision, tuple(PIPELINE_FILES)), local)]
 
     def load_base(self, ctx: CellContext) -> DiffusionComponents:
         from varbench.models.diffusion import load_components

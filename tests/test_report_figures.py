@@ -95,7 +95,10 @@ def test_spread_and_loss_plots(sweep_view):
                                   ("Fine-scale weight", "CLIP-T per subject")]
     loss = loss_figure(sweep_view)
     assert_real_files(loss)
-    assert loss.axes_labels == [("fit step", "loss")]
+    # one row of panels per method family, in the rows' order: DreamBooth, then ARBooth's arms
+    assert loss.axes_labels == [("fit step", "loss"), ("fit step", "loss")]
+    assert [ax.get_title() for ax in loss.figure.axes] == ["diffusion: loss", "autoregressive: loss"]
+    assert [len(ax.get_lines()) for ax in loss.figure.axes] == [1, 4]
 
 
 def test_sweep_without_parameters_says_why(tmp_path: Path):
@@ -104,3 +107,53 @@ def test_sweep_without_parameters_says_why(tmp_path: Path):
     views, _ = build_views(spec, load_results(tmp_path))
     assert "no arm has a numeric parameter" in sweep_figure(views[0])
     assert cost_figure(views[0]).axes_labels[0] == ("seconds per image (log scale)", "DINO")
+
+
+def crowded_view(root: Path, methods: list[str]):
+    """Arms of about the same cost and quality: their labels all want the same spot."""
+    for index, method in enumerate(methods):
+        arm = SyntheticArm(f"arm-{index}-{method}", method, {"dino": 0.5 + 0.001 * index, "clip_t": 0.3},
+                           fit_seconds=60 + index, seconds_per_image=1.0 + 0.01 * index)
+        write_synthetic_run(root, "smoke", arm, SUBJECTS)
+    spec = from_dict(ReportSpec, {"sections": [{"name": "s", "protocols": ["smoke"], "figures": ["cost"]}]}, "spec")
+    views, _ = build_views(spec, load_results(root))
+    return views[0]
+
+
+def label_boxes(figure):
+    """Pixel boxes of the point labels of every panel, measured by the Agg renderer, and
+    the pixel positions of the labelled points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [[text for text in ax.texts if text.get_text()] for ax in figure.axes]
+    boxes = [[Text.get_window_extent(text, renderer) for text in texts] for texts in labels]
+    points = [[ax.transData.transform(text.xy) for text in texts] for ax, texts in zip(figure.axes, labels)]
+    return boxes, points
+
+
+def test_cost_plot_labels_of_a_crowded_plot_do_not_overlap(tmp_path: Path):
+    methods = ["arbooth", "dreambooth", "custom_diffusion", "textual_inversion"] * 2
+    figure = cost_figure(crowded_view(tmp_path, methods)).figure
+    panels, points = label_boxes(figure)
+    assert [len(boxes) for boxes in panels] == [8, 8, 8, 8]
+    for boxes, anchors in zip(panels, points):
+        for first in range(len(boxes)):
+            for second in range(first + 1, len(boxes)):
+                assert not boxes[first].overlaps(boxes[second]), (first, second)
+        assert not any(box.contains(x, y) for box in boxes for x, y in anchors)  # no label hides a point
+    again, _ = label_boxes(cost_figure(crowded_view(tmp_path / "again", methods)).figure)
+    assert [[b.bounds for b in boxes] for boxes in again] == [[b.bounds for b in boxes] for boxes in panels]
+
+
+def test_cost_plot_marks_points_by_method_family_plugins_included(tmp_path: Path):
+    figure_file = cost_figure(crowded_view(tmp_path, ["arbooth", "dreambooth", "not_installed_plugin"]))
+    legend = figure_file.figure.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == ["autoregressive", "diffusion", "other"]
+    markers = {line.get_label(): line.get_marker() for line in legend.legend_handles}
+    assert len(set(markers.values())) == 3
+    assert "autoregressive: circles, diffusion: squares, other: triangles" in figure_file.caption
+    assert "VAR" not in figure_file.caption

@@ -6,7 +6,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from varbench.errors import UserError
 from varbench.report.results import latest_phases, load_results
 from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
 from varbench.store import TIMING_COLUMNS

@@ -15,7 +15,8 @@ from varbench.report.results import RANDOM_INIT_NOTE, load_results
 from varbench.report.section import build_views
 from varbench.report.spec import ReportSpec
 from varbench.report.synthetic_results import SyntheticArm, SyntheticSubject, write_synthetic_run
-from varbench.report.tables import comparison_table, paired_table, split_table
+from varbench.report.table_model import format_duration
+from varbench.report.tables import comparison_table, min_paired_subjects, paired_table, split_table
 
 SUBJECTS = [SyntheticSubject("dog", "dog", live=True, offset=0.0),
             SyntheticSubject("can", "can", live=False, offset=0.1)]
@@ -32,12 +33,18 @@ MAIN_SECTION = {"name": "main", "title": "Main comparison", "protocols": ["dream
 GOLDEN_MAIN = """\
 ### Main comparison: protocol dreambench
 
-| Method | Run | Cells | DINO ↑ | CLIP-I ↑ | CLIP-T ↑ | DIV ↑ | PRES ↓ | Fit (min) ↓ | s / image ↓ | Trainable params ↓ | Artifact size ↓ |
+| Method | Run | Cells | DINO ↑ | CLIP-I ↑ | CLIP-T ↑ | DIV ↑ | PRES ↓ | Fit time ↓ | s / image ↓ | Trainable params ↓ | Artifact size ↓ |
 | :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| ARBooth | {arbooth} | 2/2 | **0.650** [0.600, 0.700] | 0.750 [0.700, 0.800] | 0.350 [0.300, 0.400] | 0.450 [0.400, 0.500] | 0.550 [0.500, 0.600] | 14.0 | **0.80** | 1.61 B | 3.22 GB |
-| custom_diffusion | {custom} | 2/2 | 0.550 [0.500, 0.600] | **0.800** [0.750, 0.850] | **0.360** [0.310, 0.410] | **0.500** [0.450, 0.550] | **0.500** [0.450, 0.550] | **6.00** | 1.33 | **19.1 M** | **76.6 MB** |
+| ARBooth | {arbooth} | 2/2 | **0.650** [0.600, 0.700] | 0.750 [0.700, 0.800] | 0.350 [0.300, 0.400] | 0.450 [0.400, 0.500] | 0.550 [0.500, 0.600] | 14 min | **0.80** | 1.61 B | 3.22 GB |
+| custom_diffusion | {custom} | 2/2 | 0.550 [0.500, 0.600] | **0.800** [0.750, 0.850] | **0.360** [0.310, 0.410] | **0.500** [0.450, 0.550] | **0.500** [0.450, 0.550] | **6.0 min** | 1.33 | **19.1 M** | **76.6 MB** |
+| *published: Real images, Ruiz et al. 2023, Table 1* | *arXiv 2208.12242* | *published* | *0.774* | *0.885* | — | — | — | — | — | — | — |
+| *published: DreamBooth (Imagen), Ruiz et al. 2023, Table 1* | *arXiv 2208.12242* | *published* | *0.696* | *0.812* | *0.306* | — | — | — | — | — | — |
+| *published: DreamBooth (SD), Ruiz et al. 2023, Table 1* | *arXiv 2208.12242* | *published* | *0.668* | *0.803* | *0.305* | — | — | — | — | — | — |
+| *published: Textual Inversion (SD), Ruiz et al. 2023, Table 1* | *arXiv 2208.12242* | *published* | *0.569* | *0.780* | *0.255* | — | — | — | — | — | — |
 
 Per-arm comparison. Metric mode: canonical. Device: NVIDIA H100 80GB HBM3. Mean over subjects with 95% percentile-bootstrap CI over subjects (10,000 resamples, seed 0).
+
+- Published rows (italic, last) are quoted, not measured here, and take part in no statistic or highlight: Ruiz et al. 2023, DreamBooth: Fine Tuning Text-to-Image Diffusion Models for Subject-Driven Generation (CVPR 2023), arXiv 2208.12242. Sources and notes: varbench/report/published.yaml.
 """
 
 
@@ -72,11 +79,16 @@ def test_latex_table_structure_and_escaping(main_root):
     latex = to_latex(comparison_table(one_view(root)))
     lines = [line.strip() for line in latex.splitlines()]
     rules = [line for line in lines if line in (r"\toprule", r"\midrule", r"\bottomrule")]
-    assert rules == [r"\toprule", r"\midrule", r"\bottomrule"]
-    assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
+    assert rules == [r"\toprule", r"\midrule", r"\midrule", r"\bottomrule"]  # a rule above the published rows
     assert r"\begin{tabular}{lrrrrrrrrr}" in lines  # label + 9 value columns; no run id column
-    body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
+    first_rule = lines.index(r"\midrule")
+    second_rule = lines.index(r"\midrule", first_rule + 1)
+    body = lines[first_rule + 1:second_rule]
     assert len(body) == 2 and all(row.endswith(r"\\") and row.count(" & ") == 9 for row in body)
+    published = lines[second_rule + 1:lines.index(r"\bottomrule")]
+    assert len(published) == 4 and all(row.startswith(r"\textit{published: ") for row in published)
+    assert r"\textit{0.668} & \textit{0.803} & \textit{0.305}" in published[2]  # DreamBooth (SD), Table 1
+    assert r"\textbf" not in "".join(published)
     assert body[1].startswith(r"custom\_diffusion & ")
     assert r"\textbf{0.650} {\scriptsize [0.600, 0.700]}" in body[0]
     assert r"DINO $\uparrow$" in latex and r"PRES $\downarrow$" in latex
@@ -150,7 +162,7 @@ def test_split_table_separates_live_and_object_subjects(main_root):
 
 
 def test_paired_table_reports_wilcoxon_against_the_reference(tmp_path: Path):
-    subjects = [SyntheticSubject(f"s{i}", "toy", live=False, offset=0.01 * i) for i in range(5)]
+    subjects = [SyntheticSubject(f"s{i}", "toy", live=False, offset=0.01 * i) for i in range(6)]
     reference = SyntheticArm("arbooth", "arbooth", {"dino": 0.5, "clip_i": 0.5, "clip_t": 0.3})
     better = SyntheticArm("dreambooth", "dreambooth", {"dino": 0.6, "clip_i": 0.5, "clip_t": 0.3})
     for arm in (reference, better):
@@ -159,9 +171,10 @@ def test_paired_table_reports_wilcoxon_against_the_reference(tmp_path: Path):
     table = paired_table(one_view(tmp_path, section))
     assert len(table.rows) == 1 and table.rows[0][0].text == "dreambooth"
     dino = table.rows[0][2]
-    assert dino.text == "+0.100" and dino.detail == "(p = 0.0625, n = 5)"  # exact: 2 / 2**5
-    assert table.rows[0][3].detail == "(p = n/a, n = 5)"  # CLIP-I: every difference is zero
-    assert table.records[0]["dino_p_value"] == pytest.approx(0.0625)
+    assert dino.text == "+0.100" and dino.detail == "(p = 0.0312, n = 6)"  # exact: 2 / 2**6
+    assert table.rows[0][3].detail == "(p = n/a, n = 6)"  # CLIP-I: every difference is zero
+    assert table.records[0]["dino_p_value"] == pytest.approx(0.03125)
+    assert table.notes == []
 
 
 def test_modes_are_never_mixed_in_one_table(tmp_path: Path):
@@ -194,7 +207,74 @@ def test_ablation_rows_follow_the_spec_with_parameters(tmp_path: Path):
     view = one_view(tmp_path, section)
     table = comparison_table(view)
     assert [row[0].text for row in table.rows] == ["λ = 1", "off"]
-    assert [c.header for c in table.columns] == ["Distillation", "Run", "Cells", "λ", "DINO", "CLIP-T"]
+    # the spec lists DINO and CLIP-T; artifact size is in the results, so it is shown too
+    assert [c.header for c in table.columns] == ["Distillation", "Run", "Cells", "λ", "DINO", "CLIP-T",
+                                                 "Artifact size"]
     assert [row[3].text for row in table.rows] == ["1", "0"]
     assert table.rows[0][4].best and not table.rows[1][4].best
     assert any("distill-soft-l0.5" in note and "Not shown" in note for note in table.notes)
+
+
+def test_copies_column_shows_the_share_of_near_copies_whenever_copy_rows_exist(tmp_path: Path):
+    copier = SyntheticArm("copier", "reference_copy", {"dino": 0.7, "clip_i": 0.8, "clip_t": 0.2, "copy": 0.25})
+    clean = SyntheticArm("arbooth", "arbooth", {"dino": 0.6, "clip_i": 0.7, "clip_t": 0.3, "copy": 0.0})
+    unscored = SyntheticArm("dreambooth", "dreambooth", {"dino": 0.5, "clip_i": 0.7, "clip_t": 0.3})
+    for arm in (copier, clean, unscored):
+        write_synthetic_run(tmp_path, "smoke", arm, SUBJECTS)
+    section = {"name": "s", "protocols": ["smoke"], "columns": ["dino", "clip_t"]}  # copies not listed
+    table = comparison_table(one_view(tmp_path, section))
+    keys = [c.key for c in table.columns]
+    assert keys[3:] == ["dino", "clip_t", "copy", "artifact_bytes"]
+    copies = {row[0].text: row[keys.index("copy")] for row in table.rows}
+    # 2 subjects x 2 prompts x 2 samples = 8 images; a quarter of each subject's are copies
+    assert (copies["copier"].text, copies["copier"].detail) == ("25.0%", "(2 of 8)")
+    assert (copies["arbooth"].text, copies["arbooth"].detail) == ("0.0%", "(0 of 8)")
+    assert copies["dreambooth"].text == "—"
+    assert not any(entry.best for entry in copies.values())  # a guard, never a highlighted score
+    header = next(line for line in to_markdown(table).splitlines() if line.startswith("| Method"))
+    assert "| Copies |" in header
+    records = {r["arm"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    assert float(records["copier"]["copy_share"]) == 0.25 and records["copier"]["copies"] == "2"
+
+
+def test_div_pres_and_artifact_size_are_shown_whenever_computed(tmp_path: Path):
+    write_synthetic_run(tmp_path / "with", "dreambench", ARBOOTH, SUBJECTS)  # DIV, PRES scored; artifact kept
+    plain = SyntheticArm("arbooth", "arbooth", {"dino": 0.6, "clip_i": 0.7, "clip_t": 0.3})
+    write_synthetic_run(tmp_path / "without", "dreambench", plain, SUBJECTS)
+    section = {"name": "s", "protocols": ["dreambench"], "columns": ["dino", "clip_t", "fit_seconds"]}
+    shown = [c.header for c in comparison_table(one_view(tmp_path / "with", section)).columns][3:]
+    assert shown == ["DINO", "CLIP-T", "DIV", "PRES", "Fit time", "Artifact size"]  # each in its place
+    shown = [c.header for c in comparison_table(one_view(tmp_path / "without", section)).columns][3:]
+    assert shown == ["DINO", "CLIP-T", "Fit time", "Artifact size"]  # no DIV or PRES rows: no columns
+
+
+def test_fit_time_is_in_seconds_under_a_minute_and_in_minutes_above(tmp_path: Path):
+    quick = SyntheticArm("quick", "textual_inversion", {"dino": 0.5}, fit_seconds=42.0)
+    slow = SyntheticArm("slow", "arbooth", {"dino": 0.5}, fit_seconds=840.0)
+    tiny = SyntheticArm("tiny", "dreambooth", {"dino": 0.5}, fit_seconds=0.41)
+    for arm in (quick, slow, tiny):
+        write_synthetic_run(tmp_path, "smoke", arm, SUBJECTS)
+    for columns in (["fit_minutes"], ["fit_seconds"]):  # either spec key: one readable column
+        table = comparison_table(one_view(tmp_path, {"name": "s", "protocols": ["smoke"], "columns": columns}))
+        index = [c.header for c in table.columns].index("Fit time")
+        assert {row[0].text: row[index].text for row in table.rows} == {"quick": "42 s", "slow": "14 min",
+                                                                         "tiny": "0.41 s"}
+        assert [row[index].best for row in table.rows] == [False, False, True]
+    assert format_duration(59.4) == ("59 s", 59.0) and format_duration(90) == ("1.5 min", 90.0)
+    assert format_duration(None) == ("—", None)
+
+
+def test_paired_tests_need_enough_subjects_to_reach_the_confidence_level(tmp_path: Path):
+    subjects = [SyntheticSubject(f"s{i}", "toy", live=False, offset=0.01 * i) for i in range(3)]
+    for arm in (SyntheticArm("arbooth", "arbooth", {"dino": 0.5, "clip_t": 0.3}),
+                SyntheticArm("dreambooth", "dreambooth", {"dino": 0.6, "clip_t": 0.3})):
+        write_synthetic_run(tmp_path, "dreambench", arm, subjects)
+    section = {"name": "main", "protocols": ["dreambench"], "reference_arm": "arbooth", "metrics": ["dino", "clip_t"]}
+    table = paired_table(one_view(tmp_path, section))
+    dino = table.rows[0][2]
+    assert (dino.text, dino.detail) == ("+0.100", "(n = 3)")  # Δ stays, the p-value goes
+    assert "p =" not in to_markdown(table).split("\n\n")[0]
+    assert table.records[0]["dino_p_value"] is None and table.records[0]["dino_n_subjects"] == 3
+    assert len(table.notes) == 1 and table.notes[0].lower().startswith(
+        "too few subjects (n=3) for a paired test at 95%")
+    assert (min_paired_subjects(0.95), min_paired_subjects(0.99), min_paired_subjects(0.9)) == (6, 8, 5)

@@ -96,6 +96,9 @@ class Method(ABC):
     version: ClassVar[str]
     Config: ClassVar[type]  # a dataclass whose fields all have defaults
     description: ClassVar[str] = ""
+    # The method family shown in reports, e.g. "autoregressive", "diffusion": reports group
+    # sample grids, loss curves and cost-plot markers by it instead of by method name.
+    family: ClassVar[str] = "other"
     # With `compile: auto`, a worker compiles through a Config field (by name) once it will
     # run at least this many cells of one arm (compile cost / per-cell saving, measured:
     # benchmarks/); a field not listed never compiles on `auto`. Speed fields are Config
@@ -117,6 +120,12 @@ class Method(ABC):
         Results of such runs check the pipeline, not the method; reports say so.
         """
         return False
+
+    def weights_needed(self) -> list[tuple[str, Any, Any]]:
+        """What `load_base` will read, for the preflight (`varbench check`): one
+        (label, `varbench.weights.WeightFile` or `Snapshot`, the local path the config
+        gives or None) per file or folder. Nothing is downloaded or verified here."""
+        return []
 
     @abstractmethod
     def subject_phrase(self, class_noun: str) -> str:

@@ -2,9 +2,11 @@
 
 - sweep: metric vs the ablation parameter (scale weight, distillation λ) with CI bands.
 - cost: quality (DINO, CLIP-T) vs cost (seconds per image, fit time), log x: the
-  Pareto view of VAR vs diffusion; the non-dominated points are joined.
+  Pareto view, one marker per method family (Method.family); the non-dominated points
+  are joined and the point labels are placed so that none overlaps another.
 - spread: per-subject values per arm (box plot with the subjects as points).
-- loss: fit loss curves, mean over subjects, per arm.
+- loss: fit loss curves, mean over subjects, per arm: one row of panels per method
+  family, each with that family's loss terms, so every method's curves are drawn.
 
 Figures are built as `matplotlib.figure.Figure` objects rendered by the Agg canvas:
 no pyplot, so no global backend is touched and nothing needs a display. Every figure
@@ -21,10 +23,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from varbench.report.families import MARKER_NAMES, families_in_order, family_styles
+from varbench.report.labels import add_point_label, separate_labels
 from varbench.report.results import RANDOM_INIT_NOTE
-from varbench.report.section import METRIC_LABELS, VAR_METHODS, Row, SectionView
+from varbench.report.section import METRIC_LABELS, Row, SectionView
 
 DPI = 150
+LOSS_PANELS = 3  # loss terms drawn per method family (the total first)
 
 
 @dataclass
@@ -86,31 +91,44 @@ def cost_figure(view: SectionView) -> FigureFile | str:
     qualities = [m for m in ("dino", "clip_t") if any(view.metric(r.run_id, m) for r in rows)]
     if not rows or not qualities:
         return "no DINO or CLIP-T results"
-    figure = Figure(figsize=(9.5, 3.6 * len(qualities)), dpi=DPI, layout="constrained")
+    styles = family_styles([row.family for row in rows])
+    figure = Figure(figsize=(9.5, 3.6 * len(qualities) + 0.4), dpi=DPI, layout="constrained")
     grid = figure.subplots(len(qualities), 2, squeeze=False)
     for row_index, metric in enumerate(qualities):
         for col_index, (cost_key, cost_label) in enumerate(costs):
             ax = grid[row_index][col_index]
-            _cost_panel(ax, view, rows, metric, cost_key)
+            _cost_panel(ax, view, rows, metric, cost_key, styles)
             ax.set_xlabel(cost_label)
             ax.set_ylabel(METRIC_LABELS[metric])
+    _family_legend(figure, styles)
+    separate_labels(figure)  # last: the labels are measured where the layout put the axes
+    markers = ", ".join(f"{family}: {MARKER_NAMES[marker]}" for family, (marker, _) in styles.items())
     caption = ("Quality vs cost per arm (mean over subjects, error bars = "
-               f"{_ci_text(view)}); dashed: Pareto front (cheaper and better). Circles: VAR, squares: diffusion.")
+               f"{_ci_text(view)}); dashed: Pareto front (cheaper and better). Method families: {markers}.")
     return _finish(figure, view, "cost", "quality vs cost", caption)
 
 
-def _cost_panel(ax: Axes, view: SectionView, rows: list[Row], metric: str, cost_key: str) -> None:
+def _family_legend(figure: Figure, styles: dict[str, tuple[str, str]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=marker, color=colour, linestyle="", label=family)
+               for family, (marker, colour) in styles.items()]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small",
+                  title="method family", title_fontsize="small", frameon=False)
+
+
+def _cost_panel(ax: Axes, view: SectionView, rows: list[Row], metric: str, cost_key: str,
+                styles: dict[str, tuple[str, str]]) -> None:
     points = []
     for row in rows:
         summary, cost = view.metric(row.run_id, metric), view.cost(row.run_id, cost_key)
         if summary is None or cost is None or cost <= 0:
             continue
-        var = row.run.method in VAR_METHODS
+        marker, colour = styles[row.family]
         low, high = summary["ci_low"], summary["ci_high"]
         error = [[summary["mean"] - low], [high - summary["mean"]]] if np.isfinite(low) else None
-        ax.errorbar([cost], [summary["mean"]], yerr=error, fmt="o" if var else "s", capsize=3,
-                    color="C0" if var else "C1")
-        ax.annotate(row.label, (cost, summary["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.errorbar([cost], [summary["mean"]], yerr=error, fmt=marker, capsize=3, color=colour)
+        add_point_label(ax, row.label, (cost, summary["mean"]))
         points.append((cost, summary["mean"]))
     if not points:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="gray")
@@ -159,26 +177,55 @@ def spread_figure(view: SectionView) -> FigureFile | str:
 
 
 def loss_figure(view: SectionView) -> FigureFile | str:
-    losses = view.protocol.losses
     rows = [row for row in view.rows if row.run is not None]
-    names = [c for c in losses.columns if c not in ("run_id", "subject", "step")][:3]
-    if losses.empty or not names:
+    curves = {row.run_id: _loss_curves(view.protocol.losses, row.run_id) for row in rows}
+    drawn = [row for row in rows if curves[row.run_id]]
+    if not drawn:
         return "no fit losses recorded"
-    figure, axes = _panels(len(names))
-    for ax, name in zip(axes, names):
-        for row in rows:
-            part = losses[losses["run_id"] == row.run_id]
-            curve = pd.DataFrame({"step": pd.to_numeric(part["step"], errors="coerce"),
-                                  "value": pd.to_numeric(part[name], errors="coerce")}).dropna()
-            if not curve.empty:
-                mean = curve.groupby("step")["value"].mean()
-                ax.plot(mean.index, mean.to_numpy(), label=row.label, linewidth=1)
-        ax.set_xlabel("fit step")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        if ax.get_lines():
+    families = families_in_order([row.family for row in drawn])
+    names = {family: _loss_names([curves[r.run_id] for r in drawn if r.family == family]) for family in families}
+    columns = max(len(n) for n in names.values())
+    figure = Figure(figsize=(max(3.6 * columns, 6.4), 3.0 * len(families) + 0.4), dpi=DPI, layout="constrained")
+    grid = figure.subplots(len(families), columns, squeeze=False)
+    for family, panels in zip(families, grid):
+        for index, ax in enumerate(panels):
+            if index >= len(names[family]):
+                ax.remove()
+                continue
+            name = names[family][index]
+            for row in (r for r in drawn if r.family == family and name in curves[r.run_id]):
+                curve = curves[row.run_id][name]
+                ax.plot(curve.index, curve.to_numpy(), label=row.label, linewidth=1)
+            ax.set_title(f"{family}: {name}", fontsize=9)
+            ax.set_xlabel("fit step")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
-    return _finish(figure, view, "loss", "fit losses", "Fit losses, mean over subjects per step.")
+    caption = (f"Fit losses, mean over subjects per step: one row of panels per method family "
+               f"({', '.join(families)}), each with up to {LOSS_PANELS} of its loss terms.")
+    missing = [row.label for row in rows if not curves[row.run_id]]
+    if missing:
+        caption += f" No fit losses recorded for {', '.join(missing)}."
+    return _finish(figure, view, "loss", "fit losses", caption)
+
+
+def _loss_curves(losses: pd.DataFrame, run_id: str | None) -> dict[str, pd.Series]:
+    """Loss name -> mean over subjects per fit step, for the loss terms this run recorded."""
+    part = losses[losses["run_id"] == run_id]
+    step = pd.to_numeric(part["step"], errors="coerce")
+    curves = {}
+    for name in (c for c in part.columns if c not in ("run_id", "subject", "step")):
+        values = pd.DataFrame({"step": step, "value": pd.to_numeric(part[name], errors="coerce")}).dropna()
+        if not values.empty:
+            curves[name] = values.groupby("step")["value"].mean()
+    return curves
+
+
+def _loss_names(curves: list[dict[str, pd.Series]]) -> list[str]:
+    """A family's loss terms, the total "loss" first, then in order of first appearance."""
+    names = list(dict.fromkeys(name for found in curves for name in found))
+    names.sort(key=lambda name: name != "loss")  # stable: the rest keep their order
+    return names[:LOSS_PANELS]
 
 
 # --- shared ------------------------------------------------------------------------------------

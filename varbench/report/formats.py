@@ -1,8 +1,10 @@
 """Render a `Table` as Markdown, LaTeX (booktabs), CSV or an HTML fragment.
 
 Best values are bold in every format; the secondary text of an entry (the confidence
-interval) follows the main text, smaller where the format allows. LaTeX escapes every
-special character of user-provided text (arm names such as `custom_diffusion`).
+interval) follows the main text, smaller where the format allows. Published rows (quoted
+from papers) come last, italic and after a rule where the format has one; the CSV holds
+measured rows only. LaTeX escapes every special character of user-provided text (arm
+names such as `custom_diffusion`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def to_markdown(table: Table) -> str:
     aligns = [":---" if c.align == "left" else "---:" for c in table.columns]
     lines = [f"### {table.title}", "", _markdown_row(headers), _markdown_row(aligns)]
     lines += [_markdown_row([_markdown_entry(e) for e in row]) for row in table.rows]
+    lines += [_markdown_row([_markdown_published(e) for e in row]) for row in table.published]
     lines += ["", table.caption]
     if table.notes:
         lines += [""] + [f"- {note}" for note in table.notes]
@@ -47,6 +50,11 @@ def _markdown_entry(entry: Entry) -> str:
     if entry.detail:
         text += " " + _markdown_escape(entry.detail)
     return text
+
+
+def _markdown_published(entry: Entry) -> str:
+    text = _markdown_escape(entry.text)
+    return f"*{text}*" if text.strip() not in ("", "—") else text
 
 
 def _markdown_row(cells: list[str]) -> str:
@@ -82,6 +90,10 @@ def to_latex(table: Table) -> str:
     lines.append(r"    \midrule")
     for row in table.rows:
         lines.append("    " + " & ".join(_latex_entry(row[i]) for i in keep) + r" \\")
+    if table.published:
+        lines.append(r"    \midrule")
+    for row in table.published:
+        lines.append("    " + " & ".join(_latex_published(row[i]) for i in keep) + r" \\")
     lines += [r"    \bottomrule", r"  \end{tabular}"]
     if table.notes:
         notes = r" \\ ".join(latex_escape(note) for note in table.notes)
@@ -112,6 +124,11 @@ def _latex_group_header(columns: list[Column]) -> list[str]:
 def _latex_header(column: Column) -> str:
     arrow = ARROWS[column.better]
     return latex_escape(f"{column.header} {arrow}" if arrow else column.header)
+
+
+def _latex_published(entry: Entry) -> str:
+    text = latex_escape(entry.text)
+    return f"\\textit{{{text}}}" if entry.text.strip() not in ("", "—") else text
 
 
 def _latex_entry(entry: Entry) -> str:
@@ -153,6 +170,10 @@ def to_html(table: Table) -> str:
                    for c in table.columns)
     body = "".join("<tr>" + "".join(_html_entry(e, c) for e, c in zip(row, table.columns)) + "</tr>"
                    for row in table.rows)
+    if table.published:  # its own <tbody>: the page draws a rule above it and sets it in italics
+        body += '</tbody><tbody class="published">' + "".join(
+            "<tr>" + "".join(_html_entry(e, c) for e, c in zip(row, table.columns)) + "</tr>"
+            for row in table.published)
     notes = "".join(f"<li>{escape(n)}</li>" for n in table.notes)
     return (f'<figure class="table" id="{escape(table.name)}"><figcaption><strong>{escape(table.title)}</strong>. '
             f'{escape(table.caption)}</figcaption><div class="wide"><table><thead><tr>{head}</tr></thead>'

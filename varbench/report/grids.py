@@ -1,6 +1,8 @@
 """Sample grids: per subject, the reference photos, then one row of generated images per arm.
 
-Columns are the prompts chosen in the spec (prompt index, one sample each); every row
+Every arm with results gets its row, plugins included; rows are grouped by method family
+(`Method.family`, in order of first appearance), and each row names its family under
+its label. Columns are the prompts chosen in the spec (prompt index, one sample each); every row
 is labelled with its arm, every column with the prompt text (identifier removed). An
 image that is not on disk (pending or failed cell) becomes a grey tile naming the cell's
 state, so a gap is visible rather than silently closed. When the dataset cannot be
@@ -23,7 +25,8 @@ from varbench.data.subject import load_rgb
 from varbench.errors import UserError
 from varbench.report.paths import inside
 from varbench.report.results import RANDOM_INIT_NOTE
-from varbench.report.section import SectionView
+from varbench.report.families import families_in_order
+from varbench.report.section import Row, SectionView
 from varbench.report.spec import GridSpec
 
 LABEL_WIDTH = 150
@@ -33,6 +36,7 @@ BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (215, 215, 215)
 TEXT = (20, 20, 20)
 WARNING = (178, 34, 34)
+FAMILY = (110, 110, 110)
 OUTSIDE = "outside results"
 
 
@@ -78,18 +82,16 @@ def _subject_grid(view: SectionView, spec: GridSpec, subject: str, evals: pd.Dat
     size, font = spec.thumbnail, grid_font()
     mine = evals[evals["subject"] == subject]
     headers = [_prompt_text(mine, index) for index in spec.prompts]
-    rows: list[tuple[str, list[Image.Image]]] = []
+    rows: list[tuple[str, str, list[Image.Image]]] = []
     if references:
-        rows.append(("references", [_tile(path, size, "unreadable") for path in references]))
-    for row in view.rows:
-        if row.run is None:
-            continue
+        rows.append(("references", "", [_tile(path, size, "unreadable") for path in references]))
+    for row in by_family([row for row in view.rows if row.run is not None]):
         state = _cell_state(view, row.run_id, subject)
         root = row.run.store.root
         # a damaged cell's images are not shown as results: a grey tile says why
         tiles = [_generated_tile(None if state == "damaged" else _image_path(mine, row.run_id, index, spec.sample),
                                  root, size, state) for index in spec.prompts]
-        rows.append((row.label, tiles))
+        rows.append((row.label, row.family, tiles))
     title_lines = [f"{view.protocol.name} / {subject} ({_subject_kind(view, subject)}), sample {spec.sample}"]
     if view.random_init:
         title_lines.append(RANDOM_INIT_NOTE)
@@ -97,15 +99,22 @@ def _subject_grid(view: SectionView, spec: GridSpec, subject: str, evals: pd.Dat
         title_lines.append("no reference photos: " + reason)
     png = _compose(title_lines, headers, rows, size, font)
     caption = (f"Subject {subject}: " + ("reference photos, then " if references else "")
-               + f"one row per arm over prompts {', '.join(str(i) for i in spec.prompts)} (sample {spec.sample}).")
+               + f"one row per arm, grouped by method family, over prompts "
+               f"{', '.join(str(i) for i in spec.prompts)} (sample {spec.sample}).")
     if view.random_init:
         caption += f" Warning, {RANDOM_INIT_NOTE}."
     return GridFile(f"{view.stem}-{subject}", f"{view.title}: {subject}", caption, png)
 
 
-def _compose(title_lines: list[str], headers: list[str], rows: list[tuple[str, list[Image.Image]]],
+def by_family(rows: list[Row]) -> list[Row]:
+    """Rows grouped by method family, families in order of first appearance (stable)."""
+    order = {family: index for index, family in enumerate(families_in_order([row.family for row in rows]))}
+    return sorted(rows, key=lambda row: order[row.family])
+
+
+def _compose(title_lines: list[str], headers: list[str], rows: list[tuple[str, str, list[Image.Image]]],
              size: int, font: ImageFont.ImageFont) -> bytes:
-    columns = max([len(headers)] + [len(tiles) for _, tiles in rows])
+    columns = max([len(headers)] + [len(tiles) for _, _, tiles in rows])
     line = _line_height(font)
     width = max(LABEL_WIDTH + columns * (size + PAD) + PAD, MIN_WIDTH)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -122,10 +131,12 @@ def _compose(title_lines: list[str], headers: list[str], rows: list[tuple[str, l
         x = LABEL_WIDTH + column * (size + PAD)
         for index, piece in enumerate(_wrap(draw, text, font, size)[:3]):
             draw.text((x, title_height + index * line), piece, fill=TEXT, font=font)
-    for row_index, (label, tiles) in enumerate(rows):
+    for row_index, (label, family, tiles) in enumerate(rows):
         y = title_height + header_height + row_index * (size + PAD)
-        for index, piece in enumerate(_wrap(draw, label, font, LABEL_WIDTH - 2 * PAD)[:4]):
-            draw.text((PAD, y + size // 2 - line + index * line), piece, fill=TEXT, font=font)
+        pieces = [(piece, TEXT) for piece in _wrap(draw, label, font, LABEL_WIDTH - 2 * PAD)[:3]]
+        pieces += [(f"({family})", FAMILY)] if family else []
+        for index, (piece, colour) in enumerate(pieces):
+            draw.text((PAD, y + size // 2 - line + index * line), piece, fill=colour, font=font)
         for column, tile in enumerate(tiles):
             canvas.paste(tile, (LABEL_WIDTH + column * (size + PAD), y))
     buffer = io.BytesIO()

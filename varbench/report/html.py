@@ -5,7 +5,8 @@ The page embeds only bytes this render produced (its figures and sample grids, p
 memory); it never reads a file by a name taken from the results.
 Sections: the random-init banner (when any shown run used random-init backbones),
 contents, one block per rendered unit (tables, figures, sample grids), skipped spec
-entries, cells that are not done (with their errors), and provenance from the manifests.
+entries, cells that are not done (with their errors), and provenance from the manifests
+(each session's package list collapsed in a <details>).
 """
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ table { border-collapse: collapse; margin: .5em 0; font-size: .85em; }
 th, td { padding: .25em .6em; border-bottom: 1px solid #ddd; vertical-align: top; }
 thead th { border-bottom: 2px solid #333; border-top: 2px solid #333; }
 td.right, th.right { text-align: right; } td.left, th.left { text-align: left; }
+td.right { white-space: nowrap; }
 .detail { color: #666; font-size: .85em; white-space: nowrap; }
 figure { margin: 1.2em 0; } figcaption { font-size: .9em; color: #333; margin-bottom: .4em; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 ul.notes { font-size: .85em; color: #444; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .4em .8em; }
 details { margin: .5em 0; } code { font-size: .9em; } .wide { overflow-x: auto; }
+tbody.published td { font-style: italic; color: #555; }
+tbody.published tr:first-child td { border-top: 2px solid #999; }
+td details { margin: 0; } td summary { cursor: pointer; color: #333; white-space: nowrap; }
 """
 
 
@@ -64,6 +69,7 @@ class Page:
     problems: pd.DataFrame  # cells not done: protocol, run_id, arm, subject, state, error
     runs: list[RunResults]
     random_init: bool
+    description: list[str] = field(default_factory=list)  # paragraphs under the title (the protocols shown)
 
 
 def render_page(page: Page) -> str:
@@ -71,6 +77,7 @@ def render_page(page: Page) -> str:
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(page.title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{escape(page.title)}</h1>"]
     meta = "<br>".join(f"{escape(key)}: <code>{escape(value)}</code>" for key, value in page.meta.items())
+    parts += [f"<p>{escape(paragraph)}</p>" for paragraph in page.description]
     parts.append(f'<p class="meta">{meta}</p>')
     if page.random_init:
         parts.append(f'<p class="banner" id="random-init">Warning, {escape(RANDOM_INIT_NOTE)}. Runs marked '
@@ -138,7 +145,18 @@ def _provenance(runs: list[RunResults]) -> str:
                "git", "varbench", "python", "device", "dtype", "host", "launcher", "packages"]
     return ('<h2 id="provenance">Provenance</h2><p>One row per session that worked on a run (from each '
             "run's <code>manifest.json</code>); the run id hashes everything that determines its results "
-            "(<code>run.json</code>).</p>" + _plain_table(pd.DataFrame(rows, columns=columns), columns))
+            "(<code>run.json</code>).</p>"
+            + _plain_table(pd.DataFrame(rows, columns=columns), columns, markup={"packages": _packages}))
+
+
+def _packages(packages: Any) -> str:
+    """A session's package versions, collapsed: dozens of lines would bury the table."""
+    if not isinstance(packages, dict) or not packages:
+        return ""
+    listed = "<br>".join(f"{html.escape(str(name))} {html.escape(str(version))}"
+                         for name, version in sorted(packages.items(), key=lambda item: str(item[0])))
+    count = f"{len(packages)} package" + ("s" if len(packages) > 1 else "")
+    return f"<details><summary>{count}</summary>{listed}</details>"
 
 
 def _session_fields(session: dict[str, Any]) -> dict[str, str]:
@@ -149,14 +167,20 @@ def _session_fields(session: dict[str, Any]) -> dict[str, str]:
             "git": sha + (" (dirty)" if session.get("git_dirty") else ""),
             "varbench": session.get("varbench_version"), "python": session.get("python"),
             "device": session.get("device"), "dtype": session.get("dtype"), "host": session.get("host"),
-            "launcher": session.get("launcher"),
-            "packages": ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))}
+            "launcher": session.get("launcher"), "packages": packages}
 
 
-def _plain_table(frame: pd.DataFrame, columns: list[str]) -> str:
+def _plain_table(frame: pd.DataFrame, columns: list[str], markup: dict[str, Any] | None = None) -> str:
+    """A plain HTML table; `markup` maps a column to a function that renders its cells
+    (escaping what it shows itself), every other cell is escaped text."""
     escape = html.escape
+    markup = markup or {}
+
+    def cell(row: dict[str, Any], column: str) -> str:
+        return markup[column](row.get(column)) if column in markup else escape(_text(row.get(column)))
+
     head = "".join(f'<th class="left">{escape(c)}</th>' for c in columns)
-    body = "".join("<tr>" + "".join(f'<td class="left">{escape(_text(row.get(c)))}</td>' for c in columns) + "</tr>"
+    body = "".join("<tr>" + "".join(f'<td class="left">{cell(row, c)}</td>' for c in columns) + "</tr>"
                    for row in frame.to_dict("records"))
     return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 

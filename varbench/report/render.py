@@ -80,9 +80,9 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
             for table in speed.tables:
                 _write_table(folder, table)
             units.append(speed)
-        page = Page(title=report_spec.title, meta=_meta(Path(results), spec_path), units=units, skipped=skipped,
-                    problems=_problems(views), runs=_shown_runs(views),
-                    random_init=any(view.random_init for view in views))
+        page = Page(title=page_title(report_spec, views), meta=_meta(Path(results), spec_path), units=units,
+                    skipped=skipped, problems=_problems(views), runs=_shown_runs(views),
+                    random_init=any(view.random_init for view in views), description=_protocol_lines(views))
         index = folder.write(PAGE_NAME, render_page(page))
         progress.advance(task)
     folder.finish()
@@ -90,13 +90,38 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
 
 
 def add_default_sections(spec: ReportSpec, results: dict[str, ProtocolResults]) -> None:
-    """Give every protocol with results that no section names a plain comparison section."""
+    """Give every protocol with results that no section names a plain comparison section,
+    described by the protocol's own description."""
     named = {protocol for section in spec.sections for protocol in section.protocols}
-    for name in results:
+    for name, protocol in results.items():
         if name not in named:
+            note = "(Not named in the report spec: default tables and plots.)"
+            description = f"{protocol.description} {note}".strip()
             spec.sections.append(SectionSpec(name=f"auto-{name}", protocols=[name], title=f"Protocol {name}",
-                                             description="Not named in the report spec: default tables and plots.",
+                                             description=description,
                                              tables=["comparison", "split"], figures=["cost", "spread"]))
+
+
+def page_title(spec: ReportSpec, views: list[SectionView]) -> str:
+    """The spec's title when its first section (the headline it was written for) has
+    results; otherwise the page is named after the protocols it shows, so the report of a
+    smoke run is never titled as the paper's."""
+    if any(view.spec is spec.sections[0] for view in views):
+        return spec.title
+    protocols = list(dict.fromkeys(view.protocol.name for view in views))
+    if not protocols:
+        return spec.title
+    return f"varbench report: protocol{'s' if len(protocols) > 1 else ''} {', '.join(protocols)}"
+
+
+def _protocol_lines(views: list[SectionView]) -> list[str]:
+    """One line per protocol shown: its name, version and own description."""
+    lines = []
+    for protocol in {view.protocol.name: view.protocol for view in views}.values():
+        versions = sorted({str(run.identity.get("protocol_version", "?")) for run in protocol.runs})
+        text = f"Protocol {protocol.name} (version {', '.join(versions)})"
+        lines.append(f"{text}: {protocol.description}" if protocol.description else f"{text}.")
+    return lines
 
 
 def _render_unit(view: SectionView, folder: OutputFolder) -> Unit:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from varbench.errors import UserError
+from varbench.report.families import method_family
 from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, STORE_LAYOUT, CellStore, RunStore, find_runs
 
 RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
@@ -55,6 +56,11 @@ class RunResults:
     @property
     def method(self) -> str:
         return str(self.identity.get("method", "unknown"))
+
+    @property
+    def family(self) -> str:
+        """The method family (Method.family), by which grids and plots group runs."""
+        return method_family(self.method)
 
     @property
     def modes(self) -> list[str]:
@@ -115,6 +121,27 @@ class ProtocolResults:
     @property
     def modes(self) -> list[str]:
         return sorted({mode for run in self.runs for mode in run.modes})
+
+    @cached_property
+    def description(self) -> str:
+        """The protocol's own description (its YAML among the known protocols), "" if unknown."""
+        return protocol_description(self.name)
+
+
+def protocol_description(name: str) -> str:
+    """`description:` of the protocol file of that name, "" when there is none or it is unreadable
+    (results copied from elsewhere, a protocol run from a path)."""
+    from varbench.protocol import available_protocols, read_yaml
+
+    path = available_protocols().get(name)
+    if path is None:
+        return ""
+    try:
+        data = read_yaml(path)
+    except UserError:
+        return ""
+    text = data.get("description") if isinstance(data, dict) and data.get("name") == name else None
+    return " ".join(text.split()) if isinstance(text, str) else ""
 
 
 def load_results(root: Path) -> dict[str, ProtocolResults]:

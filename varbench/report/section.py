@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 
 from varbench.metrics.stats import subject_means, summarize
+from varbench.report.families import OTHER
 from varbench.report.results import RANDOM_INIT_NOTE, ProtocolResults, RunResults
 from varbench.report.spec import ReportSpec, SectionSpec, StatisticsSpec
 
 METRIC_LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "div": "DIV", "pres": "PRES"}
 METRIC_BETTER = {"dino": "higher", "clip_i": "higher", "clip_t": "higher", "div": "higher", "pres": "lower"}
-VAR_METHODS = ("arbooth",)  # methods drawn as "VAR" (the rest as diffusion) in cost plots
 
 
 # Cell states counted in tables; "damaged" cells (files that no longer match their seal)
@@ -39,6 +39,10 @@ class Row:
     @property
     def run_id(self) -> str | None:
         return self.run.run_id if self.run else None
+
+    @property
+    def family(self) -> str:
+        return self.run.family if self.run else OTHER
 
 
 @dataclass
@@ -70,6 +74,12 @@ class SectionView:
     def random_init(self) -> bool:
         return any(run.random_init for run in self.runs)
 
+    @property
+    def dataset(self) -> str | None:
+        """The dataset every run of this unit used (run.json "dataset"); None if they differ."""
+        datasets = {run.dataset for run in self.runs}
+        return datasets.pop() if len(datasets) == 1 else None
+
     @cached_property
     def subject_table(self) -> pd.DataFrame:
         """Per-subject means of this unit's runs in this mode (done cells only)."""
@@ -89,6 +99,17 @@ class SectionView:
         if found.empty or found["n_subjects"].iloc[0] == 0:
             return None
         return found.iloc[0].to_dict()
+
+    def copies(self, run_id: str | None) -> tuple[int, int] | None:
+        """(near-copies, images) over the run's generated images in this mode, from the
+        per-image "copy" rows (0/1); None when the run has no such rows."""
+        metrics = self.protocol.metrics
+        rows = metrics[(metrics["run_id"] == run_id) & (metrics["mode"] == self.mode) & (metrics["metric"] == "copy")
+                       & (metrics["kind"] == "eval")]
+        values = pd.to_numeric(rows["value"], errors="coerce").dropna()
+        if values.empty:
+            return None
+        return int((values > 0.5).sum()), int(values.size)
 
     def cells(self, run_id: str | None) -> pd.DataFrame:
         """The run's cells as scored in this unit's metric mode."""

@@ -35,7 +35,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = "paper"
 
 MetricName = Literal["dino", "clip_i", "clip_t", "div", "pres"]
-ColumnName = Literal["dino", "clip_i", "clip_t", "div", "pres", "fit_minutes", "fit_seconds",
+ColumnName = Literal["dino", "clip_i", "clip_t", "div", "pres", "copy", "fit_minutes", "fit_seconds",
                      "seconds_per_image", "trainable_parameters", "artifact_bytes",
                      "fit_peak_memory_bytes"]
 TableKind = Literal["comparison", "split", "paired"]
@@ -82,7 +82,11 @@ class SectionSpec:
     parameter: ParameterSpec = field(default_factory=ParameterSpec)
     reference_arm: str | None = None  # paired tests compare every row with it (default: first row)
     tables: list[TableKind] = field(default_factory=lambda: ["comparison", "split", "paired"])
-    columns: list[ColumnName] = field(default_factory=lambda: list(MAIN_COLUMNS))  # of "comparison"
+    # of "comparison"; DIV, PRES, copies and artifact size are added whenever the results have them
+    columns: list[ColumnName] = field(default_factory=lambda: list(MAIN_COLUMNS))
+    # "published" rows (varbench/report/published.yaml) of the same dataset and metric
+    # mode under the measured ones in the comparison table
+    published: bool = True
     metrics: list[MetricName] = field(default_factory=lambda: ["dino", "clip_i", "clip_t"])  # split/paired/plots
     figures: list[FigureKind] = field(default_factory=lambda: ["cost", "spread"])
     grids: GridSpec | None = None  # sample grids; none when absent

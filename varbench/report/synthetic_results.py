@@ -37,7 +37,9 @@ class SyntheticSubject:
 class SyntheticArm:
     arm: str
     method: str
-    quality: dict[str, float]  # metric -> value of every row (plus the subject's offset)
+    # metric -> value of every row (plus the subject's offset); "copy": the share of each
+    # subject's images flagged as near-copies (the first ones get 1, the rest 0)
+    quality: dict[str, float]
     fit_seconds: float = 60.0
     seconds_per_image: float = 1.0
     trainable_parameters: int = 1000
@@ -87,6 +89,7 @@ def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, sta
                       device=device)
     images, metrics = [], []
     phrase = f"sks {subject.class_noun}"
+    copied = round(arm.quality.get("copy", 0.0) * prompts * samples)
     for prompt_index in range(prompts):
         template = TEMPLATES[prompt_index % len(TEMPLATES)]
         for sample_index in range(samples):
@@ -98,6 +101,10 @@ def _write_cell(run: RunStore, arm: SyntheticArm, subject: SyntheticSubject, sta
                            "template": template, "path": path})
             metrics += [_metric_row(run, subject, "eval", prompt_index, sample_index, path, name, mode,
                                     arm.quality[name]) for name in PER_IMAGE_METRICS if name in arm.quality]
+            if "copy" in arm.quality:  # 0/1, never offset by the subject
+                flag = float(len(images) <= copied)
+                metrics.append({**_metric_row(run, subject, "eval", prompt_index, sample_index, path, "copy",
+                                              mode, 0.0), "value": flag})
         if "div" in arm.quality:
             metrics.append(_metric_row(run, subject, "eval", prompt_index, -1, "", "div", mode, arm.quality["div"]))
     for sample_index in range(samples if "pres" in arm.quality else 0):

@@ -41,6 +41,9 @@ class Table:
     rows: list[list[Entry]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)  # raw numbers for the CSV
+    # rows quoted from papers, shown apart under `rows` (italic, after a rule); never
+    # compared, bolded or written to the CSV, which holds measured numbers only
+    published: list[list[Entry]] = field(default_factory=list)
 
 
 def mark_best(table: Table) -> None:
@@ -69,6 +72,21 @@ def format_seconds(seconds: float | None) -> str:
     if seconds >= 10:
         return f"{seconds:.1f}"
     return f"{seconds:.2f}" if seconds >= 0.1 else f"{seconds:.2g}"  # 0.042, 0.00042: never "0.000"
+
+
+def format_duration(seconds: float | None) -> tuple[str, float | None]:
+    """A duration as people read it, and the seconds it shows (best values compare those):
+    under a minute in seconds ("0.41 s", "42 s"), longer in minutes ("6.0 min", "14 min")."""
+    if not _is_number(seconds):
+        return "—", None
+    if seconds < 9.95:
+        text = f"{seconds:.2g}"
+        return f"{text} s", float(text)
+    if round(seconds) < 60:
+        return f"{seconds:.0f} s", float(round(seconds))
+    minutes = seconds / 60
+    text = f"{minutes:.1f}" if minutes < 9.95 else f"{minutes:.0f}"
+    return f"{text} min", float(text) * 60
 
 
 def format_count(count: float | None) -> str:

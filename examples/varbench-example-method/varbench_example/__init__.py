@@ -49,6 +49,7 @@ class ReferenceCopy(Method):
     version = "1"
     Config = Config
     description = "Returns a reference photo: fidelity ceiling, prompt-following floor."
+    family = "reference"  # no generative model: reports draw it apart from the real methods
 
     def subject_phrase(self, class_noun: str) -> str:
         return class_noun

@@ -26,6 +26,7 @@ class ARBooth(Method):
     Config = ARBoothConfig
     description = ("ARBooth (arXiv 2504.02612): Infinity-2B with selective layer tuning, scale-wise "
                    "weighted CE and prior distillation")
+    family = "autoregressive"
     # `compile: auto`: compiling the fit's blocks (~95 s per process) saves ~1.3 s on each
     # of a fit's 500 iterations, so it pays from the first cell; compiled generation
     # (~60 s per batch size) saves ~0.08 s/image, so from ~700 images: 7 DreamBench cells
@@ -42,6 +43,20 @@ class ARBooth(Method):
         config = self.config
         return get_size(config.model).random_init_only or "random" in (config.weights, config.vae_weights,
                                                                         config.text_encoder)
+
+    def weights_needed(self) -> list[tuple[str, Any, Any]]:
+        from varbench.models.infinity.checkpoint import INFINITY_2B_FILE, VAE_D32REG_FILE
+        from varbench.models.infinity.text import FLAN_T5_FILES, FLAN_T5_XL, FLAN_T5_XL_REVISION
+        from varbench.weights import Snapshot
+
+        config = self.config
+        if config.model != "infinity-2b":  # the other sizes are random-init stand-ins
+            return []
+        needs = [("Infinity-2B transformer", INFINITY_2B_FILE, config.weights),
+                 ("Infinity BSQ tokenizer", VAE_D32REG_FILE, config.vae_weights),
+                 ("Flan-T5-XL text encoder", Snapshot(FLAN_T5_XL, FLAN_T5_XL_REVISION, tuple(FLAN_T5_FILES)),
+                  config.text_encoder)]
+        return [need for need in needs if need[2] != "random"]
 
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.placeholder} {class_noun}"
