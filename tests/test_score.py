@@ -14,6 +14,7 @@ import varbench
 from runner_helpers import run_cli
 from varbench.data.smoke import smoke_dataset
 from varbench.errors import UserError
+from varbench.report.results import load_results
 from varbench.score import phrase_texts
 
 PER_IMAGE = ("dino", "clip_i", "clip_t")
@@ -94,6 +95,8 @@ def test_a_rerun_scores_nothing_again_and_new_images_make_a_new_run(smoke, tmp_p
     rows, _ = score(images, results, dataset="smoke")
     assert [p.stat().st_mtime_ns for p in metrics] == stamps and len(rows) > 0
     assert (run / "run.json").read_text().count('"external": true') == 1
+    (shown,) = load_results(results)["smoke"].runs  # reports draw it as external images
+    assert shown.family == "external" and shown.method == "external"
 
 
 def test_a_manifest_gives_prompts_as_generated(smoke, tmp_path):

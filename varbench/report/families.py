@@ -12,6 +12,7 @@ from functools import lru_cache
 from varbench.errors import UserError
 
 OTHER = "other"
+EXTERNAL = "external"  # images scored with `varbench score`: method "external", not a registered plugin
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per family, in order of first appearance
 MARKER_NAMES = {"o": "circles", "s": "squares", "^": "triangles", "D": "diamonds", "v": "down triangles",
                 "P": "pluses", "X": "crosses", "*": "stars"}
@@ -22,6 +23,8 @@ def method_family(method: str) -> str:
     """The family of a method by its registered name; "other" when it is not installed."""
     from varbench.registry import get_method
 
+    if method == EXTERNAL:
+        return EXTERNAL
     try:
         family = getattr(get_method(method), "family", OTHER)
     except (UserError, ImportError):
