@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -66,6 +66,8 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Execution option for every arm (execution.KEY=VALUE) or one "
                                    "arm (ARM.execution.KEY=VALUE); never changes a result (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object per cell and line."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip the preflight (weights, data, disk, GPU memory "
+                                  "checked before the first cell)."),
     backbones: str = typer.Option("as-written", "--backbones", help="as-written, or random: every model and metric "
                                   "encoder at its real size with random weights (a rehearsal: real time and memory, "
                                   "meaningless images and scores; results under PROTOCOL-random)."),
@@ -91,9 +93,49 @@ def run(
                             gpus_per_job=gpus_per_job), "extra": _sbatch_extra(sbatch) or None}
     options = RunOptions(results=results, device=device, methods=_split(methods), subjects=_split(subjects),
                          data_root=data_root, retry_failed=retry_failed, verify=verify, dry_run=dry_run,
-                         json=as_json, overrides=set_, random_weights=backbones == "random",
+                         json=as_json, overrides=set_, random_weights=backbones == "random", preflight=not no_check,
                          launcher=launcher, gpus=_split(gpus) or [], slurm=slurm)
     raise typer.Exit(run_protocol(protocol, options))
+
+
+@app.command()
+def check(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol name or YAML path."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    results: Path = RESULTS,
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these arms or methods (comma-separated)."),
+    backbones: str = typer.Option("as-written", "--backbones", help="as-written, or random (the rehearsal)."),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="A bench.json of 'varbench bench' for the GPU "
+                                         "memory projection (default: $VARBENCH_BENCH, the checkout's benchmarks/)."),
+) -> None:
+    """Preflight: is everything a run needs here (data, weights, disk, GPU memory)? Downloads nothing."""
+    from varbench.plan import RunOptions
+    from varbench.preflight import missing, preflight, print_requirements
+
+    if backbones not in ("as-written", "random"):
+        raise UserError(f"unknown --backbones {backbones!r}", "--backbones", "Use as-written or random.")
+    options = RunOptions(results=results, data_root=data_root, methods=_split(methods), dry_run=True,
+                         random_weights=backbones == "random")
+    loaded, arms, cells = _prepare_for_check(protocol, options)
+    rows = preflight(loaded, arms, cells, results, data_root, bench)
+    print_requirements(rows)
+    lacking = missing(rows)
+    typer.echo(f"{len(lacking)} missing" if lacking else "everything found")
+    raise typer.Exit(2 if lacking else 0)
+
+
+def _prepare_for_check(protocol: str, options: Any) -> tuple:
+    """(protocol, arms, cells); cells None when the dataset is not here (the weights are
+    still checked)."""
+    from varbench.plan import prepare, select_arms
+    from varbench.protocol import load_protocol
+
+    loaded = load_protocol(protocol, options.overrides, options.random_weights)
+    arms = select_arms(loaded, options.methods)
+    try:
+        return loaded, arms, prepare(protocol, options)[1]
+    except UserError:
+        return loaded, arms, None
 
 
 @app.command()
@@ -150,6 +192,50 @@ def _print_summary(summary) -> None:
     Console().print(table)
 
 
+@app.command("check-method")
+def check_method_command(
+    name: str = typer.Argument(..., help="Method name (see 'varbench list methods')."),
+    config: list[str] = typer.Option([], "--config", help="KEY=VALUE over the method's tiny_config (repeatable)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Check a method against the rules the runner relies on, on a tiny config (seconds on a CPU)."""
+    import time
+
+    from varbench.conformance import check_method, parse_config_pairs, summary
+    from varbench.devices import resolve_device
+
+    start = time.perf_counter()
+    results = check_method(name, parse_config_pairs(config), resolve_device(device), where="--config")
+    for result in results:
+        typer.echo(result.line())
+    typer.echo(summary(name, results, time.perf_counter() - start))
+    raise typer.Exit(0 if all(result.passed for result in results) else 1)
+
+
+import_app = typer.Typer(help="Bring subject models trained elsewhere into varbench.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("arbooth")
+def import_arbooth(
+    checkpoint: Path = typer.Argument(..., help="A fine-tuned checkpoint of the ARBooth release (a dict whose "
+                                      "'model' entry is Infinity-2B's state dict plus special_token)."),
+    class_noun: str = typer.Option(..., "--class-noun", help="The subject's class: prompts say '<placeholder> NOUN'."),
+    name: str = typer.Option(..., "--name", help="Name of the imported subject model (its folder under --out)."),
+    out: Path = typer.Option(Path("imports/arbooth"), "--out", help="Parent folder of imported models."),
+    model: str = typer.Option("infinity-2b", "--model", help="Model size the checkpoint was fine-tuned from."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Base transformer file (default: "
+                                          "$VARBENCH_INFINITY_DIR, then the hub cache)."),
+    vae_weights: Optional[str] = typer.Option(None, "--vae-weights", help="Tokenizer file (same default lookup)."),
+) -> None:
+    """Turn a released ARBooth subject model into a varbench artifact (scored beside varbench's fits)."""
+    from varbench.methods.arbooth.release import import_release, next_steps
+
+    folder = import_release(checkpoint, class_noun, name, out, model=model, weights=weights, vae_weights=vae_weights)
+    for line in next_steps(folder):
+        typer.echo(line)
+
+
 @app.command()
 def report(
     results: Path = RESULTS,
@@ -157,13 +243,15 @@ def report(
     spec: Optional[Path] = typer.Option(None, "--spec", help="Report spec YAML (default: report/paper.yaml)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder that no earlier report "
                                "wrote (files varbench did not write are never deleted)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder for the reference photos of "
+                                            "the sample grids (default: the cache copy; never downloaded)."),
 ) -> None:
     """Render tables, plots, sample grids and one self-contained HTML report."""
     from varbench.report.render import render_report
 
     if not results.is_dir():
         raise UserError("results folder not found", str(results), "Run 'varbench run --protocol ...' first or pass --results.")
-    index = render_report(results, out, spec, force=force)
+    index = render_report(results, out, spec, force=force, data_root=data_root)
     typer.echo(f"report written: {index}")
 
 
@@ -240,19 +328,19 @@ def data_fetch(
 @data_app.command("verify")
 def data_verify(
     name: str = typer.Argument(..., help="dreambench or vico"),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: the cache)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Dataset folder (default: the cache)."),
 ) -> None:
     """Check every file of a dataset against the sha256 manifest shipped with varbench."""
     from varbench.data.fetch import verify_dataset
 
-    report = verify_dataset(name, root=root)
+    report = verify_dataset(name, root=data_root)
     typer.echo(str(report))
 
 
 @app.command()
 def calibrate(
     name: str = typer.Argument("dreambench", help="Dataset to calibrate on."),
-    root: Optional[str] = typer.Option(None, "--root", help="Local dataset folder."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
     backbones: str = typer.Option("real", "--backbones", help="real (published weights) or tiny (random-init)."),
     device: str = typer.Option("auto", "--device"),
     mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),
@@ -261,7 +349,7 @@ def calibrate(
     """Real-vs-real DINO and CLIP-I per subject, beside the published 0.774 / 0.885."""
     from varbench.metrics.calibrate import run_calibration
 
-    run_calibration(name, root=root, backbones=backbones, device=device, mode=mode, per_subject=per_subject)
+    run_calibration(name, root=data_root, backbones=backbones, device=device, mode=mode, per_subject=per_subject)
 
 
 @app.command()

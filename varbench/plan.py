@@ -36,7 +36,7 @@ def templates_for(protocol: Protocol, dataset: Dataset, subject: Subject) -> tup
 def plan_cells(protocol: Protocol, dataset: Dataset, arms: list[str] | None = None,
                subjects: list[str] | None = None) -> list[Cell]:
     """The protocol's cells, optionally narrowed to some arms (or methods) and subjects."""
-    chosen_arms = _select_arms(protocol, arms)
+    chosen_arms = select_arms(protocol, arms)
     names = protocol.spec.data.subjects
     chosen = [s.name for s in dataset.subjects] if names == "all" else list(names)
     if subjects:
@@ -53,7 +53,7 @@ def plan_cells(protocol: Protocol, dataset: Dataset, arms: list[str] | None = No
     return cells
 
 
-def _select_arms(protocol: Protocol, wanted: list[str] | None) -> list[Arm]:
+def select_arms(protocol: Protocol, wanted: list[str] | None) -> list[Arm]:
     if not wanted:
         return list(protocol.arms)
     chosen = []
@@ -78,6 +78,7 @@ class RunOptions:
     json: bool = False  # --dry-run: one JSON object per cell instead of the table
     overrides: list[str] = field(default_factory=list)  # --set execution.KEY=VALUE (varbench.execution)
     random_weights: bool = False  # --backbones random: the protocol's full-size rehearsal
+    preflight: bool = True  # check weights, data, disk and memory before the first cell (varbench.preflight)
     launcher: str = "inprocess"  # "inprocess" | "local" | "slurm"
     gpus: list[str] = field(default_factory=list)  # for the local launcher
     slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the protocol's slurm section

@@ -13,6 +13,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 
@@ -70,6 +71,22 @@ def print_plan(root: Path, cells: list[Cell]) -> None:
     console.print(table)
 
 
+def print_projection(root: Path, cells: list[Cell], retry_failed: bool) -> None:
+    """Projected GPU-hours of the work left, per arm, when a bench.json is available
+    (varbench.bench.cost: measured per-step and per-image costs; model loading excluded)."""
+    from varbench.bench.cost import load_bench, planned_hours
+
+    bench = load_bench()
+    todo = pending_cells(root, cells, retry_failed)
+    if bench is None or not todo:
+        return
+    hours = planned_hours(todo, bench["rows"])
+    parts = [f"{arm} {sum(h.values()):.2f}" if h else f"{arm} not measured" for arm, h in hours.items()]
+    total = sum(sum(h.values()) for h in hours.values() if h)
+    console.print(f"projected GPU-hours of the pending cells on {bench.get('device', '?')} (varbench bench): "
+                  + ", ".join(parts) + f"; total {total:.2f}", soft_wrap=True, highlight=False)
+
+
 def print_plan_json(root: Path, cells: list[Cell]) -> None:
     """One JSON object per cell and line (for scripts): what it is, where, and its state."""
     for cell in cells:
@@ -96,6 +113,20 @@ def summarise(root: Path, cells: list[Cell]) -> int:
     return 0 if states.get("done", 0) == len(cells) else 1
 
 
+def check_requirements(protocol_name: str, protocol: Any, cells: list[Cell], options: RunOptions) -> None:
+    """The preflight before any work: a missing requirement stops the run before its first cell."""
+    from varbench.preflight import missing, preflight, print_requirements
+
+    arms = list({cell.arm.name: cell.arm for cell in cells}.values())
+    rows = preflight(protocol, arms, cells, Path(options.results), options.data_root)
+    lacking = missing(rows)
+    if lacking:
+        print_requirements(rows)
+        raise UserError(f"{len(lacking)} requirement(s) missing: {', '.join(r.item for r in lacking)}",
+                        "preflight", f"See the table above ('varbench check --protocol {protocol_name}' "
+                        "prints it again), or skip the check with --no-check.")
+
+
 def run_protocol(protocol_name: str, options: RunOptions) -> int:
     root = Path(options.results)
     check_results_root(root, [])  # before the dataset is opened (which may download it)
@@ -103,7 +134,11 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
     check_results_root(root, cells)
     warn_old_layout(root, protocol.name)
     if options.dry_run:
-        print_plan_json(root, cells) if options.json else print_plan(root, cells)
+        if options.json:
+            print_plan_json(root, cells)
+        else:
+            print_plan(root, cells)
+            print_projection(root, cells, options.retry_failed)
         if options.launcher == "slurm":
             describe_slurm(protocol, pending_cells(root, cells, options.retry_failed), options)
         return 0
@@ -112,6 +147,9 @@ def run_protocol(protocol_name: str, options: RunOptions) -> int:
     from varbench.weights import cache_root
 
     check_can_write(cache_root(), "varbench cache", "VARBENCH_CACHE")
+    if options.preflight:
+        check_requirements(protocol_name, protocol, pending_cells(root, cells, options.retry_failed, options.verify),
+                           options)
     if options.launcher == "local":
         for name in device_list(options.gpus or ["0"]):  # a bad --gpus value: one line before any work
             resolve_device(name, "--gpus")

@@ -29,14 +29,68 @@ class WeightFile:
     sha256: str | None = None
     env_var: str | None = None  # folder override, e.g. "VARBENCH_INFINITY_DIR"
 
+    def download_command(self) -> str:
+        return download_command(self.repo_id, self.revision, [self.filename])
+
     def download_hint(self) -> str:
         return (
-            f"Download it with 'huggingface-cli download {self.repo_id} {self.filename}"
-            + (f" --revision {self.revision}" if self.revision else "")
-            + "' (fills the hub cache)"
+            f"Download it with '{self.download_command()}' (fills the hub cache)"
             + (f", or put it in a folder and set {self.env_var}" if self.env_var else "")
             + ", or pass its path in the config."
         )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A whole hub repository folder (a diffusers pipeline, a transformers model)."""
+
+    repo_id: str
+    revision: str | None = None
+    allow_patterns: tuple[str, ...] | None = None
+
+    def download_command(self) -> str:
+        return download_command(self.repo_id, self.revision, list(self.allow_patterns or []))
+
+
+def download_command(repo_id: str, revision: str | None, files: list[str]) -> str:
+    """The `hf` CLI line (huggingface_hub >= 0.34) that fills the hub cache with these files."""
+    patterns = [f for f in files if any(c in f for c in "*?[")]
+    names = [f for f in files if f not in patterns]
+    return (f"hf download {repo_id}" + "".join(f" {name}" for name in names)
+            + "".join(f" --include '{pattern}'" for pattern in patterns)
+            + (f" --revision {revision}" if revision else ""))
+
+
+def locate(need: WeightFile | Snapshot, local: str | Path | None = None) -> tuple[Path | None, str]:
+    """Where `need` is on this machine without downloading or verifying anything (the
+    preflight): (the path or None, where it looked)."""
+    env = need.env_var if isinstance(need, WeightFile) else None
+    if local is None and env and os.environ.get(env):
+        local = os.environ[env]
+    if local is not None:
+        path = Path(local).expanduser()
+        if isinstance(need, WeightFile) and path.is_dir():
+            path = path / need.filename
+        found = path.is_file() if isinstance(need, WeightFile) else path.is_dir()
+        return (path if found else None), str(path)
+    from huggingface_hub import constants
+
+    looked = f"hub cache {constants.HF_HUB_CACHE}"
+    try:
+        if isinstance(need, WeightFile):
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(need.repo_id, need.filename, revision=need.revision)
+            return (Path(cached) if isinstance(cached, str) else None), looked
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(need.repo_id, revision=need.revision, local_files_only=True,
+                                        allow_patterns=list(need.allow_patterns or []) or None))
+    except Exception:  # noqa: BLE001 - any miss in the local cache: not found here
+        return None, looked
+    # a snapshot left by a partial download lacks some of the named files
+    named = [f for f in need.allow_patterns or () if not any(c in f for c in "*?[")]
+    return (folder if all((folder / name).is_file() for name in named) else None), looked
 
 
 def cache_root() -> Path:
@@ -133,8 +187,7 @@ def resolve_snapshot(repo_id: str, revision: str | None, local: str | Path | Non
         return path
     from huggingface_hub import snapshot_download
 
-    hint = f"Download it with 'huggingface-cli download {repo_id}" + (
-        f" --revision {revision}'" if revision else "'") + " or pass a local folder."
+    hint = f"Download it with '{download_command(repo_id, revision, list(allow_patterns or []))}' or pass a local folder."
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns,
                                       local_files_only=True))

@@ -46,6 +46,40 @@ def workload(protocol: Any) -> Workload:
                     images_per_subject=round(sum(len(c.images) for c in cells) / len(cells)))
 
 
+def load_bench(bench: Any = None) -> dict[str, Any] | None:
+    """A bench.json of `varbench bench`: `bench`, else $VARBENCH_BENCH, else the one committed
+    in the checkout's benchmarks/ (an H100's); None when there is none."""
+    from pathlib import Path
+
+    from varbench.errors import UserError
+    from varbench.fileio import read_json_or_none
+
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "bench-h100.json"
+    for candidate in (bench, os.environ.get("VARBENCH_BENCH"), committed):
+        if candidate and Path(candidate).is_file():
+            data = read_json_or_none(Path(candidate))
+            if isinstance(data, dict) and isinstance(data.get("rows"), list):
+                return data
+            raise UserError("not a bench.json written by 'varbench bench'", str(Path(candidate).resolve()),
+                            "Pass the bench.json from 'varbench bench --out DIR'.")
+    return None
+
+
+def planned_hours(cells: list[Any], rows: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
+    """Projected GPU-hours per arm of planned `cells` (fit, generate, score), None where
+    the bench does not measure the arm's method."""
+    by_arm: dict[str, list[Any]] = {}
+    for cell in cells:
+        by_arm.setdefault(cell.arm.name, []).append(cell)
+    hours = {}
+    for name, arm_cells in by_arm.items():
+        work = Workload(subjects=len(arm_cells), classes=len({c.subject.class_noun for c in arm_cells}),
+                        images_per_subject=round(sum(len(c.images) for c in arm_cells) / len(arm_cells)))
+        arm = arm_cells[0].arm
+        hours[name] = arm_hours(arm, rows, work, arm.batch_size)
+    return hours
+
+
 def figure(rows: list[dict[str, Any]], name: str) -> float | None:
     for r in rows:
         if r["name"] == name:

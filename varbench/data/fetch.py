@@ -1,7 +1,7 @@
 """Fetching, locating and verifying the downloadable datasets (DreamBench, ViCo).
 
 Where a dataset is read from, first match wins:
-  1. a local folder passed in (the protocol's `data.root`, the CLI's `--root`),
+  1. a local folder passed in (the protocol's `data.root`, the CLI's `--data-root`),
   2. the folder in the dataset's environment variable (VARBENCH_DREAMBENCH_DIR, ...),
   3. the cache copy `<varbench cache>/data/<name>`, fetched on first use.
 A local folder may also be a checkout of the upstream repository (its `dataset/` or
@@ -193,7 +193,8 @@ def _hf_snapshot_folder(upstream: Upstream) -> Path:
     from huggingface_hub import snapshot_download
 
     kwargs = dict(repo_type="dataset", revision=upstream.revision, allow_patterns=[f"{upstream.folder}/*"])
-    hint = (f"Run 'huggingface-cli download {upstream.repo} --repo-type dataset --revision {upstream.revision}', "
+    hint = (f"Run 'hf download {upstream.repo} --repo-type dataset --include '{upstream.folder}/*' "
+            f"--revision {upstream.revision}', "
             "or fetch with '--source github', or pass a local copy with '--source DIR'.")
     try:
         return Path(snapshot_download(upstream.repo, local_files_only=True, **kwargs)) / upstream.folder
@@ -223,7 +224,7 @@ def dataset_folder(name: str, root: str | Path | None = None, fetch_missing: boo
         return folder
     if not fetch_missing:
         raise UserError(f"dataset {name} is not fetched yet", str(folder),
-                        f"Run 'varbench data fetch {name}', or pass a local copy (--root or ${spec.env_var}).")
+                        f"Run 'varbench data fetch {name}', or pass a local copy (--data-root or ${spec.env_var}).")
     return fetch_dataset(name)
 
 

@@ -48,28 +48,30 @@ class GridFile:
     png: bytes
 
 
-def build_grids(view: SectionView) -> tuple[list[GridFile], list[str]]:
+def build_grids(view: SectionView, data_root: str | None = None) -> tuple[list[GridFile], list[str]]:
     spec = view.spec.grids
     if spec is None:
         return [], []
     images = view.protocol.images
     evals = images[images["kind"] == "eval"] if not images.empty else images
     subjects = spec.subjects or [s for s in view.protocol.subjects if s in set(evals["subject"])][:spec.max_subjects]
-    references, reason = _reference_paths(view, subjects, spec.references)
+    references, reason = _reference_paths(view, subjects, spec.references, data_root)
     grids = [_subject_grid(view, spec, subject, evals, references.get(subject, []), reason) for subject in subjects]
     notes = [f"{view.title}: sample grids drawn without reference photos ({reason})."] if reason else []
     return grids, notes
 
 
-def _reference_paths(view: SectionView, subjects: list[str], count: int) -> tuple[dict[str, list[Path]], str]:
-    """Reference photo paths per subject, or an empty mapping and why they are missing."""
+def _reference_paths(view: SectionView, subjects: list[str], count: int,
+                     data_root: str | None) -> tuple[dict[str, list[Path]], str]:
+    """Reference photo paths per subject, or an empty mapping and why they are missing (a
+    report reads the local copy and never downloads: that is `varbench data fetch`'s job)."""
     if count == 0 or not view.runs:
         return {}, ""
     from varbench.data import open_dataset
 
     name = view.runs[0].dataset
     try:
-        dataset = open_dataset(name, None)
+        dataset = open_dataset(name, data_root, fetch_missing=False)
         return {s: list(dataset.subject(s).image_paths[:count]) for s in subjects}, ""
     except UserError as err:
         return {}, f"dataset {name!r} could not be opened: {err.line()}"

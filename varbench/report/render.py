@@ -49,12 +49,14 @@ def default_output_dir() -> Path:
 
 
 def render_report(results: Path, out: Path | None = None, spec: Path | str | None = None,
-                  force: bool = False) -> Path:
+                  force: bool = False, data_root: str | None = None) -> Path:
     """Render the report of results root `results` into `out`; returns the index.html path.
 
     `spec` is a YAML path or a spec name under `report/` (default: report/paper.yaml).
     `force`: write into an existing non-empty `out` that no earlier render made (its
-    files are left in place; only ones this render writes are replaced).
+    files are left in place; only ones this render writes are replaced). `data_root`: the
+    dataset folder the sample grids take reference photos from (default: the cache copy;
+    a report never downloads).
     """
     spec_path = find_spec(spec)
     report_spec = load_spec(spec_path)
@@ -73,7 +75,7 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
         task = progress.add_task("rendering report", total=len(views) + 1)
         for view in views:
             progress.update(task, description=f"rendering {view.stem}")
-            units.append(_render_unit(view, folder))
+            units.append(_render_unit(view, folder, data_root))
             progress.advance(task)
         speed = speed_unit(Path(results))
         if speed is not None:
@@ -124,7 +126,7 @@ def _protocol_lines(views: list[SectionView]) -> list[str]:
     return lines
 
 
-def _render_unit(view: SectionView, folder: OutputFolder) -> Unit:
+def _render_unit(view: SectionView, folder: OutputFolder, data_root: str | None = None) -> Unit:
     tables = build_tables(view)
     for table in tables:
         _write_table(folder, table)
@@ -134,7 +136,7 @@ def _render_unit(view: SectionView, folder: OutputFolder) -> Unit:
     for figure in figures:
         folder.write(f"figures/{figure.name}.png", figure.png)
         folder.write(f"figures/{figure.name}.pdf", figure.pdf)
-    grids, grid_notes = build_grids(view)
+    grids, grid_notes = build_grids(view, data_root)
     for grid in grids:
         folder.write(f"grids/{grid.name}.png", grid.png)
     notes = ([] if view.spec.tables else list(view.notes)) + figure_notes + grid_notes
