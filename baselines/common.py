@@ -69,6 +69,9 @@ class DiffusionMethod(Method):
     # 100 images at 0.377 -> 0.236 s/image; benchmarks/NOTES-baselines.md): from ~5 cells.
     compile_pays_after = {"compile": 5}
     random_weights = {"base_model": SD15_RANDOM, "revision": None}
+    fit_steps_field = "steps"
+    # varbench check-method: the tiny random-init parts, 64 px, 4 fit and 4 sampler steps
+    tiny_config = {"base_model": TINY, "revision": None, "resolution": 64, "sample_steps": 4, "steps": 4}
 
     def __init__(self, config: Any = None):
         super().__init__(config)

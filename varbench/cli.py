@@ -139,6 +139,31 @@ def _prepare_for_check(protocol: str, options: Any) -> tuple:
 
 
 @app.command()
+def rehearse(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol name or YAML path."),
+    subjects: Optional[str] = typer.Option(None, "--subjects", help="Subjects to run (default: the first)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these arms or methods."),
+    fit_steps: int = typer.Option(10, "--fit-steps", help="Optimizer steps of each shortened fit."),
+    prompts: int = typer.Option(2, "--prompts", help="Prompts per subject."),
+    images_per_prompt: int = typer.Option(2, "--images-per-prompt"),
+    results: Path = RESULTS,
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+) -> None:
+    """Full-size rehearsal: every arm at its real size with random weights, short fits; time and
+    peak memory per phase, and the protocol's projected GPU-hours."""
+    from varbench.rehearsal import RehearsalOptions, rehearse as run_rehearsal
+
+    for name, value in (("--fit-steps", fit_steps), ("--prompts", prompts), ("--images-per-prompt", images_per_prompt)):
+        if value < 1:
+            raise UserError(f"{name} is {value}", name, "Use a positive number.")
+    options = RehearsalOptions(results=results, subjects=_split(subjects), methods=_split(methods),
+                               fit_steps=fit_steps, prompts=prompts, images_per_prompt=images_per_prompt,
+                               device=device, data_root=data_root)
+    typer.echo(run_rehearsal(protocol, options))
+
+
+@app.command()
 def score(
     images: Path = typer.Argument(..., help="Image folder: IMAGES/<subject>/<prompt index>_<sample index>.png, "
                                   "or the folder a --manifest's paths are relative to."),

@@ -110,6 +110,13 @@ class Method(ABC):
     # nothing to download; timings and memory are real, images and scores are not).
     # None: the method has no such stand-in, and the rehearsal refuses it.
     random_weights: ClassVar[dict[str, Any] | None] = None
+    # The Config field that counts a fit's optimizer steps (`varbench rehearse` shortens it
+    # and projects the full fit from the measured time per step); None: no such field.
+    fit_steps_field: ClassVar[str | None] = None
+    # Config values for a tiny cell (random-init backbone, 64 px, a few steps: seconds on a
+    # CPU) that `varbench check-method` and `varbench.testing.check_method` fit to check
+    # the rules the runner relies on (varbench.conformance); {} means the defaults.
+    tiny_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

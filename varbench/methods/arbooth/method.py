@@ -33,6 +33,8 @@ class ARBooth(Method):
     # of 100 (benchmarks/NOTES-speed-layer.md).
     compile_pays_after = {"compile_blocks": 1, "compile_generation": 7}
     random_weights = {"weights": "random", "vae_weights": "random", "text_encoder": "random"}
+    fit_steps_field = "iterations"
+    tiny_config = {"model": "infinity-tiny", "resolution": 64, "iterations": 4}  # varbench check-method
 
     def __init__(self, config: ARBoothConfig | None = None):
         super().__init__(config)
