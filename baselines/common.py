@@ -70,6 +70,7 @@ class DiffusionMethod(Method):
     compile_pays_after = {"compile": 5}
     random_weights = {"base_model": SD15_RANDOM, "revision": None}
     fit_steps_field = "steps"
+    rehearsal_config = {"num_class_images": 2, "class_batch_size": 2}  # class images: shared per class
     # varbench check-method: the tiny random-init parts, 64 px, 4 fit and 4 sampler steps
     tiny_config = {"base_model": TINY, "revision": None, "resolution": 64, "sample_steps": 4, "steps": 4}
 

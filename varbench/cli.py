@@ -149,6 +149,8 @@ def rehearse(
     results: Path = RESULTS,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    measured: Optional[Path] = typer.Option(None, "--measured", help="Only project PROTOCOL from an earlier "
+                                            "rehearsal's rehearsal.json (runs nothing)."),
 ) -> None:
     """Full-size rehearsal: every arm at its real size with random weights, short fits; time and
     peak memory per phase, and the protocol's projected GPU-hours."""
@@ -159,7 +161,7 @@ def rehearse(
             raise UserError(f"{name} is {value}", name, "Use a positive number.")
     options = RehearsalOptions(results=results, subjects=_split(subjects), methods=_split(methods),
                                fit_steps=fit_steps, prompts=prompts, images_per_prompt=images_per_prompt,
-                               device=device, data_root=data_root)
+                               device=device, data_root=data_root, measured=measured)
     typer.echo(run_rehearsal(protocol, options))
 
 

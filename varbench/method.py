@@ -113,6 +113,9 @@ class Method(ABC):
     # The Config field that counts a fit's optimizer steps (`varbench rehearse` shortens it
     # and projects the full fit from the measured time per step); None: no such field.
     fit_steps_field: ClassVar[str | None] = None
+    # Config values the rehearsal sets to cut one-time work out of the measured fit (e.g.
+    # fewer prior-preservation class images, which are shared per class, not per step).
+    rehearsal_config: ClassVar[dict[str, Any]] = {}
     # Config values for a tiny cell (random-init backbone, 64 px, a few steps: seconds on a
     # CPU) that `varbench check-method` and `varbench.testing.check_method` fit to check
     # the rules the runner relies on (varbench.conformance); {} means the defaults.

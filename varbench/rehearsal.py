@@ -11,6 +11,8 @@ real, images and scores are not.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ NOTE = "random weights at the real sizes: timings and memory only, never image q
 class RehearsalOptions:
     results: Path = Path("results")
     subjects: list[str] | None = None  # default: the dataset's first subject
+    measured: Path | None = None  # project from an earlier rehearsal's rehearsal.json, run nothing
     methods: list[str] | None = None  # arms or methods (default: all)
     fit_steps: int = 10
     prompts: int = 2
@@ -43,6 +46,11 @@ def rehearse(protocol_name: str, options: RehearsalOptions) -> str:
     from varbench.runner import run_protocol
 
     real = load_protocol(protocol_name)
+    if options.measured is not None:  # e.g. measured on a GPU machine that lacks the dataset
+        _, real_cells = prepare(protocol_name, RunOptions(data_root=options.data_root, methods=options.methods,
+                                                          dry_run=True))
+        figures = [ArmFigures(**entry) for entry in json.loads(Path(options.measured).read_text())]
+        return format_table(figures, real, real_cells)
     edited = write_rehearsal_protocol(protocol_name, options)
     run_options = RunOptions(results=options.results, device=options.device, subjects=options.subjects,
                              methods=options.methods, data_root=options.data_root, random_weights=True,
@@ -54,9 +62,11 @@ def rehearse(protocol_name: str, options: RehearsalOptions) -> str:
     _, cells = prepare(str(edited), run_options)
     _, real_cells = prepare(protocol_name, RunOptions(data_root=options.data_root, methods=options.methods,
                                                       dry_run=True))
-    table = format_table(measure(options.results, cells), real, real_cells)
-    out = Path(options.results) / cells[0].protocol.name / "rehearsal.md"
-    out.write_text(table)
+    figures = measure(options.results, cells)
+    table = format_table(figures, real, real_cells)
+    folder = Path(options.results) / cells[0].protocol.name
+    (folder / "rehearsal.json").write_text(json.dumps([dataclasses.asdict(f) for f in figures], indent=1))
+    (folder / "rehearsal.md").write_text(table)
     return table
 
 
@@ -72,7 +82,9 @@ def write_rehearsal_protocol(protocol_name: str, options: RehearsalOptions) -> P
         if field is None:
             raise UserError(f"method {arm['method']!r} names no fit-steps field to shorten", "rehearse",
                             "Give the method class a 'fit_steps_field' (varbench.method.Method).")
-        arm.setdefault("config", {})[field] = options.fit_steps
+        fields = {f.name for f in dataclasses.fields(get_method(arm["method"]).Config)}
+        extra = {k: v for k, v in get_method(arm["method"]).rehearsal_config.items() if k in fields}
+        arm.setdefault("config", {}).update({**extra, field: options.fit_steps})
     folder = Path(options.results) / f"{data['name']}-random"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "rehearsal.yaml"
@@ -144,5 +156,5 @@ def format_table(figures: list[ArmFigures], real: Any, real_cells: list[Any]) ->
                      f"{entry.generate_s_per_image:.3f} | {entry.score_s_per_image:.4f} | "
                      + " | ".join(f"{p:.1f}" for p in peaks) + f" | {hours:.2f} |")
     lines += ["", f"Projected GPU-hours of all {len(real_cells)} cells of `{real.name}`: {total:.2f} "
-              "(loading counted per cell; class images and teacher pools inside the fit rates)."]
+              "(loading counted per cell; prior-preservation class images, shared per class, not included)."]
     return "\n".join(lines) + "\n"
