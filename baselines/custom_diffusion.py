@@ -78,6 +78,7 @@ class CustomDiffusion(DiffusionMethod):
     version = "2"  # 2: the VAE encodes subject images in plain bf16, as the release does (1: under autocast)
     Config = CustomDiffusionConfig
     description = "Custom Diffusion: cross-attention K/V + modifier token (Stable Diffusion 1.5)"
+    tiny_config = {**DiffusionMethod.tiny_config, "num_class_images": 2}
 
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.modifier_token} {class_noun}"

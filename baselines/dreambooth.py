@@ -51,6 +51,7 @@ class DreamBooth(DiffusionMethod):
     version = "1"
     Config = DreamBoothConfig
     description = "DreamBooth: full UNet fine-tuning with prior preservation (Stable Diffusion 1.5)"
+    tiny_config = {**DiffusionMethod.tiny_config, "num_class_images": 2}
 
     def subject_phrase(self, class_noun: str) -> str:
         return f"{self.config.identifier} {class_noun}"

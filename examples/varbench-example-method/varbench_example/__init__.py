@@ -50,6 +50,7 @@ class ReferenceCopy(Method):
     Config = Config
     description = "Returns a reference photo: fidelity ceiling, prompt-following floor."
     family = "reference"  # no generative model: reports draw it apart from the real methods
+    tiny_config = {"resolution": 64}  # `varbench check-method reference_copy` (nothing to shrink)
 
     def subject_phrase(self, class_noun: str) -> str:
         return class_noun
