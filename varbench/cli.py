@@ -17,7 +17,18 @@ data_app = typer.Typer(help="Download and verify datasets.", no_args_is_help=Tru
 app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
 
-RESULTS = typer.Option(Path("results"), "--results", help="Results root folder.")
+def _absolute(value: Optional[Path]) -> Optional[Path]:
+    """Paths as absolute (not resolved: a symlinked root stays visible as one), so every
+    error and message names the full path."""
+    return value.absolute() if value is not None else None
+
+
+def _absolute_text(value: Optional[str]) -> Optional[str]:
+    return str(Path(value).expanduser().absolute()) if value else value
+
+
+RESULTS = typer.Option(Path("results"), "--results", help="Results root folder.", callback=_absolute)
+DATA_ROOT = typer.Option(None, "--data-root", callback=_absolute_text, help="Local dataset folder (overrides the cache).")
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -71,7 +82,7 @@ def run(
     backbones: str = typer.Option("as-written", "--backbones", help="as-written, or random: every model and metric "
                                   "encoder at its real size with random weights (a rehearsal: real time and memory, "
                                   "meaningless images and scores; results under PROTOCOL-random)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    data_root: Optional[str] = DATA_ROOT,
     launcher: str = typer.Option("inprocess", "--launcher", help="inprocess, local (one worker per GPU) or slurm."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Local launcher devices: '0,1,2' ('cpu,cpu' for CPU workers)."),
     partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition."),
@@ -101,7 +112,7 @@ def run(
 @app.command()
 def check(
     protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol name or YAML path."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    data_root: Optional[str] = DATA_ROOT,
     results: Path = RESULTS,
     methods: Optional[str] = typer.Option(None, "--methods", help="Only these arms or methods (comma-separated)."),
     backbones: str = typer.Option("as-written", "--backbones", help="as-written, or random (the rehearsal)."),
@@ -148,7 +159,7 @@ def rehearse(
     images_per_prompt: int = typer.Option(2, "--images-per-prompt"),
     results: Path = RESULTS,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    data_root: Optional[str] = DATA_ROOT,
     measured: Optional[Path] = typer.Option(None, "--measured", help="Only project PROTOCOL from an earlier "
                                             "rehearsal's rehearsal.json (runs nothing)."),
 ) -> None:
@@ -167,17 +178,20 @@ def rehearse(
 
 @app.command()
 def score(
-    images: Path = typer.Argument(..., help="Image folder: IMAGES/<subject>/<prompt index>_<sample index>.png, "
-                                  "or the folder a --manifest's paths are relative to."),
+    images: Path = typer.Argument(..., callback=_absolute, help="Image folder: IMAGES/<subject>/<prompt index>_"
+                                  "<sample index>.png, or the folder a --manifest's paths are relative to."),
     dataset: str = typer.Option("dreambench", "--dataset", help="dreambench, vico or folder (your own subjects)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache; "
-                                            "required for --dataset folder)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSONL with image, subject, prompt "
-                                            "[, sample] instead of the folder layout."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", callback=_absolute_text,
+                                            help="Local dataset folder (overrides the cache; required for "
+                                            "--dataset folder)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", callback=_absolute,
+                                            help="CSV or JSONL with image, subject, prompt [, sample] instead "
+                                            "of the folder layout."),
     identifier: Optional[str] = typer.Option(None, "--identifier", help="Token to strip from manifest prompts for "
                                              "CLIP-T ('a sks dog' -> 'a dog')."),
     mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),
-    backbones: str = typer.Option("real", "--backbones", help="real (published weights), tiny or random (random-init)."),
+    backbones: str = typer.Option("real", "--backbones",
+                                  help="real (published weights), tiny or random (random-init)."),
     name: str = typer.Option("external", "--name", help="Arm name the images are shown under in reports."),
     results: Path = RESULTS,
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Store them beside this protocol's runs "
@@ -270,8 +284,9 @@ def report(
     spec: Optional[Path] = typer.Option(None, "--spec", help="Report spec YAML (default: report/paper.yaml)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out folder that no earlier report "
                                "wrote (files varbench did not write are never deleted)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder for the reference photos of "
-                                            "the sample grids (default: the cache copy; never downloaded)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", callback=_absolute_text,
+                                            help="Dataset folder for the reference photos of the sample grids "
+                                            "(default: the cache copy; never downloaded)."),
 ) -> None:
     """Render tables, plots, sample grids and one self-contained HTML report."""
     from varbench.report.render import render_report
@@ -355,7 +370,8 @@ def data_fetch(
 @data_app.command("verify")
 def data_verify(
     name: str = typer.Argument(..., help="dreambench or vico"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Dataset folder (default: the cache)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", callback=_absolute, help="Dataset folder "
+                                             "(default: the cache)."),
 ) -> None:
     """Check every file of a dataset against the sha256 manifest shipped with varbench."""
     from varbench.data.fetch import verify_dataset
@@ -367,7 +383,7 @@ def data_verify(
 @app.command()
 def calibrate(
     name: str = typer.Argument("dreambench", help="Dataset to calibrate on."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local dataset folder (overrides the cache)."),
+    data_root: Optional[str] = DATA_ROOT,
     backbones: str = typer.Option("real", "--backbones", help="real (published weights) or tiny (random-init)."),
     device: str = typer.Option("auto", "--device"),
     mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),

@@ -81,6 +81,8 @@ def print_projection(root: Path, cells: list[Cell], retry_failed: bool) -> None:
     if bench is None or not todo:
         return
     hours = planned_hours(todo, bench["rows"])
+    if not any(hours.values()):
+        return
     parts = [f"{arm} {sum(h.values()):.2f}" if h else f"{arm} not measured" for arm, h in hours.items()]
     total = sum(sum(h.values()) for h in hours.values() if h)
     console.print(f"projected GPU-hours of the pending cells on {bench.get('device', '?')} (varbench bench): "
