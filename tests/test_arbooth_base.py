@@ -60,7 +60,7 @@ def test_missing_released_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
     monkeypatch.delenv("VARBENCH_INFINITY_DIR", raising=False)
-    with pytest.raises(UserError, match="infinity_2b_reg.pth.*huggingface-cli download FoundationVision/Infinity"):
+    with pytest.raises(UserError, match="infinity_2b_reg.pth.*hf download FoundationVision/Infinity"):
         make().load_base(context(tmp_path))
     wrong = tmp_path / "infinity_2b_reg.pth"
     wrong.write_bytes(b"not the checkpoint")

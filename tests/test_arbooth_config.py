@@ -41,7 +41,8 @@ def test_defaults_are_the_released_values():
     # fp32 master weights and the KV-cached teacher are fixed by default; the rest as released.
     assert quirk_settings(config) == {
         "quirk_lvl_embed": "faithful", "quirk_next_input": "faithful", "quirk_teacher_attention": "fixed",
-        "quirk_distill_softmax": "faithful", "quirk_optimizer_steps": "faithful", "quirk_bf16_weights": "fixed"}
+        "quirk_distill_softmax": "faithful", "quirk_optimizer_steps": "faithful", "quirk_bf16_weights": "fixed",
+        "quirk_uint8": "faithful"}
     assert set(quirk_settings(config)) == set(QUIRKS)
 
 

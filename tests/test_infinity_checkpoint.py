@@ -72,7 +72,7 @@ def test_missing_or_incomplete_release_files(tmp_path, monkeypatch):
         load_transformer("infinity-2b")
     line = str(err.value)
     assert "infinity_2b_reg.pth not found" in line
-    assert "huggingface-cli download FoundationVision/Infinity infinity_2b_reg.pth" in line
+    assert "hf download FoundationVision/Infinity infinity_2b_reg.pth" in line
     assert "VARBENCH_INFINITY_DIR" in line
     (tmp_path / INFINITY_2B_FILE.filename).write_bytes(b"\0" * 1000)
     with pytest.raises(UserError, match="1,000 bytes, expected 8,819,295,332"):

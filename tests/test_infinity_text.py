@@ -72,6 +72,6 @@ def test_missing_flan_t5_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
     with pytest.raises(UserError, match="google/flan-t5-xl") as err:
         load_text_encoder("google/flan-t5-xl")
-    assert "huggingface-cli download google/flan-t5-xl" in str(err.value)
+    assert "hf download google/flan-t5-xl" in str(err.value)
     with pytest.raises(UserError, match="model folder not found"):
         load_text_encoder("google/flan-t5-xl", local=tmp_path / "nowhere")

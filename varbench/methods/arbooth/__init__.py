@@ -11,6 +11,7 @@
   fit.py            one subject's fit from start to end
   model.py          the personalized model: generate, save; restore from an artifact
   artifact.py       arbooth.safetensors: trained tensors + base identity
+  release.py        importing a subject model of the ARBooth release as an artifact (varbench import arbooth)
   method.py         the Method plugin
   flops.py, bench.py  FLOP count and GPU benchmark of one iteration
 See README.md for the released-code quirks ("Fidelity").

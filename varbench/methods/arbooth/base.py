@@ -9,9 +9,12 @@ The transformer is loaded in fp32 (the tuned tensors start from exact pretrained
 `training.prepare_storage` then stores the untuned blocks in bf16 on CUDA), with the
 config's `lvl_embed` quirk and drop-path rate.
 
-The base's `identity` names the checkpoint files (name and size) or the random-init seed;
-artifacts record it so that one made for another base is refused, and teacher pools are
-keyed by it.
+The base's `identity` names the checkpoint files (name and size) or the random-init seed,
+and what loading the transformer file dropped or resized to match the model (legacy
+buffers, a null text of another length: see models/infinity/checkpoint.py; absent for a
+file that matches exactly); artifacts record it so that one made for another base is
+refused, and teacher pools are keyed by it. `base_identity` computes it from the config
+and those notes alone: the release importer (release.py) loads the transformer only.
 
 Speed: the Infinity speed layer (varbench.models.infinity.fast) is switched on with one
 call, `accelerate`, whose options `speed_options` derives from the config's execution
@@ -34,13 +37,14 @@ from varbench.models.infinity.factory import (
     VAE_FILES,
     build_infinity,
     build_vae,
-    load_transformer,
+    load_transformer_noting,
     load_vae,
 )
 from varbench.models.infinity.pipeline import InfinityPipeline
 from varbench.models.infinity.sampler import SamplingConfig
 from varbench.models.infinity.schedule import ScaleSchedule, schedule_for_pixels
-from varbench.models.infinity.text import RANDOM, build_random_text_encoder, load_text_encoder
+from varbench.models.infinity.text import FLAN_T5_XL, RANDOM, build_random_text_encoder, load_text_encoder
+from varbench.models.infinity.transformer import Infinity
 from varbench.weights import resolve_file
 
 
@@ -63,6 +67,7 @@ def model_overrides(config: ARBoothConfig) -> dict[str, Any]:
 def generation_sampling(config: ARBoothConfig) -> SamplingConfig:
     return SamplingConfig(cfg=config.cfg, tau=config.tau, top_k=config.top_k, top_p=config.top_p,
                           next_input="area" if config.faithful("quirk_next_input") else "trilinear",
+                          to_uint8="truncate" if config.faithful("quirk_uint8") else "round",
                           amp=config.amp)
 
 
@@ -110,15 +115,39 @@ def describe_file(path: Path | None, seed: int) -> dict[str, Any]:
     return {"file": path.name, "bytes": size}
 
 
+def text_encoder_name(config: ARBoothConfig) -> str:
+    """The name `load_base` gives the text encoder of `config` (part of the identity)."""
+    size = get_size(config.model)
+    if size.text_encoder != "tiny" and config.text_encoder == RANDOM:
+        return f"{FLAN_T5_XL} ({RANDOM} weights)"  # build_random_text_encoder's name
+    return size.text_encoder
+
+
+def base_identity(config: ARBoothConfig, paths: tuple[Path | None, Path | None],
+                  load_notes: dict[str, Any]) -> dict[str, Any]:
+    """Which weights `config` loads (module docstring): `paths` from `weight_paths`,
+    `load_notes` what loading the transformer file dropped or resized."""
+    transformer_path, vae_path = paths
+    return {"model": config.model, "transformer": {**describe_file(transformer_path, config.init_seed), **load_notes},
+            "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": text_encoder_name(config)}
+
+
+def load_base_transformer(config: ARBoothConfig, path: Path | None,
+                          device: torch.device) -> tuple[Infinity, dict[str, Any]]:
+    """The transformer of `config` from `path` (None: random init), fp32, with quirk 1 and
+    drop path set, and its load notes."""
+    overrides = model_overrides(config)
+    if path is None:
+        return build_infinity(config.model, device=device, seed=config.init_seed, **overrides), {}
+    return load_transformer_noting(config.model, path, device=device, **overrides)
+
+
 def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
     """The base model of `config` on `device` (module docstring)."""
     size = get_size(config.model)
-    transformer_path, vae_path = weight_paths(config)
-    overrides = model_overrides(config)
-    if transformer_path is None:
-        model = build_infinity(config.model, device=device, seed=config.init_seed, **overrides)
-    else:
-        model = load_transformer(config.model, transformer_path, device=device, **overrides)
+    paths = weight_paths(config)
+    transformer_path, vae_path = paths
+    model, load_notes = load_base_transformer(config, transformer_path, device)
     vae = build_vae(config.model, device, config.init_seed) if vae_path is None else load_vae(
         config.model, vae_path, device)
     if size.text_encoder == "tiny":
@@ -133,6 +162,5 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
     random_init = transformer_path is None or vae_path is None or encoder.name != size.text_encoder
     pipeline = InfinityPipeline(model, vae, encoder, size, random_init=random_init, schedule=schedule,
                                 sampling=generation_sampling(config))
-    identity = {"model": config.model, "transformer": describe_file(transformer_path, config.init_seed),
-                "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": encoder.name}
+    identity = base_identity(config, paths, load_notes)
     return ARBoothBase(pipeline, identity, accelerate(pipeline, speed_options(config, device, "generate")))

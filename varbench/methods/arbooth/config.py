@@ -22,6 +22,9 @@ Released-code quirks (see README.md, "Fidelity"): each is a field that reads "fa
                                CE and distillation rows in one batched forward.
   quirk_bf16_weights       (6) trained tensors stored in bf16 with no fp32 master copy, so
                                small updates round away. Default fixed (fp32 master weights).
+  quirk_uint8              (8) generated images become 8 bits by truncation,
+                               `((x + 1) / 2).mul(255).to(uint8)`, as both releases do. Default
+                               faithful; "fixed" rounds to the nearest level.
 Quirk (7) (evaluation) belongs to the `dreammatcher` metric mode, not to this method.
 
 Pure Python (no torch): protocols validate arms without loading a model.
@@ -37,7 +40,7 @@ from varbench.schema import EXECUTION
 Fidelity = Literal["faithful", "fixed"]
 LayerName = Literal["sa", "ca", "ffn", "identifier", "all"]
 QUIRKS = ("quirk_lvl_embed", "quirk_next_input", "quirk_teacher_attention", "quirk_distill_softmax",
-          "quirk_optimizer_steps", "quirk_bf16_weights")
+          "quirk_optimizer_steps", "quirk_bf16_weights", "quirk_uint8")
 
 
 @dataclass
@@ -136,6 +139,7 @@ class ARBoothConfig:
     quirk_distill_softmax: Fidelity = "faithful"
     quirk_optimizer_steps: Fidelity = "faithful"
     quirk_bf16_weights: Fidelity = "fixed"
+    quirk_uint8: Fidelity = "faithful"
 
     def faithful(self, quirk: str) -> bool:
         """True when quirk field `quirk` (e.g. "quirk_lvl_embed") reproduces the release."""

@@ -10,7 +10,7 @@ top to bottom (plain PyTorch, eager):
   autoencoder.py  the CNN encoder/decoder of the BSQ tokenizer
   bsq.py          multi-scale binary spherical quantization, bitwise self-correction
   text.py         Flan-T5-XL (or a tiny T5) with the placeholder hook
-  checkpoint.py   safe, strict checkpoint reading and loading
+  checkpoint.py   safe, strict checkpoint reading and loading (accepting what the official loader accepts)
   factory.py      build_* (random init) and load_* (released weights)
   sampler.py      next-scale sampling with KV cache, CFG, per-image seeds
   pipeline.py     text -> images: InfinityPipeline, load_infinity
@@ -25,14 +25,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "InfinityConfig": "config", "TokenizerConfig": "config", "ModelSize": "config", "get_size": "config",
-    "size_names": "config", "ScaleSchedule": "schedule", "get_schedule": "schedule",
-    "schedule_for_pixels": "schedule", "Infinity": "transformer", "Condition": "transformer",
-    "bit_logits": "transformer", "BSQTokenizer": "bsq", "TokenMaps": "bsq", "multiscale_quantize": "bsq",
-    "TextEncoder": "text", "TextFeatures": "text", "load_text_encoder": "text",
+    "InfinityConfig": "architecture", "TokenizerConfig": "architecture", "ModelSize": "architecture",
+    "get_size": "architecture", "size_names": "architecture", "ScaleSchedule": "schedule",
+    "get_schedule": "schedule", "schedule_for_pixels": "schedule", "Infinity": "transformer",
+    "Condition": "transformer", "bit_logits": "transformer", "BSQTokenizer": "bsq", "TokenMaps": "bsq",
+    "multiscale_quantize": "bsq", "TextEncoder": "text", "TextFeatures": "text", "load_text_encoder": "text",
     "build_tiny_text_encoder": "text", "build_infinity": "factory", "build_vae": "factory",
-    "load_transformer": "factory", "load_vae": "factory", "SamplingConfig": "sampler",
-    "SampleOutput": "sampler", "sample": "sampler", "InfinityPipeline": "pipeline", "load_infinity": "pipeline",
+    "load_transformer": "factory", "load_transformer_noting": "factory", "load_vae": "factory",
+    "SamplingConfig": "sampler", "SampleOutput": "sampler", "sample": "sampler", "InfinityPipeline": "pipeline",
+    "load_infinity": "pipeline",
 }
 __all__ = sorted(_EXPORTS)
 

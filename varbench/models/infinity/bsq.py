@@ -11,7 +11,9 @@ Quantizing z on a scale schedule, coarse to fine:
         summed = summed + upsample(code_k) to the final grid  ("trilinear" = bilinear here)
         input of scale k+1 = resize(summed) to scale k+1's grid
 
-Decoding: decoder(summed), clamped to [-1, 1]. The transformer sees the inputs and
+Decoding: decoder(summed), clamped to [-1, 1]; to 8 bits by rounding (varbench) or, as
+both releases do (`(img + 1) / 2`, `.mul_(255).to(torch.uint8)`), by truncation: a
+pixel then reads on average half a level darker. The transformer sees the inputs and
 predicts the bits. Bitwise self-correction (training): after computing bits_k, flip each
 bit with probability p_k drawn per scale from U{0, 0.01, ..., max}, and build `summed` (and
 so every later residual, label and input) from the flipped code; the labels of scale k
@@ -36,6 +38,7 @@ from varbench.models.infinity.architecture import TokenizerConfig
 from varbench.models.infinity.schedule import ScaleSchedule
 
 Interpolation = Literal["trilinear", "area"]
+ToUint8 = Literal["round", "truncate"]
 
 
 # ---- bits, codes and resizing (shared with the sampler) ---------------------------------
@@ -189,6 +192,10 @@ class BSQTokenizer(nn.Module):
         return self
 
 
-def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+def images_to_uint8(images: torch.Tensor, to_uint8: ToUint8 = "round") -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded or truncated (module docstring)."""
+    if to_uint8 == "truncate":  # the releases' expression, in its order of operations
+        levels = ((images.float() + 1) / 2).mul(255).clamp(0, 255)
+    else:
+        levels = ((images.float() + 1) * 127.5).round().clamp(0, 255)
+    return levels.to(torch.uint8).permute(0, 2, 3, 1)  # float -> uint8 truncates

@@ -5,6 +5,14 @@ runs), `.safetensors` through safetensors; a folder means sharded safetensors.
 Strict: every checkpoint tensor must find a model tensor of the same shape and every
 model tensor must be filled, otherwise one `UserError` lists the offending keys.
 
+Release-compatible: a transformer file also loads where the official loader
+(`Infinity.load_state_dict`, FoundationVision/Infinity infinity/models/infinity.py) would
+load it: that loader drops the buffers of older model code (`LEGACY_BUFFERS`) and fits
+`cfg_uncond` to the model's text length, cutting extra rows or padding with the rows of
+its own freshly initialised null text (`released_null_text`). Everything else stays
+strict. What was dropped or resized is returned as notes for the caller to record (ARBooth:
+the base identity).
+
 The released files (hub repo FoundationVision/Infinity):
   infinity_2b_reg.pth       plain fp32 state dict of the 2B transformer (694 tensors)
   infinity_vae_d32reg.pth   the tokenizer under key "vae"
@@ -29,6 +37,10 @@ INFINITY_2B_FILE = WeightFile(HUB_REPO, "infinity_2b_reg.pth", size=8_819_295_33
 VAE_D32REG_FILE = WeightFile(HUB_REPO, "infinity_vae_d32reg.pth", size=1_557_324_701, env_var=ENV_VAR)
 VAE_KEY = "vae"
 _SHOWN = 8  # keys listed per category in a mismatch error
+# Buffers that older Infinity code registered and saved; the official loader pops them
+# (and varbench's model has none), so a file that still carries them loads.
+LEGACY_BUFFERS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "Infinity_invisible_qlen")
+NULL_TEXT = "cfg_uncond"
 
 
 def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -40,10 +52,8 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
         from safetensors.torch import load_file
 
         data = _guarded(lambda: load_file(str(path)), path)
-    elif path.is_file():
-        data = _guarded(lambda: _torch_load(path), path)
     else:
-        raise UserError("checkpoint not found", str(path), "Check the path.")
+        data = read_checkpoint(path)
     if key is not None:
         if not isinstance(data, Mapping) or key not in data:
             found = sorted(data)[:_SHOWN] if isinstance(data, Mapping) else type(data).__name__
@@ -54,6 +64,15 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
         raise UserError("checkpoint is not a plain state dict of tensors", str(path),
                         "Use the released weights file (or a file saved with state_dict()).")
     return dict(data)
+
+
+def read_checkpoint(path: str | Path):
+    """Whatever a `.pth` file holds (tensors, dicts, lists, numbers, strings), read without
+    running pickled code; anything else is one `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("checkpoint not found", str(path), "Check the path.")
+    return _guarded(lambda: _torch_load(path), path)
 
 
 def _torch_load(path: Path):
@@ -134,12 +153,51 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,
         elif not torch.equal(state[key].cpu(), value.cpu()):
             raise UserError(f"checkpoint constant {key} has unexpected values", where,
                             "Use the released file for this model.")
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    problems = key_mismatch(shapes, state)
-    if any(problems.values()):
-        raise UserError(_mismatch_line(problems), where,
-                        "Use the checkpoint made for this model size (and the tokenizer file for the VAE).")
+    check_keys({k: v.shape for k, v in model.state_dict().items()}, state, where,
+               "Use the checkpoint made for this model size (and the tokenizer file for the VAE).")
     model.load_state_dict(state, strict=True, assign=assign)
+
+
+def check_keys(model_shapes: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], where: str,
+               fix: str) -> None:
+    """One `UserError` listing missing, unexpected and wrongly shaped keys, if any."""
+    problems = key_mismatch(model_shapes, state)
+    if any(problems.values()):
+        raise UserError(_mismatch_line(problems), where, fix)
+
+
+def release_compatible(state: Mapping[str, torch.Tensor], null_text_shape: tuple[int, int]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """`state` as the official Infinity loader sees it, and notes of what that changed.
+
+    Legacy buffers are dropped; `cfg_uncond` (the learned null text) is cut to the model's
+    rows or padded with the rows that follow in the release's initial null text. Notes:
+    {"dropped": [names]} and {"resized": {"cfg_uncond": [file rows, model rows]}}, only
+    for what happened (a file the model matches exactly gets no notes).
+    """
+    state, notes = dict(state), {}
+    dropped = sorted(name for name in LEGACY_BUFFERS if state.pop(name, None) is not None)
+    if dropped:
+        notes["dropped"] = dropped
+    null = state.get(NULL_TEXT)
+    rows, channels = null_text_shape
+    if null is not None and null.dim() == 2 and null.shape[1] == channels and null.shape[0] != rows:
+        notes["resized"] = {NULL_TEXT: [int(null.shape[0]), rows]}
+        if null.shape[0] > rows:
+            state[NULL_TEXT] = null[:rows]
+        else:
+            pad = released_null_text(rows, channels)[null.shape[0]:]
+            state[NULL_TEXT] = torch.cat([null.to(pad.dtype), pad])  # fp32, as the model's null text
+    return state, notes
+
+
+def released_null_text(rows: int, channels: int) -> torch.Tensor:
+    """The release's initial `cfg_uncond`: a (rows, channels) normal of std 1.2 truncated to
+    [-2, 2], drawn on the CPU from a generator seeded 0, divided by sqrt(channels). The
+    official loader pads a short file's null text with these rows."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    values = torch.nn.init.trunc_normal_(torch.empty(rows, channels), std=1.2, generator=generator)
+    return values / channels ** 0.5
 
 
 def _mismatch_line(problems: dict[str, list[str]]) -> str:

@@ -7,6 +7,9 @@
 
 Loaded checkpoints are fp32; `dtype` (e.g. torch.bfloat16 for inference) applies to the
 transformer blocks only, the small top-level modules stay fp32 (as the release does).
+A transformer file loads if the official loader would load it (legacy buffers dropped,
+`cfg_uncond` fitted: checkpoint.release_compatible); `load_transformer_noting` also
+returns what that changed, for the caller to record.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 from varbench.errors import UserError
 from varbench.models.infinity.bsq import BSQTokenizer
 from varbench.models.infinity.checkpoint import (INFINITY_2B_FILE, VAE_D32REG_FILE, VAE_KEY, canonical_vae_keys,
-                                                 load_strict, read_state_dict)
+                                                 load_strict, read_state_dict, release_compatible)
 from varbench.models.infinity.architecture import ModelSize, get_size
 from varbench.models.infinity.transformer import Infinity
 from varbench.weights import WeightFile, resolve_file
@@ -72,13 +75,21 @@ def load_transformer(name: str = "infinity-2b", weights: str | Path | None = Non
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                      **overrides) -> Infinity:
     """The transformer with its released weights (or `weights`: a file or safetensors folder)."""
+    return load_transformer_noting(name, weights, device, dtype, **overrides)[0]
+
+
+def load_transformer_noting(name: str = "infinity-2b", weights: str | Path | None = None,
+                            device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                            **overrides) -> tuple[Infinity, dict]:
+    """`load_transformer`, and the notes of what the release-compatible load dropped or
+    resized (empty for a file that matches the model exactly)."""
     size = get_size(name)
     path = _weights_path(size, TRANSFORMER_FILES, weights, "transformer")
-    state = read_state_dict(path)
     model = build_infinity(name, device="meta", **overrides)
+    state, notes = release_compatible(read_state_dict(path), tuple(model.cfg_uncond.shape))
     load_strict(model, state, str(path), assign=True)
     model.to(device)
-    return model.cast_blocks(dtype) if dtype != torch.float32 else model
+    return (model.cast_blocks(dtype) if dtype != torch.float32 else model), notes
 
 
 def load_vae(name: str = "infinity-2b", weights: str | Path | None = None,

@@ -20,13 +20,15 @@ the decoder may move a pixel by one level). In bf16 on a GPU, kernels chosen per
 size round differently, so a rare draw that lands within that rounding of its threshold
 can flip: fix the batch size when bit-exact reruns matter.
 
-Released-code quirks of ARBooth's teacher sampler (`SamplingConfig`):
+Released-code quirks of ARBooth's samplers (`SamplingConfig`):
   (2) `next_input="area"`: the release built the next-scale input with area resizing at
       inference/teacher sampling, while training used trilinear. Default "trilinear"
       (consistent with training, as the Infinity release samples).
   (3) `attention="released_teacher"`: the release's teacher ran without KV cache, so each
       scale attended only to its own tokens, and with RoPE positions taken from the start
       of the table (offset 0) instead of the scale's own. Default "kv_cache" (correct).
+  (8) `to_uint8="truncate"`: both releases turn decoded images into 8 bits by truncation
+      (`(img + 1) / 2` then `.mul_(255).to(torch.uint8)`). Default "round".
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ from typing import Literal
 
 import torch
 
-from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, bits_to_codes, flatten_grid, images_to_uint8,
-                                          resize)
+from varbench.models.infinity.bsq import (BSQTokenizer, Interpolation, ToUint8, bits_to_codes, flatten_grid,
+                                          images_to_uint8, resize)
 from varbench.models.infinity.layers import KVCache
 from varbench.models.infinity.schedule import ScaleSchedule
 from varbench.models.infinity.text import TextFeatures
@@ -53,6 +55,7 @@ class SamplingConfig:
     top_p: float = 0.97  # drop the less likely value of a bit if its probability <= 1 - top_p
     next_input: Interpolation = "trilinear"  # quirk (2): "area" = ARBooth's teacher
     attention: Literal["kv_cache", "released_teacher"] = "kv_cache"  # quirk (3)
+    to_uint8: ToUint8 = "round"  # quirk (8): "truncate" = both releases
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU, which runs fp32)
 
 
@@ -142,7 +145,7 @@ def sample(model: Infinity, vae: BSQTokenizer | None, text: TextFeatures, schedu
     if decode:
         if vae is None:
             raise ValueError("decode=True needs the VAE")
-        images = decode_images(vae, summed, config.amp)
+        images = decode_images(vae, summed, config.amp, config.to_uint8)
     return SampleOutput(images, summed, inputs, bits, logits, cond.select(slice(0, batch)), schedule)
 
 
@@ -199,7 +202,8 @@ def scale_forward(model: Infinity, cond: Condition, schedule: ScaleSchedule, con
 
 
 @torch.no_grad()
-def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True) -> torch.Tensor:
+def decode_images(vae: BSQTokenizer, summed: torch.Tensor, amp: bool = True,
+                  to_uint8: ToUint8 = "round") -> torch.Tensor:
     """Summed codes -> (B, H, W, 3) uint8 images (bf16 autocast on CUDA)."""
     with autocast_for(summed.device, amp):
-        return images_to_uint8(vae.decode(summed))
+        return images_to_uint8(vae.decode(summed), to_uint8)

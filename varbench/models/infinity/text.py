@@ -174,7 +174,7 @@ def load_text_encoder(name: str = FLAN_T5_XL, device: torch.device | str = "cpu"
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = T5EncoderModel.from_pretrained(folder)
     except (OSError, ValueError) as err:
-        hint = f"Download it with 'huggingface-cli download {name}' or pass a complete local folder."
+        hint = f"Download it with 'hf download {name}' or pass a complete local folder."
         raise UserError(f"cannot load the T5 encoder: {err}".split("\n")[0], str(folder), hint) from None
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
