@@ -29,7 +29,7 @@ def test_unknown_method_suggests_close_names():
     with pytest.raises(UserError) as err:
         get_method("dreambooht")
     assert "unknown method 'dreambooht'" in err.value.line()
-    assert "Did you mean 'dreambooth'?" in err.value.line()
+    assert "Did you mean 'dreambooth'" in err.value.line()
 
 
 def test_decorator_rejects_non_methods_and_name_clashes():

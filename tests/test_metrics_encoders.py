@@ -94,7 +94,7 @@ def test_missing_real_weights_name_the_download_command(empty_hub, builder, repo
     with pytest.raises(UserError) as caught:
         builder()
     line = caught.value.line()
-    assert f"huggingface-cli download {repo}" in line and env in line and "\n" not in line
+    assert f"hf download {repo}" in line and env in line and "\n" not in line
 
 
 def test_env_var_pointing_nowhere_is_a_user_error(empty_hub, monkeypatch):

@@ -355,6 +355,15 @@ def list_protocols() -> None:
         typer.echo(f"{name:<28} {path}")
 
 
+@list_app.command("metrics")
+def list_metrics() -> None:
+    """Installed metrics (entry-point group varbench.metrics): standard ones and extras."""
+    from varbench.metrics.registry import describe
+
+    for line in describe():
+        typer.echo(line)
+
+
 @data_app.command("fetch")
 def data_fetch(
     name: str = typer.Argument(..., help="dreambench or vico"),

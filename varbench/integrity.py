@@ -75,9 +75,16 @@ def sealed_files(cell_dir: Path) -> list[Path]:
 
 
 def seal(cell_dir: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {"bytes", "sha256"}} of every result file of the cell."""
-    return {str(path.relative_to(cell_dir)): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
-            for path in sealed_files(cell_dir)}
+    """{relative path: {"bytes", "sha256"}} of every result file of the cell (hashed in a
+    few threads: hashlib releases the GIL, and a cell of scored external images can hold
+    thousands of files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sealed_files(cell_dir)
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(file_digest, files))
+    return {str(path.relative_to(cell_dir)): {"bytes": path.stat().st_size, "sha256": digest}
+            for path, digest in zip(files, digests)}
 
 
 def check_cell(cell_dir: Path, sealed: dict[str, Any] | None, hashes: bool = False) -> list[Problem]:

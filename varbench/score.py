@@ -22,6 +22,8 @@ files themselves (and their prompts): other images make another run.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -158,7 +160,6 @@ def collect(request: ScoreRequest, dataset: Dataset) -> list[ExternalImage]:
     images = (from_manifest(Path(request.manifest), Path(request.images), dataset, request.identifier)
               if request.manifest else from_layout(Path(request.images), dataset))
     _refuse_duplicates(images)
-    _check_readable(images)
     return images
 
 
@@ -296,28 +297,36 @@ def _refuse_duplicates(images: list[ExternalImage]) -> None:
         seen_files[image.file], seen_keys[key] = image.where, image.where
 
 
-def _check_readable(images: list[ExternalImage]) -> None:
-    """Every file present and a readable image (header and checksums: the full decode
-    happens once, while scoring, where a damaged file fails its cell naming the file)."""
-    from varbench.metrics.imagefile import DECODE_ERRORS
-
-    def problem(image: ExternalImage) -> str | None:
-        from PIL import Image
-
+def inspect(images: list[ExternalImage]) -> list[str]:
+    """Each file's sha256, read once, after checking it is present and a readable image
+    (header and checksums; the full decode happens while scoring, where a damaged file
+    fails its cell naming the file). A problem is one UserError naming the file or row."""
+    def one(image: ExternalImage) -> tuple[str | None, str]:
         if not image.file.is_file():
-            return "image file not found"
-        try:
-            with Image.open(image.file) as opened:
-                opened.verify()
-        except DECODE_ERRORS as err:
-            return f"unreadable image ({type(err).__name__}: {str(err)[:80]})"
-        return None
+            return "image file not found", ""
+        data = image.file.read_bytes()
+        return _unreadable(data), hashlib.sha256(data).hexdigest()
 
     with ThreadPoolExecutor(8) as pool:
-        for image, found in zip(images, pool.map(problem, images)):
-            if found:
-                raise UserError(found, image.where if image.where == str(image.file) else f"{image.where}: "
-                                f"{image.file}", "Replace the file with a valid image or remove it.")
+        found = list(pool.map(one, images))
+    for image, (problem, _) in zip(images, found):
+        if problem:
+            raise UserError(problem, image.where if image.where == str(image.file) else f"{image.where}: "
+                            f"{image.file}", "Replace the file with a valid image or remove it.")
+    return [digest for _, digest in found]
+
+
+def _unreadable(data: bytes) -> str | None:
+    from PIL import Image
+
+    from varbench.metrics.imagefile import DECODE_ERRORS
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.verify()
+    except DECODE_ERRORS as err:
+        return f"unreadable image ({type(err).__name__}: {str(err)[:80]})"
+    return None
 
 
 # --- the run in the store ---------------------------------------------------------------------
@@ -333,7 +342,7 @@ def external_cells(request: ScoreRequest, dataset: Dataset, images: list[Externa
     arm = ExternalArm(name=request.name, method_name="external", config=ExternalConfig(request.identifier),
                       protocol=protocol)
     arm.execution = execution.resolve(ExternalConfig, {}, request.execution, "--set")
-    arm.images_fingerprint, arm.files = fingerprint(images), len(images)
+    arm.images_fingerprint, arm.files = fingerprint(images, inspect(images)), len(images)
     protocol.arms.append(arm)
     cells = []
     for subject in dataset.subjects:
@@ -350,12 +359,8 @@ def _planned(image: ExternalImage) -> PlannedImage:
                         image.template, path)
 
 
-def fingerprint(images: list[ExternalImage]) -> str:
-    """A hash of what was scored: each image's bytes, subject, prompt and indices."""
-    from varbench.weights import sha256_file
-
-    with ThreadPoolExecutor(8) as pool:
-        hashes = list(pool.map(lambda image: sha256_file(image.file), images))
+def fingerprint(images: list[ExternalImage], hashes: list[str]) -> str:
+    """A hash of what was scored: each image's bytes (`hashes`), subject, prompt and indices."""
     return content_hash(sorted((i.subject, i.prompt_index, i.sample_index, i.prompt, h) for i, h in zip(images, hashes)),
                         length=16)
 
@@ -373,10 +378,9 @@ def stage(root: Path, cells: list[Cell], images: list[ExternalImage]) -> None:
             continue
         store.refuse_links(root)
         sources = {_planned(image).path: image for image in images if image.subject == cell.subject.name}
-        for planned in cell.images:
-            target = store.dir / planned.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sources[planned.path].file, target)
+        (store.dir / "images").mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(8) as pool:  # copies release the GIL
+            list(pool.map(lambda p: shutil.copyfile(sources[p.path].file, store.dir / p.path), cell.images))
         store.replace_rows("images", IMAGE_COLUMNS, [_image_row(cell, p) for p in cell.images])
         store.update_facts(subject=cell.subject.name, class_noun=cell.subject.class_noun, live=cell.subject.live,
                            external=True, trainable_parameters=0,

@@ -56,6 +56,14 @@ Extras, in every mode:
     PRES: the mode's DINO similarity (same pixels, pairing and scale as its DINO
     column) between the references and each "a photo of {class}" image; lower = less
     language drift.
+
+Extra metrics (`metrics.extra`, `varbench list metrics`), in every mode:
+    dinov2_s, dinov2_l: as DINO (the mode's DINO pixels, pairing and scale) with DINOv2
+    ViT-S/14 or ViT-L/14; clip_l_i, clip_l_t: as CLIP-I and CLIP-T with CLIP ViT-L/14.
+    copy (rows copy_dino, copy_clip_i, copy): each image's highest DINO and CLIP-I
+    similarity to any one reference (every reference, whatever the pairing; the mode's
+    scale), and 1 when copy_dino exceeds the highest DINO similarity between two
+    different references of the subject (varbench.metrics.copy_guard).
 """
 from __future__ import annotations
 

@@ -162,3 +162,13 @@ def clip_input(views: dict[str, torch.Tensor], pixels: Pixels) -> torch.Tensor:
 def lpips_input(square256: torch.Tensor) -> torch.Tensor:
     """LPIPS input: the 256x256 view scaled to [-1, 1] (the ARBooth evaluator's tensors)."""
     return to_signed_dreammatcher(square256)
+
+
+def encoder_input(views: dict[str, torch.Tensor], reads: str, pixels: Pixels) -> torch.Tensor:
+    """What an encoder reading `reads` gets (varbench.metrics.plugin.PIXELS): the mode's DINO
+    or CLIP input batch, or the uint8 256x256 views ("square", for LPIPS)."""
+    if reads == "dino":
+        return dino_input(views, pixels)
+    if reads == "clip":
+        return clip_input(views, pixels)
+    return views["square256"]

@@ -10,22 +10,27 @@ The runner builds one `Scorer` per worker process (encoders load once) and calls
     div      one per prompt (>= 2 images) eval   p             -1            ""
     pres     one per pres image           pres   -1            s             "pres/s00.png"
 
-plus `metric`, `mode` (the protocol's metric mode, in every row) and `value`; the runner
-adds `run_id` and `subject`. What a value means in each mode (preprocessing, pairing,
+plus one row per (image, row name) of each extra metric of `metrics.extra` (e.g.
+`dinov2_s`; the copy guard writes `copy_dino`, `copy_clip_i` and `copy`), and `metric`,
+`mode` (the protocol's metric mode, in every row) and `value`; the runner adds `run_id`
+and `subject`. Rows come eval images first (each image's per-image metrics together,
+standard then extras by name; then the per-prompt rows), then PRES images. What a value means in each mode (preprocessing, pairing,
 CLIP-T text, scale: 0-1 for canonical and dreammatcher, x100 for kosmosg and
 dreambench++; DIV is raw LPIPS in every mode) is in `varbench.metrics.modes`. With
 `backbones: tiny` every value comes from random-init encoders: it checks the pipeline
 and means nothing about the images (reports must say so).
 
-Speed: images are decoded in a thread pool, encoded in batches of `batch_size` under
-bf16 autocast on CUDA (`precision: fp32` turns it off), and values are read back to the
-host a few times per cell, never per image. Reference embeddings are computed once per
-subject and text embeddings once per text.
+Every metric is a plugin (varbench.metrics.plugin) that names the encoders it reads; the
+Scorer builds each encoder once, so metrics share their passes. Speed: images are decoded
+once (a thread pool, or worker processes on a GPU), every encoder runs on the same
+batches of `batch_size` under bf16 autocast on CUDA (`precision: fp32` turns it off), and
+values are read back to the host once per cell, never per image. Reference embeddings
+are computed once per subject and text embeddings once per text.
 """
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,15 +39,12 @@ import torch
 
 from varbench.data.subject import Subject
 from varbench.errors import UserError
-from varbench.metrics.settings import MetricsConfig
 from varbench.metrics.decode import ViewLoader
-from varbench.metrics.diversity import Diversity, build_lpips
 from varbench.metrics.modes import mode_spec
-from varbench.metrics.preprocess import clip_input, dino_input, lpips_input
-from varbench.metrics.similarity import ImageSimilarity, TextAlignment
-from varbench.models.encoders import build_clip, build_dino
-
-KINDS = ("eval", "pres")
+from varbench.metrics.plugin import KINDS, CellInputs, Encoder, EncoderSetup, Metric, Values
+from varbench.metrics.preprocess import encoder_input
+from varbench.metrics.registry import metrics_for
+from varbench.metrics.settings import MetricsConfig
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,22 @@ class GeneratedImage:
     template: str  # the raw template "a {} in the jungle" (dreammatcher's CLIP-T text)
 
 
-@dataclass
-class Embeddings:
-    """Per-image encoder outputs, row i = image i (all on the scoring device)."""
+class Embeddings(dict):
+    """Encoder name -> per-image outputs, row i = image i (on the scoring device);
+    `embedded.dino` reads `embedded["dino"]`."""
 
-    dino: torch.Tensor  # (N, D_dino), L2-normalised
-    clip: torch.Tensor  # (N, D_clip), L2-normalised
-    square: torch.Tensor | None = None  # uint8 (N, 256, 256, 3) views for LPIPS
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def take(self, rows: list[int]) -> Embeddings:
+        return Embeddings({name: outputs[rows] for name, outputs in self.items()})
 
 
 class Scorer:
-    """Encoders and pipelines of one metric mode, reused across cells."""
+    """The metrics of one config and their shared encoders, reused across cells."""
 
     def __init__(self, config: MetricsConfig, device: torch.device | str, *,
                  pretrained: bool = True, threads: int | None = None, resize_on_device: bool | None = None):
@@ -82,52 +89,90 @@ class Scorer:
         size = "tiny" if config.backbones == "tiny" else "real"
         pretrained = pretrained and config.backbones == "real"
         self.random_init = size == "tiny" or not pretrained
-        self.dino = build_dino(self.mode.dino_patch, size, self.device,
-                               input_size=self.mode.dino_input_size, pretrained=pretrained)
-        self.clip = build_clip(size, self.device, pretrained=pretrained)
-        self.lpips = build_lpips(size == "real" and pretrained, self.device) if config.div else None
+        self.metrics: list[Metric] = [cls() for cls in metrics_for(config.div, config.extra)]
+        self.encoders = shared_encoders(self.metrics)
+        setup = EncoderSetup(size, pretrained, self.device, self.mode)
+        # built in first-use order (dino, clip, lpips, then the extras'): random real-size
+        # weights draw from the global generator in that order
+        self.models = {name: encoder.build(setup) for name, encoder in self.encoders.items()}
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self.loader.start(self.device)
         self._references: dict[tuple, Embeddings] = {}
-        self._texts: dict[str, torch.Tensor] = {}
+        self._texts: dict[str, dict[str, torch.Tensor]] = {}
+
+    @property
+    def dino(self) -> Any:
+        return self.models["dino"]
+
+    @property
+    def clip(self) -> Any:
+        return self.models["clip"]
+
+    @property
+    def lpips(self) -> Any:
+        return self.models.get("lpips")
 
     # --- embeddings ------------------------------------------------------------------
-    def embed(self, paths: list[Path], with_square: bool = False) -> Embeddings:
-        """Decode and encode images; `with_square` also keeps their LPIPS views."""
-        dino, clip, square = [], [], []
-        pixels = self.mode.pixels
-        for views in self.loader.batches(paths, self.config.batch_size, self.device, with_square):
-            with self.autocast():
-                dino.append(self.dino(dino_input(views, pixels)))
-                clip.append(self.clip.encode_image(clip_input(views, pixels)))
-            if with_square:
-                square.append(views["square256"])
-        if not dino:
+    def embed(self, paths: list[Path], with_square: bool = False, encoders: Sequence[str] | None = None) -> Embeddings:
+        """Decode `paths` once and run the named encoders (default: every encoder, those
+        reading the LPIPS views only `with_square`) over the same batches."""
+        names = list(encoders) if encoders is not None else [
+            name for name, encoder in self.encoders.items() if with_square or encoder.pixels != "square"]
+        square = any(self.encoders[name].pixels == "square" for name in names)
+        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        batches = 0
+        for views in self.loader.batches(paths, self.config.batch_size, self.device, square):
+            for name, batch in self.encode_views(views, names).items():
+                outputs[name].append(batch)
+            batches += 1
+        if not batches:
             raise ValueError("no images to embed")
-        return Embeddings(torch.cat(dino), torch.cat(clip), torch.cat(square) if with_square else None)
+        return Embeddings({name: torch.cat(parts) for name, parts in outputs.items()})
+
+    def encode_views(self, views: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One decoded batch through the named encoders; each pixel input is made once."""
+        inputs: dict[str, torch.Tensor] = {}
+        outputs = {}
+        with self.autocast():
+            for name in names:
+                encoder = self.encoders[name]
+                if encoder.pixels not in inputs:
+                    inputs[encoder.pixels] = encoder_input(views, encoder.pixels, self.mode.pixels)
+                outputs[name] = encoder.encode(self.models[name], inputs[encoder.pixels])
+        return outputs
 
     def reference_embeddings(self, subject: Subject) -> Embeddings:
-        """The subject's reference photos, embedded once and remembered."""
+        """The subject's reference photos through the encoders of the metrics that read
+        references, embedded once and remembered."""
         key = (subject.name, tuple(str(path) for path in subject.image_paths))
         if key not in self._references:
             if not subject.image_paths:
                 raise UserError(f"subject {subject.name} has no reference images", subject.name,
                                 "Check the dataset folder ('varbench data verify').")
-            self._references[key] = self.embed(list(subject.image_paths))
+            self._references[key] = self.embed(list(subject.image_paths), encoders=self._reference_encoders())
         return self._references[key]
 
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """CLIP text embeddings, row i = texts[i]; each distinct text is encoded once."""
-        missing = sorted(set(texts) - set(self._texts))
+    def text_embeddings(self, texts: list[str], encoder: str = "clip") -> torch.Tensor:
+        """Text embeddings of `encoder`, row i = texts[i]; each distinct text is encoded once."""
+        known = self._texts.setdefault(encoder, {})
+        missing = sorted(set(texts) - set(known))
         if missing:
+            spec = self.encoders[encoder]
+            if spec.text is None:
+                raise RuntimeError(f"encoder {encoder!r} has no text tower")
             with self.autocast():
-                encoded = self.clip.encode_text(missing)
-            self._texts.update(zip(missing, encoded))
+                encoded = spec.text(self.models[encoder], missing)
+            known.update(zip(missing, encoded))
         # one row per distinct text, then an index: a cell has ~25 texts for ~100-4,000 images
         distinct = list(dict.fromkeys(texts))
         position = {text: index for index, text in enumerate(distinct)}
         rows = torch.tensor([position[text] for text in texts], device=self.device)
-        return torch.stack([self._texts[text] for text in distinct])[rows]
+        return torch.stack([known[text] for text in distinct])[rows]
+
+    def _reference_encoders(self) -> list[str]:
+        wanted = {encoder.name for metric in self.metrics if "references" in metric.needs
+                  for encoder in metric.encoders}
+        return [name for name in self.encoders if name in wanted]
 
     # --- scoring ---------------------------------------------------------------------
     def score_cell(self, subject: Subject, images: list[GeneratedImage]) -> list[dict[str, Any]]:
@@ -137,60 +182,62 @@ class Scorer:
                 raise ValueError(f"image {image.name} has kind {image.kind!r}, expected one of {KINDS}")
         if not images:
             return []
-        references = self.reference_embeddings(subject)
+        if self._reference_encoders():
+            self.reference_embeddings(subject)
         paired = self._paired_reference(subject)
-        evals = [i for i, image in enumerate(images) if image.kind == "eval"]
-        pres = [i for i, image in enumerate(images) if image.kind == "pres"]
-        embedded = self.embed([image.path for image in images], with_square=self.lpips is not None)
-        rows = []
-        if evals:
-            rows += self._eval_rows([images[i] for i in evals], _take(embedded, evals), references, paired)
-        if pres:
-            rows += self._pres_rows([images[i] for i in pres], embedded.dino[pres], references, paired)
-        return rows
-
-    def _eval_rows(self, images: list[GeneratedImage], embedded: Embeddings,
-                   references: Embeddings, paired: int | None) -> list[dict[str, Any]]:
-        scale = self.mode.scale
-        pairs = None if paired is None else torch.full((len(images),), paired, device=self.device)
-        dino, clip_i, clip_t = ImageSimilarity(scale), ImageSimilarity(scale), TextAlignment(scale)
-        dino.update(embedded.dino, references.dino, pairs)
-        clip_i.update(embedded.clip, references.clip, pairs)
-        texts = [getattr(image, self.mode.clip_text) for image in images]
-        clip_t.update(embedded.clip, self.text_embeddings(texts))
-        values = torch.stack([_values(dino), _values(clip_i), _values(clip_t)], dim=1).tolist()
-        rows = []
-        for image, per_metric in zip(images, values):
-            for metric, value in zip(("dino", "clip_i", "clip_t"), per_metric):
-                rows.append(self._row(image.kind, image.prompt_index, image.sample_index, image.name,
-                                      metric, value))
-        if self.lpips is not None:
-            rows += self._div_rows(images, embedded.square)
-        return rows
-
-    def _div_rows(self, images: list[GeneratedImage], square: torch.Tensor) -> list[dict[str, Any]]:
-        by_prompt: dict[int, list[int]] = defaultdict(list)
-        for index, image in enumerate(images):
-            by_prompt[image.prompt_index].append(index)
-        diversity = Diversity(self.lpips)
+        embedded = self.embed([image.path for image in images], encoders=list(self.encoders))
         scored = []
-        for prompt_index in sorted(by_prompt):
-            if len(by_prompt[prompt_index]) >= 2:  # a single image has no pair
-                diversity.update(lpips_input(square[by_prompt[prompt_index]]))
-                scored.append(prompt_index)
-        if not scored:
-            return []
-        values = _values(diversity).tolist()
-        return [self._row("eval", prompt_index, -1, "", "div", value)
-                for prompt_index, value in zip(scored, values)]
+        for kind in KINDS:
+            positions = [i for i, image in enumerate(images) if image.kind == kind]
+            if not positions:
+                continue
+            of_kind, taken = [images[i] for i in positions], embedded.take(positions)
+            values = [values for metric in self.metrics if metric.kind == kind
+                      for values in self._score_metric(metric, subject, of_kind, taken, paired)]
+            scored.append((of_kind, values))
+        return self._rows(scored)
 
-    def _pres_rows(self, images: list[GeneratedImage], dino: torch.Tensor,
-                   references: Embeddings, paired: int | None) -> list[dict[str, Any]]:
-        pairs = None if paired is None else torch.full((len(images),), paired, device=self.device)
-        similarity = ImageSimilarity(self.mode.scale)
-        similarity.update(dino, references.dino, pairs)
-        return [self._row(image.kind, image.prompt_index, image.sample_index, image.name, "pres", value)
-                for image, value in zip(images, _values(similarity).tolist())]
+    def _score_metric(self, metric: Metric, subject: Subject, images: list[GeneratedImage],
+                      embedded: Embeddings, paired: int | None) -> list[Values]:
+        values = metric.score(CellInputs(metric, subject, images, embedded, paired, self))
+        for item in values:
+            if item.metric not in metric.row_names():
+                raise RuntimeError(f"metric {metric.name!r} returned rows named {item.metric!r}; it declares "
+                                   f"{metric.row_names()} (set `rows` on the class)")
+        return values
+
+    def _rows(self, scored: list[tuple[list[GeneratedImage], list[Values]]]) -> list[dict[str, Any]]:
+        """Rows kind by kind: each image's per-image values together (in metric order), then
+        the per-prompt rows."""
+        floats = iter(self._to_host([item for _, results in scored for item in results]))
+        rows = []
+        for images, results in scored:
+            per_image: dict[str, list[dict[str, Any]]] = {image.name: [] for image in images}
+            per_prompt = []
+            for item in results:
+                made = [self._row(*key, item.metric, value) for key, value in zip(item.keys, next(floats))]
+                if item.per_image:
+                    for row in made:
+                        per_image[row["image"]].append(row)
+                else:
+                    per_prompt += made
+            rows += [row for image in images for row in per_image[image.name]] + per_prompt
+        return rows
+
+    def _to_host(self, results: list[Values]) -> list[list[float]]:
+        """Every metric's values as floats, in one device-to-host copy per cell (float32
+        values widen to float64 exactly, so a value is the float32 the metric computed)."""
+        parts = [_as_float64(item.values).to(self.device) for item in results]
+        for item, part in zip(results, parts):
+            if len(part) != len(item.keys):
+                raise RuntimeError(f"metric rows {item.metric!r}: {len(part)} values for {len(item.keys)} keys")
+        if not parts:
+            return []
+        flat = torch.cat(parts).tolist()
+        bounds = [0]
+        for part in parts:
+            bounds.append(bounds[-1] + len(part))
+        return [flat[low:high] for low, high in zip(bounds, bounds[1:])]
 
     def _paired_reference(self, subject: Subject) -> int | None:
         """The one reference index of the fixed-pairing modes, None for all references."""
@@ -219,11 +266,19 @@ class Scorer:
         self.loader.close()
 
 
-def _values(metric: Any) -> torch.Tensor:
-    """A per-image metric's values as a 1-D tensor (torchmetrics squeezes a single value)."""
-    return metric.compute().reshape(-1)
+def _as_float64(values: Any) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().reshape(-1).to(torch.float64)
+    return torch.as_tensor(values, dtype=torch.float64).reshape(-1)
 
 
-def _take(embedded: Embeddings, rows: list[int]) -> Embeddings:
-    square = None if embedded.square is None else embedded.square[rows]
-    return Embeddings(embedded.dino[rows], embedded.clip[rows], square)
+def shared_encoders(metrics: list[Metric]) -> dict[str, Encoder]:
+    """Encoder name -> encoder, in first-use order; one name must mean one encoder."""
+    encoders: dict[str, Encoder] = {}
+    for metric in metrics:
+        for encoder in metric.encoders:
+            known = encoders.setdefault(encoder.name, encoder)
+            if known != encoder:
+                raise UserError(f"two different encoders are named {encoder.name!r}", f"metric {metric.name!r}",
+                                "Rename the plugin's encoder (names are shared between metrics).")
+    return encoders

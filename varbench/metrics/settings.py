@@ -36,15 +36,31 @@ class MetricsConfig:
     # Subjects have a handful of references; an index past a subject's own count is a
     # UserError when its cell is scored, this bound only keeps the number sane.
     reference_index: int = field(default=0, metadata={"range": (0, 1000)})
+    # metrics beyond the standard five, by name ('varbench list metrics'), e.g. [dinov2_s, copy];
+    # each adds its rows to every scored cell and enters the score id (none: the id is unchanged)
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.extra:  # an unknown name fails when the protocol loads, not when a cell is scored
+            from varbench.metrics.registry import check_extra
+
+            check_extra(self.extra)
 
 
 def score_identity(config: MetricsConfig) -> dict[str, Any]:
     """What determines a score: the mode and its options and which encoder weights (the
-    pinned revisions for real backbones). Not the batch size or precision (execution
-    options), nor the PRES image count (the run's: those images are generated)."""
-    identity = {key: value for key, value in identity_dict(config).items() if key != "pres_images"}
+    pinned revisions for real backbones), plus each extra metric's version and weights.
+    Not the batch size or precision (execution options), nor the PRES image count (the
+    run's: those images are generated). Without extras it is what it was before extras
+    existed, so finished scores keep their ids."""
+    skipped = ("pres_images", "extra")
+    identity = {key: value for key, value in identity_dict(config).items() if key not in skipped}
     if config.backbones == "real":
         identity["weights"] = pinned_weights()
+    if config.extra:
+        from varbench.metrics.registry import extra_identity
+
+        identity["extra"] = extra_identity(config.extra, with_weights=config.backbones == "real")
     return identity
 
 

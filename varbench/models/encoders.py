@@ -1,4 +1,5 @@
-"""Metric encoders: DINO v1 ViT-S/16 and ViT-S/8 (timm), OpenAI CLIP ViT-B/32 (open_clip).
+"""Metric encoders: DINO v1 ViT-S/16 and ViT-S/8, DINOv2 ViT-S/14 and ViT-L/14 (timm),
+OpenAI CLIP ViT-B/32 and ViT-L/14 (open_clip).
 
 Three ways to build each encoder, one code path:
   size "real", pretrained=True   the published weights (DESIGN.md section 4),
@@ -16,10 +17,15 @@ set). Nothing is unpickled.
   CLIP ViT-B/32: timm/vit_base_patch32_clip_224.openai, open_clip_model.safetensors
                  ($VARBENCH_CLIP_WEIGHTS); open_clip's own hub location for its
                  ('ViT-B-32', 'openai') weights, which use QuickGELU.
+Extras (metrics.extra; revisions in varbench.metrics.encoder_weights):
+  DINOv2 ViT-S/14: timm/vit_small_patch14_dinov2.lvd142m, model.safetensors ($VARBENCH_DINOV2_S_WEIGHTS)
+  DINOv2 ViT-L/14: timm/vit_large_patch14_dinov2.lvd142m, model.safetensors ($VARBENCH_DINOV2_L_WEIGHTS)
+  CLIP ViT-L/14:   timm/vit_large_patch14_clip_224.openai, open_clip_model.safetensors
+                   ($VARBENCH_CLIP_L_WEIGHTS); ('ViT-L-14', 'openai'), QuickGELU.
 
-Both encoders return L2-normalised float32 embeddings. The DINO embedding is the CLS
-token after the final LayerNorm: timm's `forward_features` ends with that norm, and with
-`num_classes=0` and token pooling its `forward` returns the same vector (a test checks).
+Every encoder returns L2-normalised float32 embeddings. The DINO (and DINOv2) embedding is
+the CLS token after the final LayerNorm: timm's `forward_features` ends with that norm, and
+with `num_classes=0` and token pooling its `forward` returns the same vector (a test checks).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from varbench.errors import UserError
-from varbench.metrics.encoder_weights import CLIP_FILE, DINO_FILES
+from varbench.metrics.encoder_weights import CLIP_FILES, DINO_FILES, DINOV2_FILES
 from varbench.weights import WeightFile, resolve_file
 
 Size = Literal["real", "tiny"]
@@ -48,6 +54,15 @@ TINY_CLIP = {
     # the real vocabulary and context length, so the real BPE tokenizer still applies
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
+# the same tiny towers with each architecture's patch size
+TINY_CLIPS = {"ViT-B-32": TINY_CLIP,
+              "ViT-L-14": {**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "patch_size": 14}}}
+DINOV2_MODELS = {"s": "vit_small_patch14_dinov2", "l": "vit_large_patch14_dinov2"}
+# The two tiny stand-ins differ in width, so that dinov2_s and dinov2_l differ in tests too.
+# DINOv2's LayerScale starts at 1e-5, which would leave a random-init CLS token blind to the
+# image; the stand-ins start it at 1 (same modules, so the real loading path is unchanged).
+TINY_DINOV2 = {"s": {**TINY_DINO, "init_values": 1.0},
+               "l": {"embed_dim": 48, "depth": 2, "num_heads": 2, "init_values": 1.0}}
 
 
 def resolve_weights(spec: WeightFile) -> str:
@@ -55,7 +70,7 @@ def resolve_weights(spec: WeightFile) -> str:
     try:
         return str(resolve_file(spec))
     except UserError as err:
-        fix = (f"Download it with 'huggingface-cli download {spec.repo_id} {spec.filename}' "
+        fix = (f"Download it with '{spec.download_command()}' "
                f"(fills the hub cache), or set {spec.env_var} to the file or its folder; "
                "or use 'backbones: tiny' to check the pipeline with random-init encoders.")
         raise UserError(err.what, err.where, fix) from None
@@ -96,6 +111,26 @@ def build_dino(patch: int, size: Size, device: torch.device | str = "cpu", input
     return DinoEncoder(vit.eval(), input_size).to(device)
 
 
+def build_dinov2(variant: Literal["s", "l"], size: Size, device: torch.device | str = "cpu",
+                 input_size: int = 224, pretrained: bool = True) -> DinoEncoder:
+    """DINOv2 ViT-S/14 ("s") or ViT-L/14 ("l") taking `input_size` pixels (the mode's DINO
+    input: 224, or 256 for dreammatcher). The weights were trained at 518 px: timm's
+    checkpoint filter resamples the position embedding to the model's patch grid (bicubic,
+    antialiased), as `timm.create_model(name, pretrained=True, img_size=...)` does."""
+    name = DINOV2_MODELS[variant]
+    if size == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size,
+                                    **TINY_DINOV2[variant])
+    else:
+        path = resolve_weights(DINOV2_FILES[variant]) if pretrained else None  # fail before building
+        vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size)
+        if path is not None:
+            _load_strict(vit, checkpoint_filter_fn(load_file(path), vit), path)
+    return DinoEncoder(vit.eval(), input_size).to(device)
+
+
 def _at_input_size(vit: nn.Module, name: str, arch: dict, patch: int, input_size: int) -> nn.Module:
     """The same weights in a ViT built for `input_size`, the position embedding resized the
     way the official DINO code does it for non-224 inputs (what DreamMatcher ran)."""
@@ -128,12 +163,12 @@ def dino_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
 
 # --- CLIP --------------------------------------------------------------------------------
 class ClipEncoder(nn.Module):
-    """OpenAI CLIP ViT-B/32 image and text towers with its BPE tokenizer."""
+    """OpenAI CLIP image and text towers (ViT-B/32 or ViT-L/14) with the BPE tokenizer."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, arch: str = "ViT-B-32"):
         super().__init__()
         self.model = model
-        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")  # BPE vocab ships with open_clip
+        self.tokenizer = open_clip.get_tokenizer(arch)  # BPE vocab ships with open_clip
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -148,20 +183,22 @@ class ClipEncoder(nn.Module):
         return next(self.model.parameters()).device
 
 
-def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool = True) -> ClipEncoder:
+def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool = True,
+               arch: Literal["ViT-B-32", "ViT-L-14"] = "ViT-B-32") -> ClipEncoder:
+    """OpenAI CLIP `arch`: ViT-B/32 (CLIP-I, CLIP-T) or ViT-L/14 (the clip_l extras)."""
     if size == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
-            model = open_clip.CLIP(**TINY_CLIP, quick_gelu=True)
+            model = open_clip.CLIP(**TINY_CLIPS[arch], quick_gelu=True)
     else:
-        path = resolve_weights(CLIP_FILE) if pretrained else None  # fail before building
+        path = resolve_weights(CLIP_FILES[arch]) if pretrained else None  # fail before building
         # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
-        model = open_clip.CLIP(**open_clip.get_model_config("ViT-B-32"), quick_gelu=True)
+        model = open_clip.CLIP(**open_clip.get_model_config(arch), quick_gelu=True)
         if path is not None:
             # loaded here rather than by open_clip.load_checkpoint, which reads safetensors
             # only in recent open_clip releases; the hub file already uses open_clip's keys
             _load_strict(model, load_file(path), path)
-    return ClipEncoder(model.eval()).to(device)
+    return ClipEncoder(model.eval(), arch).to(device)
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
