@@ -105,7 +105,9 @@ def test_a_manifest_gives_prompts_as_generated(smoke, tmp_path):
     lines = ["image,subject,prompt"] + [f"{s.name}/0_{i}.{'png' if i == 0 else 'jpg'},{s.name},a sks {s.class_noun} in the snow"
                                         for s in smoke.subjects for i in range(2)]
     manifest.write_text("\n".join(lines) + "\n")
-    rows, _ = score(images, tmp_path / "results", dataset="smoke", manifest=manifest, identifier="sks")
+    rows, _ = score(images, tmp_path / "results", dataset="smoke", manifest=manifest, identifier="sks",
+                    extra=["copy"])
+    assert {"copy", "copy_dino", "copy_clip_i"} <= set(rows["metric"])  # extras pass through
     per_image = rows[rows["metric"].isin(PER_IMAGE)]
     assert set(per_image["sample_index"]) == {0, 1} and set(per_image["prompt_index"]) == {0}
     (images_csv,) = (tmp_path / "results").glob("smoke/*/cells/red_robot/images.csv")

@@ -28,14 +28,14 @@ def score_images(images: str | Path, dataset: str = "dreambench", *, manifest: s
                  identifier: str | None = None, mode: str = "canonical", backbones: str = "real",
                  name: str = "external", results: str | Path = "results", data_root: str | None = None,
                  protocol: str | None = None, device: str = "auto", div: bool = True,
-                 execution: dict[str, Any] | None = None) -> Scores:
+                 extra: list[str] | None = None, execution: dict[str, Any] | None = None) -> Scores:
     """Score images made anywhere (varbench.score: layouts, manifests, what is checked)."""
     from varbench.score import ScoreRequest, score_external
 
     request = ScoreRequest(images=Path(images), dataset=dataset, data_root=data_root,
                            manifest=Path(manifest) if manifest else None, identifier=identifier, mode=mode,
                            backbones=backbones, name=name, results=Path(results), protocol=protocol,
-                           device=device, div=div, execution=dict(execution or {}))
+                           device=device, div=div, extra=list(extra or []), execution=dict(execution or {}))
     return results_of(Path(results), score_external(request))
 
 

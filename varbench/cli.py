@@ -198,6 +198,8 @@ def score(
                                            "(default: the dataset's name)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     div: bool = typer.Option(True, "--div/--no-div", help="Also score DIV (LPIPS among a prompt's images)."),
+    extra: Optional[str] = typer.Option(None, "--extra", help="Extra metrics, comma-separated (see 'varbench "
+                                        "list metrics'): e.g. dinov2_s,clip_l_i,copy."),
     set_: list[str] = typer.Option([], "--set", help="Scoring execution option execution.KEY=VALUE "
                                    "(metric_batch_size, metric_precision, decode_workers; repeatable)."),
 ) -> None:
@@ -212,7 +214,7 @@ def score(
         raise UserError("--set ARM.execution.KEY applies to protocol arms", "--set", "Use execution.KEY=VALUE.")
     request = ScoreRequest(images=images, dataset=dataset, data_root=data_root, manifest=manifest,
                            identifier=identifier, mode=mode, backbones=backbones, name=name, results=results,
-                           protocol=protocol, device=device, div=div, execution=shared)
+                           protocol=protocol, device=device, div=div, extra=_split(extra) or [], execution=shared)
     cells = score_external(request)
     code = summarise(results, cells)
     _print_summary(results_of(results, cells).summary)

@@ -61,6 +61,7 @@ class ScoreRequest:
     protocol: str | None = None  # the store's protocol folder; default: the dataset's name
     device: str = "auto"
     div: bool = True
+    extra: list[str] = field(default_factory=list)  # extra metrics (metrics.extra), e.g. ["dinov2_s", "copy"]
     execution: dict[str, Any] = field(default_factory=dict)  # metric_batch_size, metric_precision, decode_workers
 
 
@@ -333,7 +334,8 @@ def _unreadable(data: bytes) -> str | None:
 def external_cells(request: ScoreRequest, dataset: Dataset, images: list[ExternalImage]) -> tuple[Protocol, list[Cell]]:
     name = request.protocol or request.dataset
     check_name(name, "protocol", "--protocol")
-    metrics = MetricsConfig(mode=request.mode, backbones=request.backbones, div=request.div, pres_images=0)  # type: ignore[arg-type]
+    metrics = MetricsConfig(mode=request.mode, backbones=request.backbones, div=request.div,  # type: ignore[arg-type]
+                            pres_images=0, extra=list(request.extra))
     spec = ProtocolSpec(name=name, version=1, arms=[], data=DataSpec(dataset=request.dataset, root=request.data_root),  # type: ignore[arg-type]
                         metrics=metrics, description=f"images scored with varbench score ({request.dataset})")
     protocol = Protocol(spec=spec, path=Path(request.images))

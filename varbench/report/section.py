@@ -19,8 +19,11 @@ from varbench.report.families import OTHER
 from varbench.report.results import RANDOM_INIT_NOTE, ProtocolResults, RunResults
 from varbench.report.spec import ReportSpec, SectionSpec, StatisticsSpec
 
-METRIC_LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "div": "DIV", "pres": "PRES"}
-METRIC_BETTER = {"dino": "higher", "clip_i": "higher", "clip_t": "higher", "div": "higher", "pres": "lower"}
+METRIC_LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "div": "DIV", "pres": "PRES",
+                 # extras (metrics.extra): shown whenever a protocol computed them
+                 "dinov2_s": "DINOv2-S", "dinov2_l": "DINOv2-L", "clip_l_i": "CLIP-L-I", "clip_l_t": "CLIP-L-T"}
+METRIC_BETTER = {"dino": "higher", "clip_i": "higher", "clip_t": "higher", "div": "higher", "pres": "lower",
+                 "dinov2_s": "higher", "dinov2_l": "higher", "clip_l_i": "higher", "clip_l_t": "higher"}
 
 
 # Cell states counted in tables; "damaged" cells (files that no longer match their seal)

@@ -37,9 +37,10 @@ COST_COLUMNS = {  # key -> (header, formatter)
     "fit_peak_memory_bytes": ("Fit peak memory", format_bytes),
 }
 # Every column in its place; a column the data has but the spec omits is inserted here.
-COLUMN_ORDER = ("dino", "clip_i", "clip_t", "div", "pres", "copy", "fit_minutes", "fit_seconds",
+COLUMN_ORDER = ("dino", "clip_i", "clip_t", "dinov2_s", "dinov2_l", "clip_l_i", "clip_l_t", "div", "pres", "copy",
+                "fit_minutes", "fit_seconds",
                 "seconds_per_image", "trainable_parameters", "artifact_bytes", "fit_peak_memory_bytes")
-SHOWN_WHEN_PRESENT = ("div", "pres", "copy", "artifact_bytes")
+SHOWN_WHEN_PRESENT = ("dinov2_s", "dinov2_l", "clip_l_i", "clip_l_t", "div", "pres", "copy", "artifact_bytes")
 COPIES = "copy"
 
 
