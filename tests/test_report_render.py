@@ -75,7 +75,7 @@ def rendered(tmp_path_factory):
     write_index(out, {"tables/left-over.md": digest(b"from an older render")})
     dataset = reference_dataset(base / "references")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(varbench.data, "open_dataset", lambda name, root=None: dataset)
+        patch.setattr(varbench.data, "open_dataset", lambda name, root=None, fetch_missing=True: dataset)
         index = render_report(results, out, None)  # the default spec: report/paper.yaml
     return {"index": index, "out": out, "runs": runs, "html": index.read_text(encoding="utf-8")}
 
