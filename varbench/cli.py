@@ -162,6 +162,8 @@ def rehearse(
     data_root: Optional[str] = DATA_ROOT,
     measured: Optional[Path] = typer.Option(None, "--measured", help="Only project PROTOCOL from an earlier "
                                             "rehearsal's rehearsal.json (runs nothing)."),
+    set_: list[str] = typer.Option([], "--set", help="Execution option execution.KEY=VALUE or "
+                                   "ARM.execution.KEY=VALUE (repeatable)."),
 ) -> None:
     """Full-size rehearsal: every arm at its real size with random weights, short fits; time and
     peak memory per phase, and the protocol's projected GPU-hours."""
@@ -172,7 +174,7 @@ def rehearse(
             raise UserError(f"{name} is {value}", name, "Use a positive number.")
     options = RehearsalOptions(results=results, subjects=_split(subjects), methods=_split(methods),
                                fit_steps=fit_steps, prompts=prompts, images_per_prompt=images_per_prompt,
-                               device=device, data_root=data_root, measured=measured)
+                               device=device, data_root=data_root, measured=measured, overrides=set_)
     typer.echo(run_rehearsal(protocol, options))
 
 

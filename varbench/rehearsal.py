@@ -31,6 +31,7 @@ class RehearsalOptions:
     results: Path = Path("results")
     subjects: list[str] | None = None  # default: the dataset's first subject
     measured: Path | None = None  # project from an earlier rehearsal's rehearsal.json, run nothing
+    overrides: list[str] = dataclasses.field(default_factory=list)  # --set execution.KEY=VALUE
     methods: list[str] | None = None  # arms or methods (default: all)
     fit_steps: int = 10
     prompts: int = 2
@@ -54,7 +55,7 @@ def rehearse(protocol_name: str, options: RehearsalOptions) -> str:
     edited = write_rehearsal_protocol(protocol_name, options)
     run_options = RunOptions(results=options.results, device=options.device, subjects=options.subjects,
                              methods=options.methods, data_root=options.data_root, random_weights=True,
-                             retry_failed=True)
+                             retry_failed=True, overrides=list(options.overrides))
     if not options.subjects:
         _, cells = prepare(str(edited), RunOptions(data_root=options.data_root, random_weights=True, dry_run=True))
         run_options.subjects = [cells[0].subject.name]
