@@ -130,6 +130,23 @@ def test_decoder_is_compiled_with_static_shapes(monkeypatch):
     compiled.reset_compiled()
 
 
+def test_a_compiled_module_dies_with_its_module(monkeypatch):
+    """The compiled copy (which references its module, as torch's OptimizedModule does)
+    must not keep the module alive after its owner dropped it."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: nn.Sequential(module))
+    module = nn.Linear(4, 4)
+    compiled.run_module(module, torch.ones(2, 4).as_subclass(FakeCuda))
+    assert "_varbench_compiled" not in dict(module.named_modules())  # not a submodule
+    alive = weakref.ref(module)
+    del module
+    gc.collect()
+    assert alive() is None
+    compiled.reset_compiled()
+
+
 # --- compiled transformer blocks (the GPU path, compiled on the CPU here) -----------------
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_compiled_blocks_sample_and_train_like_eager_blocks(monkeypatch, checkpointing):
@@ -250,6 +267,23 @@ def test_static_graph_buffers_match_eager():
     assert len(graphs.graph_cache(model).entries) == 1  # every prompt fits one 64-token text bucket
     graphs.release_graphs(model)
     assert len(graphs.graph_cache(model).entries) == 0
+
+
+def test_graphs_die_with_their_model_even_when_never_released():
+    """A model accelerated for good (as a fit's base is) is freed once unused: its graphs
+    do not keep it alive (they did: a worker kept each finished arm's model on the GPU)."""
+    import gc
+    import weakref
+
+    model = build_infinity("infinity-tiny", seed=1).eval()
+    text = random_text(1, 4, model.config.text_channels, torch.device("cpu"))
+    handle = accelerate(model, SpeedOptions(cuda_graphs=True))
+    sample(model, None, text, get_schedule(3), [0], SamplingConfig(), decode=False)
+    assert len(graphs.graph_cache(model).entries) == 1
+    alive = weakref.ref(model)
+    del model, handle
+    gc.collect()
+    assert alive() is None
 
 
 def test_graphs_leave_the_released_teacher_attention_and_other_models_plain():

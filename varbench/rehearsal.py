@@ -76,6 +76,7 @@ def write_rehearsal_protocol(protocol_name: str, options: RehearsalOptions) -> P
     from varbench.registry import get_method
 
     data = read_yaml(find_protocol(protocol_name))
+    data.pop("include", None)  # already merged in: the written file stands alone
     data["images_per_prompt"] = options.images_per_prompt
     data.setdefault("prompts", {})["limit"] = options.prompts
     for arm in data.get("arms", []):

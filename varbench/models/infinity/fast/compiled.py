@@ -22,7 +22,6 @@ compute the same values up to rounding (tests/test_infinity_fast.py).
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,12 @@ COMPILE_DEVICES = ("cuda",)  # the tests add "cpu" to check the compiled path
 RECOMPILE_LIMIT = 64
 
 _failed = {"blocks": False, "modules": False}
-_compiled_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each compiled module is kept on its module (module.__dict__[COMPILED]: a reference cycle
+# the garbage collector frees with the module), tagged with the generation it was made in;
+# `reset_compiled` starts a new generation. A process-wide mapping would keep every
+# module it ever compiled alive (the compiled copy references its module).
+COMPILED = "_varbench_compiled"
+_generation = [0]
 _compiled_functions: dict[Callable, Callable] = {}
 
 
@@ -110,12 +114,15 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     failure warns once and leaves modules eager for the rest of the process."""
     if not x.is_cuda or _failed["modules"]:
         return module(x)
-    if module not in _compiled_modules:
+    generation, compiled = module.__dict__.get(COMPILED, (None, None))
+    if generation != _generation[0]:
         # Static shapes: a second batch size would otherwise get one dynamic-shape graph,
-        # whose kernels measured slower (benchmarks/NOTES-infinity.md).
-        _compiled_modules[module] = torch.compile(module, dynamic=False)
+        # whose kernels measured slower (benchmarks/NOTES-infinity.md). Set through
+        # __dict__: nn.Module.__setattr__ would register it as a submodule (state_dict).
+        compiled = torch.compile(module, dynamic=False)
+        module.__dict__[COMPILED] = (_generation[0], compiled)
     try:
-        return _compiled_modules[module](x)
+        return compiled(x)
     except _not_compiler_failures():
         raise
     except Exception as err:  # noqa: BLE001 - compilation problems must never stop a run
@@ -126,6 +133,6 @@ def run_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def reset_compiled() -> None:
     """Forget every compiled module and function and any earlier failure (rebuilt on next use)."""
-    _compiled_modules.clear()
+    _generation[0] += 1
     _compiled_functions.clear()
     _failed.update(blocks=False, modules=False)

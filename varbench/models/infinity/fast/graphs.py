@@ -64,7 +64,10 @@ class ScaleGraphs:
 
     def __init__(self, model: Infinity, schedule: ScaleSchedule, cond: Condition,
                  text_kvs: list[tuple[torch.Tensor, torch.Tensor]], amp: bool):
-        self.model, self.schedule, self.amp = model, schedule, amp
+        # A weak reference: this object lives in _CACHES, keyed weakly by the model; a strong
+        # one would keep the model (and its graphs' memory pools) alive for the process,
+        # e.g. one arm's 50 GB still allocated while the next arm of a worker runs.
+        self.model, self.schedule, self.amp = weakref.proxy(model), schedule, amp
         device, rows, width = cond.pooled.device, cond.batch_size, model.config.width
         self.capture = device.type == "cuda"
         self.text_length = -(-cond.text.shape[1] // TEXT_BUCKET) * TEXT_BUCKET
