@@ -27,8 +27,9 @@ class ARBooth(Method):
     description = ("ARBooth (arXiv 2504.02612): Infinity-2B with selective layer tuning, scale-wise "
                    "weighted CE and prior distillation")
     family = "autoregressive"
-    # `compile: auto`: compiling the fit's blocks (~95 s per process) saves ~1.3 s on each
-    # of a fit's 500 iterations, so it pays from the first cell; compiled generation
+    # `compile: auto`: compiling the fit's blocks (~92 s in a worker's first cell, ~30 s in
+    # each later one, measured: benchmarks/NOTES-compile-auto.md) saves ~1.3 s on each of a
+    # fit's 500 iterations, so it pays from the first cell; compiled generation
     # (~60 s per batch size) saves ~0.08 s/image, so from ~700 images: 7 DreamBench cells
     # of 100 (benchmarks/NOTES-speed-layer.md).
     compile_pays_after = {"compile_blocks": 1, "compile_generation": 7}
