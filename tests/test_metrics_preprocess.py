@@ -66,14 +66,15 @@ def hf_clip_reference(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(normalized.transpose(2, 0, 1).copy())[None]
 
 
-def dreammatcher_reference(image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+def dreammatcher_reference(image: Image.Image, antialias: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """DreamMatcher's PersonalizedBase (256x256, x / 127.5 - 1) and its CLIPEvaluator
-    preprocessing under torchvision 0.14 (tensor Resize without antialias)."""
+    preprocessing: under torchvision 0.14 (tensor Resize without antialias), or as the
+    installed torchvision computes it by default (its Resize defaults to antialias=True from 0.17)."""
     pixels = np.asarray(image.resize((256, 256), resample=Image.BICUBIC)).astype(np.uint8)
     signed = torch.from_numpy((pixels / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)[None]
     clip = transforms.Compose([
         transforms.Normalize(mean=[-1.0, -1.0, -1.0], std=[2.0, 2.0, 2.0]),
-        transforms.Resize(224, interpolation=BICUBIC, antialias=False),
+        transforms.Resize(224, interpolation=BICUBIC, antialias=antialias),
         transforms.CenterCrop(224),
         transforms.Normalize(CLIP_MEAN, CLIP_STD),
     ])(signed.clone())
@@ -108,7 +109,10 @@ def test_dreammatcher_pipelines_equal_its_evaluator(width, height):
     views = device_views(image, "dreammatcher")
     signed, clip = dreammatcher_reference(image)
     assert torch.equal(dino_input(views, "dreammatcher"), signed)  # no ImageNet normalisation
-    assert torch.equal(clip_input(views, "dreammatcher"), clip)
+    assert torch.equal(clip_input(views, "dreammatcher", antialias=False), clip)  # clip_resize: legacy
+    _, today = dreammatcher_reference(image, antialias=True)
+    assert torch.equal(clip_input(views, "dreammatcher"), today)  # clip_resize: antialias, the default
+    assert not torch.equal(today, clip)
     assert signed.min() >= -1 and signed.max() <= 1
 
 
@@ -217,9 +221,17 @@ def test_loader_yields_batches_in_order(tmp_path):
 
 
 # --- the GPU path: whole images resized on the device ------------------------------------
-@pytest.mark.parametrize(("size", "out"), [((512, 512), (256, 256)), ((37, 53), (20, 31)),
-                                            ((90, 100), (201, 224)), ((640, 480), (341, 256)),
-                                            ((300, 7), (29, 7))])
+# (width, height) pairs: square, both orders of Pillow 13's passes (height first when
+# in_h - out_h > 2 (in_w - out_w): most portraits), its boundary (400x545 vs 400x544 to
+# 256), portrait and landscape far beyond 2:1, upscales, one-sided resizes.
+RESIZE_CASES = [((512, 512), (256, 256)), ((37, 53), (20, 31)), ((90, 100), (201, 224)), ((640, 480), (341, 256)),
+                ((300, 7), (29, 7)), ((300, 900), (256, 256)), ((900, 300), (256, 256)), ((400, 545), (256, 256)),
+                ((400, 544), (256, 256)), ((257, 1000), (224, 224)), ((1000, 257), (224, 224)),
+                ((100, 300), (256, 256)), ((120, 500), (64, 80)), ((256, 600), (256, 256))]
+SHAPES = [(61, 47), (100, 300), (300, 100), (97, 250), (250, 97), (140, 545)]  # (width, height)
+
+
+@pytest.mark.parametrize(("size", "out"), RESIZE_CASES)
 def test_tensor_resize_equals_pil_bicubic_bit_for_bit(size, out):
     from varbench.metrics.resample import resize_bicubic
 
@@ -233,11 +245,20 @@ def test_tensor_resize_equals_pil_bicubic_bit_for_bit(size, out):
         assert np.array_equal(resized[index].numpy(), expected)
 
 
+def test_the_pass_order_follows_the_installed_pillow():
+    from varbench.metrics.resample import height_first, pillow_orders_by_shape
+
+    assert pillow_orders_by_shape()  # the locked Pillow (13) orders its passes by shape
+    assert height_first(900, 256, 300, 256) and not height_first(300, 256, 900, 256)
+    assert height_first(545, 256, 400, 256) and not height_first(544, 256, 400, 256)
+
+
 @pytest.mark.parametrize("pixels", ["canonical", "hf_clip", "dreammatcher"])
-def test_device_views_equal_cpu_views(pixels):
+@pytest.mark.parametrize(("width", "height"), SHAPES)
+def test_device_views_equal_cpu_views(pixels, width, height):
     from varbench.metrics.preprocess import device_views as tensor_views
 
-    images = [make_image(61, 47, seed=1), make_image(61, 47, seed=2)]
+    images = [make_image(width, height, seed=1), make_image(width, height, seed=2)]
     batch = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
     views = tensor_views(batch, pixels, with_square=True)
     for index, image in enumerate(images):

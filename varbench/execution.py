@@ -9,7 +9,8 @@ one on reuses every finished fit, image and score.
 Keys the runner honours for every method (RUNNER_KEYS):
     batch_size          images per generate() call (an image never depends on its batch)
     metric_batch_size   images per encoder batch while scoring
-    metric_precision    encoder arithmetic on CUDA: bf16 or fp32
+    metric_precision    encoder arithmetic on CUDA: fp32 (default) or bf16 autocast
+    metric_tf32         TF32 matmuls and convolutions on CUDA while scoring (default off)
     decode_workers      PNG decoding processes while scoring on a GPU
 A method honours the fields of its Config marked `metadata={"execution": KEY}` (compile,
 cuda_graphs, channels_last, attention_backend, checkpoint_blocks, ...): `varbench list
@@ -39,6 +40,7 @@ class RunnerExecution:
     batch_size: int | None = field(default=None, metadata={"range": (1, 1024)})
     metric_batch_size: int | None = field(default=None, metadata={"range": (1, 4096)})
     metric_precision: Literal["bf16", "fp32"] | None = None
+    metric_tf32: bool | None = None
     decode_workers: int | None = field(default=None, metadata={"range": (1, 1024)})
 
 

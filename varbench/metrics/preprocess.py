@@ -145,17 +145,18 @@ def dino_input(views: dict[str, torch.Tensor], pixels: Pixels) -> torch.Tensor:
     return _normalize(to_unit_torchvision(views["dino224"]), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def clip_input(views: dict[str, torch.Tensor], pixels: Pixels) -> torch.Tensor:
-    """The CLIP image encoder's input batch for a mode."""
+def clip_input(views: dict[str, torch.Tensor], pixels: Pixels, antialias: bool = True) -> torch.Tensor:
+    """The CLIP image encoder's input batch for a mode; `antialias`: dreammatcher's tensor
+    resize as torchvision >= 0.17 computes it (the default there), or off as in 0.14."""
     if pixels == "canonical":
         return _normalize(to_unit_torchvision(views["clip224"]), CLIP_MEAN, CLIP_STD)
     if pixels == "hf_clip":
         return _normalize(to_unit_hf(views["clip224"]), CLIP_MEAN, CLIP_STD)
-    # dreammatcher: Normalize(mean=-1, std=2) back to [0, 1], then torchvision 0.14's
-    # tensor Resize(224, bicubic) (no antialias), CenterCrop(224) (a no-op on a square
-    # 224 image), CLIP normalisation.
+    # dreammatcher: Normalize(mean=-1, std=2) back to [0, 1], then torchvision's tensor
+    # Resize(224, bicubic) (antialiased from torchvision 0.17 on; DreamMatcher pinned 0.14,
+    # without), CenterCrop(224) (a no-op on a square 224 image), CLIP normalisation.
     unit = (to_signed_dreammatcher(views["square256"]) + 1.0) / 2.0
-    resized = F.interpolate(unit, size=(224, 224), mode="bicubic", align_corners=False)
+    resized = F.interpolate(unit, size=(224, 224), mode="bicubic", align_corners=False, antialias=antialias)
     return _normalize(resized, CLIP_MEAN, CLIP_STD)
 
 
@@ -164,11 +165,12 @@ def lpips_input(square256: torch.Tensor) -> torch.Tensor:
     return to_signed_dreammatcher(square256)
 
 
-def encoder_input(views: dict[str, torch.Tensor], reads: str, pixels: Pixels) -> torch.Tensor:
+def encoder_input(views: dict[str, torch.Tensor], reads: str, pixels: Pixels,
+                  clip_antialias: bool = True) -> torch.Tensor:
     """What an encoder reading `reads` gets (varbench.metrics.plugin.PIXELS): the mode's DINO
     or CLIP input batch, or the uint8 256x256 views ("square", for LPIPS)."""
     if reads == "dino":
         return dino_input(views, pixels)
     if reads == "clip":
-        return clip_input(views, pixels)
+        return clip_input(views, pixels, clip_antialias)
     return views["square256"]

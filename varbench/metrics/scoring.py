@@ -30,7 +30,7 @@ are computed once per subject and text embeddings once per text.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from varbench.metrics.modes import mode_spec
 from varbench.metrics.plugin import KINDS, CellInputs, Encoder, EncoderSetup, Metric, Values
 from varbench.metrics.preprocess import encoder_input
 from varbench.metrics.registry import metrics_for
+from varbench.metrics.references import paired_reference
 from varbench.metrics.settings import MetricsConfig
 
 
@@ -137,7 +138,8 @@ class Scorer:
             for name in names:
                 encoder = self.encoders[name]
                 if encoder.pixels not in inputs:
-                    inputs[encoder.pixels] = encoder_input(views, encoder.pixels, self.mode.pixels)
+                    inputs[encoder.pixels] = encoder_input(views, encoder.pixels, self.mode.pixels,
+                                                           self.config.clip_resize == "antialias")
                 outputs[name] = encoder.encode(self.models[name], inputs[encoder.pixels])
         return outputs
 
@@ -243,23 +245,34 @@ class Scorer:
         """The one reference index of the fixed-pairing modes, None for all references."""
         if self.mode.pairing == "all":
             return None
-        index, count = self.config.reference_index, len(subject.image_paths)
-        if not 0 <= index < count:
-            raise UserError(f"metrics.reference_index is {index} but subject {subject.name} has "
-                            f"{count} reference images", "metrics.reference_index",
-                            f"Use an index from 0 to {count - 1}.")
-        return index
+        found = paired_reference(self.config.mode, self.config.reference, self.config.reference_index, subject)
+        if isinstance(found, str):
+            raise UserError(found, "metrics.reference_index",
+                            f"Use an index from 0 to {len(subject.image_paths) - 1}.")
+        return found
 
     def _row(self, kind: str, prompt_index: int, sample_index: int, image: str, metric: str,
              value: float) -> dict[str, Any]:
         return {"kind": kind, "prompt_index": prompt_index, "sample_index": sample_index,
                 "image": image, "metric": metric, "mode": self.config.mode, "value": float(value)}
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (unless `precision: fp32`), full precision elsewhere."""
-        if self.device.type == "cuda" and self.config.precision == "bf16":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The encoders' arithmetic: full fp32 (TF32 off) unless the execution options ask
+        for bf16 autocast (`precision: bf16`) or TF32 (`tf32: true`); CUDA only."""
+        if self.device.type != "cuda":
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.config.tf32
+        try:
+            if self.config.precision == "bf16":
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def close(self) -> None:
         """Stop the decoding threads and worker processes, free their shared buffers."""

@@ -28,7 +28,7 @@ RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
 TIMING_KEYS = ["phase", "seconds", "items", "session"]
 CELL_COLUMNS = ["run_id", "subject", "state", "error", "live", "class_noun", "trainable_parameters",
                 "artifact_bytes", "load_seconds", "fit_seconds", "seconds_per_image", "generate_items",
-                "score_seconds", "fit_peak_memory_bytes", "device"]
+                "score_seconds", "fit_peak_memory_bytes", "device", "score_arithmetic"]
 
 
 @dataclass
@@ -220,7 +220,22 @@ def _cell_row(run: RunResults, cell: CellStore, score_id: str, facts: dict[str, 
         "score_seconds": phases.get("score", {}).get("seconds"),
         "fit_peak_memory_bytes": phases.get("fit", {}).get("peak_memory_bytes"),
         "device": facts.get("device") or status.get("device"),
+        "score_arithmetic": score_arithmetic(cell.score_dir(score_id)),
     }
+
+
+def score_arithmetic(score_dir: Path) -> str:
+    """"bf16", "tf32", "bf16+tf32" when a GPU scored the cell with reduced precision (an
+    execution option, recorded in its status.json), else "" (fp32, the default)."""
+    from varbench.fileio import read_json_or_none
+
+    status = read_json_or_none(score_dir / "status.json")
+    if not isinstance(status, dict) or not str(status.get("device", "")).startswith("cuda"):
+        return ""
+    options = status.get("execution") if isinstance(status.get("execution"), dict) else {}
+    parts = (["bf16"] if options.get("metric_precision") == "bf16" else []) + (
+        ["tf32"] if options.get("metric_tf32") else [])
+    return "+".join(parts)
 
 
 def latest_phases(timings: pd.DataFrame, sessions: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

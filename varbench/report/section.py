@@ -145,7 +145,20 @@ class SectionView:
                  f"({stats.n_resamples:,} resamples, seed {stats.seed})."]
         if self.random_init:
             parts.append(self.random_init_text())
+        parts.append(self.arithmetic_text())
         return " ".join(p for p in parts if p)
+
+    def arithmetic_text(self) -> str:
+        """Which rows were scored with reduced precision (bf16 autocast or TF32, execution
+        options): their values can differ from fp32 in the third decimal."""
+        cells = self.protocol.cells
+        mine = cells[(cells["mode"] == self.mode) & (cells["score_arithmetic"].fillna("") != "")]
+        labels = [row.label for row in self.rows if row.run_id in set(mine["run_id"])]
+        if not labels:
+            return ""
+        kinds = ", ".join(sorted(set(mine["score_arithmetic"])))
+        return (f"Scored with reduced precision ({kinds}) for {', '.join(labels)}: values can differ from "
+                "fp32 scores in the third decimal.")
 
     def device_text(self) -> str:
         by_device: dict[str, list[str]] = {}
