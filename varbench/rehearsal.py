@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from varbench.errors import UserError
 from varbench.protocol import find_protocol, load_protocol, read_yaml
 
 NOTE = "random weights at the real sizes: timings and memory only, never image quality"
@@ -80,13 +79,12 @@ def write_rehearsal_protocol(protocol_name: str, options: RehearsalOptions) -> P
     data["images_per_prompt"] = options.images_per_prompt
     data.setdefault("prompts", {})["limit"] = options.prompts
     for arm in data.get("arms", []):
-        field = get_method(arm["method"]).fit_steps_field
-        if field is None:
-            raise UserError(f"method {arm['method']!r} names no fit-steps field to shorten", "rehearse",
-                            "Give the method class a 'fit_steps_field' (varbench.method.Method).")
-        fields = {f.name for f in dataclasses.fields(get_method(arm["method"]).Config)}
-        extra = {k: v for k, v in get_method(arm["method"]).rehearsal_config.items() if k in fields}
-        arm.setdefault("config", {}).update({**extra, field: options.fit_steps})
+        method = get_method(arm["method"])
+        fields = {f.name for f in dataclasses.fields(method.Config)}
+        changes = {k: v for k, v in method.rehearsal_config.items() if k in fields}
+        if method.fit_steps_field is not None:  # None: nothing to shorten (a method that does not train)
+            changes[method.fit_steps_field] = options.fit_steps
+        arm.setdefault("config", {}).update(changes)
     folder = Path(options.results) / f"{data['name']}-random"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "rehearsal.yaml"
@@ -136,9 +134,11 @@ def projected_hours(figures: ArmFigures, arm: Any, cells: list[Any]) -> float:
     """GPU-hours of the real protocol's cells of `arm` at the measured rates (model loading
     counted once per cell, as the runner loads it)."""
     mine = [c for c in cells if c.arm.name == arm.name]
-    steps = getattr(arm.config, type(arm.make_method()).fit_steps_field or "", 0)
+    field = type(arm.make_method()).fit_steps_field
+    steps = getattr(arm.config, field) if field else 0
+    fit_s_per_step = 0.0 if math.isnan(figures.fit_s_per_step) else figures.fit_s_per_step
     images = sum(len(c.images) for c in mine)
-    seconds = len(mine) * (figures.load_s + steps * figures.fit_s_per_step) + images * (
+    seconds = len(mine) * (figures.load_s + steps * fit_s_per_step) + images * (
         figures.generate_s_per_image + figures.score_s_per_image)
     return seconds / 3600
 

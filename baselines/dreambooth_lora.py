@@ -1,0 +1,119 @@
+"""DreamBooth with LoRA (Ruiz et al., CVPR 2023; Hu et al., ICLR 2022) on Stable Diffusion
+1.5, SDXL base 1.0, Stable Diffusion 3 Medium or FLUX.1-dev, as diffusers'
+`examples/dreambooth/train_dreambooth_lora.py`, `train_dreambooth_lora_sdxl.py`,
+`train_dreambooth_lora_sd3.py` and `train_dreambooth_lora_flux.py` run it.
+
+Low-rank adapters (peft, rank 4, Gaussian init) are added to the denoiser's attention
+projections (FLUX: and its feed-forward layers); the denoiser, the text encoders and the
+VAE stay frozen. The adapters are trained on the subject's photos captioned "a photo of
+sks {class}" with the family's objective: noise prediction for the UNets (SDXL with its
+size and crop conditioning), flow matching for SD3 (logit-normal timesteps, outputs
+preconditioned to predict the clean latents) and FLUX (uniform timesteps, velocity,
+embedded guidance 3.5). Prior preservation is off by default, as in the scripts; on, it
+adds as many class images "a photo of {class}" from the pretrained model (shared cache,
+`baselines.class_images`) with their own loss. The recipe is
+`baselines/train_dreambooth_lora.py`; every default and its source is in
+baselines/README-lora.md.
+
+Artifact: `pytorch_lora_weights.safetensors`, written by the family pipeline's
+`save_lora_weights` (diffusers' LoRA format, with the adapter's rank and alpha as
+metadata), loadable with `pipeline.load_lora_weights(artifact_dir)`.
+
+This module imports no torch: the recipe is imported where it runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from baselines.families import FamilyConfig, FamilyMethod
+from varbench.errors import UserError
+from varbench.method import CellContext
+from varbench.schema import EXECUTION
+
+if TYPE_CHECKING:
+    from varbench.data.subject import Subject
+
+# Each family's defaults where they differ (sources: baselines/README-lora.md).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sd15": dict(resolution=512, learning_rate=5e-4, adam_weight_decay=1e-2, sampler="dpm", sample_steps=25,
+                 guidance_scale=7.5),
+    "sdxl": dict(resolution=1024, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="dpm", sample_steps=25,
+                 guidance_scale=5.0),
+    "sd3": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
+                guidance_scale=7.0, weighting_scheme="logit_normal", max_sequence_length=77),
+    "flux": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
+                 guidance_scale=3.5, weighting_scheme="none", max_sequence_length=512, train_guidance_scale=3.5,
+                 lora_alpha=4),
+}
+
+
+@dataclass
+class DreamBoothLoraConfig(FamilyConfig):
+    identifier: str = "sks"  # the rare word that names the subject: "a photo of sks dog"
+    rank: int = 4  # LoRA rank
+    lora_alpha: int | None = None  # LoRA scale alpha / rank; None: = rank (FLUX: 4, its own default)
+    learning_rate: float | None = None  # constant, no warm-up
+    steps: int = 500  # optimizer steps
+    batch_size: int = 4  # subject images per step (plus as many class images with the prior)
+    grad_accumulation: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float = 1.0  # gradient clipping
+    prior_preservation: bool = False
+    prior_loss_weight: float = 1.0
+    num_class_images: int = 100
+    class_image_seed: int = 0  # class image seeds derive from (this, prompt, image index)
+    class_batch_size: int = 4  # class images generated per batch (speed only)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float | None = None
+    adam_epsilon: float = 1e-8
+    # SD3, FLUX: how flow-matching timesteps are drawn (logit-normal or uniform); the loss is unweighted
+    weighting_scheme: Literal["logit_normal", "none"] | None = None
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    max_sequence_length: int | None = None  # SD3, FLUX: T5 tokens of the training prompts
+    train_guidance_scale: float | None = None  # FLUX.1-dev: the guidance it is trained with (embedded)
+    # Speed only: recompute activations in the backward pass (memory for FLUX at full size)
+    gradient_checkpointing: bool = field(default=False, metadata={EXECUTION: "gradient_checkpointing"})
+
+    FAMILY_DEFAULTS = FAMILY_DEFAULTS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_alpha is None:
+            self.lora_alpha = self.rank  # SD 1.5, SDXL, SD3: the scripts tie alpha to the rank
+
+
+class DreamBoothLora(FamilyMethod):
+    name = "dreambooth_lora"
+    version = "1"
+    Config = DreamBoothLoraConfig
+    description = "DreamBooth-LoRA: rank-4 adapters on the denoiser (SD 1.5, SDXL, SD3 Medium, FLUX.1-dev)"
+    fit_steps_field = "steps"
+    rehearsal_config = {"num_class_images": 2, "class_batch_size": 2}  # class images: shared per class
+    # varbench check-method: the family's tiny random-init parts, 64 px, 4 fit and 4 sampler steps
+    tiny_config = {"weights": "tiny", "resolution": 64, "sample_steps": 4, "steps": 4, "num_class_images": 2}
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        if self.model_family().name != "flux" and self.config.train_guidance_scale is not None:
+            raise UserError("train_guidance_scale applies to FLUX.1-dev only", f"{self.name} config",
+                            "Remove it (the other families train without guidance).")
+
+    def subject_phrase(self, class_noun: str) -> str:
+        return f"{self.config.identifier} {class_noun}"
+
+    def fit(self, base: Any, subject: Subject, ctx: CellContext) -> Any:
+        from baselines.train_dreambooth_lora import LoraModel, class_image_paths, train
+
+        config = self.config
+        # Class images come from the pretrained model, so they are made before the adapters exist.
+        class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
+        count = train(base, subject, class_paths, config, ctx, self.subject_phrase(subject.class_noun))
+        return LoraModel(base, config, count)
+
+    def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> Any:
+        from baselines.train_dreambooth_lora import load_artifact
+
+        return load_artifact(base, Path(artifact_dir), self.config)
