@@ -209,7 +209,9 @@ class Check:
         ctx = self.context(RecordingContext, "fit")
         base = self.method.load_base(ctx)  # a UserError (missing weights) is the user's to fix
         model, fit_error = fit(self.method, base, self.subject, ctx)
-        results = {"fit-steps": judge("fit-steps", lambda: check_fit_steps(ctx, fit_error))}
+        trains = getattr(type(self.method), "trains", True)
+        steps_check = check_fit_steps if trains else check_no_fit_steps
+        results = {"fit-steps": judge("fit-steps", lambda: steps_check(ctx, fit_error))}
         if model is None:
             why = f"not checked: fit raised {describe(fit_error)}; fix fit first"
             results.update({rule: RuleResult(rule, False, why, fit_error)
@@ -217,7 +219,8 @@ class Check:
         else:
             results.update(self.check_model(model))
         del base, model
-        results["nan-loss"] = judge("nan-loss", self.check_nan_loss)
+        results["nan-loss"] = judge("nan-loss", self.check_nan_loss) if trains else RuleResult(
+            "nan-loss", True, "not applicable: the method does not train (Method.trains is False)")
         return [results[rule] for rule in RULES]
 
     def check_model(self, model: PersonalizedModel) -> dict[str, RuleResult]:
@@ -227,7 +230,10 @@ class Check:
         results = {"images": judge("images", lambda: check_images(batch, alone, resolution)),
                    "batch": judge("batch", lambda: check_batch(batch, alone))}
         artifact, save_error = self.save(model)
-        results["parameters"] = judge("parameters", lambda: check_parameters(model, artifact, save_error))
+        if getattr(type(self.method), "trains", True):
+            results["parameters"] = judge("parameters", lambda: check_parameters(model, artifact, save_error))
+        else:
+            results["parameters"] = judge("parameters", lambda: check_untrained(model))
         results["artifact"] = judge("artifact", lambda: self.check_artifact(model, batch, artifact, save_error))
         return results
 
@@ -375,6 +381,23 @@ def check_batch(batch: Generated, alone: list[Generated]) -> str:
                      f"{BATCH_TOLERANCE}); draw each image's noise from its own torch.Generator seeded "
                      "with seeds[i], and keep one image's inputs from affecting another's")
     return f"{len(differences)} mixed prompts: each image alone equals its batched copy (largest pixel difference {worst})"
+
+
+def check_no_fit_steps(ctx: RecordingContext, fit_error: BaseException | None) -> str:
+    """A method that declares `trains = False` must fit without reporting steps."""
+    if fit_error is not None:
+        raise Broken(f"fit raised {describe(fit_error)}; make fit run to its end on the tiny config")
+    if ctx.calls:
+        raise Broken(f"fit reported {len(ctx.calls)} steps but the method declares trains = False; "
+                     "drop the declaration or the step reports")
+    return "no fit steps, as a method that does not train (trains = False) declares"
+
+
+def check_untrained(model: PersonalizedModel) -> str:
+    count = model.trainable_parameters
+    if count != 0:
+        raise Broken(f"trainable_parameters is {count!r} but the method declares trains = False; report 0")
+    return "0 trainable parameters (the method does not train: its artifact may hold inputs such as embeddings)"
 
 
 def check_parameters(model: PersonalizedModel, artifact: Path | None, save_error: BaseException | None) -> str:
