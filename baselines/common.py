@@ -60,7 +60,8 @@ class DiffusionConfig:
 
 class DiffusionMethod(Method):
     """What the three baselines share as methods: value checks on the config, the
-    random-init flag, and loading Stable Diffusion (`base_model`, `revision`)."""
+    random-init flag, loading Stable Diffusion (`base_model`, `revision`), and restoring a
+    loaded one for a worker's next cell (baselines/reuse.py)."""
 
     family = "diffusion"
 
@@ -95,6 +96,16 @@ class DiffusionMethod(Method):
         from varbench.models.diffusion import load_components
 
         return load_components(self.config.base_model, self.config.revision, ctx.device)
+
+    def snapshot_base(self, base: DiffusionComponents) -> Any:
+        from baselines.reuse import snapshot_components
+
+        return snapshot_components(base)
+
+    def restore_base(self, base: DiffusionComponents, snapshot: Any) -> None:
+        from baselines.reuse import restore_components
+
+        restore_components(base, snapshot)
 
 
 def check_config(config: DiffusionConfig, where: str) -> None:

@@ -6,10 +6,16 @@ own seed, so images depend on (prompt, seed) only. `step_seconds` slows fitting 
 generation down so that tests can kill a run mid-way. `fail_on` makes a named subject's
 fit raise while the file `fail_flag` exists (or always, if no flag is given), for
 failure-isolation and retry tests; `nan_on` makes that subject's loss NaN.
+
+Like a real fit, `fit` changes its base in place (each step). `toy_reuse` is the same
+method letting a worker keep its base across cells (`snapshot_base` / `restore_base`);
+`restore_error` makes that restore raise. (A method of its own: a new ToyConfig field
+would change the toy arm's pinned run id.)
 """
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,8 @@ from varbench.registry import register_method
 
 
 LOAD_CALLS: list[str] = []  # subjects whose cell called load_base (in this process)
+LIVE_AT_LOAD: list[int] = []  # bases still alive each time load_base was called
+BASES: weakref.WeakSet = weakref.WeakSet()  # every base load_base made that is still alive
 
 
 @dataclass
@@ -74,9 +82,12 @@ class ToyMethod(Method):
 
     def load_base(self, ctx):
         LOAD_CALLS.append(ctx.subject_name)
+        LIVE_AT_LOAD.append(len(BASES))
         if self.config.load_error:
             raise UserError(self.config.load_error, "toy weights", "Put them in place.")
-        return torch.full((3,), 0.5)
+        base = torch.full((3,), 0.5)
+        BASES.add(base)
+        return base
 
     def fit(self, base, subject, ctx):
         if subject.name == self.config.fail_on and (not self.config.fail_flag or Path(self.config.fail_flag).exists()):
@@ -94,8 +105,28 @@ class ToyMethod(Method):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            base.add_(0.01)  # the base changes in place, as a real fit's does
             ctx.fit_step(step, self.config.steps, loss=loss.detach())
         return ToyModel(colour, self.config)
 
     def load_artifact(self, base, artifact_dir, ctx):
         return ToyModel(load_file(str(artifact_dir / "toy.safetensors"))["colour"], self.config)
+
+
+@dataclass
+class ReusingToyConfig(ToyConfig):
+    restore_error: str = ""
+
+
+@register_method
+class ReusingToyMethod(ToyMethod):
+    name = "toy_reuse"
+    Config = ReusingToyConfig
+
+    def snapshot_base(self, base):
+        return base.clone()
+
+    def restore_base(self, base, snapshot):
+        if self.config.restore_error:
+            raise RuntimeError(self.config.restore_error)
+        base.copy_(snapshot)

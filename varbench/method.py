@@ -10,6 +10,13 @@ config dataclass `Config`, and four operations the runner calls for every cell
     model = method.load_artifact(base, artifact_dir, ctx)   # on resume, "load_artifact"
     images = model.generate(prompts, seeds)           # timed as "generate"
 
+Optionally, a method lets a worker keep its base across the cells of one arm instead of
+loading it for each (seconds to minutes per cell, and compiled modules built on the
+base stay valid):
+
+    snapshot = method.snapshot_base(base)     # once, on a freshly loaded base (None: not reusable)
+    method.restore_base(base, snapshot)       # before each later cell, timed as "reuse_base"
+
 The runner owns seeding, timing, storage and scoring, so every method is measured the
 same way; a method only reports its fit progress and losses through `ctx`.
 Register a method through the entry-point group `varbench.methods` (see README,
@@ -113,6 +120,9 @@ class Method(ABC):
     # The Config field that counts a fit's optimizer steps (`varbench rehearse` shortens it
     # and projects the full fit from the measured time per step); None: no such field.
     fit_steps_field: ClassVar[str | None] = None
+    # False for a tuning-free method (an adapter that only encodes the references): its fit
+    # reports no steps or losses and changes no parameters (the conformance kit checks that).
+    trains: ClassVar[bool] = True
     # Config values the rehearsal sets to cut one-time work out of the measured fit (e.g.
     # fewer prior-preservation class images, which are shared per class, not per step).
     rehearsal_config: ClassVar[dict[str, Any]] = {}
@@ -152,3 +162,18 @@ class Method(ABC):
     @abstractmethod
     def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> PersonalizedModel:
         """Apply a saved artifact on top of `base`: the inverse of `PersonalizedModel.save`."""
+
+    def snapshot_base(self, base: Any) -> Any:
+        """What `restore_base` needs to undo any cell's changes to `base`, taken once from a
+        freshly loaded base (keep large copies on the CPU: the GPU is the fit's). None,
+        the default, means this method's bases are not reused: the worker loads a fresh
+        one for every cell."""
+        return None
+
+    def restore_base(self, base: Any, snapshot: Any) -> None:
+        """Undo whatever `fit` or `load_artifact` (and the model they returned) did to `base`,
+        so that the next cell computes on it exactly what it computes on a freshly loaded
+        base. Keep the module objects where possible: what a speed layer compiled for them
+        is then reused. The worker reuses a base only after cells that finished; raising
+        here makes it load a fresh one."""
+        raise NotImplementedError(f"{type(self).__name__} takes a snapshot of its base but cannot restore it")

@@ -132,7 +132,8 @@ def _figures(arm: str, rows: list[dict[str, str]]) -> ArmFigures:
 
 def projected_hours(figures: ArmFigures, arm: Any, cells: list[Any]) -> float:
     """GPU-hours of the real protocol's cells of `arm` at the measured rates (model loading
-    counted once per cell, as the runner loads it)."""
+    counted once per cell: an upper bound, since a worker that reuses an arm's base loads
+    it once and restores it for its later cells, timed as `reuse_base`, not `load`)."""
     mine = [c for c in cells if c.arm.name == arm.name]
     field = type(arm.make_method()).fit_steps_field
     steps = getattr(arm.config, field) if field else 0
@@ -158,5 +159,6 @@ def format_table(figures: list[ArmFigures], real: Any, real_cells: list[Any]) ->
                      f"{entry.generate_s_per_image:.3f} | {entry.score_s_per_image:.4f} | "
                      + " | ".join(f"{p:.1f}" for p in peaks) + f" | {hours:.2f} |")
     lines += ["", f"Projected GPU-hours of all {len(real_cells)} cells of `{real.name}`: {total:.2f} "
-              "(loading counted per cell; prior-preservation class images, shared per class, not included)."]
+              "(loading counted per cell, an upper bound; prior-preservation class images, shared per class, "
+              "not included)."]
     return "\n".join(lines) + "\n"

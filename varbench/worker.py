@@ -5,6 +5,13 @@ are atomic), an `artifact/` folder that exists is a finished fit (built under a 
 name and renamed), a `metrics.csv` for the protocol's mode is a finished scoring. A
 rerun after a crash therefore redoes only the interrupted step, and because every seed
 is derived from names, it redoes it identically.
+
+A worker keeps an arm's base model (`Method.load_base`) for its next cell of that arm
+when the method can restore it (`Method.snapshot_base` / `restore_base`): the next cell
+restores it (timed as `reuse_base`) instead of loading it again (`load`), and modules
+the speed layers compiled for it stay valid. Only a cell that finished its fit and
+images gives its base back; after a failure the next cell loads a fresh one. A kept
+base is dropped as soon as the worker turns to another arm.
 """
 from __future__ import annotations
 
@@ -16,16 +23,17 @@ import shutil
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from varbench import execution
-from varbench.errors import UserError
+from varbench.errors import UserError, warn_fallback
 from varbench.fileio import atomic_dir, sweep_temporaries, write_png, write_text
 from varbench.hashing import content_hash
 from varbench.integrity import quarantine, to_redo
 from varbench.locks import cell_lock
-from varbench.method import CellContext, PersonalizedModel
+from varbench.method import CellContext, Method, PersonalizedModel
 from varbench.cell import Cell, PlannedImage
 from varbench.progress import Reporter
 from varbench.provenance import now
@@ -35,8 +43,18 @@ from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, CellSt
 from varbench.timing import PhaseRecord, timed
 
 
+@dataclass
+class LoadedBase:
+    """An arm's loaded base model and its snapshot (None: not to be reused)."""
+
+    run_id: str
+    base: Any
+    snapshot: Any
+
+
 class Worker:
-    """Runs cells in one process; keeps metric encoders loaded across cells."""
+    """Runs cells in one process; keeps metric encoders loaded across cells, and an arm's
+    base model across its cells (module docstring)."""
 
     def __init__(self, root: Path, device: Any, session: str, reporter: Reporter | None = None,
                  cells_per_arm: dict[str, int] | None = None):
@@ -53,6 +71,7 @@ class Worker:
         # A user error while loading an arm's base model (missing weights, say) would
         # repeat identically, slowly (hub retries), for every later cell of that arm.
         self._load_errors: dict[str, UserError] = {}
+        self._kept: LoadedBase | None = None  # the base of the last finished cell, to reuse
         limit_cpu_threads(device)
         tune_cuda(device)
 
@@ -71,6 +90,7 @@ class Worker:
                 return found.state
             if found.state == "damaged":
                 quarantine(store.dir, to_redo(list(found.problems)))
+            self._keep_only(cell.arm.run_id)
             if store.state().state != "done" and not self._run_step(cell, store, None, self._work):
                 return "failed"
             return "done" if self._run_step(cell, store, cell.arm.score_id, self._score) else "failed"
@@ -96,28 +116,66 @@ class Worker:
         missing = [p for p in cell.images if not (store.dir / p.path).is_file()]
         # no cell.json: never fitted, or its fit records were quarantined as damaged
         if missing or not (store.dir / "cell.json").is_file():
-            model = self._personalize(cell, store)
+            method = cell.arm.make_method(self.cells_per_arm.get(cell.arm.run_id, 1))
+            ctx = CellContext(device=self.device, fit_seed=cell.fit_seed, workdir=store.workdir,
+                              cache_dir=self.root / ".cache", subject_name=cell.subject.name,
+                              on_fit_step=self.reporter.advance_phase)
+            store.workdir.mkdir(parents=True, exist_ok=True)
+            loaded = self._base(cell, store, method, ctx)
+            model = self._personalize(cell, store, method, loaded.base, ctx)
             self._generate(cell, store, model, [p for p in missing if p.kind == "eval"], "generate")
             self._generate(cell, store, model, [p for p in missing if p.kind == "pres"], "pres_generate")
             del model
+            if loaded.snapshot is not None:  # only reached when the fit and every image succeeded
+                self._kept = loaded
         if not cell.protocol.spec.keep_artifacts:
             shutil.rmtree(store.artifact_dir, ignore_errors=True)
         shutil.rmtree(store.workdir, ignore_errors=True)
 
-    def _personalize(self, cell: Cell, store: CellStore) -> PersonalizedModel:
-        method = cell.arm.make_method(self.cells_per_arm.get(cell.arm.run_id, 1))
-        ctx = CellContext(device=self.device, fit_seed=cell.fit_seed, workdir=store.workdir,
-                          cache_dir=self.root / ".cache", subject_name=cell.subject.name,
-                          on_fit_step=self.reporter.advance_phase)
-        store.workdir.mkdir(parents=True, exist_ok=True)
-        if cell.arm.run_id in self._load_errors:
-            raise self._load_errors[cell.arm.run_id]
+    def _base(self, cell: Cell, store: CellStore, method: Method, ctx: CellContext) -> LoadedBase:
+        """The arm's base: the one its last finished cell left, restored, or a fresh one."""
+        run_id = cell.arm.run_id
+        if run_id in self._load_errors:
+            raise self._load_errors[run_id]
+        kept, self._kept = self._kept, None  # taken: a cell that fails never gives it back
+        if kept is not None and kept.run_id == run_id:
+            try:
+                with self._phase(store, "reuse_base"):
+                    method.restore_base(kept.base, kept.snapshot)
+                return kept
+            except Exception as err:  # noqa: BLE001 - reuse is a speed-up: load afresh instead
+                warn_fallback(f"restoring the base of {cell.arm.name}", err, "loading it again")
+        if kept is not None:
+            del kept
+            self._free_memory()  # the old base goes before the new one comes
         try:
             with self._phase(store, "load"):
                 base = method.load_base(ctx)
+                snapshot = self._snapshot(method, base, run_id)
         except UserError as err:
-            self._load_errors[cell.arm.run_id] = err
+            self._load_errors[run_id] = err
             raise
+        return LoadedBase(run_id, base, snapshot)
+
+    def _snapshot(self, method: Method, base: Any, run_id: str) -> Any:
+        """The method's snapshot of a fresh base when this worker will run more of its arm's
+        cells (else None: the copy would never be used)."""
+        if self.cells_per_arm.get(run_id, 1) < 2:
+            return None
+        try:
+            return method.snapshot_base(base)
+        except Exception as err:  # noqa: BLE001 - see _base
+            warn_fallback(f"snapshot of the {method.name} base", err, "loading it for every cell")
+            return None
+
+    def _keep_only(self, run_id: str) -> None:
+        """Drop a kept base of another arm: two arms' bases never sit side by side."""
+        if self._kept is not None and self._kept.run_id != run_id:
+            self._kept = None
+            self._free_memory()
+
+    def _personalize(self, cell: Cell, store: CellStore, method: Method, base: Any,
+                     ctx: CellContext) -> PersonalizedModel:
         if store.artifact_dir.is_dir():
             with self._phase(store, "load_artifact"):
                 model = method.load_artifact(base, store.artifact_dir, ctx)

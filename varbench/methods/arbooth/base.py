@@ -16,6 +16,12 @@ file that matches exactly); artifacts record it so that one made for another bas
 refused, and teacher pools are keyed by it. `base_identity` computes it from the config
 and those notes alone: the release importer (release.py) loads the transformer only.
 
+Reuse across cells (`snapshot_base` / `restore_base`): a fit trains some block tensors and
+stores the others in bf16 (training.prepare_storage, model.to_sampling_storage); the
+top-level modules, the tokenizer and T5 keep their values (T5 may wait on the CPU). So a
+CPU copy of every block tensor as loaded is what it takes to put the base back, in
+place: the module objects stay, and with them what the speed layer compiled for them.
+
 Speed: the Infinity speed layer (varbench.models.infinity.fast) is switched on with one
 call, `accelerate`, whose options `speed_options` derives from the config's execution
 fields for each phase: the base pipeline for generation (here), the teacher when it is
@@ -31,7 +37,7 @@ import torch
 
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.models.infinity.architecture import get_size
-from varbench.models.infinity.fast import Accelerated, SpeedOptions, accelerate
+from varbench.models.infinity.fast import Accelerated, SpeedOptions, accelerate, release_graphs
 from varbench.models.infinity.factory import (
     TRANSFORMER_FILES,
     VAE_FILES,
@@ -164,3 +170,35 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
                                 sampling=generation_sampling(config))
     identity = base_identity(config, paths, load_notes)
     return ARBoothBase(pipeline, identity, accelerate(pipeline, speed_options(config, device, "generate")))
+
+
+def block_tensors(model: Infinity) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of the blocks, by state-dict name."""
+    chunks = model.block_chunks
+    return {**dict(chunks.named_parameters(prefix="block_chunks")), **dict(chunks.named_buffers(prefix="block_chunks"))}
+
+
+def snapshot_blocks(base: ARBoothBase) -> dict[str, torch.Tensor]:
+    """CPU copies of the block tensors as loaded (module docstring, "Reuse")."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in block_tensors(base.pipeline.model).items()}
+
+
+def restore_blocks(base: ARBoothBase, snapshot: dict[str, torch.Tensor]) -> None:
+    """Put `base` back as `load_base` returned it: block tensors' values and dtypes from
+    `snapshot`, no gradients, eval mode, T5 on the device."""
+    pipeline = base.pipeline
+    model = pipeline.model
+    with torch.no_grad():
+        for name, tensor in block_tensors(model).items():
+            saved = snapshot[name]
+            if tensor.dtype == saved.dtype:
+                tensor.copy_(saved)
+            else:  # stored in bf16 by the fit: the same object gets its fp32 storage back
+                tensor.data = saved.to(tensor.device, copy=True)
+    for param in model.parameters():
+        param.grad = None
+    model.eval().requires_grad_(False)
+    # Captured CUDA graphs read the blocks' old storage: capture anew on the next sampling.
+    release_graphs(model)
+    if pipeline.text_encoder.device != pipeline.device:  # offloaded by the fit
+        pipeline.text_encoder.to(pipeline.device)

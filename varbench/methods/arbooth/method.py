@@ -80,3 +80,13 @@ class ARBooth(Method):
         from varbench.methods.arbooth.model import ARBoothModel
 
         return ARBoothModel.from_artifact(base, self.config, Path(artifact_dir))
+
+    def snapshot_base(self, base: Any) -> Any:
+        from varbench.methods.arbooth.base import snapshot_blocks
+
+        return snapshot_blocks(base)
+
+    def restore_base(self, base: Any, snapshot: Any) -> None:
+        from varbench.methods.arbooth.base import restore_blocks
+
+        restore_blocks(base, snapshot)
