@@ -34,7 +34,7 @@ def fake_snapshot(hub: Path, repo: str, revision: str, files: list[str]) -> None
 
 def environment(tmp_path: Path, weights: bool) -> dict[str, str]:
     hub = tmp_path / "hf" / "hub"
-    hub.mkdir(parents=True)
+    hub.mkdir(parents=True, exist_ok=True)
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(hub), "VARBENCH_CACHE": str(tmp_path / "cache"),
            "TORCH_HOME": str(tmp_path / "torch")}
     if weights:
@@ -50,12 +50,27 @@ def environment(tmp_path: Path, weights: bool) -> dict[str, str]:
     return env
 
 
+def check_in_process(tmp_path: Path, weights: bool, monkeypatch) -> tuple[int, str]:
+    """`varbench check --protocol dreambench` in this process (a subprocess costs ~10 s of
+    imports), with the hub cache and every weight variable pointed into tmp_path."""
+    from huggingface_hub import constants
+    from typer.testing import CliRunner
+
+    from varbench.cli import app
+
+    env = environment(tmp_path, weights)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])  # read once at import
+    result = CliRunner().invoke(app, ["check", "--protocol", "dreambench", "--data-root", str(DREAMBENCH)],
+                                terminal_width=200)
+    return result.exit_code, result.output
+
+
 @needs_dreambench
-def test_check_lists_every_missing_file_with_its_download_line(tmp_path):
-    done = run_cli("check", "--protocol", "dreambench", "--data-root", str(DREAMBENCH),
-                   env_extra=environment(tmp_path, weights=False))
-    out = done.stdout
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+def test_check_lists_every_missing_file_with_its_download_line(tmp_path, monkeypatch):
+    code, out = check_in_process(tmp_path, False, monkeypatch)
+    assert code == 2 and "Traceback" not in out
     for line in ("hf download FoundationVision/Infinity infinity_2b_reg.pth",
                  f"hf download {FLAN_T5_XL} spiece.model", f"hf download {SD15_ID} model_index.json",
                  f"hf download {DINO_FILES[16].repo_id} model.safetensors --revision {DINO_FILES[16].revision}",
@@ -66,11 +81,10 @@ def test_check_lists_every_missing_file_with_its_download_line(tmp_path):
 
 
 @needs_dreambench
-def test_check_finds_local_weight_files_and_passes(tmp_path):
-    done = run_cli("check", "--protocol", "dreambench", "--data-root", str(DREAMBENCH),
-                   env_extra=environment(tmp_path, weights=True))
-    assert done.returncode == 0, done.stdout
-    assert "missing" not in done.stdout and "everything found" in done.stdout
+def test_check_finds_local_weight_files_and_passes(tmp_path, monkeypatch):
+    code, out = check_in_process(tmp_path, True, monkeypatch)
+    assert code == 0, out
+    assert "missing" not in out and "everything found" in out
 
 
 def test_a_wrong_size_is_missing_not_found(tmp_path):
@@ -81,14 +95,23 @@ def test_a_wrong_size_is_missing_not_found(tmp_path):
     assert not row.found and "1,000 bytes" in row.note
 
 
-def test_run_stops_before_its_first_cell_when_weights_are_missing(tmp_path):
+def test_run_stops_before_its_first_cell_when_weights_are_missing(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from varbench.errors import UserError
+    from varbench.plan import RunOptions
+    from varbench.runner import run_protocol
+
     toy = (TESTS_DIR / "protocols" / "toy.yaml").read_text()
     protocol = tmp_path / "real.yaml"
     protocol.write_text(toy.replace("backbones: tiny", "backbones: real"))
     results = tmp_path / "results"
-    done = run_cli("run", "--protocol", str(protocol), "--results", str(results), "--device", "cpu",
-                   env_extra=environment(tmp_path, weights=False))
-    assert done.returncode == 2 and "requirement(s) missing: metrics: DINO ViT-S/16" in done.stderr
+    env = environment(tmp_path, weights=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
+    with pytest.raises(UserError, match="requirement\\(s\\) missing: metrics: DINO ViT-S/16"):
+        run_protocol(str(protocol), RunOptions(results=results, device="cpu"))
     assert not list(results.glob("*/*/cells/*/status.json"))  # no cell started
 
 
