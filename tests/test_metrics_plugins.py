@@ -67,7 +67,7 @@ def scorer_for(**options) -> Scorer:
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Decorated test metrics never leak into other tests."""
-    monkeypatch.setattr(registry, "_decorated", {})
+    monkeypatch.setattr(registry.METRICS, "decorated", {})
 
 
 # --- the built-ins on the interface ---------------------------------------------------------

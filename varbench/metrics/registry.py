@@ -10,60 +10,29 @@ others only when a protocol names them in `metrics.extra`.
 """
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 
 from varbench.errors import UserError, did_you_mean
 from varbench.metrics.plugin import BETTER, KINDS, NEEDS, PIXELS, Encoder, Metric
 from varbench.metrics.standard import STANDARD, standard_metrics
-from varbench.registry import import_plugin_modules
+from varbench.registry import Registry
 
 GROUP = "varbench.metrics"
-_decorated: dict[str, type[Metric]] = {}
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
     """Class decorator: register a Metric subclass under `cls.name`."""
-    check_metric_class(cls, f"{cls.__module__}.{cls.__qualname__}")
-    other = _decorated.get(cls.name)
-    if other is not None and other is not cls:
-        raise UserError(f"metric name {cls.name!r} registered twice",
-                        f"{other.__module__} and {cls.__module__}", "Rename one of them.")
-    _decorated[cls.name] = cls
-    return cls
+    return METRICS.register(cls)
 
 
 def available() -> dict[str, str]:
     """Metric name -> where it comes from ('module:Class'); imports only $VARBENCH_PLUGINS."""
-    import_plugin_modules()
-    names = {ep.name: ep.value for ep in entry_points(group=GROUP)}
-    for name, cls in _decorated.items():
-        names.setdefault(name, f"{cls.__module__}:{cls.__qualname__}")
-    return dict(sorted(names.items()))
+    return METRICS.available()
 
 
 def get_metric(name: str, where: str = "") -> type[Metric]:
     """The Metric class registered as `name`; unknown names fail with close matches."""
-    import_plugin_modules()
-    if name in _decorated:
-        return _decorated[name]
-    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
-    if not matches:
-        raise UserError(f"unknown metric {name!r}", where or None,
-                        "Run 'varbench list metrics' to see the installed ones." + did_you_mean(name, available()))
-    if len({ep.value for ep in matches}) > 1:
-        raise UserError(f"metric {name!r} is provided by several packages",
-                        ", ".join(sorted({ep.value for ep in matches})), "Uninstall one of them.")
-    try:
-        cls = matches[0].load()
-    except ImportError as err:
-        raise UserError(f"metric {name!r} cannot be imported: {err}", matches[0].value,
-                        "Install the package that provides it (and its dependencies).") from None
-    check_metric_class(cls, matches[0].value)
-    if cls.name != name:
-        raise UserError(f"entry point {name!r} points to a metric named {cls.name!r}", matches[0].value,
-                        "Make the entry-point name equal the class's name.")
-    return cls
+    return METRICS.get(name, where)
 
 
 def check_extra(names: list[str], where: str = "metrics.extra") -> None:
@@ -144,3 +113,6 @@ def check_metric_class(cls: object, where: str) -> None:
         raise UserError(f"metric {cls.name!r} declares an unknown {problems[0]}", where,
                         f"Use needs from {NEEDS}, kind from {KINDS}, better from {BETTER}, "
                         f"and Encoder objects reading pixels from {PIXELS}.")
+
+
+METRICS = Registry("metric", GROUP, check_metric_class)  # the shared plugin mechanism (varbench.registry)
