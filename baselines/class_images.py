@@ -74,9 +74,14 @@ def class_image_paths(components: DiffusionComponents, config: Any, class_noun: 
             for part, part_dtype in zip(parts, original):
                 cast([part], part_dtype)
 
+    return cached_class_images(ctx, key, build, config.num_class_images)
+
+
+def cached_class_images(ctx: CellContext, key: dict[str, Any], build: Any, count: int) -> list[Path]:
+    """The class images cached under `key` (built once by `build(folder)`), checked complete."""
     folder = get_or_build(ctx.cache_dir, "class_images", key, build)
     paths = sorted(folder.glob("*.png"))
-    if len(paths) != config.num_class_images:
+    if len(paths) != count:
         raise RuntimeError(f"class image cache {folder} holds {len(paths)} images, expected "
-                           f"{config.num_class_images}; delete the folder to rebuild it")
+                           f"{count}; delete the folder to rebuild it")
     return paths

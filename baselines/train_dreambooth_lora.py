@@ -28,11 +28,10 @@ from typing import Any, NamedTuple
 import torch
 from PIL import Image
 
-from baselines.class_images import class_image_key, class_prompt
+from baselines.class_images import cached_class_images, class_image_key, class_prompt
 from baselines.data import LatentPool, ShuffledOrder, pixel_batch
 from baselines.family_sampling import FamilyImages, generate_images
 from baselines.training import compute_dtype, count_parameters, draw_noise, make_optimizer, training_loop, with_prior
-from varbench.cache import get_or_build
 from varbench.data.subject import Subject, load_rgb
 from varbench.errors import UserError
 from varbench.fileio import write_png
@@ -299,12 +298,7 @@ def class_image_paths(model: FamilyModel, config: Any, class_noun: str, ctx: Cel
             for index, image in zip(indices, generate_images(model.pipeline, [prompt] * len(seeds), seeds, config)):
                 write_png(folder / f"{index:04d}.png", image)
 
-    folder = get_or_build(ctx.cache_dir, "class_images", key, build)
-    paths = sorted(folder.glob("*.png"))
-    if len(paths) != config.num_class_images:
-        raise RuntimeError(f"class image cache {folder} holds {len(paths)} images, expected "
-                           f"{config.num_class_images}; delete the folder to rebuild it")
-    return paths
+    return cached_class_images(ctx, key, build, config.num_class_images)
 
 
 def _dreambooth_class_images(model: FamilyModel, config: Any, class_noun: str, ctx: CellContext) -> list[Path]:
