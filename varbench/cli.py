@@ -219,18 +219,20 @@ def score(
                            protocol=protocol, device=device, div=div, extra=_split(extra) or [], execution=shared)
     cells = score_external(request)
     code = summarise(results, cells)
-    _print_summary(results_of(results, cells).summary)
+    _print_summary(results_of(results, cells).summary, backbones)
     typer.echo(f"stored in {(results / cells[0].protocol.name / cells[0].arm.run_id).resolve()} "
                "('varbench report' shows them beside generated arms)")
     raise typer.Exit(code)
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary: Any, backbones: str) -> None:
     """Mean over subjects and its 95% bootstrap interval, one row per metric."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("metric", "mode", "mean", "95% CI", "subjects")
+    caption = None if backbones == "real" else (f"{backbones} backbones: random-init encoders; these values "
+                                                 "check the pipeline, not the images")
+    table = Table("metric", "mode", "mean", "95% CI", "subjects", caption=caption)
     for row in summary[summary["group"] == "all"].itertuples():
         interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"  # NaN: < 2 subjects
         table.add_row(row.metric, row.mode, f"{row.mean:.4f}", interval, str(row.n_subjects))
