@@ -56,6 +56,23 @@ def test_tiny_encoders_are_deterministic_and_leave_global_rng_alone():
     assert torch.equal(clip.encode_text(texts), build_clip("tiny").encode_text(texts))
 
 
+def test_real_size_random_encoders_repeat_whatever_the_global_generator_holds():
+    # backbones: random scores must repeat across processes and build orders (they did not:
+    # the real-size random weights drew from the global generator)
+    torch.manual_seed(1)
+    first = build_clip("real", pretrained=False).state_dict()
+    torch.manual_seed(2)
+    before = torch.rand(1)
+    torch.manual_seed(2)
+    second = build_clip("real", pretrained=False).state_dict()
+    assert torch.rand(1) == before  # the global generator is left as it was
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    torch.manual_seed(3)
+    dino_a = build_dino(16, "real", pretrained=False).state_dict()
+    dino_b = build_dino(16, "real", pretrained=False).state_dict()
+    assert all(torch.equal(dino_a[key], dino_b[key]) for key in dino_a)
+
+
 def test_clip_uses_the_real_bpe_tokenizer():
     clip = build_clip("tiny")
     tokens = clip.tokenizer(["a dog in the jungle"])[0]

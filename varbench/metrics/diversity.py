@@ -28,7 +28,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from varbench.errors import UserError
 from varbench.metrics.encoder_weights import ALEXNET_FILE
-from varbench.models.encoders import TINY_SEED
+from varbench.models.encoders import seeded
 from varbench.weights import offline
 
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
@@ -67,8 +67,7 @@ def build_lpips(pretrained: bool, device: torch.device | str = "cpu") -> nn.Modu
     `pretrained`: torchvision's ImageNet AlexNet trunk (real backbones); otherwise the
     same AlexNet random-initialised from a fixed seed (tiny backbones, benchmarks).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
+    with seeded():
         # pretrained=False: no linear heads loaded yet; pnet_rand=True: no AlexNet download
         net = tm_lpips._NoTrainLpips(net="alex", pretrained=False, pnet_rand=True)
     if pretrained:

@@ -93,8 +93,8 @@ class Scorer:
         self.metrics: list[Metric] = [cls() for cls in metrics_for(config.div, config.extra)]
         self.encoders = shared_encoders(self.metrics)
         setup = EncoderSetup(size, pretrained, self.device, self.mode)
-        # built in first-use order (dino, clip, lpips, then the extras'): random real-size
-        # weights draw from the global generator in that order
+        # built in first-use order (dino, clip, lpips, then the extras'); each random-init
+        # encoder draws from its own fixed seed (varbench.models.encoders.seeded)
         self.models = {name: encoder.build(setup) for name, encoder in self.encoders.items()}
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self.loader.start(self.device)

@@ -29,7 +29,8 @@ with `num_classes=0` and token pooling its `forward` returns the same vector (a 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import open_clip
@@ -65,6 +66,16 @@ TINY_DINOV2 = {"s": {**TINY_DINO, "init_values": 1.0},
                "l": {"embed_dim": 48, "depth": 2, "num_heads": 2, "init_values": 1.0}}
 
 
+@contextmanager
+def seeded(seed: int = TINY_SEED) -> Iterator[None]:
+    """Draw random-init weights from a fixed seed, leaving the global generator as it was:
+    a random-init encoder (tiny, or real-size for `backbones: random`) is then the same in
+    every process and in every order of building, so its scores repeat."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def resolve_weights(spec: WeightFile) -> str:
     """Path of a published weight file, or a one-line `UserError` saying how to get it."""
     try:
@@ -96,13 +107,13 @@ def build_dino(patch: int, size: Size, device: torch.device | str = "cpu", input
     """DINO v1 ViT-S/`patch` (16 or 8) taking `input_size` pixels (224, or 256 for dreammatcher)."""
     name = f"vit_small_patch{patch}_224.dino"
     if size == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
+        with seeded():
             vit = timm.create_model(name, pretrained=False, num_classes=0, **TINY_DINO)
         arch = TINY_DINO
     else:
         path = resolve_weights(DINO_FILES[patch]) if pretrained else None  # fail before building
-        vit = timm.create_model(name, pretrained=False, num_classes=0)
+        with seeded():
+            vit = timm.create_model(name, pretrained=False, num_classes=0)
         arch = {}
         if path is not None:
             _load_strict(vit, checkpoint_filter_fn(load_file(path), vit), path)
@@ -119,13 +130,13 @@ def build_dinov2(variant: Literal["s", "l"], size: Size, device: torch.device | 
     antialiased), as `timm.create_model(name, pretrained=True, img_size=...)` does."""
     name = DINOV2_MODELS[variant]
     if size == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
+        with seeded():
             vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size,
                                     **TINY_DINOV2[variant])
     else:
         path = resolve_weights(DINOV2_FILES[variant]) if pretrained else None  # fail before building
-        vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size)
+        with seeded():
+            vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size)
         if path is not None:
             _load_strict(vit, checkpoint_filter_fn(load_file(path), vit), path)
     return DinoEncoder(vit.eval(), input_size).to(device)
@@ -187,13 +198,13 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
                arch: Literal["ViT-B-32", "ViT-L-14"] = "ViT-B-32") -> ClipEncoder:
     """OpenAI CLIP `arch`: ViT-B/32 (CLIP-I, CLIP-T) or ViT-L/14 (the clip_l extras)."""
     if size == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
+        with seeded():
             model = open_clip.CLIP(**TINY_CLIPS[arch], quick_gelu=True)
     else:
         path = resolve_weights(CLIP_FILES[arch]) if pretrained else None  # fail before building
         # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
-        model = open_clip.CLIP(**open_clip.get_model_config(arch), quick_gelu=True)
+        with seeded():
+            model = open_clip.CLIP(**open_clip.get_model_config(arch), quick_gelu=True)
         if path is not None:
             # loaded here rather than by open_clip.load_checkpoint, which reads safetensors
             # only in recent open_clip releases; the hub file already uses open_clip's keys
