@@ -18,7 +18,8 @@ from varbench.schema import execution_apart, execution_fields, from_dict
 
 REPO = Path(__file__).resolve().parent.parent
 ABLATIONS = {
-    "layers": ["layers-sa", "layers-ca", "layers-ffn", "layers-ca_ffn", "layers-all", "layers-identifier"],
+    "layers": ["layers-sa", "layers-ca", "layers-ffn", "layers-ca_ffn", "layers-all", "layers-identifier",
+               "layers-lora_r4", "layers-lora_r16"],
     "distill": ["distill-none", "distill-hard", "distill-soft-l0.25", "distill-soft-l0.5", "distill-soft-l1.0",
                 "distill-soft-l2.0", "distill-soft-perbit-l0.5", "distill-soft-pool-l0.5"],
     "scale_weights": ["scalew-uniform", "scalew-released", "scalew-step8-0.0", "scalew-step8-0.25",

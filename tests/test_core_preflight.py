@@ -45,9 +45,25 @@ def environment(tmp_path: Path, weights: bool) -> dict[str, str]:
         sparse(tmp_path / "alexnet.pth")
         fake_snapshot(hub, FLAN_T5_XL, FLAN_T5_XL_REVISION, FLAN_T5_FILES)
         fake_snapshot(hub, SD15_ID, SD15_REVISION, PIPELINE_FILES)
+        fake_hub_needs(hub, ("lora-sdxl", "lora-flux", "ip-adapter-sdxl"))
         env.update(VARBENCH_INFINITY_DIR=str(tmp_path / "infinity"), VARBENCH_DINO_WEIGHTS=str(tmp_path / "dino"),
                    VARBENCH_CLIP_WEIGHTS=str(tmp_path / "clip"), VARBENCH_ALEXNET_WEIGHTS=str(tmp_path / "alexnet.pth"))
     return env
+
+
+def fake_hub_needs(hub: Path, arms: tuple[str, ...]) -> None:
+    """The hub-cache files and snapshots the given dreambench arms need, as `weights_needed` names them."""
+    from varbench.protocol import load_protocol
+    from varbench.weights import Snapshot, WeightFile
+
+    protocol = load_protocol("dreambench")
+    for name in arms:
+        for _, need, _ in protocol.arm(name).make_method().weights_needed():
+            if isinstance(need, Snapshot):
+                fake_snapshot(hub, need.repo_id, need.revision, list(need.allow_patterns or ()))
+            elif isinstance(need, WeightFile):
+                folder = hub / f"models--{need.repo_id.replace('/', '--')}" / "snapshots" / need.revision
+                sparse(folder / need.filename, need.size)
 
 
 def check_in_process(tmp_path: Path, weights: bool, monkeypatch) -> tuple[int, str]:

@@ -17,6 +17,10 @@ A field marked `metadata={"execution": KEY}` is an execution option (a speed swi
 same result, computed faster): in a protocol (within `execution_apart()`) it cannot be set
 in the section itself, only through an `execution:` mapping (varbench.execution), and
 `identity_dict` leaves it out of ids.
+
+A field marked `metadata={"added": True}` was added after ids were published:
+`identity_dict` hashes it only when its value differs from the field's default, so every
+run made before the field existed keeps its id (and its finished results).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from varbench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 EXECUTION = "execution"  # field metadata key: the field is an execution option of this name
+ADDED = "added"  # field metadata key: hashed into ids only when set to a non-default value
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what torch, NumPy and the seeding code accept
 PLAIN_DEPTH = 64  # nesting limit of untyped (Any) values; YAML loading allows less
@@ -270,9 +275,18 @@ def execution_fields(cls: type) -> dict[str, str]:
 
 
 def identity_dict(config: Any) -> dict[str, Any]:
-    """`to_dict(config)` without its execution fields: what is hashed into ids."""
+    """`to_dict(config)` without its execution fields, and without its added fields where
+    they hold their default (module docstring): what is hashed into ids."""
     skipped = set(execution_fields(type(config)).values())
+    skipped |= {f.name for f in dataclasses.fields(config)
+                if f.metadata.get(ADDED) and getattr(config, f.name) == _default(f)}
     return {name: value for name, value in to_dict(config).items() if name not in skipped}
+
+
+def _default(spec: dataclasses.Field) -> Any:
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
 
 
 def to_dict(config: Any) -> Any:

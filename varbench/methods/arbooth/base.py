@@ -200,5 +200,12 @@ def restore_blocks(base: ARBoothBase, snapshot: dict[str, torch.Tensor]) -> None
     model.eval().requires_grad_(False)
     # Captured CUDA graphs read the blocks' old storage: capture anew on the next sampling.
     release_graphs(model)
-    if pipeline.text_encoder.device != pipeline.device:  # offloaded by the fit
+    bring_back(pipeline)
+
+
+def bring_back(pipeline: InfinityPipeline) -> None:
+    """Move what a fit parks on the CPU (T5, the BSQ tokenizer) back to the pipeline's device."""
+    if pipeline.text_encoder.device != pipeline.device:
         pipeline.text_encoder.to(pipeline.device)
+    if next(pipeline.vae.parameters()).device != pipeline.device:
+        pipeline.vae.to(pipeline.device)

@@ -19,6 +19,15 @@ layer follows the config's execution fields as in a fit, see base.speed_options)
                as fit: recompute.py; the warm-up's first two iterations measure what fits)
   ckpt26       the last 6 of 32 blocks keep their activations instead of being recomputed
   ckpt16       the last 16 blocks keep them
+  lora-r4, lora-r16   layers [lora, identifier]: LoRA of rank 4 / 16 on cross-attention +
+               FFN instead of the full tensors (lora.py)
+  low-memory   the 24 GB recipe with the released layers: tuned tensors stored in bf16 as
+               released (quirk_bf16_weights faithful, so AdamW's moments are bf16 too),
+               teacher samples from a pool (the teacher's copy is freed once the pool is
+               drawn), every block recomputed
+  low-memory-fp32-master  the same with fp32 master weights and bf16 AdamW moments
+               (optimizer_states bf16)
+  lora-r4-low-memory  LoRA rank 4 with the pool and every block recomputed
 The split (teacher sampling, CE pass, distillation or joint pass, optimizer) comes from CUDA
 events around each section, so timing adds no host sync inside an iteration. Data are
 synthetic (random latents and text features): the VAE encoder and T5 run once per fit,
@@ -44,6 +53,7 @@ from varbench.methods.arbooth.base import model_overrides
 from varbench.methods.arbooth.config import ARBoothConfig, check_config, quirk_settings
 from varbench.methods.arbooth.data import PromptFeatures
 from varbench.methods.arbooth.fit import make_teacher, make_trainer, prior_condition
+from varbench.methods.arbooth.lora import add_adapters
 from varbench.methods.arbooth.flops import iteration_flops
 from varbench.methods.arbooth.model import tuned_tensor_names
 from varbench.methods.arbooth.training import TrainingData, prepare_storage
@@ -66,7 +76,18 @@ VARIANTS = {
     "recompute-all": {"checkpoint_blocks": -1},
     "ckpt26": {"checkpoint_blocks": 26},
     "ckpt16": {"checkpoint_blocks": 16},
+    "lora-r4": {"layers": ["lora", "identifier"]},
+    "lora-r16": {"layers": ["lora", "identifier"], "lora_rank": 16},
+    "low-memory": {"quirk_bf16_weights": "faithful", "teacher_source": "pool", "teacher_pool_size": 8,
+                   "checkpoint_blocks": -1},
+    "low-memory-fp32-master": {"optimizer_states": "bf16", "teacher_source": "pool", "teacher_pool_size": 8,
+                               "checkpoint_blocks": -1},
+    "lora-r4-low-memory": {"layers": ["lora", "identifier"], "teacher_source": "pool", "teacher_pool_size": 8,
+                           "checkpoint_blocks": -1},
 }
+# Card sizes and the GiB of allocations that fit each, leaving room for the CUDA context
+# and the allocator's fragmentation (a 24 GB card holds 22.35 GiB in all).
+CARDS = {"24 GB": 21.5, "40 GB": 36.5, "80 GB": 77.0}
 PROMPT_TOKENS, PRIOR_TOKENS = 7, 6  # "a photo of <placeholder> dog" / "a photo of dog" with EOS
 PLACEHOLDER_ID, PLACEHOLDER_POSITION = 99, 3
 
@@ -130,13 +151,15 @@ def bench_variant(size: str, config: ARBoothConfig, device: torch.device, warmup
     schedule = bench_schedule(size)
     tuned = tuned_tensor_names(model, config)
     prepare_storage(model, tuned, config, device)
-    data = synthetic_data(config, model, tuned, schedule, device, cache_dir)
-    clock = SectionClock(device)
-    trainer = make_trainer(model, tuned, config, schedule, data, device, fit_seed=0, clock=clock)
-    model.train()
-    if device.type == "cuda":
+    if device.type == "cuda":  # the peak from here on: teacher (and pool), adapters, iterations
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    data = synthetic_data(config, model, tuned, schedule, device, cache_dir)
+    adapters = add_adapters(model, config, fit_seed=0)
+    clock = SectionClock(device)
+    trainer = make_trainer(model, tuned, config, schedule, data, device, fit_seed=0, clock=clock, adapters=adapters)
+    model.train()
+    _sync(device)
     warm_start = time.perf_counter()
     for step in range(1, warmup + 1):
         losses = trainer.iteration(step)
@@ -152,9 +175,10 @@ def bench_variant(size: str, config: ARBoothConfig, device: torch.device, warmup
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     finite = all(torch.isfinite(value).item() for value in losses.values())
     recomputed = trainer.recompute.recomputed
-    del trainer, data, model
+    del trainer, data, model, adapters
     _free(device)
-    return {"seconds_per_iteration": seconds, "split_seconds": split, "peak_memory_gib": peak,
+    fits = [card for card, gib in CARDS.items() if peak is not None and peak <= gib]
+    return {"seconds_per_iteration": seconds, "split_seconds": split, "peak_memory_gib": peak, "fits": fits,
             "recomputed_blocks": recomputed,
             "warmup_seconds": warmup_seconds, "losses_finite": finite,
             "projected_minutes": seconds * config.iterations / 60}
@@ -213,11 +237,11 @@ def format_table(report: dict) -> str:
              f"{report['pixels']}x{report['pixels']}, soft distillation, {report['device']}")
     rate = (f"matmul rate {report['matmul_flops_per_second'] / 1e12:.3g} TFLOP/s (bf16 on CUDA, fp32 on the CPU); "
             f"target {report['target_seconds_per_iteration']:g} s/iteration at 2B on one H100")
-    header = (f"{'variant':13} {'s/iter':>7} {'min/500':>8} {'TFLOP':>8} {'floor s':>8} {'of floor':>8} "
-              f"{'peak GiB':>8}  split (s)")
+    header = (f"{'variant':22} {'s/iter':>7} {'min/500':>8} {'TFLOP':>8} {'floor s':>8} {'of floor':>8} "
+              f"{'peak GiB':>8} {'fits':>16}  split (s)")
     lines = [title, rate, header]
     for row in report["results"]:
-        head = f"{row['variant']:13}"
+        head = f"{row['variant']:22}"
         if "error" in row:
             lines.append(f"{head} failed: {row['error']}")
             continue
@@ -225,7 +249,7 @@ def format_table(report: dict) -> str:
         split = ", ".join(f"{name} {seconds:.3f}" for name, seconds in row["split_seconds"].items())
         lines.append(f"{head} {row['seconds_per_iteration']:>7.3f} {row['projected_minutes']:>8.1f} "
                      f"{row['flops']['total'] / 1e12:>8.4g} {row['flop_floor_seconds']:>8.3f} "
-                     f"{row['floor_fraction']:>8.1%} {peak:>8}  {split}")
+                     f"{row['floor_fraction']:>8.1%} {peak:>8} {'/'.join(row.get('fits') or ['-']):>16}  {split}")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ The benchmark (bench.py) builds synthetic `TrainingData` and reuses `make_traine
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from varbench.method import CellContext
 from varbench.methods.arbooth.base import ARBoothBase, speed_options, teacher_sampling
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, encode_latents, pixel_batch, prior_prompt, training_prompt
+from varbench.methods.arbooth.lora import LowRankUpdate, add_adapters
 from varbench.methods.arbooth.tuned_layers import trains_identifier
 from varbench.methods.arbooth.model import ARBoothModel, identifier_shape, tuned_tensor_names
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, Teacher, build_pool, frozen_twin, pool_key
@@ -36,7 +38,8 @@ def fit_subject(base: ARBoothBase, subject: Subject, config: ARBoothConfig, ctx:
     tuned = tuned_tensor_names(model, config)
     prepare_storage(model, tuned, config, device)
     data = prepare_data(base, subject, config, ctx, subject_phrase, tuned)
-    trainer = make_trainer(model, tuned, config, base.schedule, data, device, ctx.fit_seed)
+    adapters = add_adapters(model, config, ctx.fit_seed)  # after the teacher copied the base
+    trainer = make_trainer(model, tuned, config, base.schedule, data, device, ctx.fit_seed, adapters=adapters)
     identifier = trainer.identifier
     model.train()
     try:
@@ -45,18 +48,20 @@ def fit_subject(base: ARBoothBase, subject: Subject, config: ARBoothConfig, ctx:
     finally:
         model.eval().requires_grad_(False)
     del trainer, data  # optimizer state, teacher copy and pool go before sampling storage
-    return ARBoothModel.after_fit(base, config, tuned, identifier)
+    return ARBoothModel.after_fit(base, config, tuned, identifier, adapters)
 
 
 def make_trainer(model: Infinity, tuned: list[str], config: ARBoothConfig, schedule: ScaleSchedule,
-                 data: TrainingData, device: torch.device, fit_seed: int, clock: NoClock | None = None) -> Trainer:
-    """The trainer over `tuned` (the only transformer tensors left trainable here) and new
-    zero identifier vectors."""
+                 data: TrainingData, device: torch.device, fit_seed: int, clock: NoClock | None = None,
+                 adapters: Mapping[str, LowRankUpdate] | None = None) -> Trainer:
+    """The trainer over `tuned` and the LoRA `adapters` (the only tensors left trainable
+    here) and new zero identifier vectors."""
     identifier = torch.nn.Parameter(torch.zeros(identifier_shape(model, config), device=device),
                                     requires_grad=trains_identifier(config.layers))
     model.requires_grad_(False)
     params = [model.get_parameter(name).requires_grad_(True) for name in tuned]
-    return Trainer(config, model, identifier, params, schedule, data, device, fit_seed, clock)
+    low_rank = [p.requires_grad_(True) for adapter in (adapters or {}).values() for p in (adapter.lora_A, adapter.lora_B)]
+    return Trainer(config, model, identifier, params, schedule, data, device, fit_seed, clock, low_rank)
 
 
 def prepare_data(base: ARBoothBase, subject: Subject, config: ARBoothConfig, ctx: CellContext,
@@ -70,6 +75,8 @@ def prepare_data(base: ARBoothBase, subject: Subject, config: ARBoothConfig, ctx
     prior = PromptFeatures.encode(encoder, prior_prompt(subject.class_noun), None, device)
     if config.offload_text_encoder and device.type == "cuda":
         encoder.to("cpu")  # 2.4 GB of T5-XL is not needed again until generation
+    if config.offload_vae and device.type == "cuda":
+        pipeline.vae.to("cpu")  # nor the tokenizer, which decodes only generated images
     condition = prior_condition(pipeline.model, prior, config.distill_batch_size, device)
     teacher = None
     if config.distill != "off":

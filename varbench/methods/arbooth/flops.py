@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from varbench.methods.arbooth.config import ARBoothConfig
-from varbench.methods.arbooth.tuned_layers import block_parts, trains_identifier
+from varbench.methods.arbooth.tuned_layers import block_parts, lora_parts, trains_identifier
 from varbench.methods.arbooth.recompute import configured_count
 from varbench.models.infinity.architecture import InfinityConfig
 from varbench.models.infinity.schedule import ScaleSchedule
@@ -153,7 +153,8 @@ def iteration_flops(config: ARBoothConfig, model: InfinityConfig, schedule: Scal
     text padded to the longer prompt, gradients flowing through every row. `recomputed`:
     the blocks a fit actually recomputed (what checkpoint_blocks "auto" chose); by default
     the config's count, every block for "auto"."""
-    parts = block_parts(config.layers)
+    # LoRA's parts count as trained: their weight gradients are computed at full size (lora.py)
+    parts = block_parts(config.layers) | lora_parts(config.layers, config.lora_parts)
     start, stop = config.block_range or (0, model.depth)
     trained = {block: parts for block in range(start, min(stop, model.depth))}
     if recomputed is None:

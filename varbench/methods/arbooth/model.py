@@ -23,8 +23,9 @@ from varbench.schema import to_dict
 from varbench.hashing import content_hash
 from varbench.method import PersonalizedModel
 from varbench.methods.arbooth.artifact import load_artifact_tensors, save_artifact
-from varbench.methods.arbooth.base import ARBoothBase
+from varbench.methods.arbooth.base import ARBoothBase, bring_back
 from varbench.methods.arbooth.config import ARBoothConfig
+from varbench.methods.arbooth.lora import LowRankUpdate, adapter_tensors, artifact_shapes, merge_adapters, merge_tensors
 from varbench.methods.arbooth.tuned_layers import IDENTIFIER_KEY, select_tensors, trains_identifier
 from varbench.methods.arbooth.training import prepare_storage, uses_amp
 from varbench.models.infinity.transformer import Infinity
@@ -43,6 +44,7 @@ def identifier_shape(model: Infinity, config: ARBoothConfig) -> tuple[int, int]:
 
 def expected_artifact_shapes(model: Infinity, config: ARBoothConfig) -> dict[str, tuple[int, ...]]:
     shapes = {name: tuple(model.get_parameter(name).shape) for name in tuned_tensor_names(model, config)}
+    shapes.update(artifact_shapes(model, config))
     if trains_identifier(config.layers):
         shapes[IDENTIFIER_KEY] = identifier_shape(model, config)
     return shapes
@@ -62,9 +64,12 @@ class ARBoothModel(PersonalizedModel):
 
     @classmethod
     def after_fit(cls, base: ARBoothBase, config: ARBoothConfig, tuned: Sequence[str],
-                  identifier: torch.Tensor) -> ARBoothModel:
+                  identifier: torch.Tensor, adapters: Mapping[str, LowRankUpdate] | None = None) -> ARBoothModel:
         model, device = base.pipeline.model, base.pipeline.device
         trained = {name: model.get_parameter(name).detach() for name in tuned}
+        if adapters:
+            trained.update(adapter_tensors(adapters))
+            merge_adapters(model, adapters)
         if trains_identifier(config.layers):
             trained[IDENTIFIER_KEY] = identifier.detach()
         if device.type != "cpu":  # keep the trained values (fp32 masters) off the GPU for saving
@@ -81,6 +86,7 @@ class ARBoothModel(PersonalizedModel):
         with torch.no_grad():
             for name in tuned:
                 model.get_parameter(name).copy_(tensors[name])
+        merge_tensors(model, config, tensors)  # LoRA's updates, merged as after the fit
         identifier = tensors.get(IDENTIFIER_KEY, torch.zeros(identifier_shape(model, config)))
         to_sampling_storage(model, config, device)
         return cls(base, config, identifier.to(device=device, dtype=torch.float32), tensors)
@@ -95,8 +101,7 @@ class ARBoothModel(PersonalizedModel):
         if not prompts:
             return []
         pipeline = self.base.pipeline
-        if pipeline.text_encoder.device != pipeline.device:  # offloaded during the fit
-            pipeline.text_encoder.to(pipeline.device)
+        bring_back(pipeline)  # T5 and the tokenizer, offloaded during the fit
         return pipeline.generate(list(prompts), list(seeds), batch_size=len(prompts),
                                  placeholder=self.config.placeholder, placeholder_vectors=self.identifier)
 

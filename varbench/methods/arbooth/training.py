@@ -36,7 +36,6 @@ from a device generator, and losses go back to the caller as tensors.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ from varbench.methods.arbooth.base import speed_options
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.methods.arbooth.data import PromptFeatures, ShuffledOrder, pick_rows
 from varbench.methods.arbooth.losses import distillation_loss, weighted_ce
+from varbench.methods.arbooth.optim import make_adamw, state_dtype
 from varbench.methods.arbooth.recompute import Recompute
 from varbench.methods.arbooth.scale_weights import loss_normalizer, scale_weights, token_weights
 from varbench.methods.arbooth.teacher import OnTheFly, Pool, TeacherBatch
@@ -79,15 +79,6 @@ def compute_autocast(config: ARBoothConfig, device: torch.device) -> contextlib.
     if uses_amp(config, device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def make_adamw(params: list[torch.Tensor], config: ARBoothConfig, device: torch.device) -> torch.optim.AdamW:
-    options = {"lr": config.learning_rate, "betas": (config.adam_beta1, config.adam_beta2),
-               "eps": config.adam_epsilon, "weight_decay": config.weight_decay}
-    # One fused kernel for all tensors on CUDA (older torch releases lack the option).
-    if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
-        options["fused"] = True
-    return torch.optim.AdamW(params, **options)
 
 
 def join_conditions(first: Condition, second: Condition, mask: torch.Tensor | None) -> Condition:
@@ -127,7 +118,8 @@ class Trainer:
 
     def __init__(self, config: ARBoothConfig, model: Infinity, identifier: torch.nn.Parameter,
                  tuned: list[torch.nn.Parameter], schedule: ScaleSchedule, data: TrainingData,
-                 device: torch.device, fit_seed: int, clock: NoClock | None = None):
+                 device: torch.device, fit_seed: int, clock: NoClock | None = None,
+                 adapters: list[torch.nn.Parameter] | None = None):
         self.config, self.model, self.identifier, self.schedule, self.data = config, model, identifier, schedule, data
         self.device, self.clock = device, clock or NoClock()
         self.order = ShuffledOrder(data.latents.shape[0], derive_seed("images", fit_seed))
@@ -135,8 +127,12 @@ class Trainer:
         weights = token_weights(scale_weights(config, schedule.num_scales), schedule)
         self.normalizer = loss_normalizer(weights, config.loss_normalization)
         self.token_weights = weights.to(device)
-        self.optimizer = make_adamw(tuned, config, device) if tuned else None
-        self.identifier_optimizer = make_adamw([identifier], config, device) if identifier.requires_grad else None
+        groups = [{"params": tuned, "state_dtype": state_dtype(config)}] if tuned else []
+        if adapters:  # LoRA's A and B: their own learning rate, fp32 moments (lora.py)
+            groups.append({"params": adapters, "lr": config.lora_learning_rate})
+        self.optimizer = make_adamw(groups, config, device) if groups else None
+        self.identifier_optimizer = (make_adamw([{"params": [identifier]}], config, device)
+                                     if identifier.requires_grad else None)
         self.identifier_updates = 2 if config.faithful("quirk_optimizer_steps") else 1
         self.recompute = Recompute(config.checkpoint_blocks, model.config.depth, device)
         self.speed = speed_options(config, device, "train")

@@ -10,6 +10,9 @@ The layer options select parts of blocks:
     "ffn" -> block_chunks.*.module.*.ffn.*      (33,564,672)
     "all" -> sa + ca + ffn of every block (the release's enable_all_layer)
 
+"lora" trains low-rank updates of the linear layers of the config's `lora_parts` instead
+(lora.py); those parts' tensors themselves stay frozen, so `select_tensors` leaves them out.
+
 `ca_norm`, `ada_gss`, every top-level module and in particular the text pooler
 `text_proj_for_sos.ca.*` (whose name also contains ".ca.") are never selected: matching
 is on the block path, not on a substring. "identifier" adds the learned identifier
@@ -28,6 +31,7 @@ from varbench.errors import UserError
 
 BLOCK_PARTS = ("sa", "ca", "ffn")
 IDENTIFIER = "identifier"
+LORA = "lora"
 IDENTIFIER_KEY = "special_token"  # the release's name for the identifier vectors
 _BLOCK_TENSOR = re.compile(r"^block_chunks\.(\d+)\.module\.(\d+)\.(sa|ca|ffn|ca_norm|ada_gss)(\.|$)")
 
@@ -40,14 +44,33 @@ def block_parts(layers: Sequence[str]) -> set[str]:
             parts.update(BLOCK_PARTS)
         elif layer in BLOCK_PARTS:
             parts.add(layer)
-        elif layer != IDENTIFIER:
+        elif layer not in (IDENTIFIER, LORA):
             raise UserError(f"unknown layer option {layer!r}", "arbooth config, layers",
-                            "Use sa, ca, ffn, identifier or all.")
+                            "Use sa, ca, ffn, identifier, lora or all.")
     return parts
 
 
 def trains_identifier(layers: Sequence[str]) -> bool:
     return IDENTIFIER in layers
+
+
+def lora_parts(layers: Sequence[str], parts: Sequence[str]) -> set[str]:
+    """The block parts adapted by LoRA: `parts` (the config's lora_parts) when "lora" is in
+    `layers`, else none."""
+    return set(parts) if LORA in layers else set()
+
+
+def lora_modules(linear_names: Iterable[str], parts: set[str], depth: int, blocks_per_chunk: int,
+                 block_range: tuple[int, int] | None = None) -> list[str]:
+    """Of the model's linear layers (module paths), those LoRA adapts: in `parts`, within
+    the block range."""
+    start, stop = block_range if block_range is not None else (0, depth)
+    chosen = []
+    for name in linear_names:
+        where = block_of(f"{name}.weight", blocks_per_chunk)
+        if where is not None and where[1] in parts and start <= where[0] < stop:
+            chosen.append(name)
+    return chosen
 
 
 def block_of(name: str, blocks_per_chunk: int) -> tuple[int, str] | None:
