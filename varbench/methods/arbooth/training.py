@@ -20,14 +20,17 @@ iteration runs the student through the speed layer as `speed_options(config, dev
 
 Memory plan (Infinity-2B, released layers, CUDA, bf16 autocast):
   tuned tensors (1.61 G)     fp32 master weights + fp32 grads + fp32 AdamW moments: 25.8 GB
-                             (quirk_bf16_weights "faithful": all bf16 as released, 12.9 GB)
+                             (quirk_bf16_weights "faithful": all bf16 as released, 12.9 GB;
+                             optimizer_states "bf16": fp32 weights and grads, bf16 moments, 19.3 GB)
   untuned block tensors      bf16 (0.59 G: 1.2 GB); top-level modules fp32 (0.5 GB)
   teacher                    shares all untuned tensors; bf16 copy of the tuned ones: 3.2 GB
   autocast                   bf16 copies of the tuned weights during a forward: 3.2 GB
   activations                block inputs (fp32) kept, each block recomputed in backward
                              (checkpoint_blocks -1); ~0.35 GB per block and batch of 2;
                              "auto" keeps the last blocks' activations where memory allows
-  T5-XL                      encodes the two prompts once, then waits on the CPU.
+  T5-XL, BSQ tokenizer       encode the prompts and the subject once, then wait on the CPU.
+With LoRA (lora.py) every block tensor is frozen in bf16 (2.2 G: 4.4 GB), the teacher shares
+them all, and the adapters with their fp32 moments take ~70 MB at rank 4.
 On the CPU everything is fp32 without autocast (tests compare exact values).
 
 No host syncs in an iteration: indices are picked in Python, every random draw comes
