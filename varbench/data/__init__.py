@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from varbench.data.subject import Subject
 from varbench.errors import UserError, did_you_mean
 
-DATASETS = ("dreambench", "vico", "smoke", "folder")
+DATASETS = ("dreambench", "vico", "smoke", "toyworld", "folder")
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,18 @@ def open_dataset(name: str, root: str | None = None, fetch_missing: bool = True)
 
     A given root is only read, never written (nor the folder a symlink there points
     to): a copy that fails its manifest check is a `UserError`. Without a root, smoke
-    draws its images into varbench's cache when they are first read (opening writes
-    nothing); dreambench and vico fetch their cache copy on first open, unless
+    and toyworld draw their images into varbench's cache when they are first read
+    (opening writes nothing); dreambench and vico fetch their cache copy on first open, unless
     `fetch_missing` is off (dry runs and `status` never download: a missing copy is an error).
     """
     if name == "smoke":
         from varbench.data.smoke import smoke_dataset
 
         return smoke_dataset(root)
+    if name == "toyworld":  # held-out subjects of the procedural toyworld (varbench.toyworld)
+        from varbench.toyworld.dataset import toyworld_dataset
+
+        return toyworld_dataset(root)
     if name == "dreambench":
         from varbench.data.dreambench import dreambench_dataset
 
