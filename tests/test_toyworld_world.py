@@ -215,3 +215,19 @@ def test_the_picture_grid_has_a_row_per_class_and_a_column_per_context(tmp_path)
     path = picture_grid(tmp_path / "grid.png", zoom=1)
     with Image.open(path) as image:
         assert image.size == ((len(CONTEXT_NAMES) + 1) * 66 + 2, len(CLASSES) * 66 + 2)
+
+
+def test_toyworld_is_a_protocol_dataset_with_nothing_to_fetch(tmp_path):
+    from varbench.data.sources import dataset_source
+    from varbench.preflight import dataset_requirement
+    from varbench.protocol import load_protocol
+
+    with pytest.raises(UserError, match="toyworld dataset is generated locally"):
+        dataset_source("toyworld")
+    text = "name: tw\nversion: 1\ndata: {dataset: toyworld}\narms: [{method: toy}]\nmetrics: {backbones: tiny}\n"
+    (tmp_path / "tw.yaml").write_text(text)
+    protocol = load_protocol(str(tmp_path / "tw.yaml"))
+    assert dataset_requirement(protocol, None).found  # drawn on first use
+    (tmp_path / "copy" / "dog").mkdir(parents=True)
+    wrong = dataset_requirement(protocol, str(tmp_path / "copy"))  # a given copy is checked
+    assert not wrong.found and "unchanged copy" in wrong.how

@@ -182,7 +182,7 @@ def rehearse(
 def score(
     images: Path = typer.Argument(..., callback=_absolute, help="Image folder: IMAGES/<subject>/<prompt index>_"
                                   "<sample index>.png, or the folder a --manifest's paths are relative to."),
-    dataset: str = typer.Option("dreambench", "--dataset", help="dreambench, vico or folder (your own subjects)."),
+    dataset: str = typer.Option("dreambench", "--dataset", help="dreambench, vico, smoke, toyworld or folder (your own subjects)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", callback=_absolute_text,
                                             help="Local dataset folder (overrides the cache; required for "
                                             "--dataset folder)."),

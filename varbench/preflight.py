@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from varbench.cell import Cell
+from varbench.data import DRAWN_DATASETS
 from varbench.errors import UserError
 from varbench.protocol import Protocol
 
@@ -55,9 +56,14 @@ def preflight(protocol: Protocol, arms: list[Any], cells: list[Cell] | None, res
 def dataset_requirement(protocol: Protocol, data_root: str | None) -> Requirement:
     name, root = protocol.spec.data.dataset, data_root or protocol.spec.data.root
     item = f"dataset {name}"
-    if name == "smoke":
-        return Requirement(item, "drawn on first use into the varbench cache", True)
     try:
+        if name in DRAWN_DATASETS:
+            if root is None:
+                return Requirement(item, "drawn on first use into the varbench cache", True)
+            from varbench.data import open_dataset
+
+            open_dataset(name, root)  # a given copy must match the shipped manifest
+            return Requirement(item, str(Path(root).resolve()), True)
         if name == "folder":
             from varbench.data.folder import folder_dataset
 
@@ -75,6 +81,8 @@ def dataset_requirement(protocol: Protocol, data_root: str | None) -> Requiremen
 def _dataset_fix(name: str) -> str:
     if name == "folder":
         return "Pass your subjects' folder with --data-root (README 'Your own subjects')."
+    if name in DRAWN_DATASETS:
+        return "Leave out --data-root (varbench draws its own copy), or point it at an unchanged copy."
     return f"varbench data fetch {name}  (or --data-root DIR for a local copy)"
 
 

@@ -72,7 +72,7 @@ def _range(low: int, high: int) -> dict[str, Any]:
 
 @dataclass
 class DataSpec:
-    dataset: Literal["dreambench", "vico", "smoke", "folder"] = "dreambench"
+    dataset: Literal["dreambench", "vico", "smoke", "toyworld", "folder"] = "dreambench"
     subjects: list[str] | Literal["all"] = "all"
     # local copy of the dataset (else the verified cache); for "folder", your subjects'
     # folder (varbench.data.folder), relative to the protocol file or absolute

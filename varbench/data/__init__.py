@@ -11,6 +11,7 @@ from varbench.data.subject import Subject
 from varbench.errors import UserError, did_you_mean
 
 DATASETS = ("dreambench", "vico", "smoke", "toyworld", "folder")
+DRAWN_DATASETS = ("smoke", "toyworld")  # drawn by varbench itself (varbench.data.drawn): nothing to fetch
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
+from varbench.data import DRAWN_DATASETS
 from varbench.errors import UserError, did_you_mean
 
 # Base of GitHub's raw-file server; tests point it at a server on loopback.
@@ -88,8 +89,8 @@ SOURCES = {source.name: source for source in (DREAMBENCH, VICO)}
 def dataset_source(name: str) -> DatasetSource:
     if name in SOURCES:
         return SOURCES[name]
-    if name == "smoke":
-        raise UserError("the smoke dataset is generated locally, there is nothing to fetch or verify",
+    if name in DRAWN_DATASETS:
+        raise UserError(f"the {name} dataset is generated locally by varbench, there is nothing to fetch or verify",
                         None, "Use 'dreambench' or 'vico'.")
     raise UserError(f"unknown dataset {name!r}", None,
                     f"Use one of: {', '.join(SOURCES)}." + did_you_mean(name, SOURCES))

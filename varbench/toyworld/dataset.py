@@ -10,32 +10,26 @@ outfits, 4 properties); only "cube shaped", "on top of a mirror" and "on top of 
 sidewalk in a crowded street" are left out. `scene_for_prompt` gives the scene a prompt
 describes, to render ground truth or to check what a generated image should show.
 
-Files are read and written exactly as the `smoke` set's (`varbench.data.smoke`):
-drawn into varbench's cache when a subject's images are first read (`DrawnSubject`),
-the same bytes on every machine (`encode_png`), checked against
-`manifests/toyworld.sha256`; a given root is only read, and must match byte for byte.
+Files are read and written as every drawn dataset's (`varbench.data.drawn`): drawn into
+varbench's cache when a subject's images are first read, the same bytes on every
+machine, checked against `manifests/toyworld.sha256`; a given root is only read, and
+must match byte for byte.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 
-from varbench.cache import get_or_build
 from varbench.data import Dataset
-from varbench.data.manifest import MANIFEST_DIR, load_manifest, quick_check, verify_folder
-from varbench.data.smoke import encode_png
-from varbench.data.subject import DrawnSubject, Subject
-from varbench.errors import UserError
+from varbench.data.drawn import DrawnFiles, encode_png
+from varbench.data.manifest import MANIFEST_DIR
+from varbench.data.subject import Subject
 from varbench.fileio import write_bytes, write_text
-from varbench.hashing import content_hash
 from varbench.toyworld.world import HELD_OUT_START, Pose, Scene, class_spec, render_array, scene_for_template
-from varbench.weights import cache_root
 
 NAME = "toyworld"
 # Bump when a drawing changes (and run `write_manifest()`): the cache key holds it.
 GENERATOR_VERSION = 1
-CACHE_KEY = {"dataset": NAME, "generator_version": GENERATOR_VERSION}
 VIEWS = 5
 
 # (subject folder, class, instance id): held-out instances (ids from HELD_OUT_START),
@@ -150,56 +144,18 @@ def toyworld_dataset(root: str | None = None) -> Dataset:
     """The toyworld subjects: read from `root` if given (never written: a copy that is not
     exactly the drawn files is a `UserError`), else from varbench's cache, drawn there
     when their images are first needed."""
-    if root is not None:
-        folder = checked_root(Path(root).expanduser())
-        subjects = tuple(Subject(name, class_name, class_spec(class_name).live, image_paths(folder, name))
-                         for name, class_name, _ in SUBJECTS)
-    else:
-        cache_dir = cache_root() / "data"
-        folder = cache_copy_folder(cache_dir)
-        draw = functools.partial(ensure_cache_copy, cache_dir)
-        subjects = tuple(DrawnSubject(name, class_name, class_spec(class_name).live, image_paths(folder, name), draw)
-                         for name, class_name, _ in SUBJECTS)
-    return Dataset(NAME, subjects, OBJECT_PROMPTS, LIVE_PROMPTS)
-
-
-def checked_root(folder: Path) -> Path:
-    """A user-given toyworld root, if every file has the manifest's bytes (50 files of
-    12 KB: hashing them costs a few milliseconds)."""
-    fix = ("varbench never writes into a given data root: remove data.root (or --data-root) to use "
-           "varbench's own drawn copy, or point it at a correct copy.")
-    if not folder.is_dir():
-        raise UserError("toyworld data root not found", str(folder), fix)
-    verify_folder(load_manifest(NAME), folder).raise_for_problems(fix)
-    return folder
-
-
-def cache_copy_folder(cache_dir: Path) -> Path:
-    """Where `get_or_build` keeps the drawn copy, known before it exists."""
-    return Path(cache_dir) / NAME / content_hash(CACHE_KEY, length=16)
-
-
-def ensure_cache_copy(cache_dir: Path) -> Path:
-    """Draw the cache copy unless it is there (once, under the cache's lock), and again
-    over a damaged one: the cache is varbench's own to write."""
-    folder = get_or_build(cache_dir, NAME, CACHE_KEY, write_toyworld_images)
-    if folder != cache_copy_folder(cache_dir):
-        raise RuntimeError(f"toyworld cache copy built at {folder}, expected {cache_copy_folder(cache_dir)}: "
-                           "varbench.cache changed its layout")
-    if not quick_check(load_manifest(NAME), folder).ok:
-        write_toyworld_images(folder)
-    return folder
-
-
-def image_paths(folder: Path, subject: str) -> tuple[Path, ...]:
-    return tuple(folder / subject / f"{view:02d}.png" for view in range(VIEWS))
+    entries = [(name, class_name, class_spec(class_name).live) for name, class_name, _ in SUBJECTS]
+    return Dataset(NAME, FILES.subjects(entries, root), OBJECT_PROMPTS, LIVE_PROMPTS)
 
 
 def write_toyworld_images(folder: Path) -> None:
     """Render every reference view of every subject and write it as a PNG (atomically)."""
     for name, _, _ in SUBJECTS:
-        for view, path in enumerate(image_paths(Path(folder), name)):
+        for view, path in enumerate(FILES.image_paths(Path(folder), name)):
             write_bytes(path, encode_png(render_array(reference_scene(name, view))))
+
+
+FILES = DrawnFiles(NAME, generator_version=GENERATOR_VERSION, views=VIEWS, write=write_toyworld_images)
 
 
 def manifest_text(folder: Path) -> str:
@@ -211,7 +167,7 @@ def manifest_text(folder: Path) -> str:
         "# Columns: sha256, size in bytes, path relative to the dataset folder.",
     ]
     for name, _, _ in SUBJECTS:
-        for path in image_paths(Path(folder), name):
+        for path in FILES.image_paths(Path(folder), name):
             data = path.read_bytes()
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {len(data)}  {path.relative_to(folder).as_posix()}")
     return "\n".join(lines) + "\n"
