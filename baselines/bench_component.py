@@ -1,5 +1,6 @@
 """The `baselines` benchmark component: DreamBooth / Custom Diffusion / Textual Inversion
-steps/s and SD 1.5 sampling s/image as varbench bench rows. Registered through the
+steps/s and SD 1.5 sampling s/image as varbench bench rows; and the `families` component:
+DreamBooth-LoRA and IP-Adapter per model family (baselines.family_bench). Registered through the
 entry-point group `varbench.benchmarks` (pyproject.toml), so varbench's core imports
 nothing from this package.
 """
@@ -32,3 +33,23 @@ def bench_baselines(size: str, device: str) -> list[dict[str, Any]]:
             rows.append(row("baselines", f"{r['name']} micro-step", micro, "micro-steps/s", per_micro, rate,
                             r.get("peak_memory_gb"), batch=r.get("batch"), full_size=size == "sd15"))
     return rows + [failed("baselines", error.split(":")[0], error) for error in report["errors"]]
+
+
+def bench_families(size: str, device: str) -> list[dict[str, Any]]:
+    """The `families` component (baselines.family_bench): DreamBooth-LoRA steps/s and
+    sampling s/image, IP-Adapter s/image, per model family; `size` is full or tiny."""
+    from baselines.family_bench import FamilyBenchSettings, run_family_bench
+
+    report = run_family_bench(FamilyBenchSettings.for_size(size, device))
+    return family_rows(report, full_size=size == "full")
+
+
+def family_rows(report: dict[str, Any], full_size: bool) -> list[dict[str, Any]]:
+    """A `baselines.family_bench` report as harness rows (its errors as failures; what the
+    time budget skipped is left out, as not measured)."""
+    rate = report["matmul_flops_per_second"]
+    rows = [row("families", r["name"], r["value"], r["unit"], r["flops"], rate, r["peak_memory_gib"],
+                method=r["method"], family=r["family"], batch=r["batch"], seconds=r["seconds"],
+                full_size=full_size, **r["extra"])
+            for r in report["results"]]
+    return rows + [failed("families", e["name"], e["error"]) for e in report["errors"]]

@@ -89,7 +89,7 @@ def test_components_come_from_entry_points_and_the_core_imports_no_baseline():
     import subprocess
     import sys
 
-    assert list(harness.components()) == ["infinity", "arbooth", "baselines", "metrics", "score"]
+    assert list(harness.components()) == ["infinity", "arbooth", "baselines", "metrics", "score", "families"]
     code = ("import sys, varbench.bench.harness, varbench.cli, varbench.runner, varbench.launch, varbench.worker;"
             "print(sorted(m for m in sys.modules if m == 'baselines' or m.startswith('baselines.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -414,7 +414,7 @@ def calibrate(
 def bench(
     size: str = typer.Option("full", "--size", help="full (real sizes, GPU) or tiny (a quick CPU check)."),
     device: str = typer.Option("cuda", "--device"),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated: infinity, arbooth, baselines, "
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated: infinity, arbooth, baselines, families, "
                                        "metrics, score (and plugins)."),
     out: Path = typer.Option(Path("results/bench"), "--out", help="Folder for bench.json, bench.md, cost.md."),
     gpus: int = typer.Option(8, "--gpus", help="GPU count for the wall-clock projection."),

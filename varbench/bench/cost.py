@@ -3,11 +3,13 @@
 For each arm of a protocol: fit = its optimizer steps (or iterations) at the measured
 rate; generation = its images (prompts x images per prompt + PRES images) at the
 measured seconds per image of its backbone at the protocol's batch size; scoring = the
-images at the measured scoring throughput; summed over subjects. Class images for
-prior preservation (DreamBooth, Custom Diffusion: generated once per class and shared
-between them when their settings match, as the cache does) are a separate row. Model
-loading is not included (it depends on the disk). Cells are independent, so N GPUs
-divide the wall-clock time (while cells >= N).
+images at the measured scoring throughput; summed over subjects. DreamBooth-LoRA and
+IP-Adapter arms use the rows of the arm's model family (baselines.family_bench);
+IP-Adapter trains nothing, so its fit is 0 (encoding a reference photo takes about a
+second). Class images for prior preservation (DreamBooth, Custom Diffusion: generated
+once per class and shared between them when their settings match, as the cache does) are
+a separate row. Model loading is not included (it depends on the disk). Cells are
+independent, so N GPUs divide the wall-clock time (while cells >= N).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PROTOCOLS = ("dreambench", "vico")
+PROTOCOLS = ("dreambench", "vico", "vico_live")
+OPTIONAL_PROTOCOLS = ("vico_live",)  # projected where its file is installed, else left out
 DIFFUSION = ("dreambooth", "custom_diffusion", "textual_inversion")
 
 
@@ -107,6 +110,16 @@ def arm_hours(arm: Any, rows: list[dict[str, Any]], work: Workload, batch: int) 
         rate, steps = figure(rows, f"{method} step"), config.steps
         step_seconds = 1 / rate if rate else None
         image_seconds = sampling_seconds(rows, "sd15 sampling", batch)
+    elif method == "dreambooth_lora":
+        family = config.model_family().name
+        rate = lora_step_rate(rows, family, config.gradient_checkpointing)
+        # the row times one micro-batch per step (the default); accumulating k runs k of them
+        steps = config.steps * config.grad_accumulation
+        step_seconds = 1 / rate if rate else None
+        image_seconds = sampling_seconds(rows, f"dreambooth_lora {family} sampling", batch)
+    elif method == "ip_adapter":
+        step_seconds, steps = 0.0, 0  # tuning-free: the fit only encodes the reference photos
+        image_seconds = sampling_seconds(rows, f"ip_adapter {config.model_family().name} sampling", batch)
     else:
         return None
     scoring = figure(rows, "scoring")
@@ -115,6 +128,16 @@ def arm_hours(arm: Any, rows: list[dict[str, Any]], work: Workload, batch: int) 
     images = work.subjects * work.images_per_subject
     return {"fit": work.subjects * steps * step_seconds / 3600, "generate": images * image_seconds / 3600,
             "score": images / scoring / 3600}
+
+
+def lora_step_rate(rows: list[dict[str, Any]], family: str, checkpointing: bool) -> float | None:
+    """DreamBooth-LoRA steps/s of `family` as the arm trains (with or without gradient
+    checkpointing); the other measurement where only that one exists (e.g. the default ran
+    out of memory on the benchmarked GPU, so it was measured with checkpointing only)."""
+    plain, checkpointed = f"dreambooth_lora {family} step", f"dreambooth_lora {family} step (gradient checkpointing)"
+    first, second = (checkpointed, plain) if checkpointing else (plain, checkpointed)
+    found = figure(rows, first)
+    return found if found is not None else figure(rows, second)
 
 
 def class_image_hours(protocol: Any, rows: list[dict[str, Any]], work: Workload) -> float | None:
@@ -131,10 +154,12 @@ def project(rows: list[dict[str, Any]], gpus: int = 8) -> list[dict[str, Any]]:
     """Projected hours per (protocol, arm): fit, generate, score, total GPU-hours and
     wall-clock hours on `gpus` GPUs; `note` says why a row has no numbers."""
     from varbench.errors import UserError
-    from varbench.protocol import load_protocol
+    from varbench.protocol import available_protocols, load_protocol
 
     projected = []
     for name in PROTOCOLS:
+        if name in OPTIONAL_PROTOCOLS and name not in available_protocols():
+            continue
         protocol = load_protocol(name)
         try:
             work = workload(protocol)

@@ -1,0 +1,460 @@
+"""Speed of DreamBooth-LoRA and IP-Adapter in each model family (SD 1.5, SDXL, SD3 Medium,
+FLUX.1-dev): a benchmark to run on a GPU, not a timed test.
+
+At full size the families are their real architectures with random weights, built in
+code directly on the GPU in bf16 (`varbench.models.families.random_family`: FLUX's 12 B
+transformer and T5-XXL take seconds, never passing through host memory; SD 1.5, 1 B
+parameters, is built on the host as `sd15_components` builds it, then cast); at tiny size
+the toy families of the tests (`--size tiny`, a quick CPU check). Everything runs through
+the methods' own code (`Method.load_base`, `fit`, the fitted model's `generate`, i.e.
+`baselines.train_dreambooth_lora` and `baselines.family_sampling`), at each family's
+default config (`random_weights` / `tiny_config` of the method, nothing else changed).
+
+What is timed, per family:
+  - `dreambooth_lora <family> step` (steps/s): `DreamBoothLora.fit` for warm-up + timed
+    optimizer steps at the family's defaults (batch 4 subject photos, prior preservation
+    off, its resolution; FLUX.1-dev with gradient checkpointing, as the protocols run it
+    on one 80 GB card, the row then says so). Building the model, encoding the photos
+    and prompts and adding the adapters precede step 1; steps 1-2 are warm-up (step 2 is
+    FLOP-counted with torch's FlopCounterMode), then the timed steps (full: 6) in equal
+    windows (full: 3 of 2 steps), CUDA-synchronised only at window edges; the value is
+    the median window rate. A family whose default runs out of memory gets an error row
+    and is measured again with gradient checkpointing.
+  - `dreambooth_lora <family> sampling@B` (s/image): the fitted model's `generate` (the
+    adapters active, as the method samples) at the config's sampler, steps, guidance and
+    resolution, B prompts per call: 1 warm-up call (its FLOPs counted), then 2 timed
+    calls (full), CUDA-synchronised; the value is the median call time / B.
+  - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
+    `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
+    tower at full size with random weights, as the method's `weights: random` builds
+    them), `fit` (encoding the reference photo: untimed), then `generate` as above.
+B is 1 and the protocols' default generation batch (4). A batch above 1 is skipped
+(listed under `skipped`) when the batch-1 time predicts it would take the run past
+`budget_s` (full: 390 s), so the whole run stays within ~7 minutes on one H100 (FLUX.1-dev's
+IP-Adapter samples at 1024 px with true CFG: two 12 B transformer passes per step).
+
+Families run smallest first (SD 1.5, SDXL, SD3, FLUX.1-dev); each method's models are
+freed (gc + torch.cuda.empty_cache) before the next are built. A benchmark that fails
+(e.g. out of memory) is an error entry; the others still run. Peak memory is the
+allocator's peak over the measurement, resident weights included. Random-init weights:
+timings only.
+
+    python -m baselines.family_bench --size full --device cuda --json family_bench.json
+    python -m baselines.family_bench --size tiny --device cpu --families sd15,flux
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from baselines.bench_device import (
+    StepFlopCounter,
+    count_flops,
+    device_name,
+    free_memory,
+    peak_memory_gb,
+    reset_peak_memory,
+    synchronize,
+)
+from baselines.dreambooth_lora import DreamBoothLora
+from baselines.ip_adapter import IPAdapter
+from baselines.synthetic import synthetic_subject
+from varbench.method import CellContext
+from varbench.schema import from_dict
+from varbench.timing import matmul_rate
+
+LABEL = "random-init weights: timings only, not image quality"
+FAMILY_ORDER = ("sd15", "sdxl", "sd3", "flux")  # smallest first: FLUX.1-dev (12 B + T5-XXL) last
+# Trained with gradient checkpointing at their default config: FLUX.1-dev's LoRA fit does
+# not fit one 80 GB card without it (protocols/dreambench.yaml and vico_live.yaml set it).
+CHECKPOINTED = frozenset({"flux"})
+DEFAULT_BATCH = 4  # the protocols' default generation batch (execution.batch_size)
+SUBJECT_PHOTOS = 5  # DreamBench subjects have 4-6
+LORA_PROMPT = "a photo of sks dog in the snow"  # the subject phrase and a prompt as the protocols write them
+IP_PROMPT = "a photo of dog in the snow"  # IP-Adapter prompts name the plain class
+
+
+@dataclass
+class FamilyBenchSettings:
+    size: Literal["full", "tiny"] = "full"
+    device: str = "cuda"
+    families: tuple[str, ...] = FAMILY_ORDER
+    warmup_steps: int = 2  # >= 2: step 2 is the FLOP-counted one
+    timed_steps: int = 6  # in `windows` equal windows; the median window rate is reported
+    windows: int = 3
+    sample_repeats: int = 2  # timed generate calls per batch, after one warm-up call
+    batches: tuple[int, ...] = (1, DEFAULT_BATCH)
+    sample_steps: int | None = None  # None: the method's default (the family's)
+    count_flops: bool = True
+    budget_s: float | None = 390.0  # skip a batch > 1 that would end past this; None: no limit
+    cache_dir: str | None = None  # IP-Adapter stand-ins (built once per base); None: a temp folder
+    seed: int = 0
+
+    @classmethod
+    def for_size(cls, size: str, device: str, **overrides: Any) -> FamilyBenchSettings:
+        """The defaults of `size`: full on a GPU; tiny small enough for a CPU test."""
+        tiny = dict(timed_steps=2, windows=2, sample_repeats=1, batches=(1, 2), budget_s=None)
+        base = cls(size=size, device=device, **(tiny if size == "tiny" else {}))  # type: ignore[arg-type]
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def step_name(family: str, checkpointing: bool) -> str:
+    return f"dreambooth_lora {family} step" + (" (gradient checkpointing)" if checkpointing else "")
+
+
+def sampling_name(method: str, family: str, batch: int) -> str:
+    return f"{method} {family} sampling@{batch}"
+
+
+# --- running one method of one family -------------------------------------------------------
+
+def make_method(method_class: type, family: str, settings: FamilyBenchSettings, **overrides: Any) -> Any:
+    """`method_class` on `family` at its defaults, with random weights at full size
+    (`random_weights`) or its tiny parts (`tiny_config`: 64 px, few sampler steps)."""
+    weights = method_class.random_weights if settings.size == "full" else method_class.tiny_config
+    values = {"base_model": family, **weights, **overrides}
+    if settings.sample_steps is not None:
+        values["sample_steps"] = settings.sample_steps
+    fields = method_class.Config.__dataclass_fields__
+    return method_class(from_dict(method_class.Config, {k: v for k, v in values.items() if k in fields},
+                                  "baselines.family_bench"))
+
+
+def make_context(settings: FamilyBenchSettings, folder: Path, cache: Path,
+                 on_step: Callable[[int, int], None] | None = None) -> CellContext:
+    return CellContext(device=torch.device(settings.device), fit_seed=settings.seed, workdir=folder / "work",
+                       cache_dir=cache, on_fit_step=on_step or (lambda done, total: None))
+
+
+def subject_of(settings: FamilyBenchSettings, folder: Path, resolution: int) -> Any:
+    return synthetic_subject(folder / "subject", count=SUBJECT_PHOTOS, size=resolution, seed=settings.seed)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0][:500]
+
+
+@dataclass
+class Fitted:
+    """A timed DreamBooth-LoRA fit: its result entry and the fitted model (to sample with)."""
+
+    result: dict[str, Any]
+    model: Any = None
+
+
+def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cache: Path,
+                   checkpointing: bool) -> Fitted:
+    """The method's fit for warm-up + timed steps, timed in windows from its step callback."""
+    window = max(1, settings.timed_steps // settings.windows)
+    steps = settings.warmup_steps + window * settings.windows
+    stamps: list[float] = []
+    started: list[float] = []
+    first_step: list[float] = []
+    flops = StepFlopCounter(step=1) if settings.count_flops else None
+
+    def on_step(done: int, total: int) -> None:
+        if flops is not None:
+            flops.on_step(done)
+        if done == 1:  # encoding the photos and prompts, adding the adapters, step 1
+            synchronize(settings.device)
+            first_step.append(time.perf_counter() - started[0])
+        if done >= settings.warmup_steps and (done - settings.warmup_steps) % window == 0:
+            synchronize(settings.device)  # window edges only: the loop itself never waits
+            stamps.append(time.perf_counter())
+
+    method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing)
+    config = method.config
+    ctx = make_context(settings, folder, cache, on_step)
+    build = time.perf_counter()
+    base = method.load_base(ctx)
+    synchronize(settings.device)
+    build_s = time.perf_counter() - build
+    subject = subject_of(settings, folder, config.resolution)
+    reset_peak_memory(settings.device)
+    started.append(time.perf_counter())
+    try:
+        model = method.fit(base, subject, ctx)
+        ctx.flush_losses()
+    finally:
+        if flops is not None:
+            flops.stop()
+    seconds = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    rate = window / statistics.median(seconds)
+    result = {
+        "name": step_name(family, checkpointing), "method": DreamBoothLora.name, "family": family, "kind": "step",
+        "value": rate, "unit": "steps/s", "batch": config.batch_size * (2 if config.prior_preservation else 1),
+        "seconds": seconds, "flops": float(flops.total) if flops is not None and flops.total else None,
+        "peak_memory_gib": peak_memory_gb(settings.device), "steps": steps,
+        "extra": {"resolution": config.resolution, "batch_size": config.batch_size,
+                  "prior_preservation": config.prior_preservation, "rank": config.rank,
+                  "gradient_checkpointing": checkpointing, "trainable_parameters": model.trainable_parameters,
+                  "build_s": build_s, "first_step_s": first_step[0], "steps_per_window": window}}
+    return Fitted(result, model)
+
+
+def bench_sampling(model: Any, method: str, family: str, batch: int, prompt: str,
+                   settings: FamilyBenchSettings) -> dict[str, Any]:
+    """`model.generate` on `batch` prompts: one warm-up call (FLOPs counted there), then the
+    timed calls; seconds per image = median call / batch."""
+    prompts, seeds = [prompt] * batch, list(range(batch))
+    reset_peak_memory(settings.device)
+    synchronize(settings.device)
+    start = time.perf_counter()
+    flops = None
+    if settings.count_flops:
+        flops = count_flops(lambda: model.generate(prompts, seeds)) / batch
+    else:
+        model.generate(prompts, seeds)
+    synchronize(settings.device)
+    first_call = time.perf_counter() - start
+    seconds = []
+    for _ in range(settings.sample_repeats):
+        synchronize(settings.device)
+        start = time.perf_counter()
+        images = model.generate(prompts, seeds)
+        synchronize(settings.device)
+        seconds.append(time.perf_counter() - start)
+    if len(images) != batch:
+        raise RuntimeError(f"generate returned {len(images)} images for {batch} prompts")
+    config = model.config
+    extra = {"resolution": config.resolution, "sample_steps": config.sample_steps, "sampler": config.sampler,
+             "guidance_scale": config.guidance_scale, "first_call_s": first_call}
+    if getattr(config, "true_cfg_scale", None) is not None:
+        extra["true_cfg_scale"] = config.true_cfg_scale
+    return {"name": sampling_name(method, family, batch), "method": method, "family": family, "kind": "sampling",
+            "value": statistics.median(seconds) / batch, "unit": "s/image", "batch": batch, "seconds": seconds,
+            "flops": flops or None, "peak_memory_gib": peak_memory_gb(settings.device), "extra": extra}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+class Run:
+    """The report being filled, the clock and the budget."""
+
+    def __init__(self, settings: FamilyBenchSettings, on_result: Callable[[dict[str, Any]], None] | None):
+        import diffusers
+
+        self.settings, self.on_result = settings, on_result
+        self.began = time.perf_counter()
+        self.report: dict[str, Any] = {
+            "label": LABEL, "settings": asdict(settings), "device": device_name(settings.device),
+            "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "matmul_flops_per_second": matmul_rate(settings.device), "results": [], "errors": [], "skipped": []}
+
+    def add(self, result: dict[str, Any]) -> None:
+        rate = self.report["matmul_flops_per_second"]
+        flops = result["flops"]
+        result["floor"] = (rate / flops if result["unit"].endswith("/s") else flops / rate) if flops else None
+        self.report["results"].append(result)
+        self.saved()
+
+    def error(self, name: str, message: str) -> None:
+        self.report["errors"].append({"name": name, "error": message})
+        self.saved()
+
+    def saved(self) -> None:
+        self.report["seconds"] = time.perf_counter() - self.began
+        if self.on_result is not None:
+            self.on_result(self.report)
+
+    def fits_budget(self, name: str, per_image_at_1: float | None, batch: int) -> bool:
+        """Whether a batch > 1 measurement, predicted from the batch-1 time (warm-up + timed
+        calls), ends within the budget; else it is listed as skipped."""
+        budget = self.settings.budget_s
+        if batch == 1 or budget is None or per_image_at_1 is None:
+            return True
+        predicted = 1.1 * per_image_at_1 * batch * (1 + self.settings.sample_repeats)
+        elapsed = time.perf_counter() - self.began
+        if elapsed + predicted <= budget:
+            return True
+        self.report["skipped"].append({"name": name, "reason": f"predicted {predicted:.0f} s at {elapsed:.0f} s "
+                                                               f"would pass the {budget:.0f} s budget"})
+        self.saved()
+        return False
+
+    def sample_all(self, model: Any, method: str, family: str, prompt: str) -> None:
+        at_1 = None
+        for batch in sorted(self.settings.batches):
+            name = sampling_name(method, family, batch)
+            if not self.fits_budget(name, at_1, batch):
+                continue
+            try:
+                result = bench_sampling(model, method, family, batch, prompt, self.settings)
+            except Exception as err:  # noqa: BLE001 - e.g. out of memory at a large batch
+                traceback.print_exc()
+                self.error(name, describe(err))
+                continue
+            finally:
+                free_memory(self.settings.device)
+            at_1 = result["value"] if batch == 1 else at_1
+            self.add(result)
+
+
+def run_family_bench(settings: FamilyBenchSettings,
+                     on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every family of `settings` in FAMILY_ORDER; returns a JSON-ready report (settings,
+    environment, results, errors, skipped). `on_result(report)` after each entry."""
+    check_settings(settings)
+    run = Run(settings, on_result)
+    with tempfile.TemporaryDirectory(prefix="varbench-family-bench-") as tmp:
+        cache = Path(settings.cache_dir) if settings.cache_dir else Path(tmp) / "cache"
+        for family in [f for f in FAMILY_ORDER if f in settings.families]:
+            bench_lora(run, family, Path(tmp) / family / "lora", cache)
+            free_memory(settings.device)
+            if family in IPAdapter.families:
+                bench_ip_adapter(run, family, Path(tmp) / family / "ip_adapter", cache)
+                free_memory(settings.device)
+    run.saved()
+    return run.report
+
+
+def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
+    """The fit's steps/s, then sampling with the fitted model; out of memory at the default
+    config: an error entry, and the fit again with gradient checkpointing."""
+    settings = run.settings
+    checkpointing = family in CHECKPOINTED
+    fitted, failure = None, None
+    try:
+        fitted = bench_lora_fit(family, settings, folder / "default", cache, checkpointing)
+    except Exception as err:  # noqa: BLE001 - one family's failure must not lose the others
+        traceback.print_exc()
+        failure = (is_out_of_memory(err), describe(err))
+    if failure is not None:  # (outside the except block: the traceback no longer holds the model)
+        run.error(step_name(family, checkpointing), failure[1])
+        free_memory(settings.device)
+        if failure[0] and not checkpointing:
+            checkpointing = True
+            try:
+                fitted = bench_lora_fit(family, settings, folder / "checkpointed", cache, checkpointing)
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                run.error(step_name(family, checkpointing), describe(err))
+    if fitted is None:
+        for batch in settings.batches:
+            run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: the fit failed")
+        return
+    run.add(fitted.result)
+    run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT)
+
+
+def bench_ip_adapter(run: Run, family: str, folder: Path, cache: Path) -> None:
+    """IP-Adapter's base (family, stand-in adapter, image encoder) and its fit (encoding the
+    reference), then sampling; a failure before sampling is an error entry per batch."""
+    model, failure = None, None
+    try:
+        model, setup = ip_adapter_model(family, run.settings, folder, cache)
+    except Exception as err:  # noqa: BLE001 - one family's failure must not lose the others
+        traceback.print_exc()
+        failure = describe(err)
+    if model is None:
+        for batch in run.settings.batches:
+            run.error(sampling_name(IPAdapter.name, family, batch), f"not measured: {failure}")
+        return
+    count = len(run.report["results"])
+    run.sample_all(model, IPAdapter.name, family, IP_PROMPT)
+    for result in run.report["results"][count:]:
+        result["extra"].update(setup)
+
+
+def ip_adapter_model(family: str, settings: FamilyBenchSettings, folder: Path, cache: Path) -> tuple[Any, dict]:
+    """The method's `load_base` and `fit` (untimed setup; their seconds go in the rows' extras)."""
+    method = make_method(IPAdapter, family, settings)
+    ctx = make_context(settings, folder, cache)
+    start = time.perf_counter()
+    base = method.load_base(ctx)
+    synchronize(settings.device)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model = method.fit(base, subject_of(settings, folder, method.config.resolution), ctx)
+    synchronize(settings.device)
+    return model, {"build_s": build_s, "encode_s": time.perf_counter() - start, "scale": method.config.scale,
+                   "num_references": method.config.num_references}
+
+
+def check_settings(settings: FamilyBenchSettings) -> None:
+    if settings.size not in ("full", "tiny"):
+        raise ValueError(f"size is {settings.size!r}: use full or tiny")
+    unknown = [f for f in settings.families if f not in FAMILY_ORDER]
+    if unknown:
+        raise ValueError(f"unknown family {', '.join(unknown)}: use {', '.join(FAMILY_ORDER)}")
+    if settings.count_flops and settings.warmup_steps < 2:
+        raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
+    if settings.timed_steps < settings.windows or settings.windows < 1:
+        raise ValueError("timed_steps must be at least windows (>= 1)")
+    if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
+        raise ValueError("sample_repeats and every batch must be at least 1")
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"DreamBooth-LoRA and IP-Adapter per family on {report['device']} ({report['label']})",
+             f"{'benchmark':<48} {'value':>10} {'unit':<8} {'floor':>10} {'%floor':>7} {'peak GiB':>9}"]
+    for r in report["results"]:
+        floor = r["floor"]
+        fraction = None if floor is None else (r["value"] / floor if r["unit"].endswith("/s") else floor / r["value"])
+        lines.append(f"{r['name']:<48} {r['value']:>10.4g} {r['unit']:<8} "
+                     f"{'' if floor is None else format(floor, '.4g'):>10} "
+                     f"{'' if fraction is None else format(fraction, '.0%'):>7} "
+                     f"{'' if r['peak_memory_gib'] is None else format(r['peak_memory_gib'], '.1f'):>9}")
+    lines += [f"error: {e['name']}: {e['error']}" for e in report["errors"]]
+    lines += [f"skipped: {s['name']}: {s['reason']}" for s in report["skipped"]]
+    lines.append(f"total {report.get('seconds', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["full", "tiny"], default="full")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--families", default=",".join(FAMILY_ORDER),
+                        help="comma-separated, run in the order sd15, sdxl, sd3, flux whatever the order given")
+    parser.add_argument("--json", type=Path, help="also write the report here (rewritten after every entry)")
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--timed-steps", type=int)
+    parser.add_argument("--windows", type=int)
+    parser.add_argument("--repeats", type=int, help="timed generate calls per batch (after one warm-up call)")
+    parser.add_argument("--batches", help="comma-separated prompts per generate call (full: 1,4; tiny: 1,2)")
+    parser.add_argument("--sample-steps", type=int, help="denoising steps per image (default: the method's)")
+    parser.add_argument("--budget", type=float, help="seconds: skip a batch > 1 that would end later "
+                                                     "(full: 390; 0: no limit)")
+    parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
+    parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    args = parser.parse_args(argv)
+    settings = FamilyBenchSettings.for_size(
+        args.size, args.device, families=tuple(f for f in args.families.split(",") if f),
+        warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, windows=args.windows,
+        sample_repeats=args.repeats, sample_steps=args.sample_steps, cache_dir=args.cache_dir,
+        batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else None)
+    if args.budget is not None:
+        settings.budget_s = args.budget or None
+    settings.count_flops = not args.no_flops
+    try:
+        check_settings(settings)
+    except ValueError as err:
+        parser.error(str(err))
+
+    def save(report: dict[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+    report = run_family_bench(settings, on_result=save)
+    save(report)
+    print(format_table(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

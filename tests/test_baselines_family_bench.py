@@ -1,0 +1,166 @@
+"""The per-family benchmark of DreamBooth-LoRA and IP-Adapter (baselines.family_bench) at tiny
+size on the CPU, its `families` bench component, floor-fraction targets, and the cost
+projection of DreamBooth-LoRA and IP-Adapter arms from synthetic rows (no GPU)."""
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import baselines.family_bench as family_bench
+from baselines.bench_component import bench_families, family_rows
+from baselines.family_bench import FamilyBenchSettings, Fitted, main, run_family_bench
+from varbench.bench import harness
+from varbench.bench.cost import Workload, arm_hours, lora_step_rate, project
+from varbench.bench.harness import row
+from varbench.protocol import load_protocol
+
+LORA_FAMILIES = ("sd15", "sdxl", "sd3", "flux")
+IP_FAMILIES = ("sd15", "sdxl", "flux")
+
+
+def expected_names() -> list[str]:
+    names = []
+    for family in LORA_FAMILIES:
+        step = f"dreambooth_lora {family} step" + (" (gradient checkpointing)" if family == "flux" else "")
+        names += [step, f"dreambooth_lora {family} sampling@1", f"dreambooth_lora {family} sampling@2"]
+        if family in IP_FAMILIES:
+            names += [f"ip_adapter {family} sampling@1", f"ip_adapter {family} sampling@2"]
+    return names
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    path = tmp_path_factory.mktemp("family-bench") / "out.json"
+    report = main(["--size", "tiny", "--device", "cpu", "--sample-steps", "2", "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))  # the file is the final report
+    return report
+
+
+@pytest.mark.slow
+def test_tiny_run_measures_every_family_and_kind(tiny_report):
+    assert tiny_report["errors"] == [] and tiny_report["skipped"] == []
+    assert [r["name"] for r in tiny_report["results"]] == expected_names()  # FLUX last
+    for result in tiny_report["results"]:
+        assert math.isfinite(result["value"]) and result["value"] > 0, result["name"]
+        assert result["flops"] > 0 and result["floor"] > 0, result["name"]
+        assert result["peak_memory_gib"] is None  # CPU
+        assert result["unit"] == ("steps/s" if result["kind"] == "step" else "s/image")
+    steps = {r["family"]: r for r in tiny_report["results"] if r["kind"] == "step"}
+    for family, step in steps.items():  # the method's defaults: 4 photos a step, no prior
+        assert step["batch"] == 4 and step["extra"]["prior_preservation"] is False
+        assert step["extra"]["gradient_checkpointing"] is (family == "flux")
+        assert step["extra"]["trainable_parameters"] > 0 and len(step["seconds"]) == 2
+    sampling = {r["name"]: r for r in tiny_report["results"] if r["kind"] == "sampling"}
+    assert sampling["dreambooth_lora sdxl sampling@2"]["extra"]["sample_steps"] == 2
+    assert sampling["ip_adapter flux sampling@1"]["extra"]["true_cfg_scale"] == 4.0  # the method's FLUX default
+
+
+@pytest.mark.slow
+def test_component_rows_carry_the_floor_and_its_targets(tiny_report, monkeypatch):
+    monkeypatch.setattr(family_bench, "run_family_bench", lambda settings: tiny_report)
+    rows = bench_families("tiny", "cpu")
+    assert [r["name"] for r in rows] == expected_names()
+    for r in rows:
+        assert r["component"] == "families" and 0 < r["fraction_of_floor"]
+        assert r["meets_target"] is None  # targets apply at full size only
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["dreambooth_lora sdxl step"]["floor_target"] == 0.35
+    assert by_name["dreambooth_lora flux step (gradient checkpointing)"]["floor_target"] == 0.35
+    assert by_name["dreambooth_lora flux sampling@1"]["floor_target"] == 0.45
+    assert by_name["ip_adapter sdxl sampling@1"]["floor_target"] is None
+    full = {r["name"]: r for r in family_rows(tiny_report, full_size=True)}
+    step = full["dreambooth_lora sd15 step"]
+    assert step["meets_target"] is (step["fraction_of_floor"] >= 0.35)
+    failures = family_rows({**tiny_report, "results": [], "errors": [{"name": "x", "error": "out of memory"}]}, True)
+    assert failures == [{"component": "families", "name": "x", "error": "out of memory"}]
+
+
+def test_floor_targets_are_checked_in_row():
+    assert harness.FLOOR_TARGETS["dreambooth_lora sd3 step"] == 0.35
+    slow = row("families", "dreambooth_lora sd3 step", 1.0, "steps/s", flops=100e12, rate=1000e12)  # floor 10/s
+    fast = row("families", "dreambooth_lora sd3 step", 4.0, "steps/s", flops=100e12, rate=1000e12)
+    assert slow["fraction_of_floor"] == pytest.approx(0.1) and slow["meets_target"] is False
+    assert fast["meets_target"] is True and fast["target"] is None and fast["floor_target"] == 0.35
+    uncounted = row("families", "dreambooth_lora sd3 step", 4.0, "steps/s", flops=None, rate=1000e12)
+    assert uncounted["meets_target"] is None  # no floor, nothing to compare
+    image = row("families", "dreambooth_lora flux sampling@1", 2.0, "s/image", flops=1000e12, rate=1000e12)
+    assert image["fraction_of_floor"] == pytest.approx(0.5) and image["meets_target"] is True
+    assert "45% of floor" in harness.format_bench({"device": "d", "note": "n", "rows": [image]})
+    assert row("baselines", "dreambooth step", 16.0, "steps/s", 5e12, 800e12)["floor_target"] is None
+
+
+class FakeModel:
+    config = SimpleNamespace(resolution=64, sample_steps=2, sampler="dpm", guidance_scale=7.5)
+
+    def generate(self, prompts, seeds):
+        return [None] * len(prompts)
+
+
+def test_out_of_memory_at_the_default_refits_with_checkpointing_and_budget_skips(monkeypatch):
+    calls = []
+
+    def fake_fit(family, settings, folder, cache, checkpointing):
+        calls.append(checkpointing)
+        if not checkpointing:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return Fitted({"name": family_bench.step_name(family, True), "method": "dreambooth_lora", "family": family,
+                       "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4, "seconds": [1.0],
+                       "flops": 1e9, "peak_memory_gib": None, "extra": {}}, FakeModel())
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
+    monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
+    settings = FamilyBenchSettings.for_size("tiny", "cpu", families=("sdxl",), budget_s=1e-9)
+    report = run_family_bench(settings)
+    assert calls == [False, True]
+    assert report["errors"] == [{"name": "dreambooth_lora sdxl step",
+                                 "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"}]
+    assert [r["name"] for r in report["results"]] == ["dreambooth_lora sdxl step (gradient checkpointing)",
+                                                      "dreambooth_lora sdxl sampling@1"]
+    assert [s["name"] for s in report["skipped"]] == ["dreambooth_lora sdxl sampling@2"]  # past the budget
+
+
+# --- cost projection ----------------------------------------------------------------------
+
+def family_bench_rows():
+    return [row("families", "dreambooth_lora sdxl step", 2.0, "steps/s", None, None),
+            row("families", "dreambooth_lora sdxl sampling@1", 1.5, "s/image", None, None),
+            row("families", "dreambooth_lora sdxl sampling@4", 1.0, "s/image", None, None),
+            row("families", "dreambooth_lora flux step (gradient checkpointing)", 0.5, "steps/s", None, None),
+            row("families", "dreambooth_lora flux sampling@1", 3.0, "s/image", None, None),
+            row("families", "ip_adapter sdxl sampling@1", 2.5, "s/image", None, None),
+            row("families", "ip_adapter sdxl sampling@4", 2.0, "s/image", None, None),
+            row("metrics", "scoring", 1000.0, "images/s", None, None)]
+
+
+def test_cost_projects_dreambooth_lora_and_ip_adapter_arms():
+    protocol = load_protocol("dreambench")
+    work, rows = Workload(subjects=30, classes=15, images_per_subject=104), family_bench_rows()
+    sdxl = arm_hours(protocol.arm("lora-sdxl"), rows, work, batch=4)
+    assert sdxl["fit"] == pytest.approx(30 * 500 / 2.0 / 3600)
+    assert sdxl["generate"] == pytest.approx(30 * 104 * 1.0 / 3600)
+    assert sdxl["score"] == pytest.approx(30 * 104 / 1000 / 3600)
+    flux = arm_hours(protocol.arm("lora-flux"), rows, work, batch=4)  # checkpointed, as the arm trains
+    assert flux["fit"] == pytest.approx(30 * 500 / 0.5 / 3600)
+    assert flux["generate"] == pytest.approx(30 * 104 * 3.0 / 3600)  # only batch 1 measured: used
+    ip = arm_hours(protocol.arm("ip-adapter-sdxl"), rows, work, batch=4)
+    assert ip["fit"] == 0 and ip["generate"] == pytest.approx(30 * 104 * 2.0 / 3600)
+    assert arm_hours(protocol.arm("lora-sdxl"), rows[3:], work, batch=4) is None  # SDXL not measured
+    # the arm's own variant first, the other where only that one was measured
+    assert lora_step_rate(rows, "sdxl", checkpointing=True) == 2.0
+    assert lora_step_rate(rows, "flux", checkpointing=False) == 0.5
+    assert lora_step_rate(rows, "sd3", checkpointing=False) is None
+
+
+def test_vico_live_is_projected_only_where_its_protocol_exists(monkeypatch):
+    import varbench.protocol as protocol_module
+
+    found = protocol_module.available_protocols()
+    protocols = {entry["protocol"] for entry in project(family_bench_rows())}
+    assert protocols == {"dreambench", "vico"} | ({"vico_live"} if "vico_live" in found else set())
+    monkeypatch.setattr(protocol_module, "available_protocols",
+                        lambda: {name: path for name, path in found.items() if name != "vico_live"})
+    assert {entry["protocol"] for entry in project(family_bench_rows())} == {"dreambench", "vico"}
