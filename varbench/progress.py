@@ -6,7 +6,8 @@ progress over cells instead).
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -78,3 +79,14 @@ class RichReporter(Reporter):
 
     def note(self, text: str) -> None:
         self.progress.console.print(text)
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """A rich bar with ETA over a loop of `total` steps (training, drawing); yields
+    `advance(steps, note)`, the note shown beside the bar (e.g. the current loss)."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=total, note="")
+        yield lambda steps, note="": progress.update(task, advance=steps, note=note)

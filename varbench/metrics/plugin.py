@@ -56,7 +56,7 @@ BETTER = ("higher", "lower")
 class EncoderSetup:
     """How the Scorer asks an encoder to be built."""
 
-    size: str  # "real" or "tiny"
+    size: str  # "real", "tiny" or "toyworld"
     pretrained: bool  # with size "real": published weights (True) or random ones (False)
     device: torch.device
     mode: ModeSpec  # the metric mode (DINO patch and input size, pixel pipeline)

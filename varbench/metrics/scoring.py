@@ -87,8 +87,8 @@ class Scorer:
         self.config = config
         self.device = torch.device(device)
         self.mode = mode_spec(config.mode)
-        size = "tiny" if config.backbones == "tiny" else "real"
-        pretrained = pretrained and config.backbones == "real"
+        size = {"tiny": "tiny", "toyworld": "toyworld"}.get(config.backbones, "real")
+        pretrained = pretrained and config.backbones in ("real", "toyworld")
         self.random_init = size == "tiny" or not pretrained
         self.metrics: list[Metric] = [cls() for cls in metrics_for(config.div, config.extra)]
         self.encoders = shared_encoders(self.metrics)

@@ -21,8 +21,10 @@ class MetricsConfig:
     mode: Literal["canonical", "dreammatcher", "kosmosg", "dreambench++"] = "canonical"
     # "real": published weights (hub cache or local path); "tiny": random-init
     # encoders of the same families, for tests and the smoke protocol; "random": the real
-    # architectures with random weights (rehearsals: real cost, meaningless values).
-    backbones: Literal["real", "tiny", "random"] = "real"
+    # architectures with random weights (rehearsals: real cost, meaningless values);
+    # "toyworld": DINO and CLIP trained by varbench on its miniature world
+    # (varbench.toyworld.backbones; LPIPS stays random-init there).
+    backbones: Literal["real", "tiny", "random", "toyworld"] = "real"
     div: bool = True  # mean pairwise LPIPS among the images of one prompt
     # class-prompt images per subject for PRES (0 = off); papers use 4, 1000 bounds the cell
     pres_images: int = field(default=0, metadata={"range": (0, 1000)})
@@ -75,6 +77,10 @@ def score_identity(config: MetricsConfig) -> dict[str, Any]:
         identity["clip_resize"] = config.clip_resize
     if config.backbones == "real":
         identity["weights"] = pinned_weights()
+    if config.backbones == "toyworld":  # retrained toyworld weights make other scores
+        from varbench.toyworld.backbones import shipped_digests
+
+        identity["weights"] = shipped_digests()
     if config.extra:
         from varbench.metrics.registry import extra_identity
 

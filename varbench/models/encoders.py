@@ -45,7 +45,7 @@ from varbench.errors import UserError
 from varbench.metrics.encoder_weights import CLIP_FILES, DINO_FILES, DINOV2_FILES
 from varbench.weights import WeightFile, resolve_file
 
-Size = Literal["real", "tiny"]
+Size = Literal["real", "tiny", "toyworld"]  # toyworld: trained by varbench (varbench.toyworld.backbones)
 
 TINY_SEED = 0
 TINY_DINO = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -110,6 +110,8 @@ def build_dino(patch: int, size: Size, device: torch.device | str = "cpu", input
         with seeded():
             vit = timm.create_model(name, pretrained=False, num_classes=0, **TINY_DINO)
         arch = TINY_DINO
+    elif size == "toyworld":
+        vit, arch = _toyworld_dino(name, patch)
     else:
         path = resolve_weights(DINO_FILES[patch]) if pretrained else None  # fail before building
         with seeded():
@@ -129,6 +131,9 @@ def build_dinov2(variant: Literal["s", "l"], size: Size, device: torch.device | 
     checkpoint filter resamples the position embedding to the model's patch grid (bicubic,
     antialiased), as `timm.create_model(name, pretrained=True, img_size=...)` does."""
     name = DINOV2_MODELS[variant]
+    if size == "toyworld":
+        raise UserError("the toyworld has no DINOv2", "metrics.backbones: toyworld",
+                        "Leave the DINOv2 extras out of toyworld protocols.")
     if size == "tiny":
         with seeded():
             vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size,
@@ -200,6 +205,8 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
     if size == "tiny":
         with seeded():
             model = open_clip.CLIP(**TINY_CLIPS[arch], quick_gelu=True)
+    elif size == "toyworld":
+        model = _toyworld_clip(arch)
     else:
         path = resolve_weights(CLIP_FILES[arch]) if pretrained else None  # fail before building
         # the OpenAI weights were trained with QuickGELU (open_clip tags them quick_gelu)
@@ -210,6 +217,32 @@ def build_clip(size: Size, device: torch.device | str = "cpu", pretrained: bool 
             # only in recent open_clip releases; the hub file already uses open_clip's keys
             _load_strict(model, load_file(path), path)
     return ClipEncoder(model.eval(), arch).to(device)
+
+
+def _toyworld_dino(name: str, patch: int) -> tuple[nn.Module, dict]:
+    """The toyworld's DINO ViT-S/16 stand-in with its trained weights."""
+    from varbench.toyworld.backbones import TOY_DINO, weight_path
+
+    if patch != 16:
+        raise UserError(f"the toyworld has no DINO ViT-S/{patch}", "metrics.backbones: toyworld",
+                        "Use a metric mode with DINO ViT-S/16 (canonical, dreammatcher, kosmosg).")
+    path = str(weight_path("dino"))
+    vit = timm.create_model(name, pretrained=False, num_classes=0, **TOY_DINO)
+    _load_strict(vit, load_file(path), path)
+    return vit, TOY_DINO
+
+
+def _toyworld_clip(arch: str) -> nn.Module:
+    """The toyworld's CLIP ViT-B/32 stand-in with its trained weights."""
+    from varbench.toyworld.backbones import TOY_CLIP, weight_path
+
+    if arch != "ViT-B-32":
+        raise UserError(f"the toyworld has no CLIP {arch}", "metrics.backbones: toyworld",
+                        "Leave the CLIP-L extras out of toyworld protocols.")
+    path = str(weight_path("clip"))
+    model = open_clip.CLIP(**TOY_CLIP, quick_gelu=True)
+    _load_strict(model, load_file(path), path)
+    return model
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:

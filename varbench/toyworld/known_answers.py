@@ -1,0 +1,99 @@
+"""Known answers of the toyworld: properties its backbones must have for its numbers to
+mean something, measured through the metric pipeline itself (PNG files, the mode's
+preprocessing, the Scorer's encoders with `backbones: toyworld`).
+
+Metric validity:
+  dino_gap          DINO similarity of two views of one held-out instance, minus that of
+                    two held-out instances of the same class, averaged over classes; the
+                    issue asks for >= 0.2.
+  context_accuracy  share of real toyworld images (held-out instances, random contexts and
+                    poses) for which CLIP ranks "a {class} {its context}" first among all
+                    contexts; asked: >= 0.9.
+Every image here comes from held-out instances (ids from HELD_OUT_START), which no
+pretraining ever drew.
+"""
+from __future__ import annotations
+
+import itertools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from varbench.data.drawn import encode_png
+from varbench.fileio import write_bytes
+from varbench.toyworld.world import (
+    CLASSES, CONTEXT_NAMES, HELD_OUT_START, Pose, Scene, caption, render_batch, sample_pose,
+)
+
+PROBE_START = HELD_OUT_START + 500_000  # held-out ids of probe instances, apart from the subjects'
+REFERENCE_POSES = (Pose(False, 82, 0, 2, 0), Pose(True, 68, -6, 4, 1), Pose(False, 92, 1, 0, -1),
+                   Pose(True, 76, 5, -3, 2), Pose(False, 60, -3, 6, -2))
+
+
+@dataclass
+class DinoGap:
+    same_instance: float  # mean similarity of two views of one instance
+    same_class: float  # mean similarity of two instances of one class (same poses)
+    per_class: dict[str, float]  # the gap per class
+
+    @property
+    def gap(self) -> float:
+        return self.same_instance - self.same_class
+
+
+def make_scorer(device: str = "cpu"):
+    from varbench.metrics.scoring import Scorer
+    from varbench.metrics.settings import MetricsConfig
+
+    return Scorer(MetricsConfig(backbones="toyworld", div=False), device, threads=1)
+
+
+def embed_scenes(scorer, scenes: list[Scene], encoder: str) -> torch.Tensor:
+    """Render `scenes`, write them as PNGs and embed them as the metric would."""
+    with tempfile.TemporaryDirectory(prefix="toyworld-") as tmp:
+        paths = []
+        for index, pixels in enumerate(render_batch(scenes)):
+            path = Path(tmp) / f"{index:05d}.png"
+            write_bytes(path, encode_png(pixels))
+            paths.append(path)
+        return scorer.embed(paths, encoders=[encoder])[encoder].float()
+
+
+def dino_gap(scorer, instances_per_class: int = 6) -> DinoGap:
+    """Views of each probe instance in the five reference poses (plain rooms, as subject
+    photos are): same-instance pairs against same-pose pairs of other instances."""
+    same, other, per_class = [], [], {}
+    for spec in CLASSES:
+        ids = [PROBE_START + 1000 * CLASSES.index(spec) + k for k in range(instances_per_class)]
+        scenes = [Scene(spec.name, i, None, None, pose, seed=view) for i in ids
+                  for view, pose in enumerate(REFERENCE_POSES)]
+        emb = embed_scenes(scorer, scenes, "dino").view(len(ids), len(REFERENCE_POSES), -1)
+        within = [float(emb[i, a] @ emb[i, b]) for i in range(len(ids))
+                  for a, b in itertools.combinations(range(len(REFERENCE_POSES)), 2)]
+        across = [float(emb[i, a] @ emb[j, a]) for i, j in itertools.combinations(range(len(ids)), 2)
+                  for a in range(len(REFERENCE_POSES))]
+        same += within
+        other += across
+        per_class[spec.name] = float(np.mean(within) - np.mean(across))
+    return DinoGap(float(np.mean(same)), float(np.mean(other)), per_class)
+
+
+def context_prompts(class_name: str) -> list[str]:
+    return [caption(Scene(class_name, 0, context)) for context in CONTEXT_NAMES]
+
+
+def context_accuracy(scorer, images: int = 400, seed: int = 0) -> float:
+    """Share of held-out-instance scenes whose own context CLIP ranks first."""
+    rng = np.random.default_rng([0xC0, seed])
+    scenes = [Scene(CLASSES[rng.integers(len(CLASSES))].name, PROBE_START + int(rng.integers(10_000)),
+                    CONTEXT_NAMES[rng.integers(len(CONTEXT_NAMES))], None, sample_pose(rng), int(rng.integers(2**31)))
+              for _ in range(images)]
+    image = embed_scenes(scorer, scenes, "clip")
+    hits = 0
+    for row, scene in zip(image, scenes):
+        texts = scorer.text_embeddings(context_prompts(scene.class_name)).float()
+        hits += int(int(torch.argmax(texts @ row)) == CONTEXT_NAMES.index(scene.context))
+    return hits / images
