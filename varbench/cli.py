@@ -283,6 +283,42 @@ def import_arbooth(
         typer.echo(line)
 
 
+toyworld_app = typer.Typer(help="The toyworld: a miniature world with backbones varbench pretrains itself.",
+                           no_args_is_help=True)
+app.add_typer(toyworld_app, name="toyworld")
+
+
+@toyworld_app.command("train")
+def toyworld_train(
+    out: Path = typer.Option(..., "--out", callback=_absolute, help="Folder for the weights, their manifest "
+                             "and training.json (use them with VARBENCH_TOYWORLD_DIR=OUT)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated backbones (default: all): clip, dino."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
+) -> None:
+    """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
+    from varbench.devices import resolve_device
+    from varbench.toyworld.train import train_backbones
+
+    names = [name.strip() for name in only.split(",") if name.strip()] if only else None
+    records = train_backbones(out, names, str(resolve_device(device)), seed, steps)
+    for name, record in records.items():
+        typer.echo(f"{name}: {record['schedule']['steps']} steps in {record['seconds']:.0f} s on "
+                   f"{record['device_name']}, final loss {record['losses'][-1]:.3f}")
+    typer.echo(f"written: {out}  (use it with VARBENCH_TOYWORLD_DIR={out})")
+
+
+@toyworld_app.command("grid")
+def toyworld_grid(
+    out: Path = typer.Option(Path("toyworld-grid.png"), "--out", callback=_absolute, help="PNG to write."),
+) -> None:
+    """Draw the world's picture grid: a row per class, a column per context."""
+    from varbench.toyworld.world import picture_grid
+
+    typer.echo(f"written: {picture_grid(out)}")
+
+
 @app.command()
 def report(
     results: Path = RESULTS,
