@@ -153,6 +153,8 @@ def test_compiled_generation_is_opt_in_and_reaches_the_speed_layer():
     # The fit (training passes, teacher) compiles by default; CUDA graphs for both samplers, on CUDA only.
     assert speed_options(ARBoothConfig(), cpu, "train").compile_blocks
     assert speed_options(ARBoothConfig(), cpu, "teacher").compile_blocks
+    lora = ARBoothConfig(layers=["lora", "identifier"])  # parametrized layers train eager; the teacher compiles
+    assert not speed_options(lora, cpu, "train").compile_blocks and speed_options(lora, cpu, "teacher").compile_blocks
     assert not speed_options(ARBoothConfig(), cpu, "generate").cuda_graphs
     assert speed_options(ARBoothConfig(), cuda, "generate").cuda_graphs
     assert speed_options(ARBoothConfig(), cuda, "teacher").cuda_graphs
