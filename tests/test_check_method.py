@@ -17,7 +17,7 @@ from varbench.testing import assert_conforms, check_method, failed_rules
 
 
 @pytest.mark.parametrize("name", ["arbooth", "dreambooth", "custom_diffusion", "textual_inversion",
-                                  "dreambooth_lora", "ip_adapter", "reference_copy"])
+                                  "dreambooth_lora", "ip_adapter", "copy_references"])
 def test_builtin_methods_keep_every_rule(name):
     results = assert_conforms(name)  # each on its tiny_config: a few seconds on a CPU
     assert [result.rule for result in results] == list(RULES)
@@ -106,17 +106,17 @@ def test_cli_unknown_method_is_one_line_with_a_suggestion():
     assert len(lines) == 1 and "unknown method 'dreambooht'" in lines[0] and "Did you mean 'dreambooth'" in lines[0]
 
 
-def test_reference_copy_returns_the_subjects_photos_whatever_the_prompt(tmp_path):
+def test_copy_references_returns_the_subjects_photos_whatever_the_prompt(tmp_path):
     import numpy as np
     import torch
 
     from baselines.synthetic import synthetic_subject
     from varbench.method import CellContext
-    from varbench.methods.reference_copy import ReferenceCopy, ReferenceCopyConfig, square
+    from varbench.methods.copy_references import CopyReferences, CopyReferencesConfig, square
 
     subject = synthetic_subject(tmp_path / "subject", count=3, size=80)
     ctx = CellContext(device=torch.device("cpu"), fit_seed=0, workdir=tmp_path, cache_dir=tmp_path)
-    model = ReferenceCopy(ReferenceCopyConfig(resolution=32)).fit(None, subject, ctx)
+    model = CopyReferences(CopyReferencesConfig(resolution=32)).fit(None, subject, ctx)
     images = model.generate(["a dog in the snow", "a dog on the moon", "x"], [0, 4, 2])
     expected = [square(image, 32) for image in subject.load_images()]
     assert [np.asarray(i).tolist() for i in images] == [np.asarray(expected[k]).tolist() for k in (0, 1, 2)]

@@ -1,4 +1,4 @@
-"""`reference_copy`: the ceiling arm of subject fidelity. It "generates" the subject's own
+"""`copy_references`: the ceiling arm (the `reference_copy` arm of the toyworld protocol) of subject fidelity. It "generates" the subject's own
 reference photos: image i is reference (seed i mod n), centre-cropped and resized to
 `resolution`, whatever the prompt says. Its DINO and CLIP-I are what a perfect copy of
 the references scores (near the dataset's real-vs-real ceiling, above it for the very
@@ -19,7 +19,7 @@ from varbench.method import CellContext, Method, PersonalizedModel
 
 
 @dataclass
-class ReferenceCopyConfig:
+class CopyReferencesConfig:
     resolution: int = field(default=512, metadata={"range": (8, 4096)})  # pixels of the square copies
 
 
@@ -48,10 +48,10 @@ class CopiedReferences(PersonalizedModel):
             image.save(Path(artifact_dir) / f"reference_{index:02d}.png")
 
 
-class ReferenceCopy(Method):
-    name = "reference_copy"
+class CopyReferences(Method):
+    name = "copy_references"
     version = "1"
-    Config = ReferenceCopyConfig
+    Config = CopyReferencesConfig
     description = "The ceiling: returns the subject's own reference photos for every prompt"
     family = "reference"
     trains = False
