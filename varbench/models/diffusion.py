@@ -287,18 +287,18 @@ police floating top sidewalk crowded cube shaped wearing santa hat rainbow scarf
 """.split()
 
 
-def build_tiny_tokenizer(merge_count: int = 300) -> Any:
+def build_tiny_tokenizer(merge_count: int = 300, corpus: list[str] | None = None) -> Any:
     """A byte-level BPE CLIP tokenizer written to a temp folder and loaded by transformers.
 
     Same file format and classes as the real CLIP tokenizer (vocab.json + merges.txt,
     "</w>" word ends, <|startoftext|>/<|endoftext|>), learnt deterministically from
-    TINY_CORPUS, so it works on every transformers version without a download.
+    TINY_CORPUS (or `corpus`), so it works on every transformers version without a download.
     """
     from transformers import CLIPTokenizer
 
     symbols = _byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]
-    merges = _learn_merges(TINY_CORPUS, merge_count)
+    merges = _learn_merges(TINY_CORPUS if corpus is None else corpus, merge_count)
     vocab += ["".join(pair) for pair in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory(prefix="varbench-tiny-tokenizer-") as folder:

@@ -1,0 +1,28 @@
+"""The toyworld's Stable Diffusion parts: SD 1.x classes at toy size that the diffusion
+baselines load from a folder exactly as they load a real SD 1.5 folder."""
+from __future__ import annotations
+
+import torch
+
+from varbench.models.diffusion import load_folder, save_folder
+from varbench.toyworld.dataset import LIVE_PROMPTS, OBJECT_PROMPTS
+from varbench.toyworld.diffusion import random_sd, toyworld_tokenizer, world_words
+
+
+def test_every_world_word_is_one_token_and_every_prompt_tokenizes_short():
+    tokenizer = toyworld_tokenizer()
+    assert all(len(tokenizer.tokenize(word)) == 1 for word in world_words())
+    for template in OBJECT_PROMPTS + LIVE_PROMPTS:
+        prompt = template.format("sks dog")
+        assert len(tokenizer.tokenize(prompt)) == len(prompt.split())
+
+
+def test_toy_sd_round_trips_through_the_real_folder_loader(tmp_path):
+    components = random_sd(seed=3)
+    save_folder(components, tmp_path / "sd")
+    loaded = load_folder(tmp_path / "sd", "toyworld")
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        latents = loaded.vae.encode(pixels).latent_dist.mean
+        assert latents.shape == (2, 4, 16, 16)  # stride 4: the subject's details keep 16x16 latents
+        torch.testing.assert_close(latents, components.vae.encode(pixels).latent_dist.mean)
