@@ -28,7 +28,7 @@ from varbench.toyworld.train_encoders import Schedule, train_clip, train_dino
 
 # The recipes (steps, batch, peak learning rate) the shipped weights were trained with.
 SCHEDULES = {"clip": Schedule(steps=1200, batch=128, learning_rate=2e-3),
-             "dino": Schedule(steps=1200, batch=96, learning_rate=1e-3)}
+             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3)}
 
 
 def build(name: str, seed: int) -> torch.nn.Module:
@@ -79,10 +79,10 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
         records[name] = {"schedule": asdict(schedule), "seed": seed, "seconds": seconds, "device": str(torch_device),
                          "device_name": _device_name(torch_device), "torch": torch.__version__,
                          "python": platform.python_version(), "losses": losses}
-    write_manifest(out)
-    log = out / "training.json"
-    earlier = json.loads(log.read_text()) if log.is_file() else {}
-    log.write_text(json.dumps({**earlier, **records}, indent=1))
+        write_manifest(out)  # after each backbone: a run stopped later keeps what it finished
+        log = out / "training.json"
+        earlier = json.loads(log.read_text()) if log.is_file() else {}
+        log.write_text(json.dumps({**earlier, name: records[name]}, indent=1))
     return records
 
 
