@@ -193,7 +193,8 @@ def score(
                                              "CLIP-T ('a sks dog' -> 'a dog')."),
     mode: str = typer.Option("canonical", "--mode", help="Metric mode: canonical, dreammatcher, kosmosg, dreambench++."),
     backbones: str = typer.Option("real", "--backbones",
-                                  help="real (published weights), tiny or random (random-init)."),
+                                  help="real (published weights), tiny or random (random-init), or "
+                                  "toyworld (trained by varbench on its miniature world)."),
     name: str = typer.Option("external", "--name", help="Arm name the images are shown under in reports."),
     results: Path = RESULTS,
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Store them beside this protocol's runs "
@@ -230,8 +231,11 @@ def _print_summary(summary: Any, backbones: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    caption = None if backbones == "real" else (f"{backbones} backbones: random-init encoders; these values "
-                                                 "check the pipeline, not the images")
+    from varbench.toyworld.backbones import NOTE as TOYWORLD_NOTE
+
+    captions = {"real": None, "toyworld": TOYWORLD_NOTE}
+    caption = captions.get(backbones, f"{backbones} backbones: random-init encoders; these values check the "
+                                      "pipeline, not the images")
     table = Table("metric", "mode", "mean", "95% CI", "subjects", caption=caption)
     for row in summary[summary["group"] == "all"].itertuples():
         interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"  # NaN: < 2 subjects

@@ -148,8 +148,8 @@ def _check_request(request: ScoreRequest) -> None:
     if request.mode not in MODES:
         raise UserError(f"unknown metric mode {request.mode!r}", "--mode",
                         f"Use one of {', '.join(MODES)}." + did_you_mean(request.mode, MODES))
-    if request.backbones not in ("real", "tiny", "random"):
-        raise UserError(f"unknown backbones {request.backbones!r}", "--backbones", "Use real, tiny or random.")
+    if request.backbones not in ("real", "tiny", "random", "toyworld"):
+        raise UserError(f"unknown backbones {request.backbones!r}", "--backbones", "Use real, tiny, random or toyworld.")
     if not Path(request.images).is_dir():
         raise UserError("image folder not found", str(request.images), "Pass the folder holding your images.")
     check_name(request.name, "arm name", "--name")
