@@ -123,3 +123,10 @@ def test_a_terminal_that_cannot_print_the_path(tmp_path):
                             capture_output=True, env=env, timeout=120)
     assert result.returncode == 1 and b"Traceback" not in result.stderr  # no cells yet: exit 1, printed
     assert b"no cells yet" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("gpus", [["²"], ["cuda:²"], ["٣"]])
+def test_non_ascii_digits_are_not_gpu_numbers(gpus):
+    # hypothesis found "²": str.isdigit accepts it, int() does not (a traceback, not a user error)
+    with pytest.raises(UserError, match="unknown device"):
+        gpu_names(gpus)

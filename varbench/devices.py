@@ -6,7 +6,7 @@ from typing import Any
 
 from varbench.errors import UserError
 
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")  # ASCII digits: \d also takes "²"
 FIX = "Use auto, cpu, cuda or cuda:N."
 
 
@@ -36,7 +36,7 @@ def gpu_names(gpus: list[str]) -> list[str]:
     for gpu in gpus:
         if gpu == "cpu" or DEVICE_NAME.fullmatch(gpu) and gpu.startswith("cuda"):
             names.append(gpu)
-        elif gpu.isdigit() and len(gpu) <= 3:
+        elif re.fullmatch(r"[0-9]{1,3}", gpu):  # not str.isdigit, which "²" passes and int() refuses
             names.append(f"cuda:{int(gpu)}")
         else:
             raise UserError(f"unknown device {gpu[:40]!r} in --gpus", "--gpus", "List GPU numbers: --gpus 0,1,2.")
