@@ -15,17 +15,33 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from PIL import Image
 
+import toy_method
 from runner_helpers import image_hashes, metrics_table, run_api, run_cli, states, write_protocol
 from varbench.fileio import TMP_MARK
 from varbench.store import METRIC_COLUMNS
 
 pytestmark = pytest.mark.slow
 SLOW_TOY = "{steps: 8, step_seconds: 0.15}"
+
+
+@pytest.fixture(scope="module")
+def slow_toy(tmp_path_factory):
+    """The slow toy protocol and its reference: one uninterrupted run, shared by the tests
+    (which only read it). The reference runs in this process with the toy's sleeps skipped:
+    `step_seconds` only slows the toy down (for the kills to land mid-way), its images and
+    metrics never depend on it, and the protocol (so the run id) is the one under test."""
+    tmp = tmp_path_factory.mktemp("slow-toy")
+    protocol = write_protocol(tmp, arm_config=SLOW_TOY)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(toy_method, "time", SimpleNamespace(sleep=lambda seconds: None))
+        assert run_api(protocol, tmp / "reference") == 0
+    return protocol, tmp / "reference"
 
 
 def start_run(protocol: Path, results: Path) -> subprocess.Popen:
@@ -97,10 +113,8 @@ def assert_nothing_partial(results: Path) -> None:
         assert list(pd.read_csv(metrics).columns) == METRIC_COLUMNS
 
 
-def test_killed_runs_resume_to_identical_results(tmp_path):
-    protocol = write_protocol(tmp_path, arm_config=SLOW_TOY)
-    reference = tmp_path / "reference"
-    assert run_api(protocol, reference) == 0
+def test_killed_runs_resume_to_identical_results(tmp_path, slow_toy):
+    protocol, reference = slow_toy
     results = tmp_path / "results"
     killed_at = []
     for name, condition in [("fit", in_fit), ("generation", in_generation), ("scoring", in_scoring)]:
@@ -120,8 +134,8 @@ def test_killed_runs_resume_to_identical_results(tmp_path):
     pd.testing.assert_frame_equal(metrics_table(results), metrics_table(reference))
 
 
-def test_two_concurrent_runs_never_do_a_cell_twice(tmp_path):
-    protocol = write_protocol(tmp_path, arm_config=SLOW_TOY)
+def test_two_concurrent_runs_never_do_a_cell_twice(tmp_path, slow_toy):
+    protocol, reference = slow_toy
     results = tmp_path / "results"
     first, second = start_run(protocol, results), start_run(protocol, results)
     assert first.wait(timeout=300) in (0, 1) and second.wait(timeout=300) in (0, 1)
@@ -129,6 +143,4 @@ def test_two_concurrent_runs_never_do_a_cell_twice(tmp_path):
     assert set(states(results).values()) == {"done"}
     for timings in results.rglob("cells/*/timings.csv"):  # the generation's (scoring times its own)
         assert pd.read_csv(timings)["phase"].tolist().count("fit") == 1
-    reference = tmp_path / "reference"
-    assert run_api(protocol, reference) == 0
     assert sorted(image_hashes(results).values()) == sorted(image_hashes(reference).values())

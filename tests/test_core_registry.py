@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO_DIR
 from varbench.errors import UserError
 from varbench.method import Method
 from varbench.registry import available, get_method, register_method
@@ -46,16 +44,11 @@ def test_decorator_rejects_non_methods_and_name_clashes():
 
 
 @pytest.mark.slow
-def test_separate_package_appears_in_list_methods(tmp_path):
+def test_separate_package_appears_in_list_methods(example_site):
     """The README's 'Adding a method' route: pip-install a package that declares an entry
-    point in group varbench.methods; `varbench list methods` shows it and it runs."""
-    uv = shutil.which("uv")
-    assert uv, "uv must be on PATH (the README's test command runs through uv)"
-    target = tmp_path / "site"
-    subprocess.run([uv, "pip", "install", "--offline", "--no-deps", "--target", str(target),
-                    str(REPO_DIR / "examples" / "varbench-example-method")],
-                   check=True, capture_output=True, text=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ["PYTHONPATH"]])}
+    point in group varbench.methods (the example_site fixture); `varbench list methods`
+    shows it and it runs."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example_site), os.environ["PYTHONPATH"]])}
     listed = subprocess.run([sys.executable, "-m", "varbench", "list", "methods"], env=env,
                             capture_output=True, text=True, check=True)
     assert "reference_copy" in listed.stdout and "varbench_example:ReferenceCopy" in listed.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_DIR, TESTS_DIR
+from conftest import TESTS_DIR
 from runner_helpers import run_cli
 from varbench.data.subject import Subject
 from varbench.errors import UserError
@@ -266,15 +265,11 @@ def test_two_encoders_may_not_share_a_name(fresh_registry):
 
 
 @pytest.mark.slow
-def test_example_metric_package_installs_lists_and_scores(tmp_path):
+def test_example_metric_package_installs_lists_and_scores(tmp_path, example_site):
     """The README's 'Adding a metric' route: pip-install a package that declares an entry
-    point in group varbench.metrics; `varbench list metrics` shows it and a cell is scored."""
-    uv = shutil.which("uv")
-    assert uv, "uv must be on PATH (the README's test command runs through uv)"
-    target = tmp_path / "site"
-    subprocess.run([uv, "pip", "install", "--offline", "--no-deps", "--target", str(target),
-                    str(REPO_DIR / "examples" / "varbench-example-metric")], check=True, capture_output=True, text=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ["PYTHONPATH"]])}
+    point in group varbench.metrics (the example_site fixture); `varbench list metrics`
+    shows it and a cell is scored."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example_site), os.environ["PYTHONPATH"]])}
     refs = [write_png(tmp_path / f"ref{i}.png", i, (60, 50)) for i in range(3)]
     shots = [write_png(tmp_path / f"shot{i}.png", 10 + i) for i in range(2)]
     script = (

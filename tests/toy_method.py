@@ -11,6 +11,10 @@ Like a real fit, `fit` changes its base in place (each step). `toy_reuse` is the
 method letting a worker keep its base across cells (`snapshot_base` / `restore_base`);
 `restore_error` makes that restore raise. (A method of its own: a new ToyConfig field
 would change the toy arm's pinned run id.)
+
+torch is imported where the toy computes, not with the module: every CLI subprocess of the
+tests registers the toy ($VARBENCH_PLUGINS), and those that only plan, validate or fail
+early (dry runs, one-line errors) then start without torch, as they would without the toy.
 """
 from __future__ import annotations
 
@@ -20,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
 from varbench.errors import UserError
 from varbench.method import Method, PersonalizedModel
@@ -56,6 +58,8 @@ class ToyModel(PersonalizedModel):
         return self.colour.numel()
 
     def generate(self, prompts, seeds):
+        import torch
+
         images = []
         for prompt, seed in zip(prompts, seeds):
             time.sleep(self.config.step_seconds)
@@ -68,6 +72,8 @@ class ToyModel(PersonalizedModel):
         return images
 
     def save(self, artifact_dir: Path) -> None:
+        from safetensors.torch import save_file
+
         save_file({"colour": self.colour}, str(artifact_dir / "toy.safetensors"))
 
 
@@ -81,6 +87,8 @@ class ToyMethod(Method):
         return f"zxq {class_noun}"
 
     def load_base(self, ctx):
+        import torch
+
         LOAD_CALLS.append(ctx.subject_name)
         LIVE_AT_LOAD.append(len(BASES))
         if self.config.load_error:
@@ -90,6 +98,8 @@ class ToyMethod(Method):
         return base
 
     def fit(self, base, subject, ctx):
+        import torch
+
         if subject.name == self.config.fail_on and (not self.config.fail_flag or Path(self.config.fail_flag).exists()):
             raise RuntimeError(f"toy failure on {subject.name}")
         target = torch.tensor(np.stack([np.asarray(im, dtype=np.float32).mean((0, 1)) / 255
@@ -110,6 +120,8 @@ class ToyMethod(Method):
         return ToyModel(colour, self.config)
 
     def load_artifact(self, base, artifact_dir, ctx):
+        from safetensors.torch import load_file
+
         return ToyModel(load_file(str(artifact_dir / "toy.safetensors"))["colour"], self.config)
 
 
