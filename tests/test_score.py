@@ -162,3 +162,49 @@ def test_the_cli_prints_one_line_and_exits_2(smoke, tmp_path, isolated_cache):
                    str(tmp_path / "results"), env_extra={"VARBENCH_CACHE": str(isolated_cache)})
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "unknown subject 'red_robto'" in done.stderr and "Did you mean 'red_robot'" in done.stderr
+
+
+def test_staged_copies_are_sealed_with_their_true_digests(smoke, tmp_path):
+    """The seal reuses the digests read while checking: they must be the copies' own."""
+    import json
+
+    from varbench.integrity import file_digest
+
+    images = layout_of_references(smoke, tmp_path / "images", prompts=1)
+    score(images, tmp_path / "results", dataset="smoke", div=False)
+    statuses = sorted((tmp_path / "results").glob("smoke/*/cells/*/status.json"))
+    assert len(statuses) == len(smoke.subjects)
+    for status in statuses:
+        files = json.loads(status.read_text())["files"]
+        assert sum(name.startswith("images/") for name in files) == 2
+        for name, sealed in files.items():
+            assert sealed["sha256"] == file_digest(status.parent / name), name
+
+
+def test_an_image_changed_after_checking_is_refused_and_not_sealed(smoke, tmp_path, monkeypatch):
+    """A file rewritten between its check and its copy would make the seal's digest (taken
+    from the check) wrong: the copy is refused with one line, nothing is sealed done."""
+    import os
+    import shutil as shell
+
+    from varbench import score as scoring
+
+    images = layout_of_references(smoke, tmp_path / "images", prompts=1)
+    victim = sorted(images.rglob("0_0.png"))[0]
+    real_copy = shell.copyfile
+
+    def copy_then_touch(source, target, *args, **kwargs):
+        result = real_copy(source, target, *args, **kwargs)
+        if Path(source) == victim:  # another program rewrites the file meanwhile
+            stat = os.stat(victim)
+            os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        return result
+
+    monkeypatch.setattr(shell, "copyfile", copy_then_touch)
+    with pytest.raises(UserError, match="changed while varbench read it") as raised:
+        scoring.score_external(scoring.ScoreRequest(images=images, dataset="smoke", backbones="tiny",
+                                                    results=tmp_path / "results", device="cpu", div=False))
+    assert str(victim) in raised.value.line()
+    subject_dir = next(p for p in (tmp_path / "results").rglob(victim.parent.name) if p.is_dir())
+    status = subject_dir / "status.json"
+    assert not status.exists() or '"done"' not in status.read_text()

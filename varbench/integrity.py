@@ -74,17 +74,19 @@ def sealed_files(cell_dir: Path) -> list[Path]:
     return found
 
 
-def seal(cell_dir: Path) -> dict[str, dict[str, Any]]:
+def seal(cell_dir: Path, known: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """{relative path: {"bytes", "sha256"}} of every result file of the cell (hashed in a
     few threads: hashlib releases the GIL, and a cell of scored external images can hold
-    thousands of files)."""
+    thousands of files). `known`: digests the caller computed of exactly these bytes (the
+    staged copies of `varbench score`), taken instead of reading the files again."""
     from concurrent.futures import ThreadPoolExecutor
 
+    known = known or {}
     files = sealed_files(cell_dir)
+    names = [str(path.relative_to(cell_dir)) for path in files]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(file_digest, files))
-    return {str(path.relative_to(cell_dir)): {"bytes": path.stat().st_size, "sha256": digest}
-            for path, digest in zip(files, digests)}
+        digests = list(pool.map(lambda item: known.get(item[0]) or file_digest(item[1]), zip(names, files)))
+    return {name: {"bytes": path.stat().st_size, "sha256": digest} for name, path, digest in zip(names, files, digests)}
 
 
 def check_cell(cell_dir: Path, sealed: dict[str, Any] | None, hashes: bool = False) -> list[Problem]:

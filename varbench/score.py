@@ -127,8 +127,14 @@ class ExternalArm(Arm):
 # --- the entry point ------------------------------------------------------------------------
 def score_external(request: ScoreRequest) -> list[Cell]:
     """Check, stage and score `request.images`; returns their cells (one per subject)."""
-    from varbench.launch import run_inprocess
-    from varbench.plan import RunOptions, pending_cells
+    checked, cells = prepare_external(request)
+    score_staged(request, cells)
+    return cells
+
+
+def prepare_external(request: ScoreRequest) -> tuple[dict[Path, FileCheck], list[Cell]]:
+    """Everything before scoring: check the request and every image, then stage each
+    cell's files into the store. Returns what was read of each file, and the cells."""
     from varbench.runner import check_results_root
 
     _check_request(request)
@@ -136,12 +142,21 @@ def score_external(request: ScoreRequest) -> list[Cell]:
     check_results_root(root, [])
     dataset = open_dataset(request.dataset, request.data_root)
     images = collect(request, dataset)
-    protocol, cells = external_cells(request, dataset, images)
+    checked = inspect(images)
+    protocol, cells = external_cells(request, dataset, images, checked)
     check_results_root(root, cells)
-    stage(root, cells, images)
-    if pending_cells(root, cells, retry_failed=True):  # a rerun of finished scores starts nothing
-        run_inprocess(protocol, cells, RunOptions(results=root, device=request.device, retry_failed=True))
-    return cells
+    stage(root, cells, images, checked)
+    return checked, cells
+
+
+def score_staged(request: ScoreRequest, cells: list[Cell]) -> None:
+    """Score staged cells (a rerun of finished scores starts nothing)."""
+    from varbench.launch import run_inprocess
+    from varbench.plan import RunOptions, pending_cells
+
+    root = Path(request.results)
+    if cells and pending_cells(root, cells, retry_failed=True):
+        run_inprocess(cells[0].protocol, cells, RunOptions(results=root, device=request.device, retry_failed=True))
 
 
 def _check_request(request: ScoreRequest) -> None:
@@ -298,15 +313,26 @@ def _refuse_duplicates(images: list[ExternalImage]) -> None:
         seen_files[image.file], seen_keys[key] = image.where, image.where
 
 
-def inspect(images: list[ExternalImage]) -> list[str]:
+@dataclass(frozen=True)
+class FileCheck:
+    """What `inspect` read of one file: its sha256, and the size and modification time
+    it had then (a copy made while these still hold has the same bytes)."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def inspect(images: list[ExternalImage]) -> dict[Path, FileCheck]:
     """Each file's sha256, read once, after checking it is present and a readable image
     (header and checksums; the full decode happens while scoring, where a damaged file
     fails its cell naming the file). A problem is one UserError naming the file or row."""
-    def one(image: ExternalImage) -> tuple[str | None, str]:
+    def one(image: ExternalImage) -> tuple[str | None, FileCheck | None]:
         if not image.file.is_file():
-            return "image file not found", ""
+            return "image file not found", None
+        before = image.file.stat()
         data = image.file.read_bytes()
-        return _unreadable(data), hashlib.sha256(data).hexdigest()
+        return _unreadable(data), FileCheck(hashlib.sha256(data).hexdigest(), len(data), before.st_mtime_ns)
 
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(one, images))
@@ -314,7 +340,7 @@ def inspect(images: list[ExternalImage]) -> list[str]:
         if problem:
             raise UserError(problem, image.where if image.where == str(image.file) else f"{image.where}: "
                             f"{image.file}", "Replace the file with a valid image or remove it.")
-    return [digest for _, digest in found]
+    return {image.file: check for image, (_, check) in zip(images, found)}
 
 
 def _unreadable(data: bytes) -> str | None:
@@ -331,7 +357,8 @@ def _unreadable(data: bytes) -> str | None:
 
 
 # --- the run in the store ---------------------------------------------------------------------
-def external_cells(request: ScoreRequest, dataset: Dataset, images: list[ExternalImage]) -> tuple[Protocol, list[Cell]]:
+def external_cells(request: ScoreRequest, dataset: Dataset, images: list[ExternalImage],
+                   checked: dict[Path, FileCheck]) -> tuple[Protocol, list[Cell]]:
     name = request.protocol or request.dataset
     check_name(name, "protocol", "--protocol")
     metrics = MetricsConfig(mode=request.mode, backbones=request.backbones, div=request.div,  # type: ignore[arg-type]
@@ -344,7 +371,7 @@ def external_cells(request: ScoreRequest, dataset: Dataset, images: list[Externa
     arm = ExternalArm(name=request.name, method_name="external", config=ExternalConfig(request.identifier),
                       protocol=protocol)
     arm.execution = execution.resolve(ExternalConfig, {}, request.execution, "--set")
-    arm.images_fingerprint, arm.files = fingerprint(images, inspect(images)), len(images)
+    arm.images_fingerprint, arm.files = fingerprint(images, [checked[i.file].sha256 for i in images]), len(images)
     protocol.arms.append(arm)
     cells = []
     for subject in dataset.subjects:
@@ -367,11 +394,12 @@ def fingerprint(images: list[ExternalImage], hashes: list[str]) -> str:
                         length=16)
 
 
-def stage(root: Path, cells: list[Cell], images: list[ExternalImage]) -> None:
+def stage(root: Path, cells: list[Cell], images: list[ExternalImage], checked: dict[Path, FileCheck]) -> None:
     """Copy each cell's files into the store and seal them as its generated images (a
-    cell already staged and intact is left alone; a half-copied one is staged again)."""
-    import shutil
-
+    cell already staged and intact is left alone; a half-copied one is staged again).
+    The seal takes the digests `inspect` computed: each copy is a kernel copy of a file
+    whose size and modification time are what they were when it was hashed (checked
+    after copying), so hashing the copies again would only read the same bytes twice."""
     for cell in cells:
         run = RunStore(root, cell.protocol.name, cell.arm.run_id)
         run.write_identity(cell.arm.identity())
@@ -382,12 +410,24 @@ def stage(root: Path, cells: list[Cell], images: list[ExternalImage]) -> None:
         sources = {_planned(image).path: image for image in images if image.subject == cell.subject.name}
         (store.dir / "images").mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(8) as pool:  # copies release the GIL
-            list(pool.map(lambda p: shutil.copyfile(sources[p.path].file, store.dir / p.path), cell.images))
+            list(pool.map(lambda p: _copy_unchanged(sources[p.path], store.dir / p.path, checked), cell.images))
         store.replace_rows("images", IMAGE_COLUMNS, [_image_row(cell, p) for p in cell.images])
         store.update_facts(subject=cell.subject.name, class_noun=cell.subject.class_noun, live=cell.subject.live,
                            external=True, trainable_parameters=0,
                            sources={p.path: str(sources[p.path].file) for p in cell.images})
-        store.set_status("done", external=True)
+        store.set_status("done", known={p.path: checked[sources[p.path].file].sha256 for p in cell.images},
+                         external=True)
+
+
+def _copy_unchanged(image: ExternalImage, target: Path, checked: dict[Path, FileCheck]) -> None:
+    import shutil
+
+    shutil.copyfile(image.file, target)
+    now, then = image.file.stat(), checked[image.file]
+    if (now.st_size, now.st_mtime_ns) != (then.size, then.mtime_ns) or target.stat().st_size != then.size:
+        target.unlink()
+        raise UserError("the image changed while varbench read it", str(image.file),
+                        "Let whatever writes the folder finish, then run varbench score again.")
 
 
 def _image_row(cell: Cell, image: PlannedImage) -> dict[str, Any]:

@@ -175,14 +175,15 @@ class CellStore:
         sealed = {"files": seal(folder)} if state == "done" else {}
         write_json(folder / "status.json", {**fields, **sealed, "state": state, "score_id": score_id})
 
-    def set_status(self, state: str, **fields: Any) -> None:
-        """Write status.json atomically; `done` seals the cell's files in the same write."""
+    def set_status(self, state: str, known: dict[str, str] | None = None, **fields: Any) -> None:
+        """Write status.json atomically; `done` seals the cell's files in the same write
+        (`known`: digests already computed of some of them, see `integrity.seal`)."""
         assert state in STATES, state
         path = self.dir / "status.json"
         if path.is_symlink() or (path.exists() and not path.is_file()):
             move_aside(path)  # a folder or link where status.json belongs would break the write
         if state == "done":
-            fields["files"] = seal(self.dir)
+            fields["files"] = seal(self.dir, known)
         write_json(path, {**fields, "state": state})
 
     # --- facts and rows -------------------------------------------------------------

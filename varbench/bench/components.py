@@ -62,16 +62,37 @@ def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
 
 def bench_score(size: str, device: str) -> list[dict[str, Any]]:
     """`varbench score` end to end (check, fingerprint, copy into the store, decode, DINO +
-    CLIP-I + CLIP-T) on synthetic 512 px PNGs laid out for the smoke subjects, random weights."""
+    CLIP-I + CLIP-T) on synthetic 512 px PNGs laid out for the smoke subjects, random weights,
+    with fp32 encoders (the default) and with TF32 matmuls (`execution.metric_tf32`).
+
+    Two rows per setting: "varbench score", the rate of its scoring phases (images over the
+    seconds the worker spent scoring cells: what `varbench bench`'s "scoring" measures), and
+    "varbench score end to end", images over the whole call, with the split into checking
+    and staging, loading the encoders and the decoding pool, scoring, and the rest."""
+    per_subject = 4000 if size == "real" else 12  # 3 subjects: 12,000 images (or 36)
+    settings = {"fp32": {}, "tf32": {"metric_tf32": True}} if size == "real" else {"fp32": {}}
+    rows = []
+    for label, execution in settings.items():
+        split = _score_once(size, device, per_subject, execution)
+        images, seconds, scoring = 3 * per_subject, split["total_s"], split["score_s"]
+        suffix = "" if label == "fp32" else f" ({label})"
+        rows.append(row("score", f"varbench score{suffix}", images / scoring, "images/s", None, None, None,
+                        images=images, scoring_seconds=scoring, full_size=size == "real"))
+        rows.append(row("score", f"varbench score end to end{suffix}", images / seconds, "images/s", None, None,
+                        None, images=images, **split, full_size=size == "real"))
+    return rows
+
+
+def _score_once(size: str, device: str, per_subject: int, execution: dict[str, Any]) -> dict[str, float]:
     import tempfile
     import time
     from pathlib import Path
 
     from varbench.data.smoke import smoke_dataset
     from varbench.metrics.bench import write_synthetic_images
-    from varbench.score import ScoreRequest, score_external
+    from varbench.score import ScoreRequest, prepare_external, score_staged
+    from varbench.store import read_rows
 
-    per_subject = 1350 if size == "real" else 12  # 3 subjects: 4,050 images (or 36)
     with tempfile.TemporaryDirectory(prefix="varbench-bench-score-") as tmp:
         folder = Path(tmp)
         files = write_synthetic_images(folder, 64, 512 if size == "real" else 64, threads=8)
@@ -81,10 +102,19 @@ def bench_score(size: str, device: str) -> list[dict[str, Any]]:
                 (folder / "images" / subject.name / f"{index % 3}_{index // 3}.png").hardlink_to(files[index % 64])
         request = ScoreRequest(images=folder / "images", dataset="smoke", backbones="random" if size == "real" else "tiny",
                                results=folder / "results", device=device, div=False,
-                               execution={"metric_batch_size": 256 if size == "real" else 16})
+                               execution={"metric_batch_size": 256 if size == "real" else 16, **execution})
         start = time.perf_counter()
-        score_external(request)
-        seconds = time.perf_counter() - start
-    images = 3 * per_subject
-    return [row("score", "varbench score", images / seconds, "images/s", None, None, None, images=images,
-                seconds=seconds, full_size=size == "real")]
+        _, cells = prepare_external(request)
+        staged = time.perf_counter()
+        score_staged(request, cells)
+        total = time.perf_counter() - start
+        phases: dict[str, float] = {}
+        for path in (folder / "results").rglob("scores/*/timings.csv"):
+            for record in read_rows(path):
+                phases[record["phase"]] = phases.get(record["phase"], 0.0) + float(record["seconds"])
+    check_stage = staged - start
+    load, score = phases.get("load_metrics", 0.0), phases.get("score", 0.0)
+    return {"total_s": round(total, 3), "check_and_stage_s": round(check_stage, 3), "load_metrics_s": round(load, 3),
+            "score_s": round(score, 3), "other_s": round(total - check_stage - load - score, 3)}
+
+
