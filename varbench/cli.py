@@ -296,20 +296,23 @@ app.add_typer(toyworld_app, name="toyworld")
 def toyworld_train(
     out: Path = typer.Option(..., "--out", callback=_absolute, help="Folder for the weights, their manifest "
                              "and training.json (use them with VARBENCH_TOYWORLD_DIR=OUT)."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated backbones (default: all): clip, dino."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated backbones (default: all): clip, dino, "
+                                       "sd."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the SD training pool."),
 ) -> None:
     """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
     from varbench.devices import resolve_device
     from varbench.toyworld.train import train_backbones
 
     names = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    records = train_backbones(out, names, str(resolve_device(device)), seed, steps)
+    records = train_backbones(out, names, str(resolve_device(device)), seed, steps, workers)
     for name, record in records.items():
-        typer.echo(f"{name}: {record['schedule']['steps']} steps in {record['seconds']:.0f} s on "
-                   f"{record['device_name']}, final loss {record['losses'][-1]:.3f}")
+        stages = ", ".join(f"{stage} {schedule['steps']} steps, final loss {record['losses'][stage][-1]:.3f}"
+                           for stage, schedule in record["schedule"].items())
+        typer.echo(f"{name}: {stages}; {record['seconds']:.0f} s on {record['device_name']}")
     typer.echo(f"written: {out}  (use it with VARBENCH_TOYWORLD_DIR={out})")
 
 

@@ -166,6 +166,7 @@ def model_folder(base_model: str, revision: str | None) -> tuple[Path, str]:
 
 def load_folder(folder: Path, source: str) -> DiffusionComponents:
     """Load the five parts from a diffusers-layout folder (safetensors weights only)."""
+    import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from safetensors import SafetensorError
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -185,7 +186,9 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
         raise UserError(f"cannot load Stable Diffusion components: {first_line}", str(folder),
                         "Re-download the model (safetensors weights are required).") from None
     for module in (text_encoder, vae, unet):
-        module.requires_grad_(False).eval()
+        # fp32 whatever the files hold (the toyworld ships fp16; transformers 5 keeps a
+        # checkpoint's dtype): the methods cast to their own precision from here
+        module.to(torch.float32).requires_grad_(False).eval()
     return DiffusionComponents(tokenizer, text_encoder, vae, unet, scheduler_config, source)
 
 

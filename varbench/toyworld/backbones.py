@@ -4,6 +4,7 @@ the toyworld (`varbench toyworld train`) and shipped in the package.
     name   architecture (built by the same code as the real one)          trained as
     clip   open_clip CLIP, OpenAI BPE tokenizer, QuickGELU (TOY_CLIP)       image-text contrastive
     dino   timm ViT of the DINO ViT-S/16 family (TOY_DINO)                  instance discrimination
+    sd     Stable Diffusion 1.x in diffusers layout (diffusion.py)          VAE, then text-to-image
 
 Weights live in `varbench/toyworld/weights/` (fp16 safetensors; `manifest.sha256` holds
 each file's digest and size), or in the folder `$VARBENCH_TOYWORLD_DIR` names (a fresh
@@ -35,6 +36,8 @@ TOY_CLIP = {
 # DINO ViT-S/16's layout (224 px, 16 px patches, class token) at toy width and depth.
 TOY_DINO = {"embed_dim": 96, "depth": 4, "num_heads": 3}
 FILES = {"clip": "clip.safetensors", "dino": "dino.safetensors"}
+FOLDERS = {"sd": "sd"}  # backbones stored as a folder (every file in the manifest)
+BACKBONES = (*FILES, *FOLDERS)
 
 
 def weights_folder() -> Path:
@@ -55,6 +58,25 @@ def weight_path(name: str) -> Path:
     data = path.read_bytes()
     if expected is None or hashlib.sha256(data).hexdigest() != expected:
         raise UserError(f"toyworld {name} weights do not match {MANIFEST}", str(path), fix)
+    return path
+
+
+def folder_path(name: str) -> Path:
+    """The checked folder of backbone `name` (FOLDERS): every file its folder's manifest
+    lists under it present with its digest, and no file missing from the list."""
+    folder = weights_folder()
+    path = folder / FOLDERS[name]
+    fix = (f"Train it with 'varbench toyworld train --out DIR --only {name}' and set {ENV_VAR}=DIR, "
+           "or reinstall varbench (the package ships it).")
+    if not path.is_dir():
+        raise UserError(f"toyworld {name} weights not found", str(path), fix)
+    expected = {key: digest for key, digest in read_manifest(folder).items() if key.startswith(f"{FOLDERS[name]}/")}
+    present = {str(p.relative_to(folder)) for p in path.rglob("*") if p.is_file()}
+    if not expected or set(expected) != present:
+        raise UserError(f"toyworld {name} files do not match {MANIFEST}", str(path), fix)
+    for key, digest in expected.items():
+        if hashlib.sha256((folder / key).read_bytes()).hexdigest() != digest:
+            raise UserError(f"toyworld {name} file does not match {MANIFEST}", str(folder / key), fix)
     return path
 
 
@@ -79,10 +101,12 @@ def read_manifest(folder: Path) -> dict[str, str]:
 def write_manifest(folder: Path) -> Path:
     """Record the digest and size of every weight file present in `folder`."""
     lines = ["# sha256, size in bytes, file: the toyworld backbones (varbench.toyworld.backbones)"]
-    for name in sorted(FILES.values()):
-        if (folder / name).is_file():
-            data = (folder / name).read_bytes()
-            lines.append(f"{hashlib.sha256(data).hexdigest()}  {len(data)}  {name}")
+    names = [name for name in FILES.values() if (folder / name).is_file()]
+    for sub in FOLDERS.values():
+        names += [str(p.relative_to(folder)) for p in (folder / sub).rglob("*") if p.is_file()]
+    for name in sorted(names):
+        data = (folder / name).read_bytes()
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {len(data)}  {name}")
     path = folder / MANIFEST
     path.write_text("\n".join(lines) + "\n")
     return path

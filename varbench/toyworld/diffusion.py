@@ -7,7 +7,7 @@ through the same `varbench.models.diffusion.load_folder` as a real SD 1.5 folder
     tokenizer     byte-level BPE CLIP tokenizer, the world's words  49,408 tokens
     text encoder  CLIP text transformer, width 64, 4 layers        width 768, 12 layers
     VAE           KL autoencoder, stride 4 (64 px -> 16x16x4)       stride 8 (512 px -> 64x64x4)
-    UNet          3 levels (64, 128, 128), cross-attention          4 levels (320 ... 1280)
+    UNet          3 levels (48, 96, 96), cross-attention            4 levels (320 ... 1280)
 
 The VAE's stride is 4 rather than SD's 8 so that a 64 px subject's colours, patterns and
 parts survive in its latents (stride 8 would leave 8x8 latents); the pipeline reads the
@@ -26,7 +26,7 @@ IDENTIFIERS = ("sks", "photo", "rendering", "close", "up", "bright", "dark", "go
 
 UNET = dict(
     sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(64, 128, 128), norm_num_groups=32, cross_attention_dim=64, attention_head_dim=8,
+    block_out_channels=(48, 96, 96), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
 )

@@ -1,10 +1,11 @@
 """`varbench toyworld train`: pretrain every toyworld backbone, reproducibly, with progress.
 
-    varbench toyworld train --out DIR [--only clip,dino] [--device cuda] [--seed 0]
+    varbench toyworld train --out DIR [--only clip,dino,sd] [--device cuda] [--seed 0]
 
 Each backbone is built by the same code as its real architecture (backbones.py), trained
-from a seeded initialisation on freshly rendered scenes (train_encoders.py), and written
-to DIR as fp16 safetensors with `manifest.sha256` and `training.json` (steps, batch,
+from a seeded initialisation on rendered scenes (train_encoders.py, train_sd.py), and
+written to DIR as fp16 safetensors (the SD parts as a diffusers folder, `sd/`) with
+`manifest.sha256` and `training.json` (steps, batch,
 seconds, device, torch version, the loss curve). Point $VARBENCH_TOYWORLD_DIR at DIR to use
 them, or copy the files into `varbench/toyworld/weights/` to ship them. The same seed on
 the same kind of device gives the same weights; CPU and GPU runs differ by rounding.
@@ -23,12 +24,15 @@ from safetensors.torch import save_file
 
 from varbench.errors import UserError
 from varbench.progress import progress_bar
-from varbench.toyworld.backbones import FILES, TOY_CLIP, TOY_DINO, write_manifest
+from varbench.toyworld.backbones import BACKBONES, FILES, FOLDERS, TOY_CLIP, TOY_DINO, write_manifest
 from varbench.toyworld.train_encoders import Schedule, train_clip, train_dino
 
 # The recipes (steps, batch, peak learning rate) the shipped weights were trained with.
 SCHEDULES = {"clip": Schedule(steps=1200, batch=128, learning_rate=2e-3),
-             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3)}
+             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3),
+             "sd_vae": Schedule(steps=3000, batch=64, learning_rate=1e-3),
+             "sd_unet": Schedule(steps=15000, batch=128, learning_rate=1e-3, warmup=500)}
+STAGES = {"clip": ("clip",), "dino": ("dino",), "sd": ("sd_vae", "sd_unet")}
 
 
 def build(name: str, seed: int) -> torch.nn.Module:
@@ -53,30 +57,25 @@ def trainer(name: str) -> Callable[..., list[float]]:
 
 
 def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu", seed: int = 0,
-                    steps: int | None = None) -> dict[str, dict]:
+                    steps: int | None = None, workers: int = 1) -> dict[str, dict]:
     """Train the named backbones (default: all) into `out`; `steps` overrides every
-    schedule's length (quick checks). Returns each backbone's training record."""
-    names = only or list(FILES)
-    unknown = sorted(set(names) - set(FILES))
+    schedule's length (quick checks); `workers`: processes rendering the SD pool.
+    Returns each backbone's training record."""
+    names = only or list(BACKBONES)
+    unknown = sorted(set(names) - set(BACKBONES))
     if unknown:
         raise UserError(f"unknown toyworld backbone(s): {', '.join(unknown)}", "--only",
-                        f"Use some of: {', '.join(FILES)}.")
+                        f"Use some of: {', '.join(BACKBONES)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = torch.device(device)
     records = {}
     for name in names:
-        schedule = SCHEDULES[name] if steps is None else Schedule(steps, SCHEDULES[name].batch,
-                                                                   SCHEDULES[name].learning_rate, warmup=1)
-        model = build(name, seed)
+        schedules = {stage: _schedule(stage, steps) for stage in STAGES[name]}
         started = time.perf_counter()
-        with progress_bar(f"toyworld {name}", schedule.steps) as advance_bar:
-            losses = trainer(name)(model, schedule, seed, torch_device,
-                                   lambda step, loss: advance_bar(1, f"loss {loss:.3f}"))
-        seconds = time.perf_counter() - started
-        state = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in model.state_dict().items()}
-        save_file(state, str(out / FILES[name]), metadata={"backbone": name, "seed": str(seed)})
-        records[name] = {"schedule": asdict(schedule), "seed": seed, "seconds": seconds, "device": str(torch_device),
+        losses = _train(name, schedules, seed, torch_device, out, workers)
+        records[name] = {"schedule": {stage: asdict(s) for stage, s in schedules.items()}, "seed": seed,
+                         "seconds": time.perf_counter() - started, "device": str(torch_device),
                          "device_name": _device_name(torch_device), "torch": torch.__version__,
                          "python": platform.python_version(), "losses": losses}
         write_manifest(out)  # after each backbone: a run stopped later keeps what it finished
@@ -84,6 +83,52 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
         earlier = json.loads(log.read_text()) if log.is_file() else {}
         log.write_text(json.dumps({**earlier, name: records[name]}, indent=1))
     return records
+
+
+def _schedule(stage: str, steps: int | None) -> Schedule:
+    recipe = SCHEDULES[stage]
+    return recipe if steps is None else Schedule(steps, recipe.batch, recipe.learning_rate, warmup=1)
+
+
+def _train(name: str, schedules: dict[str, Schedule], seed: int, device: torch.device, out: Path,
+           workers: int) -> dict[str, list[float]]:
+    """Train backbone `name` stage by stage and write its weights; returns each stage's losses."""
+    if name in FOLDERS:
+        return _train_sd(schedules, seed, device, out / FOLDERS[name], workers)
+    model = build(name, seed)
+    (schedule,) = schedules.values()
+    losses = _with_bar(f"toyworld {name}", schedule, lambda advance: trainer(name)(model, schedule, seed, device,
+                                                                                    advance))
+    state = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(out / FILES[name]), metadata={"backbone": name, "seed": str(seed)})
+    return {name: losses}
+
+
+def _train_sd(schedules: dict[str, Schedule], seed: int, device: torch.device, folder: Path,
+              workers: int) -> dict[str, list[float]]:
+    from varbench.models.diffusion import save_folder
+    from varbench.toyworld.diffusion import random_sd
+    from varbench.toyworld.train_sd import POOL_SCENES, render_pool, train_denoiser, train_vae
+
+    components = random_sd(seed)
+    with progress_bar("toyworld sd: rendering the pool", 1) as advance:
+        pool = render_pool(POOL_SCENES, seed, workers)
+        advance(1, f"{len(pool.scenes):,} scenes")
+    losses = {}
+    for stage, train in (("sd_vae", train_vae), ("sd_unet", train_denoiser)):
+        schedule = schedules[stage]
+        losses[stage] = _with_bar(f"toyworld {stage}", schedule,
+                                  lambda advance: train(components, pool, schedule, seed, device, advance))
+    components.to("cpu")
+    for module in (components.text_encoder, components.vae, components.unet):
+        module.to(torch.float16)  # shipped in half precision; `load_folder` gives fp32 back
+    save_folder(components, folder)
+    return losses
+
+
+def _with_bar(label: str, schedule: Schedule, run: Callable[[Callable[[int, float], None]], list[float]]) -> list[float]:
+    with progress_bar(label, schedule.steps) as advance_bar:
+        return run(lambda step, loss: advance_bar(1, f"loss {loss:.3f}"))
 
 
 def _device_name(device: torch.device) -> str:
