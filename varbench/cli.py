@@ -302,16 +302,18 @@ def toyworld_train(
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the SD training pool."),
+    recipe: str = typer.Option("gpu", "--recipe", help="SD recipe: gpu (the shipped weights' when a GPU trains "
+                               "them) or cpu (smaller, for a 2-core CPU)."),
 ) -> None:
     """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
     from varbench.devices import resolve_device
     from varbench.toyworld.train import train_backbones
 
     names = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    records = train_backbones(out, names, str(resolve_device(device)), seed, steps, workers)
+    records = train_backbones(out, names, str(resolve_device(device)), seed, steps, workers, recipe)
     for name, record in records.items():
-        stages = ", ".join(f"{stage} {schedule['steps']} steps, final loss {record['losses'][stage][-1]:.3f}"
-                           for stage, schedule in record["schedule"].items())
+        stages = ", ".join(f"{stage} {record['schedule'][stage]['steps']} steps, final loss {losses[-1]:.3f}"
+                           for stage, losses in record["losses"].items())
         typer.echo(f"{name}: {stages}; {record['seconds']:.0f} s on {record['device_name']}")
     typer.echo(f"written: {out}  (use it with VARBENCH_TOYWORLD_DIR={out})")
 

@@ -45,9 +45,15 @@ def world_words() -> list[str]:
     return list(dict.fromkeys(words + list(IDENTIFIERS)))
 
 
+PROMPT_TOKENS = 20  # the tokenizer's model_max_length: the longest method prompt is 14 tokens
+
+
 def toyworld_tokenizer() -> Any:
-    """A CLIP tokenizer whose merges make every world word one token."""
-    return build_tiny_tokenizer(merge_count=1200, corpus=world_words())
+    """A CLIP tokenizer whose merges make every world word one token, padding prompts to
+    PROMPT_TOKENS rather than 77 (the pipelines pad to the tokenizer's length)."""
+    tokenizer = build_tiny_tokenizer(merge_count=1200, corpus=world_words())
+    tokenizer.model_max_length = PROMPT_TOKENS
+    return tokenizer
 
 
 def random_sd(seed: int = 0) -> DiffusionComponents:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -28,11 +29,9 @@ from varbench.toyworld.backbones import BACKBONES, FILES, FOLDERS, TOY_CLIP, TOY
 from varbench.toyworld.train_encoders import Schedule, train_clip, train_dino
 
 # The recipes (steps, batch, peak learning rate) the shipped weights were trained with.
+# The SD recipe is chosen by `recipe` (train_sd.RECIPES: "gpu" or "cpu").
 SCHEDULES = {"clip": Schedule(steps=1200, batch=128, learning_rate=2e-3),
-             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3),
-             "sd_vae": Schedule(steps=3000, batch=64, learning_rate=1e-3),
-             "sd_unet": Schedule(steps=15000, batch=128, learning_rate=1e-3, warmup=500)}
-STAGES = {"clip": ("clip",), "dino": ("dino",), "sd": ("sd_vae", "sd_unet")}
+             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3)}
 
 
 def build(name: str, seed: int) -> torch.nn.Module:
@@ -57,27 +56,38 @@ def trainer(name: str) -> Callable[..., list[float]]:
 
 
 def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu", seed: int = 0,
-                    steps: int | None = None, workers: int = 1) -> dict[str, dict]:
+                    steps: int | None = None, workers: int = 1, recipe: str = "gpu") -> dict[str, dict]:
     """Train the named backbones (default: all) into `out`; `steps` overrides every
-    schedule's length (quick checks); `workers`: processes rendering the SD pool.
-    Returns each backbone's training record."""
+    schedule's length (quick checks); `workers`: processes rendering the SD pool; `recipe`:
+    the SD recipe (train_sd.RECIPES). An SD run stopped midway resumes from its
+    checkpoint (`out/sd-checkpoint.pt`). Returns each backbone's training record."""
+    from varbench.toyworld.train_sd import RECIPES
+
     names = only or list(BACKBONES)
     unknown = sorted(set(names) - set(BACKBONES))
     if unknown:
         raise UserError(f"unknown toyworld backbone(s): {', '.join(unknown)}", "--only",
                         f"Use some of: {', '.join(BACKBONES)}.")
+    if recipe not in RECIPES:
+        raise UserError(f"unknown SD recipe {recipe!r}", "--recipe", f"Use one of: {', '.join(RECIPES)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = torch.device(device)
     records = {}
     for name in names:
-        schedules = {stage: _schedule(stage, steps) for stage in STAGES[name]}
         started = time.perf_counter()
-        losses = _train(name, schedules, seed, torch_device, out, workers)
-        records[name] = {"schedule": {stage: asdict(s) for stage, s in schedules.items()}, "seed": seed,
-                         "seconds": time.perf_counter() - started, "device": str(torch_device),
-                         "device_name": _device_name(torch_device), "torch": torch.__version__,
-                         "python": platform.python_version(), "losses": losses}
+        if name in FOLDERS:
+            plan = _sd_recipe(RECIPES[recipe], steps)
+            losses = _train_sd(plan, seed, torch_device, out, workers)
+            schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
+                         "recipe": recipe}
+        else:
+            schedule = _schedule(SCHEDULES[name], steps)
+            losses = {name: _train_file(name, schedule, seed, torch_device, out)}
+            schedules = {name: asdict(schedule)}
+        records[name] = {"schedule": schedules, "seed": seed, "seconds": time.perf_counter() - started,
+                         "device": str(torch_device), "device_name": _device_name(torch_device),
+                         "torch": torch.__version__, "python": platform.python_version(), "losses": losses}
         write_manifest(out)  # after each backbone: a run stopped later keeps what it finished
         log = out / "training.json"
         earlier = json.loads(log.read_text()) if log.is_file() else {}
@@ -85,44 +95,48 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
     return records
 
 
-def _schedule(stage: str, steps: int | None) -> Schedule:
-    recipe = SCHEDULES[stage]
+def _schedule(recipe: Schedule, steps: int | None) -> Schedule:
     return recipe if steps is None else Schedule(steps, recipe.batch, recipe.learning_rate, warmup=1)
 
 
-def _train(name: str, schedules: dict[str, Schedule], seed: int, device: torch.device, out: Path,
-           workers: int) -> dict[str, list[float]]:
-    """Train backbone `name` stage by stage and write its weights; returns each stage's losses."""
-    if name in FOLDERS:
-        return _train_sd(schedules, seed, device, out / FOLDERS[name], workers)
+def _sd_recipe(recipe: Any, steps: int | None) -> Any:
+    from dataclasses import replace
+
+    if steps is None:
+        return recipe
+    return replace(recipe, pool=min(recipe.pool, 1024), vae=_schedule(recipe.vae, steps),
+                   unet=_schedule(recipe.unet, steps))
+
+
+def _train_file(name: str, schedule: Schedule, seed: int, device: torch.device, out: Path) -> list[float]:
+    """Train a single-file backbone (clip, dino) and write its weights; returns its losses."""
     model = build(name, seed)
-    (schedule,) = schedules.values()
     losses = _with_bar(f"toyworld {name}", schedule, lambda advance: trainer(name)(model, schedule, seed, device,
                                                                                     advance))
     state = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(out / FILES[name]), metadata={"backbone": name, "seed": str(seed)})
-    return {name: losses}
+    return losses
 
 
-def _train_sd(schedules: dict[str, Schedule], seed: int, device: torch.device, folder: Path,
-              workers: int) -> dict[str, list[float]]:
+def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
+    """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
     from varbench.models.diffusion import save_folder
     from varbench.toyworld.diffusion import random_sd
-    from varbench.toyworld.train_sd import POOL_SCENES, render_pool, train_denoiser, train_vae
+    from varbench.toyworld.train_sd import Checkpoints, render_pool, train_denoiser, train_vae
 
     components = random_sd(seed)
+    checkpoints = Checkpoints(out / "sd-checkpoint.pt", {"recipe": asdict(recipe), "seed": seed})
     with progress_bar("toyworld sd: rendering the pool", 1) as advance:
-        pool = render_pool(POOL_SCENES, seed, workers)
+        pool = render_pool(recipe.pool, seed, workers)
         advance(1, f"{len(pool.scenes):,} scenes")
     losses = {}
-    for stage, train in (("sd_vae", train_vae), ("sd_unet", train_denoiser)):
-        schedule = schedules[stage]
-        losses[stage] = _with_bar(f"toyworld {stage}", schedule,
-                                  lambda advance: train(components, pool, schedule, seed, device, advance))
+    for stage, schedule, train in (("sd_vae", recipe.vae, train_vae), ("sd_unet", recipe.unet, train_denoiser)):
+        losses[stage] = _with_bar(f"toyworld {stage}", schedule, lambda advance: train(
+            components, pool, schedule, seed, device, advance, checkpoints))
     components.to("cpu")
     for module in (components.text_encoder, components.vae, components.unet):
         module.to(torch.float16)  # shipped in half precision; `load_folder` gives fp32 back
-    save_folder(components, folder)
+    save_folder(components, out / FOLDERS["sd"])
     return losses
 
 

@@ -6,22 +6,27 @@ as SD 1.x was trained, in two stages:
 2. the UNet and the CLIP text encoder together: epsilon prediction on VAE latents scaled
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
-   SD 1.5, captions from `world.caption` padded to the tokenizer's 77 tokens as the
-   pipelines pad prompts, 10% of captions dropped to "" so classifier-free guidance works.
+   SD 1.5, captions from `world.caption` padded to the tokenizer's length (16 tokens) as
+   the pipelines pad prompts, 10% of captions dropped to "" so classifier-free guidance works.
 
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
 tokenizer exists, so this one learns with the UNet (the methods still freeze it).
 
-Both stages draw batches from one pool of `POOL_SCENES` pretraining scenes rendered once
-(in worker processes), and stage 2 encodes the pool once: rendering costs about a
-millisecond a scene on the CPU, more than a toy UNet step on a GPU. Everything random
-comes from the seed.
+Both stages draw batches from one pool of pretraining scenes rendered once (in worker
+processes), and stage 2 encodes the pool once: rendering costs about a millisecond a
+scene on the CPU, more than a toy UNet step on a GPU. Everything random comes from the
+seed and the step number, so a run resumed from its checkpoint (`Checkpoints`: saved
+every two minutes) trains what an uninterrupted run would.
 """
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +39,28 @@ from varbench.toyworld.world import Scene, caption, pretraining_scenes, render_b
 KL_WEIGHT = 1e-6  # SD's autoencoder KL weight
 CAPTION_DROP = 0.1  # share of empty captions (classifier-free guidance)
 SCALE_SCENES = 512  # scenes the latent scale is measured on
-POOL_SCENES = 32768
 RENDER_CHUNK = 512
+CHECKPOINT_SECONDS = 120.0  # a stopped run loses at most this much training
+STAGES = ("sd_vae", "sd_unet")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How much SD pretraining: the pool's size and each stage's schedule."""
+
+    pool: int
+    vae: Schedule
+    unet: Schedule
+
+
+# "gpu": the recipe of the shipped weights where a GPU trained them; "cpu": what the 2-core
+# CPU finishes in about an hour and a half (smaller pool and batches, fewer steps).
+RECIPES = {
+    "gpu": Recipe(32768, Schedule(steps=3000, batch=64, learning_rate=1e-3),
+                  Schedule(steps=15000, batch=128, learning_rate=1e-3, warmup=500)),
+    "cpu": Recipe(8192, Schedule(steps=700, batch=32, learning_rate=1e-3),
+                  Schedule(steps=3500, batch=64, learning_rate=1e-3, warmup=200)),
+}
 
 
 @dataclass
@@ -64,15 +89,73 @@ def sd_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+def step_random(seed: int, stage: int, step: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
+    """The randomness of one step, from (seed, stage, step) alone: a resumed run draws
+    what an uninterrupted one would have."""
+    rng = np.random.default_rng([0x5D, seed, stage, step])
+    return rng, torch.Generator(device).manual_seed(int(rng.integers(2**62)))
+
+
+class Checkpoints:
+    """Training state saved every CHECKPOINT_SECONDS and at the end of each stage, and
+    resumed from when a run with the same recipe and seed starts again."""
+
+    def __init__(self, path: Path, identity: dict[str, Any]):
+        self.path, self.identity, self.saved_at = path, identity, time.monotonic()
+        found = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+        self.found = found if found and found.get("identity") == identity else None
+
+    def resume(self, stage: str, total: int, components: DiffusionComponents,
+               optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+        """(first step of `stage` to run, its losses so far), restoring the saved state:
+        a stage the checkpoint is past is skipped, the stage it stopped in resumes."""
+        if self.found is None:
+            return 0, []
+        _load_modules(components, self.found)
+        saved, losses = STAGES.index(self.found["stage"]), self.found["losses"].get(stage, [])
+        if saved > STAGES.index(stage) or (saved == STAGES.index(stage) and self.found["finished"]):
+            return total, list(losses)
+        if saved < STAGES.index(stage):
+            return 0, []
+        optimizer.load_state_dict(self.found["optimizer"])
+        return self.found["step"], list(losses)
+
+    def maybe_save(self, stage: str, step: int, components: DiffusionComponents, optimizer: torch.optim.Optimizer,
+                   losses: list[float], finished: bool = False) -> None:
+        if not finished and time.monotonic() - self.saved_at < CHECKPOINT_SECONDS:
+            return
+        earlier = self.found["losses"] if self.found else {}
+        state = {"identity": self.identity, "stage": stage, "step": step, "finished": finished,
+                 "losses": {**earlier, stage: losses}, "optimizer": optimizer.state_dict(), **_module_states(components)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        torch.save(state, partial)
+        partial.replace(self.path)
+        self.found, self.saved_at = state, time.monotonic()
+        print(f"checkpoint: {stage} step {step}, loss {losses[-1]:.4f} -> {self.path}", file=sys.stderr, flush=True)
+
+
+def _module_states(components: DiffusionComponents) -> dict[str, Any]:
+    return {"vae": components.vae.state_dict(), "unet": components.unet.state_dict(),
+            "text_encoder": components.text_encoder.state_dict(),
+            "scaling_factor": components.vae.config.scaling_factor}
+
+
+def _load_modules(components: DiffusionComponents, state: dict[str, Any]) -> None:
+    for name in ("vae", "unet", "text_encoder"):
+        getattr(components, name).load_state_dict(state[name])
+    components.vae.register_to_config(scaling_factor=state["scaling_factor"])
+
+
 def train_vae(components: DiffusionComponents, pool: Pool, schedule: Schedule, seed: int, device: torch.device,
-              advance: Callable[[int, float], None]) -> list[float]:
+              advance: Callable[[int, float], None], checkpoints: Checkpoints) -> list[float]:
     """Stage 1 (module docstring), in place; returns the step losses."""
     vae = components.vae.to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=schedule.learning_rate, weight_decay=0.0)
-    generator = torch.Generator(device).manual_seed(seed)
-    rng = np.random.default_rng([0x5A, seed])
-    losses = []
-    for step in range(schedule.steps):
+    first, losses = checkpoints.resume("sd_vae", schedule.steps, components, optimizer)
+    vae.to(device)
+    for step in range(first, schedule.steps):
+        rng, generator = step_random(seed, 1, step, device)
         pixels = sd_pixels(pool.images[rng.integers(len(pool.images), size=schedule.batch)]).to(device)
         posterior = vae.encode(pixels).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator, device=device)
@@ -81,7 +164,10 @@ def train_vae(components: DiffusionComponents, pool: Pool, schedule: Schedule, s
         _step(optimizer, loss, schedule.rate(step))
         losses.append(loss.item())
         advance(step, losses[-1])
+        checkpoints.maybe_save("sd_vae", step + 1, components, optimizer, losses)
     vae.eval().requires_grad_(False)
+    if first < schedule.steps:
+        checkpoints.maybe_save("sd_vae", schedule.steps, components, optimizer, losses, finished=True)
     return losses
 
 
@@ -111,23 +197,22 @@ def set_latent_scale(components: DiffusionComponents, means: torch.Tensor) -> fl
 
 
 def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedule, seed: int, device: torch.device,
-                   advance: Callable[[int, float], None]) -> list[float]:
+                   advance: Callable[[int, float], None], checkpoints: Checkpoints) -> list[float]:
     """Stage 2 (module docstring), in place; returns the step losses."""
     unet, text_encoder = components.unet.to(device), components.text_encoder.to(device)
-    components.vae.to(device)
+    parameters = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=0.01)
+    first, losses = checkpoints.resume("sd_unet", schedule.steps, components, optimizer)
+    for module in (unet, text_encoder, components.vae):
+        module.to(device)
     means, stds = encode_pool(components, pool, device)
     scale = set_latent_scale(components, means)
     unet.train().requires_grad_(True)
     text_encoder.train().requires_grad_(True)
-    scheduler = components.noise_scheduler()
-    alphas = scheduler.alphas_cumprod.to(device)
-    optimizer = torch.optim.AdamW([*unet.parameters(), *text_encoder.parameters()], lr=schedule.learning_rate,
-                                  weight_decay=0.01)
-    rng = np.random.default_rng([0x5D, seed])
-    generator = torch.Generator(device).manual_seed(seed)
+    alphas = components.noise_scheduler().alphas_cumprod.to(device)
     captions, empty = token_ids(components, pool.captions).to(device), token_ids(components, [""]).to(device)
-    losses = []
-    for step in range(schedule.steps):
+    for step in range(first, schedule.steps):
+        rng, generator = step_random(seed, 2, step, device)
         rows = rng.integers(len(pool.images), size=schedule.batch)
         index = torch.from_numpy(rows).to(device)
         dropped = torch.from_numpy(rng.random(len(rows)) < CAPTION_DROP).to(device)[:, None]
@@ -143,6 +228,9 @@ def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedu
         _step(optimizer, loss, schedule.rate(step))
         losses.append(loss.item())
         advance(step, losses[-1])
+        checkpoints.maybe_save("sd_unet", step + 1, components, optimizer, losses)
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
+    if first < schedule.steps:
+        checkpoints.maybe_save("sd_unet", schedule.steps, components, optimizer, losses, finished=True)
     return losses
