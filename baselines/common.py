@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from varbench.errors import UserError
 from varbench.method import CellContext, Method
-from varbench.models.diffusion import SD15_ID, SD15_RANDOM, SD15_REVISION, TINY
+from varbench.models.diffusion import SD15_ID, SD15_RANDOM, SD15_REVISION, TINY, TOYWORLD
 from varbench.schema import EXECUTION
 
 if TYPE_CHECKING:
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class DiffusionConfig:
     """Fields every baseline has; defaults are the releases' (DESIGN.md section 8)."""
 
-    # hub id, local diffusers folder, "tiny" (random-init toy parts) or "sd15-random" (the
-    # full SD 1.5 architecture, random weights: rehearsals)
+    # hub id, local diffusers folder, "tiny" (random-init toy parts), "toyworld" (the toy SD
+    # pretrained on the toyworld, shipped) or "sd15-random" (the full SD 1.5 architecture,
+    # random weights: rehearsals)
     base_model: str = SD15_ID
     revision: str | None = SD15_REVISION  # hub commit; null = the repository's default branch
     resolution: int = 512  # training crops and generated images, in pixels
@@ -87,7 +88,7 @@ class DiffusionMethod(Method):
         from varbench.weights import Snapshot
 
         base = self.config.base_model
-        if base in (TINY, SD15_RANDOM):
+        if base in (TINY, SD15_RANDOM, TOYWORLD):  # built in code, or shipped in the package
             return []
         local = base if base.startswith((".", "/", "~")) else None  # a local diffusers folder
         return [(f"{base} (diffusers pipeline)", Snapshot(base, self.config.revision, tuple(PIPELINE_FILES)), local)]

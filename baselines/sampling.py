@@ -63,3 +63,10 @@ class DiffusionModel(PersonalizedModel):
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
         return generate_images(self.pipeline, prompts, seeds, self.config)
+
+
+class BaseModel(DiffusionModel):
+    """The base itself, unchanged (no_fit): nothing to save."""
+
+    def save(self, artifact_dir: Any) -> None:
+        return None

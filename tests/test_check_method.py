@@ -17,7 +17,7 @@ from varbench.testing import assert_conforms, check_method, failed_rules
 
 
 @pytest.mark.parametrize("name", ["arbooth", "dreambooth", "custom_diffusion", "textual_inversion",
-                                  "dreambooth_lora", "ip_adapter", "copy_references"])
+                                  "dreambooth_lora", "ip_adapter", "copy_references", "no_fit"])
 def test_builtin_methods_keep_every_rule(name):
     results = assert_conforms(name)  # each on its tiny_config: a few seconds on a CPU
     assert [result.rule for result in results] == list(RULES)

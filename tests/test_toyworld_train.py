@@ -14,9 +14,9 @@ from varbench.toyworld.train import train_backbones
 def test_a_short_training_writes_loadable_weights_and_repeats_with_its_seed(tmp_path, monkeypatch):
     records = train_backbones(tmp_path / "a", ["dino"], steps=2, seed=5)
     train_backbones(tmp_path / "b", ["dino"], steps=2, seed=5)
-    assert len(records["dino"]["losses"]) == 2
+    assert len(records["dino"]["losses"]["dino"]) == 2
     log = json.loads((tmp_path / "a" / "training.json").read_text())
-    assert log["dino"]["seed"] == 5 and log["dino"]["schedule"]["steps"] == 2
+    assert log["dino"]["seed"] == 5 and log["dino"]["schedule"]["dino"]["steps"] == 2
     first, second = load_file(tmp_path / "a" / "dino.safetensors"), load_file(tmp_path / "b" / "dino.safetensors")
     assert all((first[key] == second[key]).all() for key in first)  # the same seed, the same weights
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "a"))

@@ -56,7 +56,8 @@ def record_sessions(root: Path, cells: list[Cell], session: str, device: Any, la
         run.write_identity(cell.arm.identity())
         run.write_score_identity(cell.arm.score_id, cell.arm.score_identity())
         record = {**base, "random_init_method": cell.arm.make_method().uses_random_init(),
-                  "random_init_metrics": cell.protocol.spec.metrics.backbones != "real"}
+                  # toyworld encoders are trained (on the miniature world): labelled as such, not random
+                  "random_init_metrics": cell.protocol.spec.metrics.backbones not in ("real", "toyworld")}
         if finished:
             earlier = next((s for s in run.sessions() if s["session"] == session), {})
             record["started"] = earlier.get("started", record["started"])

@@ -41,6 +41,7 @@ SD14_ID = "CompVis/stable-diffusion-v1-4"
 SD14_REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"
 PINNED_REVISIONS = {SD15_ID: SD15_REVISION, SD14_ID: SD14_REVISION}
 TINY = "tiny"
+TOYWORLD = "toyworld"  # the toyworld's pretrained toy SD, shipped in the package (varbench.toyworld)
 SD15_RANDOM = "sd15-random"  # the full SD 1.5 architecture with random weights (rehearsals)
 TINY_VERSION = 1  # bump when the tiny architecture changes (it is part of cache keys)
 TINY_SEED = 0
@@ -130,9 +131,15 @@ def _scheduler(cls: type, config: dict[str, Any]) -> Any:
 # --- loading real checkpoints ---------------------------------------------------------
 
 def load_components(base_model: str, revision: str | None, device: torch.device | str = "cpu") -> DiffusionComponents:
-    """Components of `base_model` (hub id, local folder, "tiny" or "sd15-random") in fp32 on `device`."""
+    """Components of `base_model` (hub id, local folder, "tiny", "toyworld" or "sd15-random")
+    in fp32 on `device`."""
     if base_model == TINY:
         return tiny_components().to(device)
+    if base_model == TOYWORLD:
+        from varbench.toyworld.backbones import folder_path, shipped_digests
+
+        unet = shipped_digests()["sd/unet/diffusion_pytorch_model.safetensors"]
+        return load_folder(folder_path("sd"), f"toyworld-sd@{unet[:16]}").to(device)
     if base_model == SD15_RANDOM:
         return sd15_components().to(device)
     folder, source = model_folder(base_model, revision)

@@ -20,7 +20,7 @@ import pandas as pd
 from varbench.report.figures import FigureFile
 from varbench.report.formats import to_html
 from varbench.report.grids import GridFile
-from varbench.report.results import RANDOM_INIT_NOTE, RunResults
+from varbench.report.results import RANDOM_INIT_NOTE, TOYWORLD_NOTE, RunResults
 from varbench.report.table_model import Table
 
 STYLE = """
@@ -70,6 +70,7 @@ class Page:
     runs: list[RunResults]
     random_init: bool
     description: list[str] = field(default_factory=list)  # paragraphs under the title (the protocols shown)
+    toyworld: bool = False  # any shown run scored with the toyworld's encoders
 
 
 def render_page(page: Page) -> str:
@@ -83,6 +84,11 @@ def render_page(page: Page) -> str:
         parts.append(f'<p class="banner" id="random-init">Warning, {escape(RANDOM_INIT_NOTE)}. Runs marked '
                      "random-init below used randomly initialised models or metric encoders: their numbers "
                      "show that the pipeline works, not how good the methods are.</p>")
+    if page.toyworld:
+        parts.append(f'<p class="banner" id="toyworld">Note, {escape(TOYWORLD_NOTE)}. Runs scored with the '
+                     "toyworld's encoders were generated and measured inside varbench's procedural world, with "
+                     "backbones varbench pretrained on it: their differences mean something there, and their "
+                     "values compare with no real-model number.</p>")
     parts.append(_contents(page))
     parts += [_unit(unit) for unit in page.units]
     if page.skipped:

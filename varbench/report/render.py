@@ -84,7 +84,8 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
             units.append(speed)
         page = Page(title=page_title(report_spec, views), meta=_meta(Path(results), spec_path), units=units,
                     skipped=skipped, problems=_problems(views), runs=_shown_runs(views),
-                    random_init=any(view.random_init for view in views), description=_protocol_lines(views))
+                    random_init=any(view.random_init for view in views), description=_protocol_lines(views),
+                    toyworld=any(view.toyworld for view in views))
         index = folder.write(PAGE_NAME, render_page(page))
         progress.advance(task)
     folder.finish()

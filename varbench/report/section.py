@@ -16,7 +16,7 @@ import pandas as pd
 
 from varbench.metrics.stats import subject_means, summarize
 from varbench.report.families import OTHER
-from varbench.report.results import RANDOM_INIT_NOTE, ProtocolResults, RunResults
+from varbench.report.results import RANDOM_INIT_NOTE, TOYWORLD_NOTE, ProtocolResults, RunResults
 from varbench.report.spec import ReportSpec, SectionSpec, StatisticsSpec
 
 METRIC_LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "div": "DIV", "pres": "PRES",
@@ -76,6 +76,10 @@ class SectionView:
     @property
     def random_init(self) -> bool:
         return any(run.random_init for run in self.runs)
+
+    @property
+    def toyworld(self) -> bool:
+        return any(run.toyworld for run in self.runs)
 
     @property
     def dataset(self) -> str | None:
@@ -145,6 +149,8 @@ class SectionView:
                  f"({stats.n_resamples:,} resamples, seed {stats.seed})."]
         if self.random_init:
             parts.append(self.random_init_text())
+        if self.toyworld:
+            parts.append(f"{TOYWORLD_NOTE[0].upper()}{TOYWORLD_NOTE[1:]}.")
         parts.append(self.arithmetic_text())
         return " ".join(p for p in parts if p)
 

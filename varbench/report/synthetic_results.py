@@ -52,12 +52,14 @@ class SyntheticArm:
 
 def write_synthetic_run(root: Path, protocol: str, arm: SyntheticArm, subjects: list[SyntheticSubject], *,
                         mode: str = "canonical", prompts: int = 2, samples: int = 2, random_init: bool = True,
-                        device: str = "cpu", dataset: str = "smoke", protocol_version: int = 1) -> RunStore:
+                        device: str = "cpu", dataset: str = "smoke", protocol_version: int = 1,
+                        backbones: str | None = None) -> RunStore:
     identity = {"layout": STORE_LAYOUT, "protocol": protocol, "protocol_version": protocol_version, "arm": arm.arm,
                 "method": arm.method, "method_version": arm.method_version, "config": arm.config, "dataset": dataset,
                 "prompts": {"source": "custom", "limit": prompts}, "images_per_prompt": samples,
                 "pres_images": samples if "pres" in arm.quality else 0, "seeds": {"base": 0, "scheme": "derived"}}
-    metrics = MetricsConfig(mode=mode, backbones="tiny" if random_init else "real")  # type: ignore[arg-type]
+    backbones = backbones or ("tiny" if random_init else "real")
+    metrics = MetricsConfig(mode=mode, backbones=backbones)  # type: ignore[arg-type]
     run = RunStore(Path(root), protocol, f"{arm.arm}-{content_hash(identity, length=10)}")
     run.write_identity(identity)
     run.write_score_identity(score_id(metrics), score_identity(metrics))
@@ -66,7 +68,8 @@ def write_synthetic_run(root: Path, protocol: str, arm: SyntheticArm, subjects: 
                      "finished": "2026-01-01T01:00:00+00:00", "git_sha": "0123456789abcdef0123", "git_dirty": False,
                      "varbench_version": "0.1.0", "python": "3.12.0", "packages": {"torch": "2.11.0"},
                      "device": device, "host": "synthetic-host", "launcher": "inprocess",
-                     "random_init_method": random_init, "random_init_metrics": random_init,
+                     "random_init_method": random_init,
+                     "random_init_metrics": backbones not in ("real", "toyworld"),
                      "dtype": "fp32" if device == "cpu" else "bf16"})
     for subject in subjects:
         state = arm.states.get(subject.name, "done")

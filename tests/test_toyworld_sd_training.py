@@ -1,0 +1,45 @@
+"""The toyworld SD pretraining (train_sd.py): a run stopped midway and resumed from its
+checkpoint ends with exactly the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from varbench.toyworld import train_sd
+from varbench.toyworld.diffusion import random_sd
+from varbench.toyworld.train_encoders import Schedule
+from varbench.toyworld.train_sd import Checkpoints, render_pool, train_denoiser, train_vae
+
+SCHEDULE = Schedule(steps=3, batch=4, learning_rate=1e-3, warmup=1)
+
+
+class Stop(Exception):
+    """Raised by the progress callback: the run is killed after a step."""
+
+
+def run(pool, folder, stop_after=None):
+    """Both stages on the tiny schedule; `stop_after`: (stage, steps) to die after."""
+    components = random_sd(seed=1)
+    checkpoints = Checkpoints(folder / "sd-checkpoint.pt", {"test": 1})
+    for stage, train in (("sd_vae", train_vae), ("sd_unet", train_denoiser)):
+        def advance(step, loss, stage=stage):
+            if stop_after == (stage, step + 1):
+                raise Stop
+        train(components, pool, SCHEDULE, 1, torch.device("cpu"), advance, checkpoints)
+    return components
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_sd, "CHECKPOINT_SECONDS", 0.0)  # save after every step
+    monkeypatch.setattr(train_sd, "SCALE_SCENES", 16)
+    pool = render_pool(16, seed=1)
+    whole = run(pool, tmp_path / "whole")
+    for stop in (("sd_vae", 2), ("sd_unet", 1)):
+        folder = tmp_path / f"{stop[0]}-{stop[1]}"
+        with pytest.raises(Stop):
+            run(pool, folder, stop_after=stop)
+        resumed = run(pool, folder)
+        for name in ("vae", "unet", "text_encoder"):
+            expected, got = getattr(whole, name).state_dict(), getattr(resumed, name).state_dict()
+            assert all(torch.equal(expected[key], got[key]) for key in expected), (stop, name)
+        assert resumed.vae.config.scaling_factor == whole.vae.config.scaling_factor
