@@ -26,3 +26,15 @@ def test_toy_sd_round_trips_through_the_real_folder_loader(tmp_path):
         latents = loaded.vae.encode(pixels).latent_dist.mean
         assert latents.shape == (2, 4, 16, 16)  # stride 4: the subject's details keep 16x16 latents
         torch.testing.assert_close(latents, components.vae.encode(pixels).latent_dist.mean)
+
+
+def test_every_caption_and_prompt_fits_the_padded_length_untruncated():
+    """The pipelines pad and truncate prompts to the tokenizer's length: no caption the SD
+    was trained on and no method prompt may lose its end (it did at 20 tokens)."""
+    from varbench.toyworld.world import caption, pretraining_scenes
+
+    tokenizer = toyworld_tokenizer()
+    texts = [caption(scene) for scene in pretraining_scenes(3000, seed=11)]
+    texts += [template.format("sks backpack") for template in OBJECT_PROMPTS + LIVE_PROMPTS]
+    longest = max(len(tokenizer(text).input_ids) for text in texts)
+    assert longest <= tokenizer.model_max_length, longest

@@ -138,8 +138,9 @@ def load_components(base_model: str, revision: str | None, device: torch.device 
     if base_model == TOYWORLD:
         from varbench.toyworld.backbones import folder_path, shipped_digests
 
+        folder = folder_path("sd")  # checked against the manifest first
         unet = shipped_digests()["sd/unet/diffusion_pytorch_model.safetensors"]
-        return load_folder(folder_path("sd"), f"toyworld-sd@{unet[:16]}").to(device)
+        return load_folder(folder, f"toyworld-sd@{unet[:16]}").to(device)
     if base_model == SD15_RANDOM:
         return sd15_components().to(device)
     folder, source = model_folder(base_model, revision)

@@ -45,7 +45,7 @@ def world_words() -> list[str]:
     return list(dict.fromkeys(words + list(IDENTIFIERS)))
 
 
-PROMPT_TOKENS = 20  # the tokenizer's model_max_length: the longest method prompt is 14 tokens
+PROMPT_TOKENS = 24  # the tokenizer's model_max_length: the longest caption is 21 tokens, method prompt 14
 
 
 def toyworld_tokenizer() -> Any:

@@ -11,6 +11,12 @@ Metric validity:
                     contexts; asked: >= 0.9.
 Every image here comes from held-out instances (ids from HELD_OUT_START), which no
 pretraining ever drew.
+
+The base generators follow prompts:
+  PromptFollowing   for images the pretrained base generates from "a {class} {context}"
+                    (every class x context), the share for which CLIP ranks the prompt's
+                    context first among all contexts (class fixed) and the prompt's class
+                    first among all classes (context fixed); asked: >= 0.8 each.
 """
 from __future__ import annotations
 
@@ -53,9 +59,14 @@ def make_scorer(device: str = "cpu"):
 
 def embed_scenes(scorer, scenes: list[Scene], encoder: str) -> torch.Tensor:
     """Render `scenes`, write them as PNGs and embed them as the metric would."""
+    return embed_pixels(scorer, list(render_batch(scenes)), encoder)
+
+
+def embed_pixels(scorer, pictures: list[np.ndarray], encoder: str) -> torch.Tensor:
+    """Write (H, W, 3) uint8 pictures as PNGs and embed them as the metric would."""
     with tempfile.TemporaryDirectory(prefix="toyworld-") as tmp:
         paths = []
-        for index, pixels in enumerate(render_batch(scenes)):
+        for index, pixels in enumerate(pictures):
             path = Path(tmp) / f"{index:05d}.png"
             write_bytes(path, encode_png(pixels))
             paths.append(path)
@@ -97,3 +108,49 @@ def context_accuracy(scorer, images: int = 400, seed: int = 0) -> float:
         texts = scorer.text_embeddings(context_prompts(scene.class_name)).float()
         hits += int(int(torch.argmax(texts @ row)) == CONTEXT_NAMES.index(scene.context))
     return hits / images
+
+
+# ---- the generators ------------------------------------------------------------------------
+@dataclass
+class PromptFollowing:
+    context_accuracy: float
+    class_accuracy: float
+    images: int
+    per_class: dict[str, tuple[float, float]]  # class -> (context accuracy, class accuracy)
+
+
+def prompt_following(scorer, generate, seeds_per_prompt: int = 1) -> PromptFollowing:
+    """`generate(prompts, seeds) -> PIL images` for every "a {class} {context}", judged by
+    the toyworld CLIP (module docstring)."""
+    pairs = [(spec.name, context) for spec in CLASSES for context in CONTEXT_NAMES]
+    prompts = [caption(Scene(name, 0, context)) for name, context in pairs for _ in range(seeds_per_prompt)]
+    seeds = [seed for _ in pairs for seed in range(seeds_per_prompt)]
+    pictures = [np.asarray(image.convert("RGB")) for image in generate(prompts, seeds)]
+    image = embed_pixels(scorer, pictures, "clip")
+    names = [spec.name for spec in CLASSES]
+    context_hits, class_hits = {}, {}
+    for row, (name, context) in zip(image, [pair for pair in pairs for _ in range(seeds_per_prompt)]):
+        contexts = scorer.text_embeddings(context_prompts(name)).float()
+        classes = scorer.text_embeddings([caption(Scene(other, 0, context)) for other in names]).float()
+        context_hits.setdefault(name, []).append(int(torch.argmax(contexts @ row)) == CONTEXT_NAMES.index(context))
+        class_hits.setdefault(name, []).append(int(torch.argmax(classes @ row)) == names.index(name))
+    every_context = [hit for hits in context_hits.values() for hit in hits]
+    every_class = [hit for hits in class_hits.values() for hit in hits]
+    return PromptFollowing(float(np.mean(every_context)), float(np.mean(every_class)), len(prompts),
+                           {name: (float(np.mean(context_hits[name])), float(np.mean(class_hits[name])))
+                            for name in names})
+
+
+def toy_sd_generator(device: str = "cpu", sample_steps: int = 25):
+    """`generate(prompts, seeds)` of the shipped toyworld SD, sampled as the no_fit arm
+    samples it (the diffusion baselines' own pipeline)."""
+    from baselines.no_fit import NoFit
+    from varbench.method import CellContext
+    from varbench.schema import from_dict
+
+    method = NoFit(from_dict(NoFit.Config, {"base_model": "toyworld", "revision": None, "resolution": 64,
+                                            "sample_steps": sample_steps}, "toyworld known answers"))
+    with tempfile.TemporaryDirectory(prefix="toyworld-") as tmp:
+        ctx = CellContext(device=torch.device(device), fit_seed=0, workdir=Path(tmp), cache_dir=Path(tmp))
+        model = method.fit(method.load_base(ctx), None, ctx)
+    return model.generate
