@@ -89,8 +89,6 @@ def test_corrupt_files_are_named_and_never_counted(tmp_path: Path):
 def test_toyworld_runs_are_labelled_toyworld_not_random_init(tmp_path: Path):
     """Trained toyworld encoders on a toyworld base: numbers that mean something in the
     miniature world, captioned as such and never as random-init (issue 22)."""
-    from varbench.report.results import TOYWORLD_NOTE
-
     write_synthetic_run(tmp_path, "toyworld", SyntheticArm("dreambooth", "dreambooth", {"dino": 0.6}), SUBJECTS,
                         random_init=False, backbones="toyworld", dataset="toyworld")
     write_synthetic_run(tmp_path, "toyworld", SyntheticArm("tiny_db", "dreambooth", {"dino": 0.4}), SUBJECTS,
@@ -98,4 +96,3 @@ def test_toyworld_runs_are_labelled_toyworld_not_random_init(tmp_path: Path):
     runs = {run.arm: run for run in load_results(tmp_path)["toyworld"].runs}
     assert runs["dreambooth"].toyworld and not runs["dreambooth"].random_init
     assert runs["tiny_db"].random_init and not runs["tiny_db"].toyworld
-    assert "not comparable with real-model numbers" in TOYWORLD_NOTE

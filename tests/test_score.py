@@ -164,14 +164,25 @@ def test_the_cli_prints_one_line_and_exits_2(smoke, tmp_path, isolated_cache):
     assert "unknown subject 'red_robto'" in done.stderr and "Did you mean 'red_robot'" in done.stderr
 
 
-def test_staged_copies_are_sealed_with_their_true_digests(smoke, tmp_path):
+def test_staged_copies_are_sealed_with_their_true_digests(smoke, tmp_path, monkeypatch):
     """The seal reuses the digests read while checking: they must be the copies' own."""
     import json
 
     from varbench.integrity import file_digest
 
+    from varbench import integrity
+
     images = layout_of_references(smoke, tmp_path / "images", prompts=1)
+    hashed = []
+    real_digest = integrity.file_digest
+
+    def counting(path):
+        hashed.append(Path(path))
+        return real_digest(path)
+
+    monkeypatch.setattr(integrity, "file_digest", counting)
     score(images, tmp_path / "results", dataset="smoke", div=False)
+    assert not [path for path in hashed if path.parent.name == "images"]  # staged images were not read again
     statuses = sorted((tmp_path / "results").glob("smoke/*/cells/*/status.json"))
     assert len(statuses) == len(smoke.subjects)
     for status in statuses:

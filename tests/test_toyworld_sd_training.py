@@ -34,7 +34,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, m
     monkeypatch.setattr(train_sd, "SCALE_SCENES", 16)
     pool = render_pool(16, seed=1)
     whole = run(pool, tmp_path / "whole")
-    for stop in (("sd_vae", 2), ("sd_unet", 1)):
+    for stop in (("sd_vae", 2), ("sd_unet", 2)):  # mid-VAE; mid-UNet, after a UNet checkpoint
         folder = tmp_path / f"{stop[0]}-{stop[1]}"
         with pytest.raises(Stop):
             run(pool, folder, stop_after=stop)

@@ -31,6 +31,7 @@ from varbench.provenance import new_session_id, now, session_record, usable_core
 from varbench.devices import gpu_names, resolve_device
 from varbench.plan import RunOptions, pending_cells, prepare
 from varbench.store import RunStore, check_name
+from varbench.metrics.settings import random_init_backbones
 
 
 def launch(protocol: Protocol, cells: list[Cell], options: RunOptions) -> None:
@@ -56,8 +57,7 @@ def record_sessions(root: Path, cells: list[Cell], session: str, device: Any, la
         run.write_identity(cell.arm.identity())
         run.write_score_identity(cell.arm.score_id, cell.arm.score_identity())
         record = {**base, "random_init_method": cell.arm.make_method().uses_random_init(),
-                  # toyworld encoders are trained (on the miniature world): labelled as such, not random
-                  "random_init_metrics": cell.protocol.spec.metrics.backbones not in ("real", "toyworld")}
+                  "random_init_metrics": random_init_backbones(cell.protocol.spec.metrics.backbones)}
         if finished:
             earlier = next((s for s in run.sessions() if s["session"] == session), {})
             record["started"] = earlier.get("started", record["started"])

@@ -127,14 +127,14 @@ class ExternalArm(Arm):
 # --- the entry point ------------------------------------------------------------------------
 def score_external(request: ScoreRequest) -> list[Cell]:
     """Check, stage and score `request.images`; returns their cells (one per subject)."""
-    checked, cells = prepare_external(request)
+    cells = prepare_external(request)
     score_staged(request, cells)
     return cells
 
 
-def prepare_external(request: ScoreRequest) -> tuple[dict[Path, FileCheck], list[Cell]]:
+def prepare_external(request: ScoreRequest) -> list[Cell]:
     """Everything before scoring: check the request and every image, then stage each
-    cell's files into the store. Returns what was read of each file, and the cells."""
+    cell's files into the store; returns the cells."""
     from varbench.runner import check_results_root
 
     _check_request(request)
@@ -146,7 +146,7 @@ def prepare_external(request: ScoreRequest) -> tuple[dict[Path, FileCheck], list
     protocol, cells = external_cells(request, dataset, images, checked)
     check_results_root(root, cells)
     stage(root, cells, images, checked)
-    return checked, cells
+    return cells
 
 
 def score_staged(request: ScoreRequest, cells: list[Cell]) -> None:
@@ -155,7 +155,7 @@ def score_staged(request: ScoreRequest, cells: list[Cell]) -> None:
     from varbench.plan import RunOptions, pending_cells
 
     root = Path(request.results)
-    if cells and pending_cells(root, cells, retry_failed=True):
+    if pending_cells(root, cells, retry_failed=True):
         run_inprocess(cells[0].protocol, cells, RunOptions(results=root, device=request.device, retry_failed=True))
 
 
@@ -315,12 +315,18 @@ def _refuse_duplicates(images: list[ExternalImage]) -> None:
 
 @dataclass(frozen=True)
 class FileCheck:
-    """What `inspect` read of one file: its sha256, and the size and modification time
-    it had then (a copy made while these still hold has the same bytes)."""
+    """What `inspect` read of one file: its sha256, and the file's identity then (inode,
+    size, modification and change times). A copy made while all four still hold has the
+    bytes that were hashed: rewriting or replacing a file moves its ctime or inode, which
+    no program can set back (`touch -r` and `cp -p` restore mtime only)."""
 
     sha256: str
-    size: int
-    mtime_ns: int
+    stamp: tuple[int, int, int, int]
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    found = path.stat()
+    return found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
 
 
 def inspect(images: list[ExternalImage]) -> dict[Path, FileCheck]:
@@ -330,9 +336,9 @@ def inspect(images: list[ExternalImage]) -> dict[Path, FileCheck]:
     def one(image: ExternalImage) -> tuple[str | None, FileCheck | None]:
         if not image.file.is_file():
             return "image file not found", None
-        before = image.file.stat()
+        stamp = _stamp(image.file)
         data = image.file.read_bytes()
-        return _unreadable(data), FileCheck(hashlib.sha256(data).hexdigest(), len(data), before.st_mtime_ns)
+        return _unreadable(data), FileCheck(hashlib.sha256(data).hexdigest(), stamp)
 
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(one, images))
@@ -398,8 +404,8 @@ def stage(root: Path, cells: list[Cell], images: list[ExternalImage], checked: d
     """Copy each cell's files into the store and seal them as its generated images (a
     cell already staged and intact is left alone; a half-copied one is staged again).
     The seal takes the digests `inspect` computed: each copy is a kernel copy of a file
-    whose size and modification time are what they were when it was hashed (checked
-    after copying), so hashing the copies again would only read the same bytes twice."""
+    whose identity (FileCheck) is what it was when it was hashed, checked after copying,
+    so hashing the copies again would only read the same bytes once more."""
     for cell in cells:
         run = RunStore(root, cell.protocol.name, cell.arm.run_id)
         run.write_identity(cell.arm.identity())
@@ -422,9 +428,15 @@ def stage(root: Path, cells: list[Cell], images: list[ExternalImage], checked: d
 def _copy_unchanged(image: ExternalImage, target: Path, checked: dict[Path, FileCheck]) -> None:
     import shutil
 
-    shutil.copyfile(image.file, target)
-    now, then = image.file.stat(), checked[image.file]
-    if (now.st_size, now.st_mtime_ns) != (then.size, then.mtime_ns) or target.stat().st_size != then.size:
+    expected = checked[image.file]
+    try:
+        shutil.copyfile(image.file, target)
+        unchanged = _stamp(image.file) == expected.stamp and target.stat().st_size == expected.stamp[1]
+    except OSError as err:  # deleted or made unreadable since it was checked
+        target.unlink(missing_ok=True)
+        raise UserError(f"the image could not be copied ({type(err).__name__}: {err.strerror or err})",
+                        str(image.file), "Check the file is still there and readable, then run again.") from None
+    if not unchanged:
         target.unlink()
         raise UserError("the image changed while varbench read it", str(image.file),
                         "Let whatever writes the folder finish, then run varbench score again.")

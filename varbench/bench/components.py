@@ -104,7 +104,7 @@ def _score_once(size: str, device: str, per_subject: int, execution: dict[str, A
                                results=folder / "results", device=device, div=False,
                                execution={"metric_batch_size": 256 if size == "real" else 16, **execution})
         start = time.perf_counter()
-        _, cells = prepare_external(request)
+        cells = prepare_external(request)
         staged = time.perf_counter()
         score_staged(request, cells)
         total = time.perf_counter() - start
@@ -114,7 +114,7 @@ def _score_once(size: str, device: str, per_subject: int, execution: dict[str, A
                 phases[record["phase"]] = phases.get(record["phase"], 0.0) + float(record["seconds"])
     check_stage = staged - start
     load, score = phases.get("load_metrics", 0.0), phases.get("score", 0.0)
+    if not score:
+        raise RuntimeError("varbench score recorded no scoring time (no score timings.csv in its store)")
     return {"total_s": round(total, 3), "check_and_stage_s": round(check_stage, 3), "load_metrics_s": round(load, 3),
             "score_s": round(score, 3), "other_s": round(total - check_stage - load - score, 3)}
-
-

@@ -15,6 +15,12 @@ MODES = ("canonical", "dreammatcher", "kosmosg", "dreambench++")
 FIXED_PAIRING_MODES = ("kosmosg", "dreambench++")  # one reference per subject (varbench.metrics.references)
 
 
+def random_init_backbones(backbones: str) -> bool:
+    """Whether metric encoders named `backbones` are random-init: their numbers check the
+    pipeline only ("real" and "toyworld" ones are trained)."""
+    return backbones not in ("real", "toyworld")
+
+
 @dataclass
 class MetricsConfig:
     # Which evaluator convention (DESIGN.md section 4); every metric row records it.

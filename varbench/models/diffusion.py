@@ -136,11 +136,12 @@ def load_components(base_model: str, revision: str | None, device: torch.device 
     if base_model == TINY:
         return tiny_components().to(device)
     if base_model == TOYWORLD:
+        from varbench.hashing import content_hash
         from varbench.toyworld.backbones import folder_path, shipped_digests
 
         folder = folder_path("sd")  # checked against the manifest first
-        unet = shipped_digests()["sd/unet/diffusion_pytorch_model.safetensors"]
-        return load_folder(folder, f"toyworld-sd@{unet[:16]}").to(device)
+        files = sorted((name, digest) for name, digest in shipped_digests().items() if name.startswith("sd/"))
+        return load_folder(folder, f"toyworld-sd@{content_hash(files, length=16)}").to(device)
     if base_model == SD15_RANDOM:
         return sd15_components().to(device)
     folder, source = model_folder(base_model, revision)

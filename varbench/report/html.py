@@ -20,8 +20,9 @@ import pandas as pd
 from varbench.report.figures import FigureFile
 from varbench.report.formats import to_html
 from varbench.report.grids import GridFile
-from varbench.report.results import RANDOM_INIT_NOTE, TOYWORLD_NOTE, RunResults
+from varbench.report.results import RANDOM_INIT_NOTE, RunResults
 from varbench.report.table_model import Table
+from varbench.toyworld.backbones import NOTE as TOYWORLD_NOTE
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -85,10 +86,8 @@ def render_page(page: Page) -> str:
                      "random-init below used randomly initialised models or metric encoders: their numbers "
                      "show that the pipeline works, not how good the methods are.</p>")
     if page.toyworld:
-        parts.append(f'<p class="banner" id="toyworld">Note, {escape(TOYWORLD_NOTE)}. Runs scored with the '
-                     "toyworld's encoders were generated and measured inside varbench's procedural world, with "
-                     "backbones varbench pretrained on it: their differences mean something there, and their "
-                     "values compare with no real-model number.</p>")
+        parts.append(f'<p class="banner" id="toyworld">Note, {escape(TOYWORLD_NOTE)} (varbench\'s procedural '
+                     "world, with backbones varbench pretrained on it).</p>")
     parts.append(_contents(page))
     parts += [_unit(unit) for unit in page.units]
     if page.skipped:

@@ -22,8 +22,8 @@ import pandas as pd
 
 from varbench.errors import UserError
 from varbench.report.families import method_family
+from varbench.metrics.settings import random_init_backbones
 from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, STORE_LAYOUT, CellStore, RunStore, find_runs
-from varbench.toyworld.backbones import NOTE as TOYWORLD_NOTE  # noqa: F401  (re-exported for the report)
 
 RANDOM_INIT_NOTE = "random-init backbones: checks the pipeline, not the methods"
 TIMING_KEYS = ["phase", "seconds", "items", "session"]
@@ -82,7 +82,7 @@ class RunResults:
     def random_init(self) -> bool:
         """True when any session ran a random-init model or metric encoder, or when the
         provenance is unreadable (numbers are never presented as more than they may be)."""
-        random_metrics = any(backbones not in ("real", "toyworld") for backbones in self.backbones())
+        random_metrics = any(random_init_backbones(backbones) for backbones in self.backbones())
         flagged = any(s.get("random_init_method") or s.get("random_init_metrics") for s in self.sessions)
         return bool(random_metrics or flagged or self.provenance_lost)
 

@@ -16,8 +16,9 @@ import pandas as pd
 
 from varbench.metrics.stats import subject_means, summarize
 from varbench.report.families import OTHER
-from varbench.report.results import RANDOM_INIT_NOTE, TOYWORLD_NOTE, ProtocolResults, RunResults
+from varbench.report.results import RANDOM_INIT_NOTE, ProtocolResults, RunResults
 from varbench.report.spec import ReportSpec, SectionSpec, StatisticsSpec
+from varbench.toyworld.backbones import NOTE as TOYWORLD_NOTE
 
 METRIC_LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "div": "DIV", "pres": "PRES",
                  # extras (metrics.extra): shown whenever a protocol computed them

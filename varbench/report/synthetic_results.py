@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from varbench.fileio import write_png
 from varbench.hashing import content_hash
-from varbench.metrics.settings import MetricsConfig, score_id, score_identity
+from varbench.metrics.settings import MetricsConfig, random_init_backbones, score_id, score_identity
 from varbench.store import IMAGE_COLUMNS, METRIC_COLUMNS, STORE_LAYOUT, TIMING_COLUMNS, RunStore, write_rows
 
 PER_IMAGE_METRICS = ("dino", "clip_i", "clip_t")
@@ -69,7 +69,7 @@ def write_synthetic_run(root: Path, protocol: str, arm: SyntheticArm, subjects: 
                      "varbench_version": "0.1.0", "python": "3.12.0", "packages": {"torch": "2.11.0"},
                      "device": device, "host": "synthetic-host", "launcher": "inprocess",
                      "random_init_method": random_init,
-                     "random_init_metrics": backbones not in ("real", "toyworld"),
+                     "random_init_metrics": random_init_backbones(backbones),
                      "dtype": "fp32" if device == "cpu" else "bf16"})
     for subject in subjects:
         state = arm.states.get(subject.name, "done")

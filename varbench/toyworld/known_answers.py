@@ -128,12 +128,14 @@ def prompt_following(scorer, generate, seeds_per_prompt: int = 1) -> PromptFollo
     pictures = [np.asarray(image.convert("RGB")) for image in generate(prompts, seeds)]
     image = embed_pixels(scorer, pictures, "clip")
     names = [spec.name for spec in CLASSES]
+    # text[class][context]: every "a {class} {context}" once
+    text = scorer.text_embeddings([caption(Scene(name, 0, context)) for name in names for context in CONTEXT_NAMES])
+    text = text.float().view(len(names), len(CONTEXT_NAMES), -1)
     context_hits, class_hits = {}, {}
     for row, (name, context) in zip(image, [pair for pair in pairs for _ in range(seeds_per_prompt)]):
-        contexts = scorer.text_embeddings(context_prompts(name)).float()
-        classes = scorer.text_embeddings([caption(Scene(other, 0, context)) for other in names]).float()
-        context_hits.setdefault(name, []).append(int(torch.argmax(contexts @ row)) == CONTEXT_NAMES.index(context))
-        class_hits.setdefault(name, []).append(int(torch.argmax(classes @ row)) == names.index(name))
+        k, c = names.index(name), CONTEXT_NAMES.index(context)
+        context_hits.setdefault(name, []).append(int(torch.argmax(text[k] @ row)) == c)
+        class_hits.setdefault(name, []).append(int(torch.argmax(text[:, c] @ row)) == k)
     every_context = [hit for hits in context_hits.values() for hit in hits]
     every_class = [hit for hits in class_hits.values() for hit in hits]
     return PromptFollowing(float(np.mean(every_context)), float(np.mean(every_class)), len(prompts),

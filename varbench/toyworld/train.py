@@ -121,11 +121,15 @@ def _train_file(name: str, schedule: Schedule, seed: int, device: torch.device, 
 def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
     """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
     from varbench.models.diffusion import save_folder
-    from varbench.toyworld.diffusion import random_sd
+    from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
     from varbench.toyworld.train_sd import Checkpoints, render_pool, train_denoiser, train_vae
 
     components = random_sd(seed)
-    checkpoints = Checkpoints(out / "sd-checkpoint.pt", {"recipe": asdict(recipe), "seed": seed})
+    # what a checkpoint must match to be resumed: the per-step random streams differ between
+    # CPU and CUDA generators, and another architecture or prompt length is another model
+    identity = {"recipe": asdict(recipe), "seed": seed, "device": device.type,
+                "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS}}
+    checkpoints = Checkpoints(out / "sd-checkpoint.pt", identity)
     with progress_bar("toyworld sd: rendering the pool", 1) as advance:
         pool = render_pool(recipe.pool, seed, workers)
         advance(1, f"{len(pool.scenes):,} scenes")

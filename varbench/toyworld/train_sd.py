@@ -6,7 +6,7 @@ as SD 1.x was trained, in two stages:
 2. the UNet and the CLIP text encoder together: epsilon prediction on VAE latents scaled
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
-   SD 1.5, captions from `world.caption` padded to the tokenizer's length (16 tokens) as
+   SD 1.5, captions from `world.caption` padded to the tokenizer's length (24 tokens) as
    the pipelines pad prompts, 10% of captions dropped to "" so classifier-free guidance works.
 
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
@@ -53,13 +53,13 @@ class Recipe:
     unet: Schedule
 
 
-# "gpu": the recipe of the shipped weights where a GPU trained them; "cpu": what the 2-core
-# CPU finishes in about an hour and a half (smaller pool and batches, fewer steps).
+# "gpu": the recipe for a GPU (minutes there); "cpu": what the 2-core CPU finishes in about
+# an hour (smaller pool and batches, fewer steps).
 RECIPES = {
     "gpu": Recipe(32768, Schedule(steps=3000, batch=64, learning_rate=1e-3),
                   Schedule(steps=15000, batch=128, learning_rate=1e-3, warmup=500)),
-    "cpu": Recipe(8192, Schedule(steps=700, batch=32, learning_rate=1e-3),
-                  Schedule(steps=3500, batch=64, learning_rate=1e-3, warmup=200)),
+    "cpu": Recipe(8192, Schedule(steps=600, batch=32, learning_rate=1e-3),
+                  Schedule(steps=3000, batch=32, learning_rate=1e-3, warmup=200)),
 }
 
 
@@ -102,36 +102,43 @@ class Checkpoints:
 
     def __init__(self, path: Path, identity: dict[str, Any]):
         self.path, self.identity, self.saved_at = path, identity, time.monotonic()
-        found = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
-        self.found = found if found and found.get("identity") == identity else None
+        found = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        if found is not None and found.get("identity") != identity:
+            print(f"ignoring {path}: another recipe, seed, architecture or device; starting afresh",
+                  file=sys.stderr, flush=True)
+            found = None
+        self.found = found  # the state to resume from, until a stage has used it
+        self.losses: dict[str, list[float]] = dict(found["losses"]) if found else {}
 
     def resume(self, stage: str, total: int, components: DiffusionComponents,
                optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
         """(first step of `stage` to run, its losses so far), restoring the saved state:
         a stage the checkpoint is past is skipped, the stage it stopped in resumes."""
-        if self.found is None:
+        found, self.found = self.found, None  # restored once: later stages continue in memory
+        if found is None:
             return 0, []
-        _load_modules(components, self.found)
-        saved, losses = STAGES.index(self.found["stage"]), self.found["losses"].get(stage, [])
-        if saved > STAGES.index(stage) or (saved == STAGES.index(stage) and self.found["finished"]):
+        _load_modules(components, found)
+        saved, losses = STAGES.index(found["stage"]), found["losses"].get(stage, [])
+        if saved > STAGES.index(stage) or (saved == STAGES.index(stage) and found["finished"]):
+            self.found = found  # the next stage resumes from it too
             return total, list(losses)
         if saved < STAGES.index(stage):
             return 0, []
-        optimizer.load_state_dict(self.found["optimizer"])
-        return self.found["step"], list(losses)
+        optimizer.load_state_dict(found["optimizer"])
+        return found["step"], list(losses)
 
     def maybe_save(self, stage: str, step: int, components: DiffusionComponents, optimizer: torch.optim.Optimizer,
                    losses: list[float], finished: bool = False) -> None:
         if not finished and time.monotonic() - self.saved_at < CHECKPOINT_SECONDS:
             return
-        earlier = self.found["losses"] if self.found else {}
+        self.losses[stage] = losses
         state = {"identity": self.identity, "stage": stage, "step": step, "finished": finished,
-                 "losses": {**earlier, stage: losses}, "optimizer": optimizer.state_dict(), **_module_states(components)}
+                 "losses": self.losses, "optimizer": optimizer.state_dict(), **_module_states(components)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")
         torch.save(state, partial)
         partial.replace(self.path)
-        self.found, self.saved_at = state, time.monotonic()
+        self.saved_at = time.monotonic()
         print(f"checkpoint: {stage} step {step}, loss {losses[-1]:.4f} -> {self.path}", file=sys.stderr, flush=True)
 
 
@@ -153,7 +160,6 @@ def train_vae(components: DiffusionComponents, pool: Pool, schedule: Schedule, s
     vae = components.vae.to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=schedule.learning_rate, weight_decay=0.0)
     first, losses = checkpoints.resume("sd_vae", schedule.steps, components, optimizer)
-    vae.to(device)
     for step in range(first, schedule.steps):
         rng, generator = step_random(seed, 1, step, device)
         pixels = sd_pixels(pool.images[rng.integers(len(pool.images), size=schedule.batch)]).to(device)
@@ -203,8 +209,7 @@ def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedu
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=0.01)
     first, losses = checkpoints.resume("sd_unet", schedule.steps, components, optimizer)
-    for module in (unet, text_encoder, components.vae):
-        module.to(device)
+    components.vae.to(device)
     means, stds = encode_pool(components, pool, device)
     scale = set_latent_scale(components, means)
     unet.train().requires_grad_(True)
