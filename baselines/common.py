@@ -24,7 +24,7 @@ class DiffusionConfig:
     """Fields every baseline has; defaults are the releases' (DESIGN.md section 8)."""
 
     # hub id, local diffusers folder, "tiny" (random-init toy parts), "toyworld" (the toy SD
-    # pretrained on the toyworld, shipped) or "sd15-random" (the full SD 1.5 architecture,
+    # pretrained on the toyworld) or "sd15-random" (the full SD 1.5 architecture,
     # random weights: rehearsals)
     base_model: str = SD15_ID
     revision: str | None = SD15_REVISION  # hub commit; null = the repository's default branch

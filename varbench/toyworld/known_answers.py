@@ -144,8 +144,8 @@ def prompt_following(scorer, generate, seeds_per_prompt: int = 1) -> PromptFollo
 
 
 def toy_sd_generator(device: str = "cpu", sample_steps: int = 25):
-    """`generate(prompts, seeds)` of the shipped toyworld SD, sampled as the no_fit arm
-    samples it (the diffusion baselines' own pipeline)."""
+    """`generate(prompts, seeds)` of the toyworld SD (`base_model: toyworld`), sampled as
+    the no_fit arm samples it (the diffusion baselines' own pipeline)."""
     from baselines.no_fit import NoFit
     from varbench.method import CellContext
     from varbench.schema import from_dict
