@@ -38,3 +38,17 @@ def test_every_caption_and_prompt_fits_the_padded_length_untruncated():
     texts += [template.format("sks backpack") for template in OBJECT_PROMPTS + LIVE_PROMPTS]
     longest = max(len(tokenizer(text).input_ids) for text in texts)
     assert longest <= tokenizer.model_max_length, longest
+
+
+def test_half_precision_files_load_as_fp32(tmp_path):
+    """The toyworld stores its SD in fp16; the methods expect fp32 parts from the loader
+    (transformers 5 would keep the file's dtype), with the same values."""
+    components = random_sd(seed=4)
+    for module in (components.text_encoder, components.vae, components.unet):
+        module.half()
+    save_folder(components, tmp_path / "sd")
+    loaded = load_folder(tmp_path / "sd", "toyworld")
+    for name in ("text_encoder", "vae", "unet"):
+        ours, theirs = getattr(loaded, name).state_dict(), getattr(components, name).state_dict()
+        assert all(t.dtype == torch.float32 for t in ours.values() if t.is_floating_point()), name
+        assert all(torch.equal(ours[key], theirs[key].float()) for key in theirs), name

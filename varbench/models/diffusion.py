@@ -187,17 +187,18 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True)
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+        # fp32 whatever the files hold (the toyworld's are fp16): the methods cast from here
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True,
+                                                    torch_dtype=torch.float32)
         scheduler_config = dict(DDPMScheduler.load_config(folder, subfolder="scheduler"))
     except (OSError, ValueError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load Stable Diffusion components: {first_line}", str(folder),
                         "Re-download the model (safetensors weights are required).") from None
+    text_encoder.to(torch.float32)  # transformers 5 keeps a checkpoint's dtype
     for module in (text_encoder, vae, unet):
-        # fp32 whatever the files hold (the toyworld ships fp16; transformers 5 keeps a
-        # checkpoint's dtype): the methods cast to their own precision from here
-        module.to(torch.float32).requires_grad_(False).eval()
+        module.requires_grad_(False).eval()
     return DiffusionComponents(tokenizer, text_encoder, vae, unet, scheduler_config, source)
 
 
