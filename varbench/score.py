@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,7 @@ def prepare_external(request: ScoreRequest) -> list[Cell]:
     dataset = open_dataset(request.dataset, request.data_root)
     images = collect(request, dataset)
     checked = inspect(images)
-    protocol, cells = external_cells(request, dataset, images, checked)
+    _, cells = external_cells(request, dataset, images, checked)
     check_results_root(root, cells)
     stage(root, cells, images, checked)
     return cells
@@ -426,8 +427,6 @@ def stage(root: Path, cells: list[Cell], images: list[ExternalImage], checked: d
 
 
 def _copy_unchanged(image: ExternalImage, target: Path, checked: dict[Path, FileCheck]) -> None:
-    import shutil
-
     expected = checked[image.file]
     try:
         shutil.copyfile(image.file, target)
