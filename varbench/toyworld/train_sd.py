@@ -84,9 +84,9 @@ def render_pool(count: int, seed: int, workers: int = 1) -> Pool:
     return Pool(scenes, images, [caption(scene) for scene in scenes])
 
 
-def sd_pixels(images: np.ndarray) -> torch.Tensor:
+def sd_pixels(images: torch.Tensor) -> torch.Tensor:
     """(N, 64, 64, 3) uint8 -> (N, 3, 64, 64) in [-1, 1], as the SD pipelines feed the VAE."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def step_random(seed: int, stage: int, step: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
@@ -160,9 +160,10 @@ def train_vae(components: DiffusionComponents, pool: Pool, schedule: Schedule, s
     vae = components.vae.to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=schedule.learning_rate, weight_decay=0.0)
     first, losses = checkpoints.resume("sd_vae", schedule.steps, components, optimizer)
+    images = torch.from_numpy(pool.images).to(device)  # once: indexing on the host bound GPU steps
     for step in range(first, schedule.steps):
         rng, generator = step_random(seed, 1, step, device)
-        pixels = sd_pixels(pool.images[rng.integers(len(pool.images), size=schedule.batch)]).to(device)
+        pixels = sd_pixels(images[torch.from_numpy(rng.integers(len(images), size=schedule.batch)).to(device)])
         posterior = vae.encode(pixels).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator, device=device)
         latents = posterior.mean + posterior.std * noise
@@ -182,7 +183,8 @@ def encode_pool(components: DiffusionComponents, pool: Pool, device: torch.devic
     """The VAE posterior (mean, std) of every pool picture, on `device`."""
     means, stds = [], []
     for first in range(0, len(pool.images), RENDER_CHUNK):
-        posterior = components.vae.encode(sd_pixels(pool.images[first:first + RENDER_CHUNK]).to(device)).latent_dist
+        chunk = torch.from_numpy(pool.images[first:first + RENDER_CHUNK]).to(device)
+        posterior = components.vae.encode(sd_pixels(chunk)).latent_dist
         means.append(posterior.mean)
         stds.append(posterior.std)
     return torch.cat(means), torch.cat(stds)
