@@ -139,7 +139,7 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
             components, pool, schedule, seed, device, advance, checkpoints))
     components.to("cpu")
     for module in (components.text_encoder, components.vae, components.unet):
-        module.to(torch.float16)  # stored in half precision; `load_folder` gives fp32 back
+        module.half()  # stored in half precision; `load_folder` gives fp32 back
     save_folder(components, out / FOLDERS["sd"])
     return losses
 
