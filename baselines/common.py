@@ -88,7 +88,7 @@ class DiffusionMethod(Method):
         from varbench.weights import Snapshot
 
         base = self.config.base_model
-        if base in (TINY, SD15_RANDOM, TOYWORLD):  # built in code, or shipped in the package
+        if base in (TINY, SD15_RANDOM, TOYWORLD):  # built in code, or the toyworld's checked folder
             return []
         local = base if base.startswith((".", "/", "~")) else None  # a local diffusers folder
         return [(f"{base} (diffusers pipeline)", Snapshot(base, self.config.revision, tuple(PIPELINE_FILES)), local)]

@@ -302,8 +302,8 @@ def toyworld_train(
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the SD training pool."),
-    recipe: str = typer.Option("gpu", "--recipe", help="SD recipe: gpu (the shipped weights' when a GPU trains "
-                               "them) or cpu (smaller, for a 2-core CPU)."),
+    recipe: str = typer.Option("gpu", "--recipe", help="SD recipe: gpu (for a GPU) or cpu (smaller, for a 2-core "
+                               "CPU); see varbench.toyworld.train_sd.RECIPES."),
 ) -> None:
     """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
     from varbench.devices import resolve_device
