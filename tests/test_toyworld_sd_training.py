@@ -8,7 +8,8 @@ import torch
 from varbench.toyworld import train_sd
 from varbench.toyworld.diffusion import random_sd
 from varbench.toyworld.train_encoders import Schedule
-from varbench.toyworld.train_sd import Checkpoints, render_pool, train_denoiser, train_vae
+from varbench.toyworld.pool import render_pool
+from varbench.toyworld.train_sd import Checkpoints, train_denoiser, train_vae
 
 SCHEDULE = Schedule(steps=3, batch=4, learning_rate=1e-3, warmup=1)
 

@@ -301,9 +301,9 @@ def toyworld_train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the SD training pool."),
-    recipe: str = typer.Option("gpu", "--recipe", help="SD recipe: gpu (for a GPU) or cpu (smaller, for a 2-core "
-                               "CPU); see varbench.toyworld.train_sd.RECIPES."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the training pools."),
+    recipe: str = typer.Option("gpu", "--recipe", help="CLIP and SD recipes: gpu (for a GPU) or cpu (smaller, for "
+                               "a 2-core CPU); see train_encoders.CLIP_RECIPES and train_sd.RECIPES."),
 ) -> None:
     """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
     from varbench.devices import resolve_device

@@ -6,9 +6,11 @@ Metric validity:
   dino_gap          DINO similarity of two views of one held-out instance, minus that of
                     two held-out instances of the same class, averaged over classes; the
                     issue asks for >= 0.2.
-  context_accuracy  share of real toyworld images (held-out instances, random contexts and
+  clip_accuracy     share of real toyworld images (held-out instances, random contexts and
                     poses) for which CLIP ranks "a {class} {its context}" first among all
-                    contexts; asked: >= 0.9.
+                    contexts (asked: >= 0.9), and first among all classes (not asked by the
+                    issue; the ceiling of the generators' class accuracy below, so it must
+                    clear 0.8 by a margin: >= 0.9 here too).
 Every image here comes from held-out instances (ids from HELD_OUT_START), which no
 pretraining ever drew.
 
@@ -96,18 +98,38 @@ def context_prompts(class_name: str) -> list[str]:
     return [caption(Scene(class_name, 0, context)) for context in CONTEXT_NAMES]
 
 
-def context_accuracy(scorer, images: int = 400, seed: int = 0) -> float:
-    """Share of held-out-instance scenes whose own context CLIP ranks first."""
+@dataclass
+class ClipAccuracy:
+    context: float  # share of pictures whose own context CLIP ranks first (class fixed)
+    class_: float  # share whose own class CLIP ranks first (context fixed)
+
+
+def clip_accuracy(scorer, images: int = 400, seed: int = 0) -> ClipAccuracy:
+    """How often CLIP names the context and the class of held-out-instance scenes in random
+    contexts and poses: the ceiling of what it can confirm of any generator's pictures."""
     rng = np.random.default_rng([0xC0, seed])
     scenes = [Scene(CLASSES[rng.integers(len(CLASSES))].name, PROBE_START + int(rng.integers(10_000)),
                     CONTEXT_NAMES[rng.integers(len(CONTEXT_NAMES))], None, sample_pose(rng), int(rng.integers(2**31)))
               for _ in range(images)]
-    image = embed_scenes(scorer, scenes, "clip")
-    hits = 0
-    for row, scene in zip(image, scenes):
-        texts = scorer.text_embeddings(context_prompts(scene.class_name)).float()
-        hits += int(int(torch.argmax(texts @ row)) == CONTEXT_NAMES.index(scene.context))
-    return hits / images
+    contexts, classes = _ranked_first(scorer, embed_scenes(scorer, scenes, "clip"),
+                                      [(scene.class_name, scene.context) for scene in scenes])
+    return ClipAccuracy(float(np.mean(contexts)), float(np.mean(classes)))
+
+
+def _ranked_first(scorer, image: torch.Tensor, pairs: list[tuple[str, str]]) -> tuple[list[bool], list[bool]]:
+    """For each picture embedding and its (class, context): is its context CLIP's first
+    choice among all contexts ("a {class} {context}", class fixed), and its class among
+    all classes (context fixed)?"""
+    names = [spec.name for spec in CLASSES]
+    # text[class][context]: every "a {class} {context}" once
+    text = scorer.text_embeddings([caption(Scene(name, 0, context)) for name in names for context in CONTEXT_NAMES])
+    text = text.float().view(len(names), len(CONTEXT_NAMES), -1)
+    contexts, classes = [], []
+    for row, (name, context) in zip(image, pairs):
+        k, c = names.index(name), CONTEXT_NAMES.index(context)
+        contexts.append(int(torch.argmax(text[k] @ row)) == c)
+        classes.append(int(torch.argmax(text[:, c] @ row)) == k)
+    return contexts, classes
 
 
 # ---- the generators ------------------------------------------------------------------------
@@ -126,21 +148,12 @@ def prompt_following(scorer, generate, seeds_per_prompt: int = 1) -> PromptFollo
     prompts = [caption(Scene(name, 0, context)) for name, context in pairs for _ in range(seeds_per_prompt)]
     seeds = [seed for _ in pairs for seed in range(seeds_per_prompt)]
     pictures = [np.asarray(image.convert("RGB")) for image in generate(prompts, seeds)]
-    image = embed_pixels(scorer, pictures, "clip")
-    names = [spec.name for spec in CLASSES]
-    # text[class][context]: every "a {class} {context}" once
-    text = scorer.text_embeddings([caption(Scene(name, 0, context)) for name in names for context in CONTEXT_NAMES])
-    text = text.float().view(len(names), len(CONTEXT_NAMES), -1)
-    context_hits, class_hits = {}, {}
-    for row, (name, context) in zip(image, [pair for pair in pairs for _ in range(seeds_per_prompt)]):
-        k, c = names.index(name), CONTEXT_NAMES.index(context)
-        context_hits.setdefault(name, []).append(int(torch.argmax(text[k] @ row)) == c)
-        class_hits.setdefault(name, []).append(int(torch.argmax(text[:, c] @ row)) == k)
-    every_context = [hit for hits in context_hits.values() for hit in hits]
-    every_class = [hit for hits in class_hits.values() for hit in hits]
-    return PromptFollowing(float(np.mean(every_context)), float(np.mean(every_class)), len(prompts),
-                           {name: (float(np.mean(context_hits[name])), float(np.mean(class_hits[name])))
-                            for name in names})
+    asked = [pair for pair in pairs for _ in range(seeds_per_prompt)]
+    contexts, classes = _ranked_first(scorer, embed_pixels(scorer, pictures, "clip"), asked)
+    per_class = {spec.name: (float(np.mean([hit for hit, (name, _) in zip(contexts, asked) if name == spec.name])),
+                             float(np.mean([hit for hit, (name, _) in zip(classes, asked) if name == spec.name])))
+                 for spec in CLASSES}
+    return PromptFollowing(float(np.mean(contexts)), float(np.mean(classes)), len(prompts), per_class)
 
 
 def toy_sd_generator(device: str = "cpu", sample_steps: int = 25):

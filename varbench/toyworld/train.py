@@ -26,12 +26,11 @@ from safetensors.torch import save_file
 from varbench.errors import UserError
 from varbench.progress import progress_bar
 from varbench.toyworld.backbones import BACKBONES, FILES, FOLDERS, TOY_CLIP, TOY_DINO, write_manifest
-from varbench.toyworld.train_encoders import Schedule, train_clip, train_dino
+from varbench.toyworld.train_encoders import CLIP_RECIPES, ClipRecipe, Schedule, train_clip, train_dino
 
-# The recipes (steps, batch, peak learning rate) the shipped weights were trained with.
-# The SD recipe is chosen by `recipe` (train_sd.RECIPES: "gpu" or "cpu").
-SCHEDULES = {"clip": Schedule(steps=1200, batch=128, learning_rate=2e-3),
-             "dino": Schedule(steps=500, batch=64, learning_rate=1e-3)}
+# `recipe` ("gpu" or "cpu") picks the CLIP and SD recipes (train_encoders.CLIP_RECIPES,
+# train_sd.RECIPES); DINO has one, small enough for the CPU.
+DINO_SCHEDULE = Schedule(steps=500, batch=64, learning_rate=1e-3)
 
 
 def build(name: str, seed: int) -> torch.nn.Module:
@@ -45,21 +44,25 @@ def build(name: str, seed: int) -> torch.nn.Module:
     return timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, **TOY_DINO)
 
 
-def trainer(name: str) -> Callable[..., list[float]]:
-    if name == "clip":
-        import open_clip
+def trainer(name: str, recipe: str, steps: int | None, workers: int) -> tuple[Schedule, Callable[..., list[float]]]:
+    """(schedule, train(model, seed, device, advance)) of single-file backbone `name`."""
+    if name == "dino":
+        schedule = _schedule(DINO_SCHEDULE, steps)
+        return schedule, lambda model, seed, device, advance: train_dino(model, schedule, seed, device, advance)
+    import open_clip
 
-        tokenizer = open_clip.get_tokenizer("ViT-B-32")
-        return lambda model, schedule, seed, device, advance: train_clip(model, tokenizer, schedule, seed, device,
-                                                                         advance)
-    return train_dino
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    plan = CLIP_RECIPES[recipe]
+    plan = ClipRecipe(_schedule(plan.schedule, steps), min(plan.pool, 1024) if steps else plan.pool)
+    return plan.schedule, lambda model, seed, device, advance: train_clip(model, tokenizer, plan, seed, device,
+                                                                          advance, workers)
 
 
 def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu", seed: int = 0,
                     steps: int | None = None, workers: int = 1, recipe: str = "gpu") -> dict[str, dict]:
     """Train the named backbones (default: all) into `out`; `steps` overrides every
-    schedule's length (quick checks); `workers`: processes rendering the SD pool; `recipe`:
-    the SD recipe (train_sd.RECIPES). An SD run stopped midway resumes from its
+    schedule's length (quick checks; pools shrink to 1,024 scenes); `workers`: processes
+    rendering the training pools; `recipe`: "gpu" or "cpu" (the CLIP and SD recipes). An SD run stopped midway resumes from its
     checkpoint (`out/sd-checkpoint.pt`). Returns each backbone's training record."""
     from varbench.toyworld.train_sd import RECIPES
 
@@ -69,7 +72,7 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
         raise UserError(f"unknown toyworld backbone(s): {', '.join(unknown)}", "--only",
                         f"Use some of: {', '.join(BACKBONES)}.")
     if recipe not in RECIPES:
-        raise UserError(f"unknown SD recipe {recipe!r}", "--recipe", f"Use one of: {', '.join(RECIPES)}.")
+        raise UserError(f"unknown training recipe {recipe!r}", "--recipe", f"Use one of: {', '.join(RECIPES)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = torch.device(device)
@@ -82,9 +85,9 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
             schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
                          "recipe": recipe}
         else:
-            schedule = _schedule(SCHEDULES[name], steps)
-            losses = {name: _train_file(name, schedule, seed, torch_device, out)}
-            schedules = {name: asdict(schedule)}
+            schedule, train = trainer(name, recipe, steps, workers)
+            losses = {name: _train_file(name, schedule, train, seed, torch_device, out)}
+            schedules = {name: asdict(schedule), "recipe": recipe if name == "clip" else "the one schedule"}
         records[name] = {"schedule": schedules, "seed": seed, "seconds": time.perf_counter() - started,
                          "device": str(torch_device), "device_name": _device_name(torch_device),
                          "torch": torch.__version__, "python": platform.python_version(), "losses": losses}
@@ -108,11 +111,11 @@ def _sd_recipe(recipe: Any, steps: int | None) -> Any:
                    unet=_schedule(recipe.unet, steps))
 
 
-def _train_file(name: str, schedule: Schedule, seed: int, device: torch.device, out: Path) -> list[float]:
+def _train_file(name: str, schedule: Schedule, train: Callable[..., list[float]], seed: int, device: torch.device,
+                out: Path) -> list[float]:
     """Train a single-file backbone (clip, dino) and write its weights; returns its losses."""
     model = build(name, seed)
-    losses = _with_bar(f"toyworld {name}", schedule, lambda advance: trainer(name)(model, schedule, seed, device,
-                                                                                    advance))
+    losses = _with_bar(f"toyworld {name}", schedule, lambda advance: train(model, seed, device, advance))
     state = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(out / FILES[name]), metadata={"backbone": name, "seed": str(seed)})
     return losses
@@ -122,7 +125,8 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
     """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
     from varbench.models.diffusion import save_folder
     from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
-    from varbench.toyworld.train_sd import Checkpoints, render_pool, train_denoiser, train_vae
+    from varbench.toyworld.pool import render_pool
+    from varbench.toyworld.train_sd import Checkpoints, train_denoiser, train_vae
 
     components = random_sd(seed)
     # what a checkpoint must match to be resumed: the per-step random streams differ between

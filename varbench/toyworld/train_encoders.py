@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from varbench.toyworld.pool import Pool, render_pool, step_random
 from varbench.toyworld.world import (
     CLASSES, CONTEXT_NAMES, HELD_OUT_START, Pose, Scene, caption, pretraining_scenes, render_batch,
 )
@@ -50,22 +51,22 @@ class Schedule:
         return self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress))
 
 
-def clip_pixels(images: np.ndarray) -> torch.Tensor:
-    """(N, 64, 64, 3) uint8 -> the CLIP input (N, 3, 224, 224)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(N, 64, 64, 3) uint8 -> the CLIP input (N, 3, 224, 224), on the pictures' device."""
+    x = images.permute(0, 3, 1, 2).float() / 255
     x = F.interpolate(x, size=(224, 224), mode="bicubic", align_corners=False).clamp(0, 1)
     return _normalise(x, CLIP_MEAN, CLIP_STD)
 
 
-def dino_pixels(images: np.ndarray) -> torch.Tensor:
+def dino_pixels(images: torch.Tensor) -> torch.Tensor:
     """(N, 64, 64, 3) uint8 -> the canonical DINO input (N, 3, 224, 224)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = images.permute(0, 3, 1, 2).float() / 255
     x = F.interpolate(x, size=(256, 256), mode="bicubic", align_corners=False).clamp(0, 1)
     return _normalise(x[:, :, 16:240, 16:240], IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    return (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
 
 
 def multi_positive_nce(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -76,21 +77,67 @@ def multi_positive_nce(similarity: torch.Tensor, positives: torch.Tensor) -> tor
 
 
 # ---- CLIP --------------------------------------------------------------------------------
-def train_clip(model: torch.nn.Module, tokenizer: Callable, schedule: Schedule, seed: int, device: torch.device,
-               advance: Callable[[int, float], None]) -> list[float]:
+@dataclass(frozen=True)
+class ClipRecipe:
+    """How much CLIP pretraining, and where its batches come from: fresh scenes rendered
+    every step (`pool` 0; every pair is new, and rendering is the cost on a CPU anyway), or
+    a pool of `pool` scenes rendered once (pool.py; a GPU outruns the renderer)."""
+
+    schedule: Schedule
+    pool: int = 0
+
+
+# "cpu": the recipe of the first shipped weights (about an hour on the 2-core CPU); "gpu":
+# 20 times as many pairs in larger batches (more same-context pairs of different classes
+# per batch: the class is a small part of the picture and must still decide the match).
+CLIP_RECIPES = {"cpu": ClipRecipe(Schedule(steps=1200, batch=128, learning_rate=2e-3)),
+                "gpu": ClipRecipe(Schedule(steps=6000, batch=512, learning_rate=1e-3, warmup=300), pool=131072)}
+
+# a batch: CLIP pixels, token ids, and one integer per caption (equal captions, equal keys)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def fresh_batches(tokenizer: Callable, batch: int, seed: int, device: torch.device) -> Callable[[int], Batch]:
+    """Step -> a batch of newly rendered pretraining scenes."""
+    def draw(step: int) -> Batch:
+        scenes = pretraining_scenes(batch, seed=seed * 1_000_003 + step)
+        texts = [caption(scene) for scene in scenes]
+        keys = np.unique(texts, return_inverse=True)[1]
+        pixels = clip_pixels(torch.from_numpy(render_batch(scenes))).to(device)
+        return pixels, tokenizer(texts).to(device), torch.from_numpy(keys).to(device)
+    return draw
+
+
+def pool_batches(tokenizer: Callable, pool: Pool, batch: int, seed: int, device: torch.device) -> Callable[[int], Batch]:
+    """Step -> a batch drawn from `pool`, which moves to `device` once."""
+    texts, keys = np.unique(pool.captions, return_inverse=True)
+    tokens = tokenizer(list(texts)).to(device)  # each distinct caption tokenized once
+    images, keys = torch.from_numpy(pool.images).to(device), torch.from_numpy(keys).to(device)
+
+    def draw(step: int) -> Batch:
+        rng, _ = step_random(seed, 3, step, device)
+        rows = torch.from_numpy(rng.integers(len(images), size=batch)).to(device)
+        return clip_pixels(images[rows]), tokens[keys[rows]], keys[rows]
+    return draw
+
+
+def train_clip(model: torch.nn.Module, tokenizer: Callable, recipe: ClipRecipe, seed: int, device: torch.device,
+               advance: Callable[[int, float], None], workers: int = 1) -> list[float]:
     """Train `model` (an open_clip CLIP) in place; returns the loss of every step."""
+    schedule = recipe.schedule
+    if recipe.pool:
+        draw = pool_batches(tokenizer, render_pool(recipe.pool, seed, workers), schedule.batch, seed, device)
+    else:
+        draw = fresh_batches(tokenizer, schedule.batch, seed, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.learning_rate, weight_decay=0.05)
     model.train().to(device)
     losses = []
     for step in range(schedule.steps):
-        scenes = pretraining_scenes(schedule.batch, seed=seed * 1_000_003 + step)
-        texts = [caption(scene) for scene in scenes]
-        pixels = clip_pixels(render_batch(scenes)).to(device)
-        tokens = tokenizer(texts).to(device)
+        pixels, tokens, keys = draw(step)
         image = F.normalize(model.encode_image(pixels), dim=-1)
         text = F.normalize(model.encode_text(tokens), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-        same = torch.tensor([[a == b for b in texts] for a in texts], device=device)
+        same = keys[:, None] == keys[None, :]
         loss = (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same)) / 2
         _step(optimizer, loss, schedule.rate(step))
         losses.append(loss.item())
@@ -125,7 +172,7 @@ def train_dino(model: torch.nn.Module, schedule: Schedule, seed: int, device: to
     losses = []
     for step in range(schedule.steps):
         scenes = instance_pairs(schedule.batch // 2, seed * 1_000_003 + step)
-        pixels = dino_pixels(render_batch(scenes)).to(device)
+        pixels = dino_pixels(torch.from_numpy(render_batch(scenes))).to(device)
         embedding = F.normalize(model.forward_features(pixels)[:, 0], dim=-1)
         keys = [(scene.class_name, scene.instance_id) for scene in scenes]
         same = torch.tensor([[a == b for b in keys] for a in keys], device=device)

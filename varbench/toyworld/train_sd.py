@@ -12,10 +12,9 @@ as SD 1.x was trained, in two stages:
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
 tokenizer exists, so this one learns with the UNet (the methods still freeze it).
 
-Both stages draw batches from one pool of pretraining scenes rendered once (in worker
-processes), and stage 2 encodes the pool once: rendering costs about a millisecond a
-scene on the CPU, more than a toy UNet step on a GPU. Everything random comes from the
-seed and the step number, so a run resumed from its checkpoint (`Checkpoints`: saved
+Both stages draw batches from one pool of pretraining scenes rendered once (pool.py),
+and stage 2 encodes the pool once. Everything random comes from the seed and the step
+number, so a run resumed from its checkpoint (`Checkpoints`: saved
 every two minutes) trains what an uninterrupted run would.
 """
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from varbench.models.diffusion import DiffusionComponents
+from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
 from varbench.toyworld.train_encoders import Schedule, _step
-from varbench.toyworld.world import Scene, caption, pretraining_scenes, render_batch
 
 KL_WEIGHT = 1e-6  # SD's autoencoder KL weight
 CAPTION_DROP = 0.1  # share of empty captions (classifier-free guidance)
 SCALE_SCENES = 512  # scenes the latent scale is measured on
-RENDER_CHUNK = 512
 CHECKPOINT_SECONDS = 120.0  # a stopped run loses at most this much training
 STAGES = ("sd_vae", "sd_unet")
 
@@ -63,37 +60,9 @@ RECIPES = {
 }
 
 
-@dataclass
-class Pool:
-    """Pretraining scenes, their pictures (N, 64, 64, 3 uint8) and captions."""
-
-    scenes: list[Scene]
-    images: np.ndarray
-    captions: list[str]
-
-
-def render_pool(count: int, seed: int, workers: int = 1) -> Pool:
-    """`count` pretraining scenes of `seed`, rendered in `workers` processes."""
-    scenes = pretraining_scenes(count, seed=seed * 1_000_003 + 777_777)
-    chunks = [scenes[i:i + RENDER_CHUNK] for i in range(0, count, RENDER_CHUNK)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            images = np.concatenate(list(pool.map(render_batch, chunks)))
-    else:
-        images = np.concatenate([render_batch(chunk) for chunk in chunks])
-    return Pool(scenes, images, [caption(scene) for scene in scenes])
-
-
 def sd_pixels(images: torch.Tensor) -> torch.Tensor:
     """(N, 64, 64, 3) uint8 -> (N, 3, 64, 64) in [-1, 1], as the SD pipelines feed the VAE."""
     return images.permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def step_random(seed: int, stage: int, step: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
-    """The randomness of one step, from (seed, stage, step) alone: a resumed run draws
-    what an uninterrupted one would have."""
-    rng = np.random.default_rng([0x5D, seed, stage, step])
-    return rng, torch.Generator(device).manual_seed(int(rng.integers(2**62)))
 
 
 class Checkpoints:
