@@ -88,10 +88,10 @@ class ClipRecipe:
 
 
 # "cpu": the recipe of the first shipped weights (about an hour on the 2-core CPU; it names
-# the context of real pictures but their class only half the time); "gpu": 33 times as many
+# the context of real pictures but their class only half the time); "gpu": 20 times as many
 # pairs in larger batches (more same-context pairs of different classes per batch).
 CLIP_RECIPES = {"cpu": ClipRecipe(Schedule(steps=1200, batch=128, learning_rate=2e-3)),
-                "gpu": ClipRecipe(Schedule(steps=10000, batch=512, learning_rate=1.5e-3, warmup=500), pool=131072)}
+                "gpu": ClipRecipe(Schedule(steps=6000, batch=512, learning_rate=1e-3, warmup=300), pool=131072)}
 
 # a batch: CLIP pixels, token ids, and one integer per caption (equal captions, equal keys)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

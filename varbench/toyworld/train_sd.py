@@ -55,7 +55,7 @@ class Recipe:
 # "cpu": what the 2-core CPU finishes in about an hour (smaller pool and batches, fewer
 # steps; its model draws the contexts but blurs the subjects: benchmarks/NOTES-toyworld.md).
 RECIPES = {
-    "gpu": Recipe(32768, Schedule(steps=1500, batch=128, learning_rate=1e-3),
+    "gpu": Recipe(32768, Schedule(steps=1000, batch=128, learning_rate=1e-3),
                   Schedule(steps=4000, batch=256, learning_rate=1e-3, warmup=300)),
     "cpu": Recipe(8192, Schedule(steps=600, batch=32, learning_rate=1e-3),
                   Schedule(steps=3000, batch=32, learning_rate=1e-3, warmup=200)),
