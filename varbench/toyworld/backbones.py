@@ -1,5 +1,5 @@
 """The toyworld backbones: the real architectures at toy size, pretrained by varbench on
-the toyworld (`varbench toyworld train`); clip and dino are shipped in the package.
+the toyworld (`varbench toyworld train`) and shipped in the package.
 
     name   architecture (built by the same code as the real one)          trained as
     clip   open_clip CLIP, OpenAI BPE tokenizer, QuickGELU (TOY_CLIP)       image-text contrastive
@@ -8,9 +8,7 @@ the toyworld (`varbench toyworld train`); clip and dino are shipped in the packa
 
 Weights live in `varbench/toyworld/weights/` (fp16 safetensors; `manifest.sha256` holds
 each file's digest and size), or in the folder `$VARBENCH_TOYWORLD_DIR` names (a fresh
-`varbench toyworld train --out DIR`). The package ships clip and dino; sd is read from
-such a folder until trained weights that pass its known answers are shipped. A missing
-or damaged file is one clear error.
+`varbench toyworld train --out DIR`). A missing or damaged file is one clear error.
 Numbers computed with them are toyworld numbers: meaningful inside the miniature world,
 never comparable with real-model numbers.
 """
@@ -68,8 +66,8 @@ def folder_path(name: str) -> Path:
     lists under it present with its digest, and no file missing from the list."""
     folder = weights_folder()
     path = folder / FOLDERS[name]
-    # the package does not ship the toy SD yet (README, "The toyworld")
-    fix = f"Train it with 'varbench toyworld train --out DIR --only {name}' and set {ENV_VAR}=DIR."
+    fix = (f"Train it with 'varbench toyworld train --out DIR --only {name}' and set {ENV_VAR}=DIR, "
+           "or reinstall varbench (the package ships it).")
     if not path.is_dir():
         raise UserError(f"toyworld {name} weights not found", str(path), fix)
     expected = {key: digest for key, digest in read_manifest(folder).items() if key.startswith(f"{FOLDERS[name]}/")}

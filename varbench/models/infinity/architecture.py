@@ -8,6 +8,8 @@ Sizes by name (`get_size`):
   "infinity-tiny" depth 2, width 64, a tiny CNN tokenizer (stride 8) and a tiny T5: a
                   random-init stand-in for tests and the smoke protocol.
   "infinity-small" depth 4, width 128: a slightly larger CPU stand-in (benchmarks).
+  "infinity-toyworld" depth 4, width 192, a 16-bit stride-4 tokenizer and a toy T5,
+                  pretrained by varbench on its toyworld (varbench.toyworld.infinity).
 
 Pure Python (no torch), so configs can be built and hashed without loading a model.
 """
@@ -134,6 +136,17 @@ _SIZES: dict[str, ModelSize] = {
         text_encoder="tiny",
         default_schedule=(7, 1.0),  # up to 16x16 tokens, 128x128 pixels
         random_init_only=True,
+    ),
+    # Sizes and their reasons: varbench/toyworld/infinity.py. No drop path: a 3 M model on an
+    # unlimited world does not overfit (ARBooth sets its own rate for fine-tuning).
+    "infinity-toyworld": ModelSize(
+        name="infinity-toyworld",
+        transformer=InfinityConfig(depth=4, width=192, num_heads=4, block_chunks=2, text_channels=64,
+                                   text_max_tokens=64, text_pool_head_dim=16, token_bits=16, drop_path_rate=0.0),
+        tokenizer=TokenizerConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, bits=16),
+        text_encoder="toyworld-t5",
+        default_schedule=(7, 1.0),  # 1, 2, 4, 6, 8, 12, 16 tokens per side; stride 4: 64x64 pixels
+        notes="pretrained by varbench on the toyworld; read from the toyworld weights folder (infinity/)",
     ),
 }
 
