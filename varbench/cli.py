@@ -318,6 +318,28 @@ def toyworld_train(
     typer.echo(f"written: {out}  (use it with VARBENCH_TOYWORLD_DIR={out})")
 
 
+@toyworld_app.command("answers")
+def toyworld_answers(
+    results: Path = typer.Option(Path("results"), "--results", callback=_absolute, help="Results root folder."),
+    protocol: str = typer.Option("toyworld", "--protocol", "-p", help="The toyworld protocol that was run."),
+) -> None:
+    """Check a toyworld run's method-level known answers (tuning beats the floor; priors
+    lower PRES); exits 1 if one does not hold."""
+    from varbench.api import results_of
+    from varbench.plan import RunOptions, prepare
+    from varbench.toyworld.method_answers import method_answers, to_markdown
+
+    _, cells = prepare(protocol, RunOptions(results=results, dry_run=True))
+    scores = results_of(results, cells)
+    if scores.rows.empty:
+        raise UserError(f"no finished cells of {protocol!r}", str(results), f"Run 'varbench run --protocol "
+                        f"{protocol} --results {results}' first.")
+    answers = method_answers(scores.rows, {cell.arm.name: cell.arm.run_id for cell in cells})
+    typer.echo(to_markdown(answers))
+    if any(answer.holds is False for answer in answers):
+        raise typer.Exit(1)
+
+
 @toyworld_app.command("grid")
 def toyworld_grid(
     out: Path = typer.Option(Path("toyworld-grid.png"), "--out", callback=_absolute, help="PNG to write."),

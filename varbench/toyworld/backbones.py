@@ -36,7 +36,7 @@ TOY_CLIP = {
 # DINO ViT-S/16's layout (224 px, 16 px patches, class token) at toy width and depth.
 TOY_DINO = {"embed_dim": 96, "depth": 4, "num_heads": 3}
 FILES = {"clip": "clip.safetensors", "dino": "dino.safetensors"}
-FOLDERS = {"sd": "sd"}  # backbones stored as a folder (every file in the manifest)
+FOLDERS = {"sd": "sd", "infinity": "infinity"}  # backbones stored as a folder (every file in the manifest)
 BACKBONES = (*FILES, *FOLDERS)
 
 

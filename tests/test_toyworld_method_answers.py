@@ -1,0 +1,51 @@
+"""The method-level known answers (varbench.toyworld.method_answers) on hand-made scores:
+each verdict follows from the numbers, and a missing arm is "not measured", never "holds"."""
+from __future__ import annotations
+
+import pandas as pd
+
+from varbench.toyworld.method_answers import method_answers, to_markdown
+
+SUBJECTS = [f"s{k}" for k in range(8)]
+
+
+def rows(run_id: str, metric: str, values: list[float]) -> list[dict]:
+    return [{"run_id": run_id, "subject": subject, "kind": "eval", "prompt_index": 0, "sample_index": 0,
+             "image": "x.png", "metric": metric, "mode": "canonical", "value": value}
+            for subject, value in zip(SUBJECTS, values)]
+
+
+def scores(tuned_dino: list[float], with_prior: list[float], without_prior: list[float]) -> pd.DataFrame:
+    spread = [0.0, 0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.0]
+    table = (rows("floor", "dino", [0.2 + d for d in spread]) + rows("ceiling", "dino", [0.95 + d for d in spread])
+             + rows("db", "dino", tuned_dino) + rows("db", "pres", with_prior) + rows("dbnp", "dino", tuned_dino)
+             + rows("dbnp", "pres", without_prior))
+    return pd.DataFrame(table)
+
+
+ARMS = {"no_fit": "floor", "reference_copy": "ceiling", "dreambooth": "db", "dreambooth-no-prior": "dbnp"}
+
+
+def test_a_tuned_arm_clearly_above_the_floor_holds_and_one_inside_its_interval_does_not():
+    clear = method_answers(scores([0.5] * 8, [0.3] * 8, [0.5] * 8), ARMS)
+    assert [a.holds for a in clear] == [True, True, True]
+    inside = method_answers(scores([0.2, 0.21, 0.19, 0.2, 0.2, 0.6, 0.2, 0.2], [0.3] * 8, [0.5] * 8), ARMS)
+    assert inside[0].holds is False and "does not hold" in to_markdown(inside)
+
+
+def test_a_tuned_arm_at_the_ceiling_does_not_hold():
+    answers = method_answers(scores([0.99] * 8, [0.3] * 8, [0.5] * 8), ARMS)
+    assert answers[0].holds is False
+
+
+def test_the_prior_effect_needs_the_lower_pres_on_the_same_subjects():
+    answers = method_answers(scores([0.5] * 8, [0.6] * 8, [0.5] * 8), ARMS)
+    effect = [a for a in answers if a.claim.startswith("prior preservation")][0]
+    assert effect.holds is False and "on 8 subjects" in effect.measured
+
+
+def test_an_effect_with_a_missing_arm_is_not_measured():
+    arms = {key: value for key, value in ARMS.items() if key != "dreambooth-no-prior"}
+    answers = method_answers(scores([0.5] * 8, [0.3] * 8, [0.5] * 8), arms)
+    effect = [a for a in answers if a.claim.startswith("prior preservation")][0]
+    assert effect.holds is None and "not measured" in to_markdown(answers)
