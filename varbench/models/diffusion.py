@@ -179,7 +179,11 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from safetensors import SafetensorError
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    # transformers draws a tqdm bar per load: one per cell in a run's log; varbench's own
+    # rich bars already show progress
+    transformers_logging.disable_progress_bar()
     missing = [name for name in SUBFOLDERS if not (folder / name).is_dir()]
     if missing:
         raise UserError(f"model folder lacks {', '.join(missing)}", str(folder),
