@@ -63,14 +63,18 @@ def bench_metrics(size: str, device: str) -> list[dict[str, Any]]:
 def bench_score(size: str, device: str) -> list[dict[str, Any]]:
     """`varbench score` end to end (check, fingerprint, copy into the store, decode, DINO +
     CLIP-I + CLIP-T) on synthetic 512 px PNGs laid out for the smoke subjects, random weights,
-    with fp32 encoders (the default) and with TF32 matmuls (`execution.metric_tf32`).
+    with fp32 encoders (the default), with TF32 matmuls (`execution.metric_tf32`) and under
+    bf16 autocast (`execution.metric_precision=bf16`; the setting `varbench bench`'s
+    scoring row was first measured in). The first setting also pays the process's cold
+    start (CUDA, imports, the decoding pool); compare the settings on their scoring rows.
 
     Two rows per setting: "varbench score", the rate of its scoring phases (images over the
     seconds the worker spent scoring cells: what `varbench bench`'s "scoring" measures), and
     "varbench score end to end", images over the whole call, with the split into checking
     and staging, loading the encoders and the decoding pool, scoring, and the rest."""
     per_subject = 4000 if size == "real" else 12  # 3 subjects: 12,000 images (or 36)
-    settings = {"fp32": {}, "tf32": {"metric_tf32": True}} if size == "real" else {"fp32": {}}
+    settings = ({"fp32": {}, "tf32": {"metric_tf32": True}, "bf16": {"metric_precision": "bf16"}}
+                if size == "real" else {"fp32": {}})
     rows = []
     for label, execution in settings.items():
         split = _score_once(size, device, per_subject, execution)
