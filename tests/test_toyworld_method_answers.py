@@ -49,3 +49,9 @@ def test_an_effect_with_a_missing_arm_is_not_measured():
     answers = method_answers(scores([0.5] * 8, [0.3] * 8, [0.5] * 8), arms)
     effect = [a for a in answers if a.claim.startswith("prior preservation")][0]
     assert effect.holds is None and "not measured" in to_markdown(answers)
+
+
+def test_an_arm_without_finished_cells_is_not_measured():
+    table = scores([0.5] * 8, [0.3] * 8, [0.5] * 8)
+    answers = method_answers(table[table["run_id"] != "ceiling"], ARMS)
+    assert answers[0].holds is None and "no finished cells of reference_copy" in answers[0].measured

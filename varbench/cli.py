@@ -297,13 +297,14 @@ def toyworld_train(
     out: Path = typer.Option(..., "--out", callback=_absolute, help="Folder for the weights, their manifest "
                              "and training.json (use them with VARBENCH_TOYWORLD_DIR=OUT)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated backbones (default: all): clip, dino, "
-                                       "sd."),
+                                       "sd, infinity."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override every schedule's length (quick checks)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering the training pools."),
-    recipe: str = typer.Option("gpu", "--recipe", help="CLIP and SD recipes: gpu (for a GPU) or cpu (smaller, for "
-                               "a 2-core CPU); see train_encoders.CLIP_RECIPES and train_sd.RECIPES."),
+    recipe: str = typer.Option("gpu", "--recipe", help="CLIP, SD and Infinity recipes: gpu (for a GPU) or cpu (smaller, "
+                               "for a 2-core CPU); see train_encoders.CLIP_RECIPES, train_sd.RECIPES and "
+                               "train_infinity.RECIPES."),
 ) -> None:
     """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
     from varbench.devices import resolve_device

@@ -82,8 +82,9 @@ def toyworld_t5_tokenizer() -> Any:
                                    model_max_length=64)
 
 
-def random_text_encoder(seed: int = 0) -> Any:
-    """The toy T5 encoder with T5's own initialisation, drawn from `seed`."""
+def random_text_encoder(seed: int = 0, name: str = TEXT_ENCODER) -> Any:
+    """The toy T5 encoder with T5's own initialisation, drawn from `seed`; `name`: what it
+    calls itself (the ARBooth base names random weights so)."""
     from transformers import T5Config, T5EncoderModel
 
     from varbench.models.infinity.text import TextEncoder
@@ -94,7 +95,7 @@ def random_text_encoder(seed: int = 0) -> Any:
     with torch.random.fork_rng(devices=[]):  # the caller's global generator stays as it was
         torch.manual_seed(seed)
         model = T5EncoderModel(config)
-    return TextEncoder(tokenizer, model, TEXT_ENCODER, max_length=64)
+    return TextEncoder(tokenizer, model, name, max_length=64)
 
 
 def random_infinity(seed: int = 0) -> ToyInfinity:
@@ -140,13 +141,3 @@ def weight_paths() -> WeightPaths:
     folder = folder_path(BACKBONE)
     return WeightPaths(folder / TRANSFORMER_FILE, folder / VAE_FILE, folder / TEXT_FOLDER)
 
-
-def weights_digest() -> str:
-    """A hash of the manifest's digests of the infinity files (the base identity: other
-    trained weights, another base)."""
-    from varbench.hashing import content_hash
-    from varbench.toyworld.backbones import FOLDERS, shipped_digests
-
-    prefix = FOLDERS[BACKBONE] + "/"
-    return content_hash(sorted((name, digest) for name, digest in shipped_digests().items()
-                               if name.startswith(prefix)), length=16)

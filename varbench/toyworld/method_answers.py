@@ -39,8 +39,12 @@ def method_answers(rows: pd.DataFrame, run_ids: dict[str, str], mode: str = "can
 
     means = subject_means(rows)
     means = means[means["mode"] == mode]
-    values = {(arm, metric): means[(means["run_id"] == run_id) & (means["metric"] == metric)]
-              .set_index("subject")["value"] for arm, run_id in run_ids.items() for metric in ("dino", "pres")}
+    values = {}  # (arm, metric) -> value per subject, for arms with finished cells only
+    for arm, run_id in run_ids.items():
+        for metric in ("dino", "pres"):
+            found = means[(means["run_id"] == run_id) & (means["metric"] == metric)].set_index("subject")["value"]
+            if not found.empty:
+                values[(arm, metric)] = found
     answers = [_above_floor(arm, values) for arm in run_ids if arm not in (FLOOR, CEILING)]
     answers += [_effect(with_, without, what, values) for with_, without, what in EFFECTS
                 if with_ in run_ids or without in run_ids]
@@ -49,8 +53,9 @@ def method_answers(rows: pd.DataFrame, run_ids: dict[str, str], mode: str = "can
 
 def _above_floor(arm: str, values: dict[tuple[str, str], pd.Series]) -> Answer:
     claim = f"{arm}: DINO above {FLOOR}'s (95% intervals apart), below {CEILING}'s"
-    if (FLOOR, "dino") not in values or (CEILING, "dino") not in values:
-        return Answer(claim, f"needs the {FLOOR} and {CEILING} arms", None)
+    missing = [name for name in (arm, FLOOR, CEILING) if (name, "dino") not in values]
+    if missing:
+        return Answer(claim, f"no finished cells of {', '.join(missing)}", None)
     mine, floor, ceiling = (_interval(values[(name, "dino")]) for name in (arm, FLOOR, CEILING))
     holds = mine[1] > floor[2] and mine[0] < ceiling[0]
     return Answer(claim, f"{_text(mine)} vs floor {_text(floor)}, ceiling {_text(ceiling)}", holds)

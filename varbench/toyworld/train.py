@@ -1,10 +1,11 @@
 """`varbench toyworld train`: pretrain every toyworld backbone, reproducibly, with progress.
 
-    varbench toyworld train --out DIR [--only clip,dino,sd] [--device cuda] [--seed 0]
+    varbench toyworld train --out DIR [--only clip,dino,sd,infinity] [--device cuda] [--seed 0]
 
 Each backbone is built by the same code as its real architecture (backbones.py), trained
 from a seeded initialisation on rendered scenes (train_encoders.py, train_sd.py), and
-written to DIR as fp16 safetensors (the SD parts as a diffusers folder, `sd/`) with
+written to DIR as fp16 safetensors (the SD parts as a diffusers folder, `sd/`; the
+Infinity parts in `infinity/`: train_infinity.py) with
 `manifest.sha256` and `training.json` (steps, batch,
 seconds, device, torch version, the loss curve). Point $VARBENCH_TOYWORLD_DIR at DIR to use
 them, or copy the files into `varbench/toyworld/weights/` to ship them. The same seed on
@@ -62,8 +63,10 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
                     steps: int | None = None, workers: int = 1, recipe: str = "gpu") -> dict[str, dict]:
     """Train the named backbones (default: all) into `out`; `steps` overrides every
     schedule's length (quick checks; pools shrink to 1,024 scenes); `workers`: processes
-    rendering the training pools; `recipe`: "gpu" or "cpu" (the CLIP and SD recipes). An SD run stopped midway resumes from its
-    checkpoint (`out/sd-checkpoint.pt`). Returns each backbone's training record."""
+    rendering the training pools; `recipe`: "gpu" or "cpu" (the CLIP, SD and Infinity recipes). An SD or Infinity run
+    stopped midway resumes from its checkpoint (`out/sd-checkpoint.pt`, `out/infinity-checkpoint.pt`). Returns each
+    backbone's training record."""
+    from varbench.toyworld.train_infinity import RECIPES as INFINITY_RECIPES
     from varbench.toyworld.train_sd import RECIPES
 
     names = only or list(BACKBONES)
@@ -79,8 +82,13 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
     records = {}
     for name in names:
         started = time.perf_counter()
-        if name in FOLDERS:
-            plan = _sd_recipe(RECIPES[recipe], steps)
+        if name == "infinity":
+            plan = _short_recipe(INFINITY_RECIPES[recipe], steps)
+            losses = _train_infinity(plan, seed, torch_device, out, workers)
+            schedules = {"infinity_vae": asdict(plan.vae), "infinity_transformer": asdict(plan.transformer),
+                         "pool": plan.pool, "recipe": recipe}
+        elif name in FOLDERS:
+            plan = _short_recipe(RECIPES[recipe], steps)
             losses = _train_sd(plan, seed, torch_device, out, workers)
             schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
                          "recipe": recipe}
@@ -102,13 +110,15 @@ def _schedule(recipe: Schedule, steps: int | None) -> Schedule:
     return recipe if steps is None else Schedule(steps, recipe.batch, recipe.learning_rate, warmup=1)
 
 
-def _sd_recipe(recipe: Any, steps: int | None) -> Any:
-    from dataclasses import replace
+def _short_recipe(recipe: Any, steps: int | None) -> Any:
+    """A staged recipe (SD, Infinity) with every stage `steps` long and a pool of at most 1,024."""
+    from dataclasses import fields, replace
 
     if steps is None:
         return recipe
-    return replace(recipe, pool=min(recipe.pool, 1024), vae=_schedule(recipe.vae, steps),
-                   unet=_schedule(recipe.unet, steps))
+    stages = {f.name: _schedule(getattr(recipe, f.name), steps) for f in fields(recipe)
+              if isinstance(getattr(recipe, f.name), Schedule)}
+    return replace(recipe, pool=min(recipe.pool, 1024), **stages)
 
 
 def _train_file(name: str, schedule: Schedule, train: Callable[..., list[float]], seed: int, device: torch.device,
@@ -145,6 +155,31 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
     for module in (components.text_encoder, components.vae, components.unet):
         module.half()  # stored in half precision; `load_folder` gives fp32 back
     save_folder(components, out / FOLDERS["sd"])
+    return losses
+
+
+def _train_infinity(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
+    """Both Infinity stages (train_infinity.py), resumable, then the fp16 files in `out/infinity`."""
+    from varbench.models.infinity.architecture import get_size
+    from varbench.toyworld.infinity import SIZE, TEXT, random_infinity, save_infinity
+    from varbench.toyworld.pool import render_pool
+    from varbench.toyworld.train_infinity import STAGES, checkpoints, train_tokenizer, train_transformer
+
+    parts = random_infinity(seed)
+    size = get_size(SIZE)
+    # what a checkpoint must match to be resumed (as for SD: the device kind's random streams)
+    identity = {"recipe": asdict(recipe), "seed": seed, "device": device.type,
+                "architecture": {"transformer": asdict(size.transformer), "tokenizer": asdict(size.tokenizer),
+                                 "text": TEXT}}
+    saved = checkpoints(out / "infinity-checkpoint.pt", identity)
+    with progress_bar("toyworld infinity: rendering the pool", 1) as advance:
+        pool = render_pool(recipe.pool, seed, workers)
+        advance(1, f"{len(pool.scenes):,} scenes")
+    losses = {}
+    for stage, schedule, train in zip(STAGES, (recipe.vae, recipe.transformer), (train_tokenizer, train_transformer)):
+        losses[stage] = _with_bar(f"toyworld {stage}", schedule, lambda advance: train(
+            parts, pool, schedule, seed, device, advance, saved))
+    save_infinity(parts.to("cpu"), out / FOLDERS["infinity"])
     return losses
 
 

@@ -3,7 +3,10 @@
 Released weights (Infinity-2B) come through the backbone's loaders: a local path from the
 config (`weights`, `vae_weights`, `text_encoder`), else $VARBENCH_INFINITY_DIR, else the
 Hugging Face hub cache, with size checks and strict, pickle-free loading. The tiny sizes
-are built in code with deterministic random weights (`init_seed`).
+are built in code with deterministic random weights (`init_seed`). The toyworld size
+("infinity-toyworld", pretrained by varbench: varbench/toyworld/infinity.py) goes through
+the same loaders with local paths: the config's, else its files in the toyworld weights
+folder, every one checked against the toyworld manifest first (`local_paths`).
 
 The transformer is loaded in fp32 (the tuned tensors start from exact pretrained values;
 `training.prepare_storage` then stores the untuned blocks in bf16 on CUDA), with the
@@ -12,7 +15,8 @@ config's `lvl_embed` quirk and drop-path rate.
 The base's `identity` names the checkpoint files (name and size) or the random-init seed,
 and what loading the transformer file dropped or resized to match the model (legacy
 buffers, a null text of another length: see models/infinity/checkpoint.py; absent for a
-file that matches exactly); artifacts record it so that one made for another base is
+file that matches exactly); for the toyworld size also a digest of its files' bytes
+(retrained weights are another base); artifacts record it so that one made for another base is
 refused, and teacher pools are keyed by it. `base_identity` computes it from the config
 and those notes alone: the release importer (release.py) loads the transformer only.
 
@@ -35,6 +39,7 @@ from typing import Any, Literal
 
 import torch
 
+from varbench.hashing import content_hash
 from varbench.methods.arbooth.config import ARBoothConfig
 from varbench.models.infinity.architecture import get_size
 from varbench.models.infinity.fast import Accelerated, SpeedOptions, accelerate, release_graphs
@@ -49,9 +54,11 @@ from varbench.models.infinity.factory import (
 from varbench.models.infinity.pipeline import InfinityPipeline
 from varbench.models.infinity.sampler import SamplingConfig
 from varbench.models.infinity.schedule import ScaleSchedule, schedule_for_pixels
-from varbench.models.infinity.text import FLAN_T5_XL, RANDOM, build_random_text_encoder, load_text_encoder
+from varbench.models.infinity.text import RANDOM, TextEncoder, build_random_text_encoder, load_text_encoder
 from varbench.models.infinity.transformer import Infinity
-from varbench.weights import resolve_file
+from varbench.weights import resolve_file, sha256_file
+
+TOYWORLD = "infinity-toyworld"  # the size whose weights live in the toyworld weights folder
 
 
 @dataclass
@@ -103,11 +110,25 @@ def speed_options(config: ARBoothConfig, device: torch.device,
     return SpeedOptions(compile_blocks=config.compile_blocks and "lora" not in config.layers)
 
 
+def local_paths(config: ARBoothConfig) -> tuple[str | None, str | None, str | None]:
+    """The config's `weights`, `vae_weights` and `text_encoder`; for the toyworld size, those
+    left unset are its trained files in the toyworld weights folder, checked against the
+    manifest (a missing folder is one `UserError` saying how to train it)."""
+    chosen = (config.weights, config.vae_weights, config.text_encoder)
+    if config.model != TOYWORLD or None not in chosen:
+        return chosen
+    from varbench.toyworld.infinity import weight_paths as toyworld_paths
+
+    found = toyworld_paths()
+    return tuple(str(path) if local is None else local
+                 for local, path in zip(chosen, (found.transformer, found.vae, found.text_encoder)))
+
+
 def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
     """Transformer and tokenizer files, or None where the weights are random ("random", or
     a random-init size)."""
     paths = []
-    for files, local in ((TRANSFORMER_FILES, config.weights), (VAE_FILES, config.vae_weights)):
+    for files, local in zip((TRANSFORMER_FILES, VAE_FILES), local_paths(config)[:2]):
         spec = files.get(config.model)
         if local == RANDOM:
             paths.append(None)
@@ -129,8 +150,30 @@ def text_encoder_name(config: ARBoothConfig) -> str:
     """The name `load_base` gives the text encoder of `config` (part of the identity)."""
     size = get_size(config.model)
     if size.text_encoder != "tiny" and config.text_encoder == RANDOM:
-        return f"{FLAN_T5_XL} ({RANDOM} weights)"  # build_random_text_encoder's name
+        return f"{size.text_encoder} ({RANDOM} weights)"  # as the random encoders name themselves
     return size.text_encoder
+
+
+def load_text(config: ARBoothConfig, device: torch.device) -> TextEncoder:
+    """The text encoder of `config`: the tiny one, the real architecture with random weights
+    ("random"), or the trained one from its local folder (or the hub cache)."""
+    size = get_size(config.model)
+    if size.text_encoder == "tiny":
+        return load_text_encoder("tiny", device=device)
+    if config.text_encoder == RANDOM and config.model == TOYWORLD:
+        from varbench.toyworld.infinity import random_text_encoder
+
+        return random_text_encoder(config.init_seed, name=text_encoder_name(config)).to(device)
+    if config.text_encoder == RANDOM:
+        return build_random_text_encoder(device, config.init_seed)
+    return load_text_encoder(size.text_encoder, device=device, local=local_paths(config)[2])
+
+
+def files_digest(paths: list[Path | None]) -> str:
+    """sha256 over the bytes of every file at or under `paths` (None: skipped)."""
+    files = sorted(p for path in paths if path is not None
+                   for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    return content_hash([(file.name, sha256_file(file)) for file in files], length=16)
 
 
 def base_identity(config: ARBoothConfig, paths: tuple[Path | None, Path | None],
@@ -138,8 +181,13 @@ def base_identity(config: ARBoothConfig, paths: tuple[Path | None, Path | None],
     """Which weights `config` loads (module docstring): `paths` from `weight_paths`,
     `load_notes` what loading the transformer file dropped or resized."""
     transformer_path, vae_path = paths
-    return {"model": config.model, "transformer": {**describe_file(transformer_path, config.init_seed), **load_notes},
-            "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": text_encoder_name(config)}
+    identity = {"model": config.model,
+                "transformer": {**describe_file(transformer_path, config.init_seed), **load_notes},
+                "tokenizer": describe_file(vae_path, config.init_seed), "text_encoder": text_encoder_name(config)}
+    if config.model == TOYWORLD:  # small files, retrained at will: their bytes name them
+        text = None if config.text_encoder == RANDOM else Path(local_paths(config)[2])
+        identity["files_sha256"] = files_digest([transformer_path, vae_path, text])
+    return identity
 
 
 def load_base_transformer(config: ARBoothConfig, path: Path | None,
@@ -149,7 +197,8 @@ def load_base_transformer(config: ARBoothConfig, path: Path | None,
     overrides = model_overrides(config)
     if path is None:
         return build_infinity(config.model, device=device, seed=config.init_seed, **overrides), {}
-    return load_transformer_noting(config.model, path, device=device, **overrides)
+    model, notes = load_transformer_noting(config.model, path, device=device, **overrides)
+    return model.float(), notes  # the loader adopts the file's tensors: the toyworld's are fp16
 
 
 def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
@@ -160,12 +209,7 @@ def load_base(config: ARBoothConfig, device: torch.device) -> ARBoothBase:
     model, load_notes = load_base_transformer(config, transformer_path, device)
     vae = build_vae(config.model, device, config.init_seed) if vae_path is None else load_vae(
         config.model, vae_path, device)
-    if size.text_encoder == "tiny":
-        encoder = load_text_encoder("tiny", device=device)
-    elif config.text_encoder == RANDOM:
-        encoder = build_random_text_encoder(device, config.init_seed)
-    else:
-        encoder = load_text_encoder(size.text_encoder, device=device, local=config.text_encoder)
+    encoder = load_text(config, device)
     model.eval().requires_grad_(False)
     schedule = schedule_for_pixels(config.resolution, config.resolution, vae.stride)
     # random anywhere: no published transformer, tokenizer or text encoder

@@ -47,9 +47,11 @@ QUIRKS = ("quirk_lvl_embed", "quirk_next_input", "quirk_teacher_attention", "qui
 @dataclass
 class ARBoothConfig:
     # ---- base model -----------------------------------------------------------------
-    # "infinity-2b" (released weights) or a random-init stand-in for tests and smoke runs
-    # ("infinity-tiny", "infinity-small": results check the pipeline, not the method).
-    model: Literal["infinity-2b", "infinity-tiny", "infinity-small"] = "infinity-2b"
+    # "infinity-2b" (released weights), a random-init stand-in for tests and smoke runs
+    # ("infinity-tiny", "infinity-small": results check the pipeline, not the method), or
+    # "infinity-toyworld" (pretrained by varbench on its toyworld, read from the toyworld
+    # weights folder unless the three paths below are set; resolution 64).
+    model: Literal["infinity-2b", "infinity-tiny", "infinity-small", "infinity-toyworld"] = "infinity-2b"
     weights: str | None = None  # transformer checkpoint (file or safetensors folder); default:
     #                             $VARBENCH_INFINITY_DIR, then the Hugging Face hub cache
     vae_weights: str | None = None  # BSQ tokenizer file (infinity_vae_d32reg.pth); same lookup
