@@ -47,7 +47,29 @@ COPIES = "copy"
 def build_tables(view: SectionView) -> list[Table]:
     builders = {"comparison": comparison_table, "split": split_table, "paired": paired_table}
     tables = [builders[kind](view) for kind in view.spec.tables]
+    if view.toyworld:  # the toyworld's known answers are part of what its numbers mean
+        tables.append(known_answers_table(view))
     return [table for table in tables if table is not None]
+
+
+def known_answers_table(view: SectionView) -> Table | None:
+    """The method-level known answers (toyworld/method_answers.py) of a toyworld section's
+    arms; None when the section has no arm the answers are about."""
+    from varbench.toyworld.method_answers import VERDICTS, method_answers
+
+    run_ids = {row.arm: row.run_id for row in view.rows if row.run_id is not None}
+    answers = method_answers(view.protocol.metrics, run_ids, view.mode)
+    if not answers:
+        return None
+    columns = [Column("claim", "Known answer", align="left"), Column("measured", "Measured", align="left"),
+               Column("verdict", "", align="left")]
+    table = Table(f"{view.stem}-known-answers", f"Known answers: {view.title}",
+                  view.caption("Facts any honest miniature world must reproduce; DINO as mean [95% CI] over "
+                               "subjects."), columns)
+    for answer in answers:
+        table.rows.append([Entry(answer.claim), Entry(answer.measured), Entry(VERDICTS[answer.holds])])
+        table.records.append({"claim": answer.claim, "measured": answer.measured, "holds": answer.holds})
+    return table
 
 
 def comparison_table(view: SectionView) -> Table:

@@ -88,8 +88,10 @@ def _text(interval: tuple[float, float, float]) -> str:
     return f"{interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
 
 
+VERDICTS = {True: "holds", False: "does not hold", None: "not measured"}
+
+
 def to_markdown(answers: list[Answer]) -> str:
-    verdict = {True: "holds", False: "**does not hold**", None: "not measured"}
     lines = ["| known answer | measured | |", "| --- | --- | --- |"]
-    lines += [f"| {a.claim} | {a.measured} | {verdict[a.holds]} |" for a in answers]
+    lines += [f"| {a.claim} | {a.measured} | {VERDICTS[a.holds]} |" for a in answers]
     return "\n".join(lines)
