@@ -96,3 +96,16 @@ def test_toyworld_runs_are_labelled_toyworld_not_random_init(tmp_path: Path):
     runs = {run.arm: run for run in load_results(tmp_path)["toyworld"].runs}
     assert runs["dreambooth"].toyworld and not runs["dreambooth"].random_init
     assert runs["tiny_db"].random_init and not runs["tiny_db"].toyworld
+
+
+def test_a_toyworld_report_carries_the_known_answers(tmp_path: Path):
+    """The method-level known answers appear under a toyworld section, judged from its
+    arms' numbers: a tuned arm between the floor and the ceiling holds."""
+    from varbench.report import render_report
+
+    for arm, dino in (("no_fit", 0.2), ("reference_copy", 0.95), ("dreambooth", 0.6)):
+        write_synthetic_run(tmp_path, "toyworld", SyntheticArm(arm, arm, {"dino": dino}), SUBJECTS,
+                            random_init=False, backbones="toyworld", dataset="toyworld")
+    render_report(tmp_path, tmp_path / "report")
+    table = (tmp_path / "report" / "tables" / "auto-toyworld-toyworld-known-answers.md").read_text()
+    assert "dreambooth: DINO above no_fit's" in table and "| holds |" in table
