@@ -37,6 +37,24 @@ def test_the_shipped_weights_are_the_toyworld_architectures_and_match_their_mani
     assert total <= 25 * 2**20  # the issue's budget for every shipped backbone together
 
 
+@pytest.fixture(scope="module")
+def infinity_following(scorer):
+    """The toy Infinity's prompt following, on every class and a third of the contexts."""
+    from varbench.toyworld.known_answers import prompt_following, toy_infinity_generator
+
+    return prompt_following(scorer, toy_infinity_generator("cpu"), contexts=CONTEXT_NAMES[::3])
+
+
+def test_the_shipped_infinity_follows_the_context_of_its_prompt(infinity_following):
+    assert infinity_following.context_accuracy >= 0.8, infinity_following
+
+
+@pytest.mark.xfail(strict=True, reason="the gpu-recipe toy Infinity names the class of 73.6% of its pictures: "
+                   "README, 'The toyworld'; remove this mark once it passes")
+def test_the_shipped_infinity_follows_the_class_of_its_prompt(infinity_following):
+    assert infinity_following.class_accuracy >= 0.8, infinity_following
+
+
 def test_the_shipped_sd_follows_the_class_and_the_context_of_its_prompt(scorer):
     """The generator half of the known answers, on every class and a third of the contexts
     (the README quotes all 144 prompts; this keeps the suite's time)."""

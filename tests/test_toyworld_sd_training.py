@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from varbench.toyworld import checkpoints as checkpoints_module
 from varbench.toyworld import train_sd
 from varbench.toyworld.diffusion import random_sd
-from varbench.toyworld.train_encoders import Schedule
 from varbench.toyworld.pool import render_pool
-from varbench.toyworld.train_sd import Checkpoints, train_denoiser, train_vae
+from varbench.toyworld.train_encoders import Schedule
+from varbench.toyworld.train_sd import checkpoints, train_denoiser, train_vae
 
 SCHEDULE = Schedule(steps=3, batch=4, learning_rate=1e-3, warmup=1)
 
@@ -21,17 +22,17 @@ class Stop(Exception):
 def run(pool, folder, stop_after=None):
     """Both stages on the tiny schedule; `stop_after`: (stage, steps) to die after."""
     components = random_sd(seed=1)
-    checkpoints = Checkpoints(folder / "sd-checkpoint.pt", {"test": 1})
+    saved = checkpoints(folder / "sd-checkpoint.pt", {"test": 1})
     for stage, train in (("sd_vae", train_vae), ("sd_unet", train_denoiser)):
         def advance(step, loss, stage=stage):
             if stop_after == (stage, step + 1):
                 raise Stop
-        train(components, pool, SCHEDULE, 1, torch.device("cpu"), advance, checkpoints)
+        train(components, pool, SCHEDULE, 1, torch.device("cpu"), advance, saved)
     return components
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_sd, "CHECKPOINT_SECONDS", 0.0)  # save after every step
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_SECONDS", 0.0)  # save after every step
     monkeypatch.setattr(train_sd, "SCALE_SCENES", 16)
     pool = render_pool(16, seed=1)
     whole = run(pool, tmp_path / "whole")

@@ -46,7 +46,8 @@ class Checkpoints:
         if found is None:
             return 0, []
         self.restore(parts, found["parts"])
-        saved, here, losses = self.stages.index(found["stage"]), self.stages.index(stage), found["losses"].get(stage, [])
+        saved, here = self.stages.index(found["stage"]), self.stages.index(stage)
+        losses = found["losses"].get(stage, [])
         if saved > here or (saved == here and found["finished"]):
             self.found = found  # the next stage resumes from it too
             return total, list(losses)

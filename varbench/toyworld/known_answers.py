@@ -170,3 +170,16 @@ def toy_sd_generator(device: str = "cpu", sample_steps: int = 25):
         ctx = CellContext(device=torch.device(device), fit_seed=0, workdir=Path(tmp), cache_dir=Path(tmp))
         model = method.fit(method.load_base(ctx), None, ctx)
     return model.generate
+
+
+def toy_infinity_generator(device: str = "cpu", batch_size: int = 24):
+    """`generate(prompts, seeds)` of the toyworld Infinity (`model: infinity-toyworld`),
+    sampled by the ARBooth base pipeline with the release's quirks fixed, as the toy was
+    pretrained (its level embedding once, bilinear next-scale inputs)."""
+    from varbench.methods.arbooth.base import load_base
+    from varbench.methods.arbooth.config import ARBoothConfig
+
+    config = ARBoothConfig(model="infinity-toyworld", resolution=64, quirk_lvl_embed="fixed",
+                           quirk_next_input="fixed", quirk_uint8="fixed")
+    base = load_base(config, torch.device(device))
+    return lambda prompts, seeds: base.pipeline.generate(prompts, seeds, batch_size=batch_size)

@@ -136,21 +136,21 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
     from varbench.models.diffusion import save_folder
     from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
     from varbench.toyworld.pool import render_pool
-    from varbench.toyworld.train_sd import Checkpoints, train_denoiser, train_vae
+    from varbench.toyworld.train_sd import checkpoints, train_denoiser, train_vae
 
     components = random_sd(seed)
     # what a checkpoint must match to be resumed: the per-step random streams differ between
     # CPU and CUDA generators, and another architecture or prompt length is another model
     identity = {"recipe": asdict(recipe), "seed": seed, "device": device.type,
                 "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS}}
-    checkpoints = Checkpoints(out / "sd-checkpoint.pt", identity)
+    saved = checkpoints(out / "sd-checkpoint.pt", identity)
     with progress_bar("toyworld sd: rendering the pool", 1) as advance:
         pool = render_pool(recipe.pool, seed, workers)
         advance(1, f"{len(pool.scenes):,} scenes")
     losses = {}
     for stage, schedule, train in (("sd_vae", recipe.vae, train_vae), ("sd_unet", recipe.unet, train_denoiser)):
         losses[stage] = _with_bar(f"toyworld {stage}", schedule, lambda advance: train(
-            components, pool, schedule, seed, device, advance, checkpoints))
+            components, pool, schedule, seed, device, advance, saved))
     components.to("cpu")
     for module in (components.text_encoder, components.vae, components.unet):
         module.half()  # stored in half precision; `load_folder` gives fp32 back

@@ -48,7 +48,9 @@ class Schedule:
         if step < self.warmup:
             return self.learning_rate * (step + 1) / self.warmup
         progress = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress))
+        # a Python float: a numpy one in the optimizer's state would make checkpoints
+        # unreadable by torch.load(weights_only=True), so runs could not resume
+        return float(self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 def clip_pixels(images: torch.Tensor) -> torch.Tensor:

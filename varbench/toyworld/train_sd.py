@@ -14,13 +14,11 @@ tokenizer exists, so this one learns with the UNet (the methods still freeze it)
 
 Both stages draw batches from one pool of pretraining scenes rendered once (pool.py),
 and stage 2 encodes the pool once. Everything random comes from the seed and the step
-number, so a run resumed from its checkpoint (`Checkpoints`: saved
+number, so a run resumed from its checkpoint (checkpoints.py: saved
 every two minutes) trains what an uninterrupted run would.
 """
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from varbench.models.diffusion import DiffusionComponents
+from varbench.toyworld.checkpoints import Checkpoints
 from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
 from varbench.toyworld.train_encoders import Schedule, _step
 
 KL_WEIGHT = 1e-6  # SD's autoencoder KL weight
 CAPTION_DROP = 0.1  # share of empty captions (classifier-free guidance)
 SCALE_SCENES = 512  # scenes the latent scale is measured on
-CHECKPOINT_SECONDS = 120.0  # a stopped run loses at most this much training
 STAGES = ("sd_vae", "sd_unet")
 
 
@@ -67,50 +65,9 @@ def sd_pixels(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-class Checkpoints:
-    """Training state saved every CHECKPOINT_SECONDS and at the end of each stage, and
-    resumed from when a run with the same recipe and seed starts again."""
-
-    def __init__(self, path: Path, identity: dict[str, Any]):
-        self.path, self.identity, self.saved_at = path, identity, time.monotonic()
-        found = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-        if found is not None and found.get("identity") != identity:
-            print(f"ignoring {path}: another recipe, seed, architecture or device; starting afresh",
-                  file=sys.stderr, flush=True)
-            found = None
-        self.found = found  # the state to resume from, until a stage has used it
-        self.losses: dict[str, list[float]] = dict(found["losses"]) if found else {}
-
-    def resume(self, stage: str, total: int, components: DiffusionComponents,
-               optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
-        """(first step of `stage` to run, its losses so far), restoring the saved state:
-        a stage the checkpoint is past is skipped, the stage it stopped in resumes."""
-        found, self.found = self.found, None  # restored once: later stages continue in memory
-        if found is None:
-            return 0, []
-        _load_modules(components, found)
-        saved, losses = STAGES.index(found["stage"]), found["losses"].get(stage, [])
-        if saved > STAGES.index(stage) or (saved == STAGES.index(stage) and found["finished"]):
-            self.found = found  # the next stage resumes from it too
-            return total, list(losses)
-        if saved < STAGES.index(stage):
-            return 0, []
-        optimizer.load_state_dict(found["optimizer"])
-        return found["step"], list(losses)
-
-    def maybe_save(self, stage: str, step: int, components: DiffusionComponents, optimizer: torch.optim.Optimizer,
-                   losses: list[float], finished: bool = False) -> None:
-        if not finished and time.monotonic() - self.saved_at < CHECKPOINT_SECONDS:
-            return
-        self.losses[stage] = losses
-        state = {"identity": self.identity, "stage": stage, "step": step, "finished": finished,
-                 "losses": self.losses, "optimizer": optimizer.state_dict(), **_module_states(components)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        torch.save(state, partial)
-        partial.replace(self.path)
-        self.saved_at = time.monotonic()
-        print(f"checkpoint: {stage} step {step}, loss {losses[-1]:.4f} -> {self.path}", file=sys.stderr, flush=True)
+def checkpoints(path: Path, identity: dict[str, Any]) -> Checkpoints:
+    """The resumable training state of the SD parts at `path` (checkpoints.py)."""
+    return Checkpoints(path, identity, STAGES, _module_states, _load_modules)
 
 
 def _module_states(components: DiffusionComponents) -> dict[str, Any]:
