@@ -80,3 +80,13 @@ def test_missing_or_damaged_toyworld_weights_are_one_clear_error(tmp_path, monke
     (tmp_path / "dino.safetensors").write_bytes(bytes(data))
     with pytest.raises(UserError, match="do not match manifest.sha256"):
         weight_path("dino")
+
+
+def test_toyworld_score_ids_hash_the_metric_encoders_not_the_generators():
+    """Shipping or retraining a toy generator must not invalidate every toyworld score."""
+    from varbench.metrics.settings import MetricsConfig, score_identity
+    from varbench.toyworld.backbones import FILES, shipped_digests
+
+    hashed = score_identity(MetricsConfig(backbones="toyworld"))["weights"]
+    assert set(hashed) == set(FILES.values())
+    assert {name.split("/")[0] for name in shipped_digests()} - set(hashed) == {"sd", "infinity"}

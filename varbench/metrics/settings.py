@@ -84,9 +84,9 @@ def score_identity(config: MetricsConfig) -> dict[str, Any]:
     if config.backbones == "real":
         identity["weights"] = pinned_weights()
     if config.backbones == "toyworld":  # retrained toyworld weights make other scores
-        from varbench.toyworld.backbones import shipped_digests
+        from varbench.toyworld.backbones import metric_digests
 
-        identity["weights"] = shipped_digests()
+        identity["weights"] = metric_digests()
     if config.extra:
         from varbench.metrics.registry import extra_identity
 

@@ -81,8 +81,14 @@ def folder_path(name: str) -> Path:
 
 
 def shipped_digests() -> dict[str, str]:
-    """file -> sha256 of the weights in use (hashed into score ids: other weights, other scores)."""
+    """file -> sha256 of every toyworld weight file in use."""
     return read_manifest(weights_folder())
+
+
+def metric_digests() -> dict[str, str]:
+    """file -> sha256 of the metric encoders in use (clip, dino): hashed into toyworld score
+    ids, so other encoder weights make other scores while a retrained generator does not."""
+    return {name: digest for name, digest in shipped_digests().items() if name in FILES.values()}
 
 
 def read_manifest(folder: Path) -> dict[str, str]:
