@@ -164,8 +164,11 @@ def load_text_encoder(name: str = FLAN_T5_XL, device: torch.device | str = "cpu"
     if name == TINY:
         return build_tiny_text_encoder().to(device)
     from transformers import AutoTokenizer, T5EncoderModel
+    from transformers.utils import logging as transformers_logging
 
     from varbench.weights import resolve_snapshot
+
+    transformers_logging.disable_progress_bar()  # a tqdm bar per cell in run logs; varbench draws its own
 
     if revision is None and name == FLAN_T5_XL:
         revision = FLAN_T5_XL_REVISION
