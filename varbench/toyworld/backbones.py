@@ -5,6 +5,7 @@ the toyworld (`varbench toyworld train`) and shipped in the package.
     clip   open_clip CLIP, OpenAI BPE tokenizer, QuickGELU (TOY_CLIP)       image-text contrastive
     dino   timm ViT of the DINO ViT-S/16 family (TOY_DINO)                  instance discrimination
     sd     Stable Diffusion 1.x in diffusers layout (diffusion.py)          VAE, then text-to-image
+    infinity  Infinity: BSQ tokenizer, transformer, T5 (infinity.py)        tokenizer, then next-scale text-to-image
 
 Weights live in `varbench/toyworld/weights/` (fp16 safetensors; `manifest.sha256` holds
 each file's digest and size), or in the folder `$VARBENCH_TOYWORLD_DIR` names (a fresh
