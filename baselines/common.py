@@ -83,6 +83,9 @@ class DiffusionMethod(Method):
     def uses_random_init(self) -> bool:
         return self.config.base_model in (TINY, SD15_RANDOM)
 
+    def uses_toy_model(self) -> bool:
+        return self.config.base_model == TOYWORLD
+
     def weights_needed(self) -> list[tuple[str, Any, Any]]:
         from varbench.models.diffusion import PIPELINE_FILES
         from varbench.weights import Snapshot

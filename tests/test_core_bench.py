@@ -94,3 +94,19 @@ def test_components_come_from_entry_points_and_the_core_imports_no_baseline():
             "print(sorted(m for m in sys.modules if m == 'baselines' or m.startswith('baselines.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_toyworld_arms_get_no_projection_from_real_size_figures():
+    """The bench measures Infinity-2B and SD 1.5: a toy-sized model trained in the toyworld
+    must not be costed with their figures, while the same methods on real bases are."""
+    from pathlib import Path
+
+    from varbench.bench.cost import load_bench, planned_hours
+    from varbench.plan import RunOptions, prepare
+
+    bench = load_bench()
+    _, cells = prepare("toyworld", RunOptions(results=Path("unused"), dry_run=True))
+    assert set(planned_hours(cells, bench["rows"]).values()) == {None}
+    _, cells = prepare("dreambench", RunOptions(results=Path("unused"), dry_run=True,
+                                                data_root=str(SHARED_DATA / "dreambench")))
+    assert all(hours for hours in planned_hours(cells[:40], bench["rows"]).values())

@@ -79,8 +79,10 @@ def planned_hours(cells: list[Any], rows: list[dict[str, Any]]) -> dict[str, dic
         work = Workload(subjects=len(arm_cells), classes=len({c.subject.class_noun for c in arm_cells}),
                         images_per_subject=round(sum(len(c.images) for c in arm_cells) / len(arm_cells)))
         arm = arm_cells[0].arm
-        # the bench measures the real sizes: a random-init stand-in has no projection
-        hours[name] = None if arm.make_method().uses_random_init() else arm_hours(arm, rows, work, arm.batch_size)
+        # the bench measures the real sizes: a random-init stand-in or a toyworld model has no projection
+        method = arm.make_method()
+        toy = method.uses_random_init() or method.uses_toy_model()
+        hours[name] = None if toy else arm_hours(arm, rows, work, arm.batch_size)
     return hours
 
 

@@ -47,6 +47,9 @@ class ARBooth(Method):
         return get_size(config.model).random_init_only or "random" in (config.weights, config.vae_weights,
                                                                         config.text_encoder)
 
+    def uses_toy_model(self) -> bool:
+        return self.config.model == "infinity-toyworld"
+
     def weights_needed(self) -> list[tuple[str, Any, Any]]:
         from varbench.models.infinity.checkpoint import INFINITY_2B_FILE, VAE_D32REG_FILE
         from varbench.models.infinity.text import FLAN_T5_FILES, FLAN_T5_XL, FLAN_T5_XL_REVISION
