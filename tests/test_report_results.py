@@ -107,5 +107,5 @@ def test_a_toyworld_report_carries_the_known_answers(tmp_path: Path):
         write_synthetic_run(tmp_path, "toyworld", SyntheticArm(arm, arm, {"dino": dino}), SUBJECTS,
                             random_init=False, backbones="toyworld", dataset="toyworld")
     render_report(tmp_path, tmp_path / "report")
-    table = (tmp_path / "report" / "tables" / "auto-toyworld-toyworld-known-answers.md").read_text()
+    table = (tmp_path / "report" / "tables" / "toyworld-toyworld-known-answers.md").read_text()
     assert "dreambooth: DINO above no_fit's" in table and "| holds |" in table
