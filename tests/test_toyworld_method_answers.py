@@ -55,3 +55,11 @@ def test_an_arm_without_finished_cells_is_not_measured():
     table = scores([0.5] * 8, [0.3] * 8, [0.5] * 8)
     answers = method_answers(table[table["run_id"] != "ceiling"], ARMS)
     assert answers[0].holds is None and "no finished cells of reference_copy" in answers[0].measured
+
+
+def test_answers_of_an_empty_results_root_is_one_clear_line(tmp_path):
+    from runner_helpers import run_cli
+
+    done = run_cli("toyworld", "answers", "--results", str(tmp_path))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "no finished cells of 'toyworld'" in done.stderr and "varbench run --protocol toyworld" in done.stderr
