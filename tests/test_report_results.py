@@ -109,3 +109,13 @@ def test_a_toyworld_report_carries_the_known_answers(tmp_path: Path):
     render_report(tmp_path, tmp_path / "report")
     table = (tmp_path / "report" / "tables" / "toyworld-toyworld-known-answers.md").read_text()
     assert "dreambooth: DINO above no_fit's" in table and "| holds |" in table
+
+
+def test_a_toyworld_section_without_floor_or_ceiling_has_no_known_answers_table(tmp_path: Path):
+    from varbench.report import render_report
+
+    write_synthetic_run(tmp_path, "toyworld", SyntheticArm("dreambooth", "dreambooth", {"dino": 0.6}), SUBJECTS,
+                        random_init=False, backbones="toyworld", dataset="toyworld")
+    render_report(tmp_path, tmp_path / "report")
+    assert (tmp_path / "report" / "tables" / "toyworld-toyworld-comparison.md").is_file()
+    assert not list((tmp_path / "report" / "tables").glob("*known-answers*"))

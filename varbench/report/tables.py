@@ -54,12 +54,12 @@ def build_tables(view: SectionView) -> list[Table]:
 
 def known_answers_table(view: SectionView) -> Table | None:
     """The method-level known answers (toyworld/method_answers.py) of a toyworld section's
-    arms; None when the section has no arm the answers are about."""
+    arms; None when none can be measured there (an ablation has no floor or ceiling arm)."""
     from varbench.toyworld.method_answers import VERDICTS, method_answers
 
     run_ids = {row.arm: row.run_id for row in view.rows if row.run_id is not None}
     answers = method_answers(view.protocol.metrics, run_ids, view.mode)
-    if not answers:
+    if all(answer.holds is None for answer in answers):
         return None
     columns = [Column("claim", "Known answer", align="left"), Column("measured", "Measured", align="left"),
                Column("verdict", "", align="left")]
