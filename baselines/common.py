@@ -83,8 +83,8 @@ class DiffusionMethod(Method):
     def uses_random_init(self) -> bool:
         return self.config.base_model in (TINY, SD15_RANDOM)
 
-    def uses_toy_model(self) -> bool:
-        return self.config.base_model == TOYWORLD
+    def toy_backbone(self) -> str | None:
+        return "sd" if self.config.base_model == TOYWORLD else None
 
     def weights_needed(self) -> list[tuple[str, Any, Any]]:
         from varbench.models.diffusion import PIPELINE_FILES

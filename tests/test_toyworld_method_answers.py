@@ -63,3 +63,34 @@ def test_answers_of_an_empty_results_root_is_one_clear_line(tmp_path):
     done = run_cli("toyworld", "answers", "--results", str(tmp_path))
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "no finished cells of 'toyworld'" in done.stderr and "varbench run --protocol toyworld" in done.stderr
+
+
+def test_retrained_generator_weights_make_another_run(tmp_path, monkeypatch):
+    """The arm config says only "toyworld"; the run id must still change with the toy
+    generator's weights, and only for the arms that use them."""
+    import shutil
+    from pathlib import Path
+
+    from varbench.plan import RunOptions, prepare
+    from varbench.toyworld.backbones import ENV_VAR, MANIFEST, WEIGHTS_DIR
+
+    def run_ids() -> dict[str, str]:
+        _, cells = prepare("toyworld", RunOptions(results=Path("unused"), dry_run=True))
+        return {cell.arm.name: cell.arm.run_id for cell in cells}
+
+    shipped = run_ids()
+    shutil.copytree(WEIGHTS_DIR, tmp_path, dirs_exist_ok=True)
+    manifest = tmp_path / MANIFEST
+    lines = [("0" * 64 + line[64:]) if line.split()[-1].startswith("sd/unet/") else line
+             for line in manifest.read_text().splitlines()]
+    manifest.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    retrained = run_ids()
+    changed = {arm for arm in shipped if shipped[arm] != retrained[arm]}
+    assert changed == {"dreambooth", "dreambooth-no-prior", "custom_diffusion", "textual_inversion", "no_fit"}
+
+
+def test_one_subject_is_too_few_for_an_interval_not_a_failure():
+    table = scores([0.5] * 8, [0.3] * 8, [0.5] * 8)
+    answers = method_answers(table[table["subject"] == "s0"], ARMS)
+    assert answers[0].holds is None and "too few subjects" in answers[0].measured

@@ -45,3 +45,13 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, m
             expected, got = getattr(whole, name).state_dict(), getattr(resumed, name).state_dict()
             assert all(torch.equal(expected[key], got[key]) for key in expected), (stop, name)
         assert resumed.vae.config.scaling_factor == whole.vae.config.scaling_factor
+
+
+def test_a_checkpoint_of_the_older_layout_is_ignored_not_a_crash(tmp_path, capsys):
+    """Before the shared Checkpoints, an SD checkpoint held its modules at the top level
+    under the same identity; such a file must start a fresh run, not raise KeyError."""
+    path = tmp_path / "sd-checkpoint.pt"
+    torch.save({"identity": {"test": 1}, "stage": "sd_vae", "step": 2, "finished": False, "losses": {},
+                "optimizer": {}, "vae": {}}, path)
+    saved = checkpoints(path, {"test": 1})
+    assert saved.found is None and "starting afresh" in capsys.readouterr().err

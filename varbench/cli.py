@@ -306,7 +306,7 @@ def toyworld_train(
                                "for a 2-core CPU); see train_encoders.CLIP_RECIPES, train_sd.RECIPES and "
                                "train_infinity.RECIPES."),
 ) -> None:
-    """Pretrain the toyworld backbones from scratch, seeded, on freshly rendered scenes."""
+    """Pretrain the toyworld backbones from scratch, seeded, on rendered scenes."""
     from varbench.devices import resolve_device
     from varbench.toyworld.train import train_backbones
 

@@ -141,11 +141,12 @@ class Method(ABC):
         """
         return False
 
-    def uses_toy_model(self) -> bool:
-        """True when this config runs a model at a toy size with trained weights (the
-        toyworld's): its numbers mean something inside the toyworld, but the real-size
-        speed figures of `varbench bench` do not apply to it."""
-        return False
+    def toy_backbone(self) -> str | None:
+        """The toyworld backbone this config runs ("sd", "infinity"; None: none), a model at
+        toy size with trained weights: its numbers mean something inside the toyworld, the
+        real-size speed figures of `varbench bench` do not apply to it, and its weights'
+        digests are part of the run identity (retrained weights make other images)."""
+        return None
 
     def weights_needed(self) -> list[tuple[str, Any, Any]]:
         """What `load_base` will read, for the preflight (`varbench check`): one

@@ -185,7 +185,18 @@ class Arm:
             "images_per_prompt": spec.images_per_prompt,
             "pres_images": spec.metrics.pres_images,
             "seeds": to_dict(spec.seeds),
+            **self._toyworld_weights(),
         }
+
+    def _toyworld_weights(self) -> dict[str, Any]:
+        """A toyworld generator's weights are named by their digests: retrained weights make
+        other images, so another run (the method config says only "toyworld")."""
+        backbone = self.make_method().toy_backbone()
+        if backbone is None:
+            return {}
+        from varbench.toyworld.backbones import folder_digest
+
+        return {"toyworld_weights": folder_digest(backbone)}
 
     def _data_fingerprint(self) -> dict[str, Any]:
         """Your own subjects are hashed (names, prompts, every image); the published

@@ -81,8 +81,8 @@ def planned_hours(cells: list[Any], rows: list[dict[str, Any]]) -> dict[str, dic
         arm = arm_cells[0].arm
         # the bench measures the real sizes: a random-init stand-in or a toyworld model has no projection
         method = arm.make_method()
-        toy = method.uses_random_init() or method.uses_toy_model()
-        hours[name] = None if toy else arm_hours(arm, rows, work, arm.batch_size)
+        not_real_size = method.uses_random_init() or method.toy_backbone() is not None
+        hours[name] = None if not_real_size else arm_hours(arm, rows, work, arm.batch_size)
     return hours
 
 

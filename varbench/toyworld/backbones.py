@@ -86,6 +86,15 @@ def shipped_digests() -> dict[str, str]:
     return read_manifest(weights_folder())
 
 
+def folder_digest(name: str) -> str:
+    """One digest of backbone folder `name`'s files as the manifest in use lists them
+    (reading the manifest only: planning stays fast; loading checks the files)."""
+    from varbench.hashing import content_hash
+
+    prefix = f"{FOLDERS[name]}/"
+    return content_hash(sorted((k, v) for k, v in shipped_digests().items() if k.startswith(prefix)), length=16)
+
+
 def metric_digests() -> dict[str, str]:
     """file -> sha256 of the metric encoders in use (clip, dino): hashed into toyworld score
     ids, so other encoder weights make other scores while a retrained generator does not."""

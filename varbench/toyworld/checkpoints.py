@@ -2,7 +2,7 @@
 CHECKPOINT_SECONDS and at the end of each stage, and resumed from when a run with the
 same identity (recipe, seed, architecture, device kind) starts again.
 
-The algorithm of `train_sd.Checkpoints`, for any backbone: the stages are named in order,
+Shared by the SD and Infinity pretraining: the stages are named in order,
 and two functions say what of the backbone's parts to save and how to put it back. A
 stage the checkpoint is past is skipped, the stage it stopped in resumes at its step with
 its optimizer state, and, since every step's randomness comes from (seed, stage, step)
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_SECONDS = 120.0  # a stopped run loses at most this much training
+FORMAT = 2  # the layout of a saved state (1: the SD's modules at the top level, before "parts")
 
 States = Callable[[Any], dict[str, Any]]  # the parts -> tensors (and numbers) to save
 Restore = Callable[[Any, dict[str, Any]], None]  # put a saved state back into the parts
@@ -29,6 +30,7 @@ class Checkpoints:
 
     def __init__(self, path: Path, identity: dict[str, Any], stages: Sequence[str], states: States,
                  restore: Restore):
+        identity = {**identity, "format": FORMAT}  # a file of another layout is another run
         self.path, self.identity, self.saved_at = path, identity, time.monotonic()
         self.stages, self.states, self.restore = tuple(stages), states, restore
         found = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None

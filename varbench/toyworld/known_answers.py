@@ -16,7 +16,7 @@ pretraining ever drew.
 
 The base generators follow prompts:
   PromptFollowing   for images the pretrained base generates from "a {class} {context}"
-                    (every class x context), the share for which CLIP ranks the prompt's
+                    (every class x context, or the contexts asked), the share for which CLIP ranks the prompt's
                     context first among all contexts (class fixed) and the prompt's class
                     first among all classes (context fixed); asked: >= 0.8 each.
 """

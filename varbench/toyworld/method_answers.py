@@ -57,6 +57,8 @@ def _above_floor(arm: str, values: dict[tuple[str, str], pd.Series]) -> Answer:
     if missing:
         return Answer(claim, f"no finished cells of {', '.join(missing)}", None)
     mine, floor, ceiling = (_interval(values[(name, "dino")]) for name in (arm, FLOOR, CEILING))
+    if np.isnan([mine[1], floor[2]]).any():  # an interval needs two subjects
+        return Answer(claim, f"{_text(mine)} vs floor {_text(floor)}: too few subjects", None)
     holds = mine[1] > floor[2] and mine[0] < ceiling[0]
     return Answer(claim, f"{_text(mine)} vs floor {_text(floor)}, ceiling {_text(ceiling)}", holds)
 

@@ -45,18 +45,20 @@ def build(name: str, seed: int) -> torch.nn.Module:
     return timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, **TOY_DINO)
 
 
-def trainer(name: str, recipe: str, steps: int | None, workers: int) -> tuple[Schedule, Callable[..., list[float]]]:
-    """(schedule, train(model, seed, device, advance)) of single-file backbone `name`."""
+def trainer(name: str, recipe: str, steps: int | None,
+            workers: int) -> tuple[Schedule, dict[str, Any], Callable[..., list[float]]]:
+    """(schedule, what else training.json records of it, train(model, seed, device, advance))
+    of single-file backbone `name`."""
     if name == "dino":
         schedule = _schedule(DINO_SCHEDULE, steps)
-        return schedule, lambda model, seed, device, advance: train_dino(model, schedule, seed, device, advance)
+        return schedule, {}, lambda model, seed, device, advance: train_dino(model, schedule, seed, device, advance)
     import open_clip
 
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     plan = CLIP_RECIPES[recipe]
     plan = ClipRecipe(_schedule(plan.schedule, steps), min(plan.pool, 1024) if steps else plan.pool)
-    return plan.schedule, lambda model, seed, device, advance: train_clip(model, tokenizer, plan, seed, device,
-                                                                          advance, workers)
+    return plan.schedule, {"pool": plan.pool, "recipe": recipe}, lambda model, seed, device, advance: train_clip(
+        model, tokenizer, plan, seed, device, advance, workers)
 
 
 def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu", seed: int = 0,
@@ -74,8 +76,9 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
     if unknown:
         raise UserError(f"unknown toyworld backbone(s): {', '.join(unknown)}", "--only",
                         f"Use some of: {', '.join(BACKBONES)}.")
-    if recipe not in RECIPES:
-        raise UserError(f"unknown training recipe {recipe!r}", "--recipe", f"Use one of: {', '.join(RECIPES)}.")
+    recipes = [name for name in RECIPES if name in CLIP_RECIPES and name in INFINITY_RECIPES]
+    if recipe not in recipes:
+        raise UserError(f"unknown training recipe {recipe!r}", "--recipe", f"Use one of: {', '.join(recipes)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = torch.device(device)
@@ -93,9 +96,9 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
             schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
                          "recipe": recipe}
         else:
-            schedule, train = trainer(name, recipe, steps, workers)
+            schedule, details, train = trainer(name, recipe, steps, workers)
             losses = {name: _train_file(name, schedule, train, seed, torch_device, out)}
-            schedules = {name: asdict(schedule), "recipe": recipe if name == "clip" else "the one schedule"}
+            schedules = {name: asdict(schedule), **details}
         records[name] = {"schedule": schedules, "seed": seed, "seconds": time.perf_counter() - started,
                          "device": str(torch_device), "device_name": _device_name(torch_device),
                          "torch": torch.__version__, "python": platform.python_version(), "losses": losses}

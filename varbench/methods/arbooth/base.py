@@ -134,7 +134,7 @@ def weight_paths(config: ARBoothConfig) -> tuple[Path | None, Path | None]:
             paths.append(None)
         elif spec is not None:  # published weights: local path, env var or hub cache, size-checked
             paths.append(resolve_file(spec, local))
-        else:  # a random-init size: random unless a file is given
+        else:  # a random-init size (random unless a file is given) or the toyworld's files
             paths.append(Path(local).expanduser() if local is not None else None)
     return paths[0], paths[1]
 
@@ -170,10 +170,11 @@ def load_text(config: ARBoothConfig, device: torch.device) -> TextEncoder:
 
 
 def files_digest(paths: list[Path | None]) -> str:
-    """sha256 over the bytes of every file at or under `paths` (None: skipped)."""
-    files = sorted(p for path in paths if path is not None
+    """sha256 over the bytes of every file at or under `paths` (None: skipped), each named
+    by its path below its folder (a file by its name)."""
+    named = sorted((str(p.relative_to(path)) if path.is_dir() else p.name, p) for path in paths if path is not None
                    for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    return content_hash([(file.name, sha256_file(file)) for file in files], length=16)
+    return content_hash([(name, sha256_file(file)) for name, file in named], length=16)
 
 
 def base_identity(config: ARBoothConfig, paths: tuple[Path | None, Path | None],

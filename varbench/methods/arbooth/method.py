@@ -47,8 +47,8 @@ class ARBooth(Method):
         return get_size(config.model).random_init_only or "random" in (config.weights, config.vae_weights,
                                                                         config.text_encoder)
 
-    def uses_toy_model(self) -> bool:
-        return self.config.model == "infinity-toyworld"
+    def toy_backbone(self) -> str | None:
+        return "infinity" if self.config.model == "infinity-toyworld" else None
 
     def weights_needed(self) -> list[tuple[str, Any, Any]]:
         from varbench.models.infinity.checkpoint import INFINITY_2B_FILE, VAE_D32REG_FILE
@@ -56,7 +56,7 @@ class ARBooth(Method):
         from varbench.weights import Snapshot
 
         config = self.config
-        if config.model != "infinity-2b":  # the other sizes are random-init stand-ins
+        if config.model != "infinity-2b":  # random-init stand-ins, or the toyworld's checked folder
             return []
         needs = [("Infinity-2B transformer", INFINITY_2B_FILE, config.weights),
                  ("Infinity BSQ tokenizer", VAE_D32REG_FILE, config.vae_weights),
