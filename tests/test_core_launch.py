@@ -87,3 +87,37 @@ def test_slurm_path_runs_through_submitits_local_executor(tmp_path):
     assert [list(o.values()) for o in outcomes] == [["done"]] * 3
     assert list(states(results).values()) == ["done"] * 3
     assert run_slurm(protocol, cells, slurm_options(results), cluster="local") == []  # nothing left
+
+
+@pytest.mark.slow
+def test_a_killed_local_run_leaves_no_worker_running(tmp_path):
+    """`kill` (SIGTERM) on `varbench run --launcher local` stops its workers too, as Ctrl-C
+    does; before, the spawned workers ran on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    protocol = write_protocol(tmp_path, extra=TWO_ARMS, arm_config="{steps: 200, step_seconds: 0.2}")
+    results = tmp_path / "results"
+    parent = subprocess.Popen([sys.executable, "-m", "varbench", "run", "--protocol", str(protocol), "--results",
+                               str(results), "--launcher", "local", "--gpus", "cpu,cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    pids: set[int] = set()
+    while len(pids) < 2 and time.monotonic() < deadline:  # both workers inside a cell
+        time.sleep(0.5)
+        pids = {json.loads(p.read_text()).get("pid") for p in results.rglob("cells/*/status.json")} - {None}
+    assert len(pids) == 2, "the workers never started a cell"
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=60)
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    assert not [pid for pid in pids if alive(pid)]

@@ -15,7 +15,9 @@ import os
 import queue
 import re
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,20 @@ def _worker_main(protocol_path: str, options: RunOptions, device_name: str, sess
         results.put((label, state, device_name))
 
 
+def _sigterm_as_exit():
+    """Make SIGTERM (`kill`, a scheduler's stop) leave through the `finally` that stops the
+    workers, as Ctrl-C does: by default it ends the process at once and the spawned workers
+    run on as orphans. Returns what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+        return lambda: None
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> None:
     root = Path(options.results)
     devices = device_list(options.gpus or ["0"])
@@ -135,6 +151,7 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
                for d in devices]
     for process in workers:
         process.start()
+    stop_on_sigterm = _sigterm_as_exit()
     try:
         with RichReporter() as reporter:
             reporter.start_cells(len(todo))
@@ -146,12 +163,13 @@ def run_local(protocol: Protocol, cells: list[Cell], options: RunOptions) -> Non
                     continue
                 reporter.cell_done(f"{label} [{device}]", state)
                 remaining -= 1
-    finally:  # also on Ctrl-C or a Slurm signal: no worker outlives this process
+    finally:  # also on Ctrl-C, `kill` or a Slurm signal: no worker outlives this process
         for process in workers:
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
                 process.join()
+        stop_on_sigterm()
     for process in workers:
         if process.exitcode not in (0, None):
             console.print(f"[red]a worker exited with code {process.exitcode}[/]; "
