@@ -67,20 +67,10 @@ class ToyInfinity:
 
 def toyworld_t5_tokenizer() -> Any:
     """A WordPiece tokenizer whose every world word is one token (others by characters),
-    lower-cased, appending EOS as T5's does: built like `text.tiny_tokenizer`, offline."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    lower-cased, appending EOS as T5's does (`text.word_piece_tokenizer`), offline."""
+    from varbench.models.infinity.text import word_piece_tokenizer
 
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for piece in world_words() + CHARACTERS + ["##" + c for c in CHARACTERS]:
-        vocab.setdefault(piece, len(vocab))
-    core = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=64))
-    core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                        special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=64)
+    return word_piece_tokenizer(world_words(), CHARACTERS)
 
 
 def random_text_encoder(seed: int = 0, name: str = TEXT_ENCODER) -> Any:

@@ -217,11 +217,17 @@ _TINY_SPARE_ROWS = 28  # like T5: room to add tokens (the placeholder) without r
 def tiny_tokenizer():
     """A deterministic word-piece tokenizer: common prompt words whole, anything else by
     characters; lower-cased; appends EOS like T5. Built offline, no files."""
+    return word_piece_tokenizer(_TINY_WORDS, _TINY_CHARS)
+
+
+def word_piece_tokenizer(words: list[str], characters: list[str]):
+    """A T5-style fast tokenizer over a WordPiece vocabulary: `words` whole, anything else
+    by `characters`; lower-cased; EOS appended; ids 0-2 are pad, EOS, unknown."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for piece in _TINY_WORDS + _TINY_CHARS + ["##" + c for c in _TINY_CHARS]:
+    for piece in words + characters + ["##" + c for c in characters]:
         vocab.setdefault(piece, len(vocab))
     core = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=64))
     core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
