@@ -49,8 +49,6 @@ def test_the_shipped_infinity_follows_the_context_of_its_prompt(infinity_followi
     assert infinity_following.context_accuracy >= 0.8, infinity_following
 
 
-@pytest.mark.xfail(strict=True, reason="the gpu-recipe toy Infinity names the class of 73.6% of its pictures: "
-                   "README, 'The toyworld'; remove this mark once it passes")
 def test_the_shipped_infinity_follows_the_class_of_its_prompt(infinity_following):
     assert infinity_following.class_accuracy >= 0.8, infinity_following
 
