@@ -191,3 +191,14 @@ def test_batch_size_does_not_change_values(scorers, scored, cell):
         scorer.config = config
     assert [row["value"] for row in one_by_one] == pytest.approx([row["value"] for row in scored["canonical"][0]],
                                                                  abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["canonical", "dreammatcher"])
+def test_warming_up_the_encoders_changes_no_value(scorers, scored, cell, mode):
+    """The Scorer warms its kernels up on a GPU (`warm_up`); the warm-up keeps nothing, so
+    a cell scored after it gets exactly the rows it got before (run here on the CPU, where
+    the same code runs without being called on load)."""
+    subject, images = cell
+    scorer = scorers[mode]
+    scorer.warm_up(source_size=64)
+    assert scorer.score_cell(subject, images) == scored[mode][0]

@@ -42,7 +42,7 @@ from varbench.errors import UserError
 from varbench.metrics.decode import ViewLoader
 from varbench.metrics.modes import mode_spec
 from varbench.metrics.plugin import KINDS, CellInputs, Encoder, EncoderSetup, Metric, Values
-from varbench.metrics.preprocess import encoder_input
+from varbench.metrics.preprocess import device_views, encoder_input
 from varbench.metrics.registry import metrics_for
 from varbench.metrics.references import paired_reference
 from varbench.metrics.settings import MetricsConfig
@@ -98,6 +98,8 @@ class Scorer:
         self.models = {name: encoder.build(setup) for name, encoder in self.encoders.items()}
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self.loader.start(self.device)
+        if self.device.type == "cuda":
+            self.warm_up()
         self._references: dict[tuple, Embeddings] = {}
         self._texts: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -112,6 +114,24 @@ class Scorer:
     @property
     def lpips(self) -> Any:
         return self.models.get("lpips")
+
+    def warm_up(self, source_size: int = 512) -> None:
+        """One blank batch through the device resizes and every encoder, and one text
+        through each text tower, at the configured batch size and arithmetic: a process's
+        first use of each CUDA kernel loads and tunes it (about 3 s for DINO + CLIP on an
+        H100: benchmarks/NOTES-scoring.md), a one-time cost that belongs to loading the
+        metrics, not to the first cell's scoring. Nothing is kept; no result changes."""
+        blank = torch.zeros((self.config.batch_size, source_size, source_size, 3), dtype=torch.uint8,
+                            device=self.device)
+        square = any(encoder.pixels == "square" for encoder in self.encoders.values())
+        with torch.no_grad():
+            self.encode_views(device_views(blank, self.mode.pixels, square), list(self.encoders))
+            with self.autocast():
+                for name, encoder in self.encoders.items():
+                    if encoder.text is not None:
+                        encoder.text(self.models[name], ["a photo"])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # --- embeddings ------------------------------------------------------------------
     def embed(self, paths: list[Path], with_square: bool = False, encoders: Sequence[str] | None = None) -> Embeddings:

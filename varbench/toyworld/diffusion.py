@@ -19,7 +19,6 @@ import re
 from typing import Any
 
 from varbench.models.diffusion import DiffusionComponents, _random_components, build_tiny_tokenizer
-from varbench.toyworld.captions import words as caption_words
 from varbench.toyworld.world import CLASSES, CONTEXT_NAMES, MODIFIERS
 
 SOURCE = "toyworld-sd"
@@ -49,15 +48,10 @@ def world_words() -> list[str]:
 PROMPT_TOKENS = 24  # the tokenizer's model_max_length: the longest caption is 21 tokens, method prompt 14
 
 
-def sd_words() -> list[str]:
-    """The toy SD's vocabulary: the world's words and those of its variant captions."""
-    return list(dict.fromkeys(world_words() + caption_words()))
-
-
 def toyworld_tokenizer() -> Any:
-    """A CLIP tokenizer whose merges make every word of `sd_words` one token, padding
-    prompts to PROMPT_TOKENS rather than 77 (the pipelines pad to the tokenizer's length)."""
-    tokenizer = build_tiny_tokenizer(merge_count=1600, corpus=sd_words())
+    """A CLIP tokenizer whose merges make every world word one token, padding prompts to
+    PROMPT_TOKENS rather than 77 (the pipelines pad to the tokenizer's length)."""
+    tokenizer = build_tiny_tokenizer(merge_count=1200, corpus=world_words())
     tokenizer.model_max_length = PROMPT_TOKENS
     return tokenizer
 

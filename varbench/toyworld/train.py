@@ -137,8 +137,7 @@ def _train_file(name: str, schedule: Schedule, train: Callable[..., list[float]]
 def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
     """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
     from varbench.models.diffusion import save_folder
-    from varbench.toyworld.captions import VARIANT_SHARE
-    from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd, sd_words
+    from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
     from varbench.toyworld.pool import render_pool
     from varbench.toyworld.train_sd import checkpoints, train_denoiser, train_vae
 
@@ -146,8 +145,7 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
     # what a checkpoint must match to be resumed: the per-step random streams differ between
     # CPU and CUDA generators, and another architecture or prompt length is another model
     identity = {"recipe": asdict(recipe), "seed": seed, "device": device.type,
-                "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS},
-                "captions": {"variant_share": VARIANT_SHARE, "words": sd_words()}}
+                "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS}}
     saved = checkpoints(out / "sd-checkpoint.pt", identity)
     with progress_bar("toyworld sd: rendering the pool", 1) as advance:
         pool = render_pool(recipe.pool, seed, workers)

@@ -56,7 +56,9 @@ class Recipe:
     transformer: Schedule
 
 
-# "gpu": 281 s on one H100 (tokenizer 30 ms/step, transformer and T5 80 ms/step, the rest 12 s);
+# "gpu": about 9 minutes on one H100 (tokenizer 30 ms/step, transformer and T5 80-82 ms/step,
+# the rest 12 s; its 3,000-step first version took 281 s and named the class of 73.6% of
+# its pictures, 6,000 steps 87.5%: benchmarks/NOTES-toyworld.md);
 # batches are large and steps few, as for the toy SD, whose toy steps there were measured
 # bound by launching kernels rather than by arithmetic. "cpu": about an hour on a 2-core
 # CPU, estimated (not yet run whole) from a 20-step run while another job shared the CPU:

@@ -6,10 +6,8 @@ as SD 1.x was trained, in two stages:
 2. the UNet and the CLIP text encoder together: epsilon prediction on VAE latents scaled
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
-   SD 1.5, captions padded to the tokenizer's length (24 tokens) as the pipelines pad
-   prompts: half of them `world.caption`'s plain ones, half the scene's variant caption
-   (captions.py: instance names, photo wordings), then 10% dropped to "" so
-   classifier-free guidance works.
+   SD 1.5, captions from `world.caption` padded to the tokenizer's length (24 tokens) as
+   the pipelines pad prompts, 10% of captions dropped to "" so classifier-free guidance works.
 
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
 tokenizer exists, so this one learns with the UNet (the methods still freeze it).
@@ -31,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from varbench.models.diffusion import DiffusionComponents
-from varbench.toyworld.captions import VARIANT_SHARE, variant_captions
 from varbench.toyworld.checkpoints import Checkpoints
 from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
 from varbench.toyworld.train_encoders import Schedule, _step
@@ -149,14 +146,12 @@ def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedu
     text_encoder.train().requires_grad_(True)
     alphas = components.noise_scheduler().alphas_cumprod.to(device)
     captions, empty = token_ids(components, pool.captions).to(device), token_ids(components, [""]).to(device)
-    variants = token_ids(components, variant_captions(pool.scenes, seed)).to(device)
     for step in range(first, schedule.steps):
         rng, generator = step_random(seed, 2, step, device)
         rows = rng.integers(len(pool.images), size=schedule.batch)
         index = torch.from_numpy(rows).to(device)
         dropped = torch.from_numpy(rng.random(len(rows)) < CAPTION_DROP).to(device)[:, None]
-        varied = torch.from_numpy(rng.random(len(rows)) < VARIANT_SHARE).to(device)[:, None]
-        ids = torch.where(dropped, empty, torch.where(varied, variants[index], captions[index]))
+        ids = torch.where(dropped, empty, captions[index])
         latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator,
                                                             device=device)) * scale
         noise = torch.randn(latents.shape, generator=generator, device=device)

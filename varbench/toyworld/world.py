@@ -152,13 +152,12 @@ def _checked_modifier(scene: Scene, spec: ClassSpec) -> Modifier | None:
 
 # ------------------------------------------------------------------ words
 
-def caption(scene: Scene, subject: str | None = None) -> str:
+def caption(scene: Scene) -> str:
     """The prompt-style caption: "a dog in the snow", "a red teapot on the beach",
     "a cat wearing a red hat in the jungle", "a wet can"; "a photo of a dog" for a plain
-    reference-photo scene (no context, no modifier). `subject` replaces the class noun
-    ("kevo dog": captions.py)."""
+    reference-photo scene (no context, no modifier)."""
     modifier = MODIFIERS[scene.modifier] if scene.modifier else None
-    words = [subject or scene.class_name]
+    words = [scene.class_name]
     if modifier is not None:
         if modifier.before:
             words.insert(0, modifier.name)
