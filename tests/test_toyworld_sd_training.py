@@ -55,3 +55,21 @@ def test_a_checkpoint_of_the_older_layout_is_ignored_not_a_crash(tmp_path, capsy
                 "optimizer": {}, "vae": {}}, path)
     saved = checkpoints(path, {"test": 1})
     assert saved.found is None and "starting afresh" in capsys.readouterr().err
+
+
+def test_a_resumed_run_counts_the_seconds_of_the_run_it_resumes(tmp_path, monkeypatch):
+    """training.json's seconds must be the whole training time: a checkpoint carries the
+    seconds spent until it was saved, and the run resuming it starts from them."""
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(train_sd, "SCALE_SCENES", 16)
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s after the last
+    monkeypatch.setattr(checkpoints_module.time, "monotonic", lambda: float(next(clock)))
+    pool = render_pool(16, seed=1)
+    with pytest.raises(Stop):
+        run(pool, tmp_path, stop_after=("sd_unet", 2))
+    first = torch.load(tmp_path / "sd-checkpoint.pt", weights_only=True)["seconds"]
+    assert first > 0
+    resumed = checkpoints(tmp_path / "sd-checkpoint.pt", {"test": 1})
+    assert resumed.earlier_seconds == first
+    run(pool, tmp_path)
+    assert torch.load(tmp_path / "sd-checkpoint.pt", weights_only=True)["seconds"] > first

@@ -32,6 +32,7 @@ class Checkpoints:
                  restore: Restore):
         identity = {**identity, "format": FORMAT}  # a file of another layout is another run
         self.path, self.identity, self.saved_at = path, identity, time.monotonic()
+        self.started = self.saved_at
         self.stages, self.states, self.restore = tuple(stages), states, restore
         found = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
         if found is not None and found.get("identity") != identity:
@@ -40,6 +41,9 @@ class Checkpoints:
             found = None
         self.found = found  # the state to resume from, until a stage has used it
         self.losses: dict[str, list[float]] = dict(found["losses"]) if found else {}
+        # training seconds of the earlier runs this one resumes (until their last save), so a
+        # resumed run's record tells the whole training time, not only its own part
+        self.earlier_seconds = float(found.get("seconds", 0.0)) if found else 0.0
 
     def resume(self, stage: str, total: int, parts: Any, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
         """(first step of `stage` to run, its losses so far), restoring the saved state:
@@ -64,6 +68,7 @@ class Checkpoints:
             return
         self.losses[stage] = losses
         state = {"identity": self.identity, "stage": stage, "step": step, "finished": finished,
+                 "seconds": self.earlier_seconds + time.monotonic() - self.started,
                  "losses": self.losses, "optimizer": optimizer.state_dict(), "parts": self.states(parts)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")

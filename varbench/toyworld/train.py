@@ -87,19 +87,20 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
         started = time.perf_counter()
         if name == "infinity":
             plan = _short_recipe(INFINITY_RECIPES[recipe], steps)
-            losses = _train_infinity(plan, seed, torch_device, out, workers)
+            losses, earlier = _train_infinity(plan, seed, torch_device, out, workers)
             schedules = {"infinity_vae": asdict(plan.vae), "infinity_transformer": asdict(plan.transformer),
                          "pool": plan.pool, "recipe": recipe}
         elif name in FOLDERS:
             plan = _short_recipe(RECIPES[recipe], steps)
-            losses = _train_sd(plan, seed, torch_device, out, workers)
+            losses, earlier = _train_sd(plan, seed, torch_device, out, workers)
             schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
                          "recipe": recipe}
         else:
             schedule, details, train = trainer(name, recipe, steps, workers)
-            losses = {name: _train_file(name, schedule, train, seed, torch_device, out)}
+            losses, earlier = {name: _train_file(name, schedule, train, seed, torch_device, out)}, 0.0
             schedules = {name: asdict(schedule), **details}
-        records[name] = {"schedule": schedules, "seed": seed, "seconds": time.perf_counter() - started,
+        seconds = time.perf_counter() - started + earlier  # earlier: resumed runs' seconds (checkpoints.py)
+        records[name] = {"schedule": schedules, "seed": seed, "seconds": seconds,
                          "device": str(torch_device), "device_name": _device_name(torch_device),
                          "torch": torch.__version__, "python": platform.python_version(), "losses": losses}
         write_manifest(out)  # after each backbone: a run stopped later keeps what it finished
@@ -134,7 +135,8 @@ def _train_file(name: str, schedule: Schedule, train: Callable[..., list[float]]
     return losses
 
 
-def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
+def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path,
+              workers: int) -> tuple[dict[str, list[float]], float]:
     """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
     from varbench.models.diffusion import save_folder
     from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
@@ -158,10 +160,11 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path, workers: 
     for module in (components.text_encoder, components.vae, components.unet):
         module.half()  # stored in half precision; `load_folder` gives fp32 back
     save_folder(components, out / FOLDERS["sd"])
-    return losses
+    return losses, saved.earlier_seconds
 
 
-def _train_infinity(recipe: Any, seed: int, device: torch.device, out: Path, workers: int) -> dict[str, list[float]]:
+def _train_infinity(recipe: Any, seed: int, device: torch.device, out: Path,
+                    workers: int) -> tuple[dict[str, list[float]], float]:
     """Both Infinity stages (train_infinity.py), resumable, then the fp16 files in `out/infinity`."""
     from varbench.models.infinity.architecture import get_size
     from varbench.toyworld.infinity import SIZE, TEXT, random_infinity, save_infinity
@@ -183,7 +186,7 @@ def _train_infinity(recipe: Any, seed: int, device: torch.device, out: Path, wor
         losses[stage] = _with_bar(f"toyworld {stage}", schedule, lambda advance: train(
             parts, pool, schedule, seed, device, advance, saved))
     save_infinity(parts.to("cpu"), out / FOLDERS["infinity"])
-    return losses
+    return losses, saved.earlier_seconds
 
 
 def _with_bar(label: str, schedule: Schedule, run: Callable[[Callable[[int, float], None]], list[float]]) -> list[float]:
