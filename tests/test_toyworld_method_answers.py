@@ -94,3 +94,16 @@ def test_one_subject_is_too_few_for_an_interval_not_a_failure():
     table = scores([0.5] * 8, [0.3] * 8, [0.5] * 8)
     answers = method_answers(table[table["subject"] == "s0"], ARMS)
     assert answers[0].holds is None and "too few subjects" in answers[0].measured
+
+
+def test_intervals_follow_the_statistics_settings_they_are_given():
+    """The report passes its spec's statistics (confidence, resamples, seed): a lower
+    confidence narrows the intervals, so an arm just inside the floor's 95% interval
+    clears it at 50%."""
+    from varbench.report.spec import StatisticsSpec
+
+    close = [0.24, 0.26, 0.22, 0.27, 0.23, 0.25, 0.24, 0.26]  # just above the floor (0.2 +- 0.02)
+    wide = method_answers(scores(close, [0.3] * 8, [0.5] * 8), ARMS)
+    narrow = method_answers(scores(close, [0.3] * 8, [0.5] * 8), ARMS, statistics=StatisticsSpec(confidence=0.5))
+    assert "95% intervals" in wide[0].claim and "50% intervals" in narrow[0].claim
+    assert wide[0].measured != narrow[0].measured

@@ -23,8 +23,9 @@ and means nothing about the images (reports must say so).
 Every metric is a plugin (varbench.metrics.plugin) that names the encoders it reads; the
 Scorer builds each encoder once, so metrics share their passes. Speed: images are decoded
 once (a thread pool, or worker processes on a GPU), every encoder runs on the same
-batches of `batch_size` under bf16 autocast on CUDA (`precision: fp32` turns it off), and
-values are read back to the host once per cell, never per image. Reference embeddings
+batches of `batch_size` in exact fp32 (the execution options `metric_precision: bf16` and
+`metric_tf32: true` trade exactness for speed on CUDA), kernels are warmed up when the
+Scorer loads, and values are read back to the host once per cell, never per image. Reference embeddings
 are computed once per subject and text embeddings once per text.
 """
 from __future__ import annotations

@@ -209,6 +209,9 @@ def load_folder(folder: Path, source: str) -> DiffusionComponents:
 def save_folder(components: DiffusionComponents, folder: Path) -> None:
     """Write `components` in the diffusers layout that `load_folder` reads (safetensors),
     e.g. to put the tiny components on disk as a local model."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # transformers 5 draws a bar per saved model
     folder = Path(folder)
     components.tokenizer.save_pretrained(str(folder / "tokenizer"))
     components.text_encoder.save_pretrained(str(folder / "text_encoder"), safe_serialization=True)

@@ -58,7 +58,7 @@ def known_answers_table(view: SectionView) -> Table | None:
     from varbench.toyworld.method_answers import VERDICTS, method_answers
 
     run_ids = {row.arm: row.run_id for row in view.rows if row.run_id is not None}
-    answers = method_answers(view.protocol.metrics, run_ids, view.mode)
+    answers = method_answers(view.protocol.metrics, run_ids, view.mode, view.statistics)
     if all(answer.holds is None for answer in answers):
         return None
     columns = [Column("claim", "Known answer", align="left"), Column("measured", "Measured", align="left"),
