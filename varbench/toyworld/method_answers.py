@@ -39,11 +39,10 @@ def method_answers(rows: pd.DataFrame, run_ids: dict[str, str], mode: str = "can
     """The known answers for the arms `run_ids` names (arm name -> run id) in the store's
     metric `rows` (api.Scores.rows); intervals by `statistics` (confidence, n_resamples,
     seed: a report spec's settings), else the report's defaults."""
+    from varbench.metrics.stats import subject_means
     from varbench.report.spec import StatisticsSpec
 
     stats = statistics if statistics is not None else StatisticsSpec()
-    from varbench.metrics.stats import subject_means
-
     means = subject_means(rows)
     means = means[means["mode"] == mode]
     values = {}  # (arm, metric) -> value per subject, for arms with finished cells only
