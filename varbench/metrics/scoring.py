@@ -25,7 +25,7 @@ Scorer builds each encoder once, so metrics share their passes. Speed: images ar
 once (a thread pool, or worker processes on a GPU), every encoder runs on the same
 batches of `batch_size` in exact fp32 (the execution options `metric_precision: bf16` and
 `metric_tf32: true` trade exactness for speed on CUDA), kernels are warmed up when the
-Scorer loads, and values are read back to the host once per cell, never per image. Reference embeddings
+Scorer loads on a GPU, and values are read back to the host once per cell, never per image. Reference embeddings
 are computed once per subject and text embeddings once per text.
 """
 from __future__ import annotations
@@ -100,7 +100,11 @@ class Scorer:
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self.loader.start(self.device)
         if self.device.type == "cuda":
-            self.warm_up()
+            try:
+                self.warm_up()
+            except BaseException:
+                self.loader.close()  # no decoding workers left behind by a failed load
+                raise
         self._references: dict[tuple, Embeddings] = {}
         self._texts: dict[str, dict[str, torch.Tensor]] = {}
 

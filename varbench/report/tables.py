@@ -64,8 +64,8 @@ def known_answers_table(view: SectionView) -> Table | None:
     columns = [Column("claim", "Known answer", align="left"), Column("measured", "Measured", align="left"),
                Column("verdict", "", align="left")]
     table = Table(f"{view.stem}-known-answers", f"Known answers: {view.title}",
-                  view.caption("Facts any honest miniature world must reproduce; DINO as mean [95% CI] over "
-                               "subjects."), columns)
+                  view.caption("Facts any honest miniature world must reproduce; DINO as mean "
+                               f"[{view.statistics.confidence:.0%} CI] over subjects."), columns)
     for answer in answers:
         table.rows.append([Entry(answer.claim), Entry(answer.measured), Entry(VERDICTS[answer.holds])])
         table.records.append({"claim": answer.claim, "measured": answer.measured, "holds": answer.holds})

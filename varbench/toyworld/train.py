@@ -105,8 +105,8 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
                          "torch": torch.__version__, "python": platform.python_version(), "losses": losses}
         write_manifest(out)  # after each backbone: a run stopped later keeps what it finished
         log = out / "training.json"
-        earlier = json.loads(log.read_text()) if log.is_file() else {}
-        log.write_text(json.dumps({**earlier, name: records[name]}, indent=1))
+        logged = json.loads(log.read_text()) if log.is_file() else {}
+        log.write_text(json.dumps({**logged, name: records[name]}, indent=1))
     return records
 
 

@@ -56,7 +56,7 @@ class Recipe:
     transformer: Schedule
 
 
-# "gpu": about 9 minutes on one H100 (tokenizer 30 ms/step, transformer and T5 80-82 ms/step,
+# "gpu": about 9 minutes on one H100, estimated from its step times (tokenizer 30 ms/step, transformer and T5 80-82 ms/step,
 # the rest 12 s; its 3,000-step first version took 281 s and named the class of 73.6% of
 # its pictures, 6,000 steps 87.5%: benchmarks/NOTES-toyworld.md);
 # batches are large and steps few, as for the toy SD, whose toy steps there were measured
