@@ -100,7 +100,9 @@ def random_infinity(seed: int = 0) -> ToyInfinity:
 def save_infinity(parts: ToyInfinity, folder: Path) -> None:
     """Write the three parts into `folder` as fp16 (module docstring), the models untouched."""
     from safetensors.torch import save_file
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # transformers 5 draws a bar per saved model
     folder.mkdir(parents=True, exist_ok=True)
     # the bit-weight buffer is a constant saved under two aliases (bsq.py); `load_vae` restores it
     vae_state = {k: v for k, v in parts.vae.state_dict().items() if not k.endswith("lfq.mask")}

@@ -60,9 +60,10 @@ class Recipe:
 # the rest 12 s; its 3,000-step first version took 281 s and named the class of 73.6% of
 # its pictures, 6,000 steps 87.5%: benchmarks/NOTES-toyworld.md);
 # batches are large and steps few, as for the toy SD, whose toy steps there were measured
-# bound by launching kernels rather than by arithmetic. "cpu": about an hour on a 2-core
-# CPU, estimated (not yet run whole) from a 20-step run while another job shared the CPU:
-# tokenizer 6.6 s per step of 32, transformer and T5 3.7 s per step of 16 (70 minutes).
+# bound by launching kernels rather than by arithmetic. "cpu": 1,432 s (24 minutes) run
+# whole on the 2-core CPU, partly beside test runs (tokenizer about 1.3 s per step of 32,
+# transformer and T5 about 1.5 s per step of 16); it draws the contexts but rarely the
+# class (benchmarks/NOTES-toyworld.md).
 RECIPES = {
     "gpu": Recipe(32768, Schedule(steps=1000, batch=128, learning_rate=1e-3),
                   Schedule(steps=6000, batch=256, learning_rate=1e-3, warmup=300)),
