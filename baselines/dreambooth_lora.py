@@ -76,6 +76,12 @@ class DreamBoothLoraConfig(FamilyConfig):
     train_guidance_scale: float | None = None  # FLUX.1-dev: the guidance it is trained with (embedded)
     # Speed only: recompute activations in the backward pass (memory for FLUX at full size)
     gradient_checkpointing: bool = field(default=False, metadata={EXECUTION: "gradient_checkpointing"})
+    # Speed only, CUDA only (baselines/fast/ says what each swaps in): the denoiser's forward and
+    # backward replayed as CUDA graphs (not with gradient checkpointing), compiled, NHWC UNet weights
+    cuda_graphs: bool = field(default=True, metadata={EXECUTION: "cuda_graphs"})
+    # ("auto" never compiles: no break-even measured for these fits yet, see varbench.execution)
+    compile: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile"})
+    channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
 
     FAMILY_DEFAULTS = FAMILY_DEFAULTS
 
@@ -87,7 +93,7 @@ class DreamBoothLoraConfig(FamilyConfig):
 
 class DreamBoothLora(FamilyMethod):
     name = "dreambooth_lora"
-    version = "1"
+    version = "2"  # 2: the adapters' initial draws come from the fit seed (1 left them to the process's generator)
     Config = DreamBoothLoraConfig
     description = "DreamBooth-LoRA: rank-4 adapters on the denoiser (SD 1.5, SDXL, SD3 Medium, FLUX.1-dev)"
     fit_steps_field = "steps"
@@ -105,12 +111,14 @@ class DreamBoothLora(FamilyMethod):
         return f"{self.config.identifier} {class_noun}"
 
     def fit(self, base: Any, subject: Subject, ctx: CellContext) -> Any:
+        from baselines.fast import accelerated
         from baselines.train_dreambooth_lora import LoraModel, class_image_paths, train
 
         config = self.config
         # Class images come from the pretrained model, so they are made before the adapters exist.
         class_paths = class_image_paths(base, config, subject.class_noun, ctx) if config.prior_preservation else []
-        count = train(base, subject, class_paths, config, ctx, self.subject_phrase(subject.class_noun))
+        with accelerated(base, config, ctx.device, training=True):
+            count = train(base, subject, class_paths, config, ctx, self.subject_phrase(subject.class_noun))
         return LoraModel(base, config, count)
 
     def load_artifact(self, base: Any, artifact_dir: Path, ctx: CellContext) -> Any:

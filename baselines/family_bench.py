@@ -19,7 +19,12 @@ What is timed, per family:
     FLOP-counted with torch's FlopCounterMode), then the timed steps (full: 6) in equal
     windows (full: 3 of 2 steps), CUDA-synchronised only at window edges; the value is
     the median window rate. A family whose default runs out of memory gets an error row
-    and is measured again with gradient checkpointing.
+    and is measured again with gradient checkpointing. On a GPU each family's fit runs
+    twice, on a fresh base each time: first with every speed option off (`... step
+    (eager)`: the plain step as the scripts run it, FLOP-counted), then under the
+    method's defaults (CUDA graphs, NHWC UNet weights; baselines/fast/), whose row takes
+    the eager count (a replayed graph is invisible to the counter). A checkpointed
+    transformer, which the defaults leave eager, runs once.
   - `dreambooth_lora <family> sampling@B` (s/image): the fitted model's `generate` (the
     adapters active, as the method samples) at the config's sampler, steps, guidance and
     resolution, B prompts per call: 1 warm-up call (its FLOPs counted), then 2 timed
@@ -62,6 +67,7 @@ from baselines.bench_device import (
     count_flops,
     device_name,
     free_memory,
+    is_cuda,
     peak_memory_gb,
     reset_peak_memory,
     synchronize,
@@ -108,8 +114,14 @@ class FamilyBenchSettings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def step_name(family: str, checkpointing: bool) -> str:
-    return f"dreambooth_lora {family} step" + (" (gradient checkpointing)" if checkpointing else "")
+# The fit under the method's default speed options, and with them all off (the plain eager
+# step, as diffusers' scripts run it: the before of each family's before/after pair).
+STEP_VARIANTS = {"default": {}, "eager": {"cuda_graphs": False, "compile": False, "channels_last": False}}
+
+
+def step_name(family: str, checkpointing: bool, variant: str = "default") -> str:
+    return (f"dreambooth_lora {family} step" + (" (gradient checkpointing)" if checkpointing else "")
+            + ("" if variant == "default" else f" ({variant})"))
 
 
 def sampling_name(method: str, family: str, batch: int) -> str:
@@ -157,14 +169,16 @@ class Fitted:
 
 
 def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cache: Path,
-                   checkpointing: bool) -> Fitted:
-    """The method's fit for warm-up + timed steps, timed in windows from its step callback."""
+                   checkpointing: bool, variant: str = "default", count: bool = True) -> Fitted:
+    """The method's fit for warm-up + timed steps, timed in windows from its step callback,
+    under the speed options of `variant`; its FLOPs counted when `count` (a step replayed
+    as CUDA graphs is invisible to the counter: count a variant without graphs)."""
     window = max(1, settings.timed_steps // settings.windows)
     steps = settings.warmup_steps + window * settings.windows
     stamps: list[float] = []
     started: list[float] = []
     first_step: list[float] = []
-    flops = StepFlopCounter(step=1) if settings.count_flops else None
+    flops = StepFlopCounter(step=1) if settings.count_flops and count else None
 
     def on_step(done: int, total: int) -> None:
         if flops is not None:
@@ -176,7 +190,8 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
             synchronize(settings.device)  # window edges only: the loop itself never waits
             stamps.append(time.perf_counter())
 
-    method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing)
+    method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing,
+                         **STEP_VARIANTS[variant])
     config = method.config
     ctx = make_context(settings, folder, cache, on_step)
     build = time.perf_counter()
@@ -195,13 +210,16 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
     seconds = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
     rate = window / statistics.median(seconds)
     result = {
-        "name": step_name(family, checkpointing), "method": DreamBoothLora.name, "family": family, "kind": "step",
+        "name": step_name(family, checkpointing, variant), "method": DreamBoothLora.name, "family": family,
+        "kind": "step", "variant": variant,
         "value": rate, "unit": "steps/s", "batch": config.batch_size * (2 if config.prior_preservation else 1),
         "seconds": seconds, "flops": float(flops.total) if flops is not None and flops.total else None,
         "peak_memory_gib": peak_memory_gb(settings.device), "steps": steps,
         "extra": {"resolution": config.resolution, "batch_size": config.batch_size,
                   "prior_preservation": config.prior_preservation, "rank": config.rank,
-                  "gradient_checkpointing": checkpointing, "trainable_parameters": model.trainable_parameters,
+                  "gradient_checkpointing": checkpointing, "cuda_graphs": config.cuda_graphs,
+                  "compile": config.compile, "channels_last": config.channels_last,
+                  "trainable_parameters": model.trainable_parameters,
                   "build_s": build_s, "first_step_s": first_step[0], "steps_per_window": window}}
     return Fitted(result, model)
 
@@ -323,32 +341,62 @@ def run_family_bench(settings: FamilyBenchSettings,
 
 
 def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
-    """The fit's steps/s, then sampling with the fitted model; out of memory at the default
-    config: an error entry, and the fit again with gradient checkpointing."""
+    """The fit's steps/s with every speed option off (FLOPs counted there), then under the
+    method's defaults (not repeated where they change nothing: a checkpointed transformer),
+    then sampling with the default fit's model. Out of memory at the default config: an
+    error entry, and the fits again with gradient checkpointing."""
     settings = run.settings
     checkpointing = family in CHECKPOINTED
-    fitted, failure = None, None
-    try:
-        fitted = bench_lora_fit(family, settings, folder / "default", cache, checkpointing)
-    except Exception as err:  # noqa: BLE001 - one family's failure must not lose the others
-        traceback.print_exc()
-        failure = (is_out_of_memory(err), describe(err))
-    if failure is not None:  # (outside the except block: the traceback no longer holds the model)
-        run.error(step_name(family, checkpointing), failure[1])
+    fitted, flops = None, None
+    for variant in step_variants(family, checkpointing, settings.device):
+        fitted = None
         free_memory(settings.device)
-        if failure[0] and not checkpointing:
-            checkpointing = True
-            try:
-                fitted = bench_lora_fit(family, settings, folder / "checkpointed", cache, checkpointing)
-            except Exception as err:  # noqa: BLE001
-                traceback.print_exc()
-                run.error(step_name(family, checkpointing), describe(err))
+        fitted, checkpointing = fit_or_retry(run, family, folder / variant, cache, checkpointing, variant,
+                                             count=flops is None)
+        if fitted is None:
+            break
+        if fitted.result["flops"]:
+            flops = fitted.result["flops"]
+        else:  # the same computation as the counted variant's
+            fitted.result["flops"] = flops
+        run.add(fitted.result)
     if fitted is None:
         for batch in settings.batches:
             run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: the fit failed")
         return
-    run.add(fitted.result)
     run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT)
+
+
+def step_variants(family: str, checkpointing: bool, device: str) -> list[str]:
+    """eager then default; default alone where the speed layer does nothing to the step (the
+    CPU, or a transformer trained with checkpointing: no graphs, no NHWC weights)."""
+    defaults = DreamBoothLora.Config
+    no_change = not is_cuda(device) or (family in ("sd3", "flux") and checkpointing and not defaults.compile)
+    return ["default"] if no_change else ["eager", "default"]
+
+
+def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing: bool, variant: str,
+                 count: bool) -> tuple[Fitted | None, bool]:
+    """`bench_lora_fit`, and again with gradient checkpointing if it ran out of memory
+    without; returns the fit (None if it failed: an error entry) and the checkpointing used."""
+    settings = run.settings
+    failure = None
+    try:
+        return bench_lora_fit(family, settings, folder, cache, checkpointing, variant, count), checkpointing
+    except Exception as err:  # noqa: BLE001 - one family's failure must not lose the others
+        traceback.print_exc()
+        failure = (is_out_of_memory(err), describe(err))
+    # (outside the except block: the traceback no longer holds the model)
+    run.error(step_name(family, checkpointing, variant), failure[1])
+    free_memory(settings.device)
+    if not failure[0] or checkpointing:
+        return None, checkpointing
+    try:
+        return bench_lora_fit(family, settings, folder / "checkpointed", cache, True, variant, count), True
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        run.error(step_name(family, True, variant), describe(err))
+    return None, True
 
 
 def bench_ip_adapter(run: Run, family: str, folder: Path, cache: Path) -> None:

@@ -68,7 +68,7 @@ def train(model: FamilyModel, subject: Subject, class_paths: list[Path], config:
     texts = [encode_text(model, f"a photo of {phrase}", config), encode_text(model, class_prompt(subject.class_noun),
                                                                               config)]
     denoiser = model.denoiser
-    params = add_lora(denoiser, family, config)
+    params = add_lora(denoiser, family, config, derive_seed("lora_init", ctx.fit_seed))
     optimizer = make_optimizer(params, config.learning_rate, config, ctx.device)
     draw, loss = training_step(model, instance, classes, texts, config, ctx)
     denoiser.train()
@@ -84,13 +84,20 @@ def train(model: FamilyModel, subject: Subject, class_paths: list[Path], config:
     return count_parameters(params)
 
 
-def add_lora(denoiser: Any, family: str, config: Any) -> list[torch.Tensor]:
+def add_lora(denoiser: Any, family: str, config: Any, seed: int) -> list[torch.Tensor]:
     """The script's adapters (Gaussian-initialised A, zero B, so training starts from the
-    base model); trained in fp32 whatever the frozen weights' precision."""
+    base model); trained in fp32 whatever the frozen weights' precision.
+
+    peft draws A from torch's global generator; the scripts seed the whole process first
+    (accelerate's set_seed). Here the draws come from `seed` inside a forked generator
+    state, so a cell's adapters never depend on what ran before it in the process."""
     from peft import LoraConfig
 
-    denoiser.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
-                                    target_modules=TARGETS[family]))
+    device = denoiser.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        denoiser.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                        target_modules=TARGETS[family]))
     params = lora_parameters(denoiser)
     for param in params:
         param.data = param.data.float()

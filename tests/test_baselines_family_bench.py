@@ -103,7 +103,7 @@ class FakeModel:
 def test_out_of_memory_at_the_default_refits_with_checkpointing_and_budget_skips(monkeypatch):
     calls = []
 
-    def fake_fit(family, settings, folder, cache, checkpointing):
+    def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
         calls.append(checkpointing)
         if not checkpointing:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -121,6 +121,31 @@ def test_out_of_memory_at_the_default_refits_with_checkpointing_and_budget_skips
     assert [r["name"] for r in report["results"]] == ["dreambooth_lora sdxl step (gradient checkpointing)",
                                                       "dreambooth_lora sdxl sampling@1"]
     assert [s["name"] for s in report["skipped"]] == ["dreambooth_lora sdxl sampling@2"]  # past the budget
+
+
+def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
+    assert family_bench.step_variants("sd15", False, "cuda") == ["eager", "default"]
+    assert family_bench.step_variants("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
+    assert family_bench.step_variants("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
+    assert family_bench.step_variants("sd3", False, "cuda") == ["eager", "default"]
+    assert family_bench.step_variants("sd15", False, "cpu") == ["default"]
+    fits = []
+
+    def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
+        fits.append((variant, count))
+        return Fitted({"name": family_bench.step_name(family, checkpointing, variant), "method": "dreambooth_lora",
+                       "family": family, "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4,
+                       "seconds": [1.0], "flops": 1e9 if count else None, "peak_memory_gib": None, "extra": {}},
+                      FakeModel())
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
+    monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
+    monkeypatch.setattr(family_bench, "step_variants", lambda family, checkpointing, device: ["eager", "default"])
+    report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,)))
+    assert fits == [("eager", True), ("default", False)]
+    steps = [r for r in report["results"] if r["kind"] == "step"]
+    assert [r["name"] for r in steps] == ["dreambooth_lora sd3 step (eager)", "dreambooth_lora sd3 step"]
+    assert [r["flops"] for r in steps] == [1e9, 1e9] and steps[1]["floor"] == steps[0]["floor"]
 
 
 # --- cost projection ----------------------------------------------------------------------

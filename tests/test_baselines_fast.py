@@ -504,3 +504,98 @@ def test_the_cuda_control_flow_runs_with_graphs_simulated(method_name, tmp_path,
     model.save(artifact)
     reloaded = method.load_artifact(method.load_base(ctx), artifact, ctx)
     assert max_difference(reloaded.generate(PROMPTS[:1], SEEDS[:1])[0], images[0]) <= 1
+
+
+# --- DreamBooth-LoRA's fits (a family's denoiser called by keyword) ----------------------------
+
+def lora_fit(family: str, tmp_path, **execution):
+    """A 2-step tiny DreamBooth-LoRA fit with prior preservation; its adapters, losses and model."""
+    from peft.utils import get_peft_model_state_dict
+
+    from baselines.dreambooth_lora import DreamBoothLora, DreamBoothLoraConfig
+
+    settings = {"base_model": family, "weights": "tiny", "resolution": 64, "sample_steps": 2, "steps": 2,
+                "batch_size": 2, "learning_rate": 1e-2, "prior_preservation": True, "num_class_images": 2,
+                **execution}
+    method = DreamBoothLora(from_dict(DreamBoothLoraConfig, settings, "test"))
+    ctx = CellContext(device=torch.device("cpu"), fit_seed=3, workdir=tmp_path / "work", cache_dir=tmp_path / "cache")
+    model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / "subject", count=2), ctx)
+    ctx.flush_losses()
+    return get_peft_model_state_dict(model.model.denoiser), [row["loss"] for row in ctx.losses], model
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux"])
+def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family, tmp_path, monkeypatch):
+    """With graphs 'captured' (simulated), every denoiser call of the fit goes through one
+    KeywordCall per set of keywords and trains exactly the adapters of the plain fit."""
+    plain_adapters, plain_losses, _ = lora_fit(family, tmp_path / "plain")
+    captured = []
+    simulate_cuda(monkeypatch, captured)
+    runs = []
+    original = calls.KeywordCall.forward
+
+    def counted(self, *tensors):
+        runs.append(self.names)
+        return original(self, *tensors)
+
+    monkeypatch.setattr(calls.KeywordCall, "forward", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
+        adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False)
+    assert captured == ["KeywordCall"]  # one capture: the same keywords and shapes at every step
+    # the first call runs it three times (the plain-vs-graph check twice, the 'graph' once), then one per step
+    assert len(runs) == 4 and len(set(runs)) == 1
+    assert "forward" not in vars(model.model.denoiser)  # the routing ends with the fit
+    assert losses == plain_losses
+    assert adapters.keys() == plain_adapters.keys()
+    assert all(torch.equal(adapters[key], plain_adapters[key]) for key in adapters)
+
+
+def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_path, monkeypatch):
+    captured, layouts = [], []
+    simulate_cuda(monkeypatch, captured)
+    from baselines import train_dreambooth_lora
+
+    plain_add_lora = train_dreambooth_lora.add_lora
+
+    def add_lora(denoiser, *args):
+        layouts.append(denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
+        return plain_add_lora(denoiser, *args)
+
+    monkeypatch.setattr(train_dreambooth_lora, "add_lora", add_lora)
+    _, losses, model = lora_fit("sd15", tmp_path, cuda_graphs=True, gradient_checkpointing=True)
+    assert captured == [] and len(losses) == 2
+    assert layouts == [True]  # NHWC during the fit, standard again for sampling and saving
+    assert model.model.denoiser.conv_in.weight.is_contiguous()
+
+
+def test_keyword_routing_takes_only_tensor_calls_without_return_dict():
+    from varbench.models.families import FAMILIES, load_family
+
+    model = load_family(FAMILIES["sd3"], "sd3", None, "tiny", "cpu", torch.float32)
+    denoiser = model.denoiser
+    names_seen = []
+
+    def runner_for(names):
+        names_seen.append(names)
+        return calls.KeywordCall(denoiser, names)
+
+    generator = torch.Generator().manual_seed(0)
+    config = denoiser.config
+    inputs = dict(hidden_states=torch.randn(1, config.in_channels, 8, 8, generator=generator),
+                  timestep=torch.tensor([500.0]),
+                  encoder_hidden_states=torch.randn(1, 5, config.joint_attention_dim, generator=generator),
+                  pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator))
+    plain = denoiser(**inputs, return_dict=False)[0]
+    undo = calls.route_keyword_calls(denoiser, runner_for)
+    try:
+        routed = denoiser(**inputs, return_dict=False)[0]
+        assert torch.equal(routed, plain) and [set(names) for names in names_seen] == [set(inputs)]
+        denoiser(**inputs)  # return_dict left on: the plain forward
+        denoiser(**inputs, joint_attention_kwargs={"scale": 1.0}, return_dict=False)  # a number inside
+        with torch.no_grad():
+            denoiser(**inputs, return_dict=False)
+        assert len(names_seen) == 1
+    finally:
+        undo()
+    assert "forward" not in vars(denoiser)

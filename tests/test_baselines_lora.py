@@ -98,6 +98,23 @@ def test_load_artifact_reproduces_the_fitted_model(fitted):
     assert model.trainable_parameters == fitted.model.trainable_parameters
 
 
+def test_a_fit_depends_on_its_seed_not_on_the_process_generator(tmp_path):
+    """peft draws the adapters' initial values from torch's global generator: a cell must
+    not depend on what ran before it in the process."""
+    from peft.utils import get_peft_model_state_dict
+
+    adapters = []
+    for global_seed, fit_seed in ((1, 7), (2, 7), (1, 8)):
+        torch.manual_seed(global_seed)
+        method = make_method("sd15", steps=1)
+        ctx = make_context(tmp_path / f"{global_seed}-{fit_seed}", seed=fit_seed)
+        model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / "subject"), ctx)
+        adapters.append(get_peft_model_state_dict(model.model.denoiser))
+    same_seed, other_seed = adapters[1], adapters[2]
+    assert all(torch.equal(adapters[0][key], same_seed[key]) for key in adapters[0])
+    assert not all(torch.equal(adapters[0][key], other_seed[key]) for key in adapters[0])
+
+
 def test_only_the_adapters_train_and_their_count_is_rank_times_in_plus_out(fitted):
     reference = tiny_family(FAMILIES[fitted.family])
     denoiser = fitted.model.model.denoiser

@@ -21,7 +21,8 @@ PACKAGE = Path(baselines.__file__).parent
 TOOLS = {"bench.py", "bench_device.py", "bench_report.py", "bench_component.py"}  # drive the speed layer
 PLAIN = sorted(path for path in PACKAGE.glob("*.py") if path.name not in TOOLS) + [Path(diffusion.__file__)]
 # Where `accelerated` may be called: each method's fit, and the sampling call.
-CALL_SITES = {"dreambooth.py": 1, "custom_diffusion.py": 1, "textual_inversion.py": 1, "sampling.py": 1}
+CALL_SITES = {"dreambooth.py": 1, "custom_diffusion.py": 1, "textual_inversion.py": 1, "dreambooth_lora.py": 1,
+              "sampling.py": 1}
 SPEED_CODE = ("torch.compile", "torch.compiler", "torch._dynamo", "torch._inductor", "CUDAGraph", "torch.cuda.graph",
               "make_graphed_callables", "torch.cuda.Stream", "triton", "load_inline", "torch.backends", "sdpa_kernel",
               "torch.channels_last", "memory_format", "fuse_qkv_projections", "ChannelStatsGroupNorm",

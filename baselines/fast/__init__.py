@@ -35,6 +35,10 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   channels_last_sampling,  sampling: NHWC weights, and diffusers' fused q/k/v projections
   fuse_qkv            (sync-free loop only; a reduced-precision UNet only: in fp32 runs the
                       sampled UNet is the one a fit trains next or DreamBooth saves).
+  cuda_graphs,        DreamBooth-LoRA's fits: the denoiser's keyword calls with gradients
+  compile,            run through a `FastCall` (`calls.route_keyword_calls`); no graphs
+  channels_last       under gradient checkpointing; a UNet denoiser's weights NHWC with
+  (LoRA families)     `channels_last`. A family pipeline's sampling is not accelerated.
   fuse_micro_batches  every device: Textual Inversion's `training_loop` becomes
                       `training.fused_training_loop` (a step's micro-batches as one batch).
   encode_ahead        every device: Custom Diffusion's `encoded_steps` encodes the subject
@@ -51,6 +55,7 @@ benchmarks/NOTES-baselines.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import weakref
 from collections.abc import Iterable
@@ -85,7 +90,9 @@ def accelerated(target: Any, config: Any, device: torch.device | str, *, trainin
     as a `with` block: the swaps are undone when it ends."""
     done = Accelerated()
     try:
-        if training:
+        if training and hasattr(target, "denoiser"):  # a LoRA family model (varbench.models.families)
+            _accelerate_family_fit(done, target, config, device)
+        elif training:
             _accelerate_fit(done, target, config, device)
         else:
             _accelerate_sampling(done, target, config, device)
@@ -120,6 +127,28 @@ def _accelerate_fit(done: Accelerated, base: Any, config: Any, device: torch.dev
         done.install(importlib.import_module("baselines.train_custom_diffusion"), "encoded_steps",
                      encoding_ahead(config, device),
                      f"baselines.fast.training.encoding_ahead ({config.encode_ahead} steps per VAE call)")
+
+
+def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: torch.device | str) -> None:
+    """DreamBooth-LoRA's fit: the denoiser's calls with gradients through `FastCall`s (a UNet
+    with NHWC weights). No graphs with gradient checkpointing: it is on to save memory,
+    and a captured backward keeps its recomputed activations in the graph's own pool."""
+    if not calls.on_cuda(device):
+        return
+    denoiser = model.denoiser
+    if model.family.denoiser == "unet":
+        _set_layout(done, "UNet", denoiser, config.channels_last)
+        if config.compile:
+            done.set_class("compiled GroupNorms", _group_norms([denoiser]), ChannelStatsGroupNorm)
+    graphs = config.cuda_graphs and not config.gradient_checkpointing
+    if not (graphs or config.compile):
+        return
+    options = dataclasses.replace(config, cuda_graphs=graphs)
+
+    def runner_for(names: tuple[str, ...]) -> Any:
+        return calls.fast_call(calls.KeywordCall(denoiser, names), options, device, training=True)
+
+    done.record("denoiser calls with gradients -> FastCall", calls.route_keyword_calls(denoiser, runner_for))
 
 
 def _accelerate_sampling(done: Accelerated, pipeline: Any, config: Any, device: torch.device | str) -> None:

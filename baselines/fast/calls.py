@@ -13,10 +13,13 @@ one warning is issued and the module runs as before: a speed option never fails 
 t, states, return_dict=False)`, `text_encoder(ids)[0]`, as the plain training code
 writes them) run through such a `FastCall` while gradients are on; everything else (no
 gradient, other arguments, a deep copy of the module) runs the module's own forward.
+`route_keyword_calls` does the same for a LoRA family's denoiser, whose calls pass their
+tensors by keyword (one `FastCall` per set of keywords).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -221,6 +224,27 @@ class LatentMoments(torch.nn.Module):
         return self.vae.encode(pixels).latent_dist.parameters
 
 
+class KeywordCall(torch.nn.Module):
+    """A denoiser called with keyword tensors (the LoRA families' `denoiser(hidden_states=...,
+    timestep=..., return_dict=False)[0]`), taking them positionally in the order of `names`;
+    a dotted name is an entry of a dict argument (SDXL's `added_cond_kwargs.time_ids`)."""
+
+    def __init__(self, denoiser: torch.nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.denoiser = denoiser
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        keywords: dict[str, Any] = {}
+        for name, tensor in zip(self.names, tensors):
+            outer, _, inner = name.partition(".")
+            if inner:
+                keywords.setdefault(outer, {})[inner] = tensor
+            else:
+                keywords[name] = tensor
+        return type(self.denoiser).forward(self.denoiser, **keywords, return_dict=False)[0]
+
+
 # --- routing a module's own calls ----------------------------------------------------------
 
 def route_unet_calls(unet: torch.nn.Module, runner: Callable[..., torch.Tensor]) -> Callable[[], None]:
@@ -251,6 +275,49 @@ def route_text_encoder_calls(text_encoder: torch.nn.Module,
         return BaseModelOutputWithPooling(last_hidden_state=runner(input_ids))
 
     return _route(text_encoder, call)
+
+
+def route_keyword_calls(denoiser: torch.nn.Module,
+                        runner_for: Callable[[tuple[str, ...]], Callable[..., torch.Tensor]]) -> Callable[[], None]:
+    """`denoiser(..., return_dict=False)` with gradients on, whose arguments are tensors,
+    dicts of tensors, or None where None is the default, runs `runner_for(names)(*tensors)`
+    (`names` as `KeywordCall` reads them; one runner per set of names); returns the undo.
+    Any other call (another argument, return_dict left on) runs the denoiser's forward."""
+    signature = inspect.signature(type(denoiser).forward)
+    runners: dict[tuple[str, ...], Callable[..., torch.Tensor]] = {}
+
+    def call(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        if return_dict:
+            return NotImplemented
+        try:
+            bound = signature.bind(denoiser, *args, **kwargs).arguments
+        except TypeError:
+            return NotImplemented
+        tensors = keyword_tensors(signature, {k: v for k, v in bound.items() if k != "self"})
+        if tensors is None:
+            return NotImplemented
+        names = tuple(tensors)
+        if names not in runners:
+            runners[names] = runner_for(names)
+        return (runners[names](*tensors.values()),)
+
+    return _route(denoiser, call)
+
+
+def keyword_tensors(signature: inspect.Signature, arguments: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The call's tensors by (dotted) name, or None when an argument is something a
+    captured graph cannot take as an input (a number, a flag, a None that is not the default)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in arguments.items():
+        if signature.parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            return None
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+            tensors.update({f"{name}.{key}": tensor for key, tensor in value.items()})
+        elif value is not None or signature.parameters[name].default is not None:
+            return None
+    return tensors
 
 
 def _route(module: torch.nn.Module, call: Callable[..., Any]) -> Callable[[], None]:
