@@ -104,6 +104,7 @@ class FamilyBenchSettings:
     count_flops: bool = True
     budget_s: float | None = 390.0  # skip a batch > 1 that would end past this; None: no limit
     cache_dir: str | None = None  # IP-Adapter stand-ins (built once per base); None: a temp folder
+    step_variants: tuple[str, ...] | None = None  # fits per family (STEP_VARIANTS); None: see step_variants()
     seed: int = 0
 
     @classmethod
@@ -116,7 +117,9 @@ class FamilyBenchSettings:
 
 # The fit under the method's default speed options, and with them all off (the plain eager
 # step, as diffusers' scripts run it: the before of each family's before/after pair).
-STEP_VARIANTS = {"default": {}, "eager": {"cuda_graphs": False, "compile": False, "channels_last": False}}
+# `compiled` (opt-in, --step-variants): the defaults with the denoiser compiled too.
+STEP_VARIANTS = {"default": {}, "eager": {"cuda_graphs": False, "compile": False, "channels_last": False},
+                 "compiled": {"compile": True}}
 
 
 def step_name(family: str, checkpointing: bool, variant: str = "default") -> str:
@@ -348,7 +351,7 @@ def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
     settings = run.settings
     checkpointing = family in CHECKPOINTED
     fitted, flops = None, None
-    for variant in step_variants(family, checkpointing, settings.device):
+    for variant in settings.step_variants or step_variants(family, checkpointing, settings.device):
         fitted = None
         free_memory(settings.device)
         fitted, checkpointing = fit_or_retry(run, family, folder / variant, cache, checkpointing, variant,
@@ -443,6 +446,9 @@ def check_settings(settings: FamilyBenchSettings) -> None:
         raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
     if settings.timed_steps < settings.windows or settings.windows < 1:
         raise ValueError("timed_steps must be at least windows (>= 1)")
+    unknown_variants = [v for v in settings.step_variants or () if v not in STEP_VARIANTS]
+    if unknown_variants:
+        raise ValueError(f"unknown step variant {', '.join(unknown_variants)}: use {', '.join(STEP_VARIANTS)}")
     if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
         raise ValueError("sample_repeats and every batch must be at least 1")
 
@@ -480,11 +486,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                      "(full: 390; 0: no limit)")
     parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted in the first: "
+                                                f"{', '.join(STEP_VARIANTS)} (default: eager,default on a GPU)")
     args = parser.parse_args(argv)
     settings = FamilyBenchSettings.for_size(
         args.size, args.device, families=tuple(f for f in args.families.split(",") if f),
         warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, windows=args.windows,
         sample_repeats=args.repeats, sample_steps=args.sample_steps, cache_dir=args.cache_dir,
+        step_variants=tuple(v for v in args.step_variants.split(",") if v) if args.step_variants else None,
         batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else None)
     if args.budget is not None:
         settings.budget_s = args.budget or None

@@ -558,15 +558,24 @@ def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_
 
     plain_add_lora = train_dreambooth_lora.add_lora
 
+    attention = []
+
     def add_lora(denoiser, *args):
         layouts.append(denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
+        attention.append(sdpa_state())
         return plain_add_lora(denoiser, *args)
 
     monkeypatch.setattr(train_dreambooth_lora, "add_lora", add_lora)
+    before = sdpa_state()
     _, losses, model = lora_fit("sd15", tmp_path, cuda_graphs=True, gradient_checkpointing=True)
     assert captured == [] and len(losses) == 2
     assert layouts == [True]  # NHWC during the fit, standard again for sampling and saving
     assert model.model.denoiser.conv_in.weight.is_contiguous()
+    if before[-1] is not None:  # torch with SDPA priorities: flash first during the fit only
+        backends = torch.nn.attention.SDPBackend
+        first = [int(backends.FLASH_ATTENTION), int(backends.CUDNN_ATTENTION), int(backends.EFFICIENT_ATTENTION)]
+        assert list(attention[0][-1][:3]) == first != list(before[-1][:3])
+    assert sdpa_state() == before
 
 
 def test_keyword_routing_takes_only_tensor_calls_without_return_dict():

@@ -24,14 +24,20 @@ def set_cuda_settings(config: Any) -> Callable[[], None]:
     restores the previous settings."""
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = bool(config.cudnn_benchmark)
-    backend = attention_backend(config.attention_backend)
-    backend.__enter__()
+    undo_attention = set_attention(config.attention_backend)
 
     def undo() -> None:
-        backend.__exit__(None, None, None)
+        undo_attention()
         torch.backends.cudnn.benchmark = previous
 
     return undo
+
+
+def set_attention(name: str) -> Callable[[], None]:
+    """SDPA tries kernel `name` first (`attention_backend`); returns the undo."""
+    backend = attention_backend(name)
+    backend.__enter__()
+    return lambda: backend.__exit__(None, None, None)
 
 
 def attention_backend(name: str) -> contextlib.AbstractContextManager:
