@@ -105,6 +105,7 @@ class FamilyBenchSettings:
     budget_s: float | None = 390.0  # skip a batch > 1 that would end past this; None: no limit
     cache_dir: str | None = None  # IP-Adapter stand-ins (built once per base); None: a temp folder
     step_variants: tuple[str, ...] | None = None  # fits per family (STEP_VARIANTS); None: see step_variants()
+    methods: tuple[str, ...] = ("dreambooth_lora", "ip_adapter")
     seed: int = 0
 
     @classmethod
@@ -334,9 +335,10 @@ def run_family_bench(settings: FamilyBenchSettings,
     with tempfile.TemporaryDirectory(prefix="varbench-family-bench-") as tmp:
         cache = Path(settings.cache_dir) if settings.cache_dir else Path(tmp) / "cache"
         for family in [f for f in FAMILY_ORDER if f in settings.families]:
-            bench_lora(run, family, Path(tmp) / family / "lora", cache)
-            free_memory(settings.device)
-            if family in IPAdapter.families:
+            if DreamBoothLora.name in settings.methods:
+                bench_lora(run, family, Path(tmp) / family / "lora", cache)
+                free_memory(settings.device)
+            if IPAdapter.name in settings.methods and family in IPAdapter.families:
                 bench_ip_adapter(run, family, Path(tmp) / family / "ip_adapter", cache)
                 free_memory(settings.device)
     run.saved()
@@ -446,6 +448,9 @@ def check_settings(settings: FamilyBenchSettings) -> None:
         raise ValueError("warmup_steps must be at least 2 when FLOPs are counted (step 2 is the counted one)")
     if settings.timed_steps < settings.windows or settings.windows < 1:
         raise ValueError("timed_steps must be at least windows (>= 1)")
+    unknown_methods = [m for m in settings.methods if m not in (DreamBoothLora.name, IPAdapter.name)]
+    if unknown_methods or not settings.methods:
+        raise ValueError(f"methods are {', '.join(settings.methods) or 'none'}: use dreambooth_lora, ip_adapter")
     unknown_variants = [v for v in settings.step_variants or () if v not in STEP_VARIANTS]
     if unknown_variants:
         raise ValueError(f"unknown step variant {', '.join(unknown_variants)}: use {', '.join(STEP_VARIANTS)}")
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                      "(full: 390; 0: no limit)")
     parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    parser.add_argument("--methods", default="dreambooth_lora,ip_adapter", help="comma-separated: which to measure")
     parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted in the first: "
                                                 f"{', '.join(STEP_VARIANTS)} (default: eager,default on a GPU)")
     args = parser.parse_args(argv)
@@ -494,6 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, windows=args.windows,
         sample_repeats=args.repeats, sample_steps=args.sample_steps, cache_dir=args.cache_dir,
         step_variants=tuple(v for v in args.step_variants.split(",") if v) if args.step_variants else None,
+        methods=tuple(m for m in args.methods.split(",") if m),
         batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else None)
     if args.budget is not None:
         settings.budget_s = args.budget or None

@@ -205,3 +205,39 @@ def test_warming_up_the_encoders_changes_no_value(scored, cell, mode):
         assert scorer.score_cell(subject, images) == scored[mode][0]
     finally:
         scorer.close()
+
+
+SCORING_IMPORTS = """
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from varbench.data.subject import Subject
+from varbench.metrics.settings import MetricsConfig
+from varbench.metrics.scoring import GeneratedImage, Scorer
+
+folder = Path(sys.argv[1])
+paths = []
+for i in range(4):
+    pixels = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / f"{i}.png")
+    paths.append(folder / f"{i}.png")
+subject = Subject("toy", "toy", False, tuple(paths[:2]))
+images = [GeneratedImage(p, p.name, "eval", 0, i, "a toy", "a {}") for i, p in enumerate(paths[2:])]
+scorer = Scorer(MetricsConfig(backbones="tiny", batch_size=4, div=False), "cpu", threads=1)
+loaded = set(sys.modules)
+scorer.score_cell(subject, images)
+scorer.close()
+print(",".join(sorted({name.split(".")[0] for name in set(sys.modules) - loaded})))
+"""
+
+
+def test_scoring_a_first_cell_imports_nothing_the_load_did_not(tmp_path):
+    """A fresh process's first cell must not pay for imports (torchmetrics and the
+    matplotlib and scipy it pulls in took ~2 s inside the timed scoring phase)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", SCORING_IMPORTS, str(tmp_path)], capture_output=True, text=True,
+                            check=True, timeout=300)
+    assert result.stdout.strip() == ""

@@ -97,6 +97,9 @@ class Scorer:
         # built in first-use order (dino, clip, lpips, then the extras'); each random-init
         # encoder draws from its own fixed seed (varbench.models.encoders.seeded)
         self.models = {name: encoder.build(setup) for name, encoder in self.encoders.items()}
+        # The metrics' comparisons import torchmetrics, which imports matplotlib and scipy
+        # (~2 s): that belongs to loading, not to the first cell's scoring.
+        import varbench.metrics.similarity  # noqa: F401
         self.loader = ViewLoader(self.mode.pixels, self.mode.exif_and_alpha, threads, resize_on_device)
         self.loader.start(self.device)
         if self.device.type == "cuda":
