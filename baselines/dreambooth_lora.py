@@ -82,10 +82,9 @@ class DreamBoothLoraConfig(FamilyConfig):
     # ("auto" never compiles: no break-even measured for these fits yet, see varbench.execution)
     compile: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile"})
     channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
-    # the SDPA kernel tried first in a fit. Not cuDNN's: on torch 2.11 (H100) its backward fails on
+    # cuDNN's fused attention allowed in a fit. Off: on torch 2.11 (H100) its backward fails on
     # FLUX.1-dev's joint attention ("mha_graph.execute ... is_good()"; benchmarks/NOTES-baselines.md)
-    attention_backend: Literal["auto", "flash", "efficient", "cudnn"] = field(
-        default="flash", metadata={EXECUTION: "attention_backend"})
+    cudnn_attention: bool = field(default=False, metadata={EXECUTION: "cudnn_attention"})
 
     FAMILY_DEFAULTS = FAMILY_DEFAULTS
 

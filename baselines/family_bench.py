@@ -173,7 +173,7 @@ class Fitted:
 
 
 def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cache: Path,
-                   checkpointing: bool, variant: str = "default", count: bool = True) -> Fitted:
+                   checkpointing: bool, variant: str = "default", count: bool = True, **overrides: Any) -> Fitted:
     """The method's fit for warm-up + timed steps, timed in windows from its step callback,
     under the speed options of `variant`; its FLOPs counted when `count` (a step replayed
     as CUDA graphs is invisible to the counter: count a variant without graphs)."""
@@ -195,7 +195,7 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
             stamps.append(time.perf_counter())
 
     method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing,
-                         **STEP_VARIANTS[variant])
+                         **{**STEP_VARIANTS[variant], **overrides})
     config = method.config
     ctx = make_context(settings, folder, cache, on_step)
     build = time.perf_counter()

@@ -3,12 +3,14 @@ access" on an H100 with torch 2.11 (issue 21): the method's own fit (through
 `baselines.family_bench.bench_lora_fit`, random weights at the real size) under one
 variant per process, since the error leaves the CUDA context unusable.
 
-    python benchmarks/flux_lora_probe.py --checkpointing on --attention default
-    python benchmarks/flux_lora_probe.py --checkpointing on --attention no-cudnn
+    python benchmarks/flux_lora_probe.py --checkpointing on --cudnn-attention on    # failed (torch 2.11)
+    python benchmarks/flux_lora_probe.py --checkpointing on --cudnn-attention off   # the method's default
 
-`--attention no-cudnn` turns PyTorch's cuDNN attention kernel off for the whole process,
-so SDPA falls back to its flash / memory-efficient kernels. Prints one JSON line: the
-variant, then the steps/s and peak memory, or the error's first line.
+`--cudnn-attention` is the method's `cudnn_attention` execution option: on, SDPA may pick
+cuDNN's fused kernel (PyTorch's own choice on an H100); off, its flash / memory-efficient
+kernels. (Session 12 found the failure with a process-wide switch instead, before the
+option existed.) Prints one JSON line: the variant, then the steps/s and peak memory, or
+the error's first line.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import torch
 
 from baselines.family_bench import FamilyBenchSettings, bench_lora_fit, describe
 
@@ -26,21 +27,19 @@ from baselines.family_bench import FamilyBenchSettings, bench_lora_fit, describe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
-    parser.add_argument("--attention", choices=["default", "no-cudnn"], default="default")
+    parser.add_argument("--cudnn-attention", choices=["on", "off"], default="off")
     parser.add_argument("--family", default="flux")
     parser.add_argument("--steps", type=int, default=4, help="timed steps, after 2 warm-up steps")
     parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a quick CPU check")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
-    if args.attention == "no-cudnn":
-        torch.backends.cuda.enable_cudnn_sdp(False)
     settings = FamilyBenchSettings.for_size(args.size, args.device, families=(args.family,), timed_steps=args.steps,
                                             windows=2, count_flops=False)
-    variant = {"family": args.family, "checkpointing": args.checkpointing, "attention": args.attention}
+    variant = {"family": args.family, "checkpointing": args.checkpointing, "cudnn_attention": args.cudnn_attention}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             fitted = bench_lora_fit(args.family, settings, Path(tmp), Path(tmp) / "cache",
-                                    args.checkpointing == "on")
+                                    args.checkpointing == "on", cudnn_attention=args.cudnn_attention == "on")
             result = fitted.result
             print(json.dumps({**variant, "steps/s": result["value"], "peak GiB": result["peak_memory_gib"],
                               "first step s": result["extra"]["first_step_s"]}), flush=True)

@@ -38,9 +38,9 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   cuda_graphs,        DreamBooth-LoRA's fits: the denoiser's keyword calls with gradients
   compile,            run through a `FastCall` (`calls.route_keyword_calls`); no graphs
   channels_last,      under gradient checkpointing; a UNet denoiser's weights NHWC with
-  attention_backend   `channels_last`; SDPA tries `attention_backend` first (flash by
-  (LoRA families)     default: on torch 2.11 cuDNN's attention backward fails on FLUX.1-dev's
-                      shapes). A family pipeline's sampling is not accelerated.
+  cudnn_attention     `channels_last`; SDPA's cuDNN kernel off unless `cudnn_attention`
+  (LoRA families)     (on torch 2.11 its backward fails on FLUX.1-dev's shapes). A family
+                      pipeline's sampling is not accelerated.
   fuse_micro_batches  every device: Textual Inversion's `training_loop` becomes
                       `training.fused_training_loop` (a step's micro-batches as one batch).
   encode_ahead        every device: Custom Diffusion's `encoded_steps` encodes the subject
@@ -137,7 +137,8 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
     and a captured backward keeps its recomputed activations in the graph's own pool."""
     if not calls.on_cuda(device):
         return
-    done.record(f"attention {config.attention_backend} first", settings.set_attention(config.attention_backend))
+    done.record(f"cuDNN attention {'allowed' if config.cudnn_attention else 'off'}",
+                settings.set_cudnn_attention(config.cudnn_attention))
     denoiser = model.denoiser
     if model.family.denoiser == "unet":
         _set_layout(done, "UNet", denoiser, config.channels_last)

@@ -40,6 +40,13 @@ def set_attention(name: str) -> Callable[[], None]:
     return lambda: backend.__exit__(None, None, None)
 
 
+def set_cudnn_attention(enabled: bool) -> Callable[[], None]:
+    """Allow or forbid SDPA's cuDNN kernel (the others keep PyTorch's order); returns the undo."""
+    previous = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(enabled)
+    return lambda: torch.backends.cuda.enable_cudnn_sdp(previous)
+
+
 def attention_backend(name: str) -> contextlib.AbstractContextManager:
     """SDPA tries kernel `name` first and the others where it cannot run a shape (e.g. the
     VAE's head dim of 512). Needs `sdpa_kernel(..., set_priority=True)`; older torch keeps
