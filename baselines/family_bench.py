@@ -20,12 +20,13 @@ What is timed, per family:
     windows (full: 3 of 2 steps), CUDA-synchronised only at window edges; the value is
     the median window rate. A family whose default runs out of memory gets an error row
     and is measured again with gradient checkpointing. On a GPU each family's fit runs
-    twice, on a fresh base each time: first with every speed option off (`... step
-    (eager)`: the plain step as the scripts run it, FLOP-counted), then under the
-    method's defaults (CUDA graphs, NHWC UNet weights; baselines/fast/), whose row takes
-    the eager count (a replayed graph is invisible to the counter). A checkpointed
-    transformer, which the defaults leave eager, runs once.
-  - `dreambooth_lora <family> sampling@B` (s/image): the fitted model's `generate` (the
+    twice, on a fresh base each time: first eager (`... step (eager)`: no CUDA graphs, no
+    NHWC weights, no compile; FLOP-counted), then under the method's defaults (CUDA
+    graphs, NHWC UNet weights; baselines/fast/), whose row takes the eager count (a
+    replayed graph is invisible to the counter). Both keep cuDNN attention off, as every
+    LoRA fit does (`cudnn_attention`). A checkpointed transformer, which the defaults
+    leave eager, runs once. A speed option that fell back is named in the row's extras.
+  - `dreambooth_lora <family> sampling@B` (s/image): the first fit's model's `generate` (the
     adapters active, as the method samples) at the config's sampler, steps, guidance and
     resolution, B prompts per call: 1 warm-up call (its FLOPs counted), then 2 timed
     calls (full), CUDA-synchronised; the value is the median call time / B.
@@ -35,8 +36,10 @@ What is timed, per family:
     them), `fit` (encoding the reference photo: untimed), then `generate` as above.
 B is 1 and the protocols' default generation batch (4). A batch above 1 is skipped
 (listed under `skipped`) when the batch-1 time predicts it would take the run past
-`budget_s` (full: 390 s), so the whole run stays within ~7 minutes on one H100 (FLUX.1-dev's
-IP-Adapter samples at 1024 px with true CFG: two 12 B transformer passes per step).
+`budget_s` (full: 390 s; FLUX.1-dev's IP-Adapter samples at 1024 px with true CFG: two
+12 B transformer passes per step). The fits and batch-1 calls are never skipped: all four
+families take longer than one 10-minute call (two eager + default fits each); run them
+in two calls (`--families sd15,sdxl`, then `sd3,flux`) or per method (`--methods`).
 
 Families run smallest first (SD 1.5, SDXL, SD3, FLUX.1-dev); each method's models are
 freed (gc + torch.cuda.empty_cache) before the next are built. A benchmark that fails
@@ -55,6 +58,7 @@ import statistics
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,6 +80,7 @@ from baselines.dreambooth_lora import DreamBoothLora
 from baselines.ip_adapter import IPAdapter
 from baselines.synthetic import synthetic_subject
 from varbench.method import CellContext
+from varbench.models.families import FAMILIES
 from varbench.schema import from_dict
 from varbench.timing import matmul_rate
 
@@ -206,11 +211,18 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
     reset_peak_memory(settings.device)
     started.append(time.perf_counter())
     try:
-        model = method.fit(base, subject, ctx)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            model = method.fit(base, subject, ctx)
         ctx.flush_losses()
     finally:
         if flops is not None:
             flops.stop()
+    # a speed option that failed falls back with a warning: the row must say it ran without
+    fallbacks = [str(w.message) for w in caught
+                 if issubclass(w.category, RuntimeWarning) and "failed" in str(w.message)]
+    for message in fallbacks:
+        print(f"warning: {message}", flush=True)
     seconds = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
     rate = window / statistics.median(seconds)
     result = {
@@ -223,6 +235,7 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
                   "prior_preservation": config.prior_preservation, "rank": config.rank,
                   "gradient_checkpointing": checkpointing, "cuda_graphs": config.cuda_graphs,
                   "compile": config.compile, "channels_last": config.channels_last,
+                  "cudnn_attention": config.cudnn_attention, "fallbacks": fallbacks,
                   "trainable_parameters": model.trainable_parameters,
                   "build_s": build_s, "first_step_s": first_step[0], "steps_per_window": window}}
     return Fitted(result, model)
@@ -346,48 +359,69 @@ def run_family_bench(settings: FamilyBenchSettings,
 
 
 def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
-    """The fit's steps/s with every speed option off (FLOPs counted there), then under the
-    method's defaults (not repeated where they change nothing: a checkpointed transformer),
-    then sampling with the default fit's model. Out of memory at the default config: an
-    error entry, and the fits again with gradient checkpointing."""
+    """The fit's steps/s under each variant (`variants_to_fit`: eager, then the method's
+    defaults), each on a fresh base; then sampling with the first fit's model (sampling is
+    not accelerated: every variant's model samples alike). FLOPs are counted on a fit the
+    counter sees (no graphs, no compile) and given to every fit of the same checkpointing.
+    Out of memory: an error entry, and that fit again with gradient checkpointing."""
     settings = run.settings
     checkpointing = family in CHECKPOINTED
-    fitted, flops = None, None
-    for variant in settings.step_variants or step_variants(family, checkpointing, settings.device):
-        fitted = None
+    flops: dict[bool, float] = {}  # gradient checkpointing -> the counted FLOPs of a step
+    sampled = False
+    for variant in settings.step_variants or variants_to_fit(family, checkpointing, settings.device):
+        if not settings.step_variants and variant not in variants_to_fit(family, checkpointing, settings.device):
+            continue  # a retry with checkpointing made it the computation just measured
         free_memory(settings.device)
         fitted, checkpointing = fit_or_retry(run, family, folder / variant, cache, checkpointing, variant,
-                                             count=flops is None)
+                                             set(flops))
         if fitted is None:
-            break
+            continue
         if fitted.result["flops"]:
-            flops = fitted.result["flops"]
-        else:  # the same computation as the counted variant's
-            fitted.result["flops"] = flops
+            flops.setdefault(checkpointing, fitted.result["flops"])
+        fitted.result["flops"] = flops.get(checkpointing)
         run.add(fitted.result)
-    if fitted is None:
+        if not sampled:
+            run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT)
+            sampled = True
+        fitted = None  # (frees the model before the next variant's base is built)
+    if not sampled:
         for batch in settings.batches:
-            run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: the fit failed")
-        return
-    run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT)
+            run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: no fit succeeded")
 
 
-def step_variants(family: str, checkpointing: bool, device: str) -> list[str]:
-    """eager then default; default alone where the speed layer does nothing to the step (the
+def variants_to_fit(family: str, checkpointing: bool, device: str) -> list[str]:
+    """eager then default; default alone where the speed layer leaves the step as it is (the
     CPU, or a transformer trained with checkpointing: no graphs, no NHWC weights)."""
     defaults = DreamBoothLora.Config
-    no_change = not is_cuda(device) or (family in ("sd3", "flux") and checkpointing and not defaults.compile)
+    transformer = FAMILIES[family].denoiser == "transformer"
+    no_change = not is_cuda(device) or (transformer and checkpointing and not defaults.compile)
     return ["default"] if no_change else ["eager", "default"]
 
 
+def flops_visible(variant: str, checkpointing: bool, device: str) -> bool:
+    """Whether the FLOP counter sees this variant's step: not replayed as CUDA graphs (which
+    gradient checkpointing turns off), not compiled."""
+    options = {"cuda_graphs": DreamBoothLora.Config.cuda_graphs, "compile": DreamBoothLora.Config.compile,
+               **STEP_VARIANTS[variant]}
+    graphs = options["cuda_graphs"] and not checkpointing
+    return not is_cuda(device) or not (graphs or options["compile"])
+
+
 def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing: bool, variant: str,
-                 count: bool) -> tuple[Fitted | None, bool]:
+                 counted: set[bool]) -> tuple[Fitted | None, bool]:
     """`bench_lora_fit`, and again with gradient checkpointing if it ran out of memory
-    without; returns the fit (None if it failed: an error entry) and the checkpointing used."""
+    without; returns the fit (None if it failed: an error entry) and the checkpointing used.
+    FLOPs are counted where the counter sees the step and none were counted yet for that
+    checkpointing (`counted`)."""
     settings = run.settings
+
+    def fit(subfolder: Path, checkpointed: bool) -> Fitted:
+        count = checkpointed not in counted and flops_visible(variant, checkpointed, settings.device)
+        return bench_lora_fit(family, settings, subfolder, cache, checkpointed, variant, count)
+
     failure = None
     try:
-        return bench_lora_fit(family, settings, folder, cache, checkpointing, variant, count), checkpointing
+        return fit(folder, checkpointing), checkpointing
     except Exception as err:  # noqa: BLE001 - one family's failure must not lose the others
         traceback.print_exc()
         failure = (is_out_of_memory(err), describe(err))
@@ -397,7 +431,7 @@ def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing
     if not failure[0] or checkpointing:
         return None, checkpointing
     try:
-        return bench_lora_fit(family, settings, folder / "checkpointed", cache, True, variant, count), True
+        return fit(folder / "checkpointed", True), True
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         run.error(step_name(family, True, variant), describe(err))

@@ -93,8 +93,8 @@ def add_lora(denoiser: Any, family: str, config: Any, seed: int) -> list[torch.T
     state, so a cell's adapters never depend on what ran before it in the process."""
     from peft import LoraConfig
 
-    device = denoiser.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # (manual_seed reseeds every GPU's generator: fork them all)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
         torch.manual_seed(seed)
         denoiser.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
                                         target_modules=TARGETS[family]))

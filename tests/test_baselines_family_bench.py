@@ -124,15 +124,18 @@ def test_out_of_memory_at_the_default_refits_with_checkpointing_and_budget_skips
 
 
 def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
-    assert family_bench.step_variants("sd15", False, "cuda") == ["eager", "default"]
-    assert family_bench.step_variants("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
-    assert family_bench.step_variants("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
-    assert family_bench.step_variants("sd3", False, "cuda") == ["eager", "default"]
-    assert family_bench.step_variants("sd15", False, "cpu") == ["default"]
+    assert family_bench.variants_to_fit("sd15", False, "cuda") == ["eager", "default"]
+    assert family_bench.variants_to_fit("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
+    assert family_bench.variants_to_fit("sd3", False, "cuda") == ["eager", "default"]
+    assert family_bench.variants_to_fit("sd15", False, "cpu") == ["default"]
+    assert family_bench.flops_visible("eager", False, "cuda") and family_bench.flops_visible("default", True, "cuda")
+    assert not family_bench.flops_visible("default", False, "cuda")  # replayed graphs
+    assert not family_bench.flops_visible("compiled", True, "cuda")
     fits = []
 
     def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
-        fits.append((variant, count))
+        fits.append((variant, checkpointing, count))
         return Fitted({"name": family_bench.step_name(family, checkpointing, variant), "method": "dreambooth_lora",
                        "family": family, "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4,
                        "seconds": [1.0], "flops": 1e9 if count else None, "peak_memory_gib": None, "extra": {}},
@@ -140,12 +143,40 @@ def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eage
 
     monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
     monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
-    monkeypatch.setattr(family_bench, "step_variants", lambda family, checkpointing, device: ["eager", "default"])
+    monkeypatch.setattr(family_bench, "variants_to_fit", lambda family, checkpointing, device: ["eager", "default"])
+    monkeypatch.setattr(family_bench, "flops_visible", lambda variant, checkpointing, device: variant == "eager")
     report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,)))
-    assert fits == [("eager", True), ("default", False)]
+    assert fits == [("eager", False, True), ("default", False, False)]
+    # sampling follows the first fit (it is not accelerated: any fit's model samples alike)
+    assert [r["name"] for r in report["results"]] == [
+        "dreambooth_lora sd3 step (eager)", "dreambooth_lora sd3 sampling@1", "dreambooth_lora sd3 step"]
     steps = [r for r in report["results"] if r["kind"] == "step"]
-    assert [r["name"] for r in steps] == ["dreambooth_lora sd3 step (eager)", "dreambooth_lora sd3 step"]
     assert [r["flops"] for r in steps] == [1e9, 1e9] and steps[1]["floor"] == steps[0]["floor"]
+
+
+def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(monkeypatch):
+    """Checkpointing recomputes the forward: its FLOPs are not those of the eager step."""
+    fits = []
+
+    def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
+        fits.append((variant, checkpointing, count))
+        if variant == "default" and not checkpointing:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return Fitted({"name": family_bench.step_name(family, checkpointing, variant), "method": "dreambooth_lora",
+                       "family": family, "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4,
+                       "seconds": [1.0], "flops": 1e9 if count else None, "peak_memory_gib": None, "extra": {}},
+                      FakeModel())
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
+    monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
+    monkeypatch.setattr(family_bench, "variants_to_fit", lambda family, checkpointing, device: ["eager", "default"])
+    monkeypatch.setattr(family_bench, "flops_visible", lambda variant, checkpointing, device: variant == "eager")
+    report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sdxl",), batches=(1,)))
+    assert fits == [("eager", False, True), ("default", False, False), ("default", True, False)]
+    steps = {r["name"]: r for r in report["results"] if r["kind"] == "step"}
+    assert steps["dreambooth_lora sdxl step (eager)"]["flops"] == 1e9
+    assert steps["dreambooth_lora sdxl step (gradient checkpointing)"]["flops"] is None
+    assert [e["name"] for e in report["errors"]] == ["dreambooth_lora sdxl step"]
 
 
 # --- cost projection ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import random
 import warnings
@@ -606,3 +607,45 @@ def test_keyword_routing_takes_only_tensor_calls_without_return_dict():
     finally:
         undo()
     assert "forward" not in vars(denoiser)
+
+
+def test_keyword_routing_binds_positional_and_dict_arguments_and_gives_the_plain_gradients():
+    """SDXL's UNet as its training code calls it: three tensors by position, the added
+    conditioning as a dict, return_dict by keyword; a required argument passed as None
+    is not routed."""
+    from varbench.models.families import FAMILIES, load_family
+
+    unet = load_family(FAMILIES["sdxl"], "sdxl", None, "tiny", "cpu", torch.float32).denoiser
+    generator = torch.Generator().manual_seed(1)
+    config = unet.config
+    noisy = torch.randn(2, config.in_channels, 8, 8, generator=generator)
+    states = torch.randn(2, 5, config.cross_attention_dim, generator=generator, requires_grad=True)
+    text_embeds = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    added = {"text_embeds": torch.randn(2, text_embeds, generator=generator),
+             "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)}
+    times = torch.tensor([10, 500])
+
+    def gradients():
+        states.grad = None
+        output = unet(noisy, times, states, return_dict=False, added_cond_kwargs=added)[0]
+        (output ** 2).mean().backward()
+        return output.detach(), states.grad.clone()
+
+    plain = gradients()
+    seen = []
+
+    def runner_for(names):
+        seen.append(names)
+        return calls.KeywordCall(unet, names)
+
+    undo = calls.route_keyword_calls(unet, runner_for)
+    try:
+        routed = gradients()
+        assert seen == [("sample", "timestep", "encoder_hidden_states", "added_cond_kwargs.text_embeds",
+                         "added_cond_kwargs.time_ids")]
+        assert all(torch.equal(a, b) for a, b in zip(plain, routed))
+    finally:
+        undo()
+    signature = inspect.signature(type(unet).forward)
+    assert calls.keyword_tensors(signature, {"sample": noisy, "timestep": None}) is None  # required: not routed
+    assert list(calls.keyword_tensors(signature, {"sample": noisy, "class_labels": None})) == ["sample"]  # default

@@ -98,21 +98,22 @@ def test_load_artifact_reproduces_the_fitted_model(fitted):
     assert model.trainable_parameters == fitted.model.trainable_parameters
 
 
-def test_a_fit_depends_on_its_seed_not_on_the_process_generator(tmp_path):
+def test_the_adapters_start_from_the_seed_not_from_the_process_generator():
     """peft draws the adapters' initial values from torch's global generator: a cell must
-    not depend on what ran before it in the process."""
-    from peft.utils import get_peft_model_state_dict
+    not depend on what ran before it in the process, nor change what runs after it."""
+    from baselines.train_dreambooth_lora import add_lora
 
-    adapters = []
-    for global_seed, fit_seed in ((1, 7), (2, 7), (1, 8)):
+    config = make_method("sd15").config
+    starts = []
+    for global_seed, seed in ((1, 7), (2, 7), (1, 8)):
         torch.manual_seed(global_seed)
-        method = make_method("sd15", steps=1)
-        ctx = make_context(tmp_path / f"{global_seed}-{fit_seed}", seed=fit_seed)
-        model = method.fit(method.load_base(ctx), synthetic_subject(tmp_path / "subject"), ctx)
-        adapters.append(get_peft_model_state_dict(model.model.denoiser))
-    same_seed, other_seed = adapters[1], adapters[2]
-    assert all(torch.equal(adapters[0][key], same_seed[key]) for key in adapters[0])
-    assert not all(torch.equal(adapters[0][key], other_seed[key]) for key in adapters[0])
+        denoiser = tiny_family(FAMILIES["sd15"]).denoiser
+        expected_next = torch.random.get_rng_state()
+        add_lora(denoiser, "sd15", config, seed)
+        assert torch.equal(torch.random.get_rng_state(), expected_next)  # the process's stream is untouched
+        starts.append({name: p.detach().clone() for name, p in denoiser.named_parameters() if "lora_A" in name})
+    assert starts[0] and all(torch.equal(starts[0][name], starts[1][name]) for name in starts[0])
+    assert not any(torch.equal(starts[0][name], starts[2][name]) for name in starts[0])
 
 
 def test_only_the_adapters_train_and_their_count_is_rank_times_in_plus_out(fitted):

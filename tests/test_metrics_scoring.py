@@ -228,7 +228,7 @@ scorer = Scorer(MetricsConfig(backbones="tiny", batch_size=4, div=False), "cpu",
 loaded = set(sys.modules)
 scorer.score_cell(subject, images)
 scorer.close()
-print(",".join(sorted({name.split(".")[0] for name in set(sys.modules) - loaded})))
+print(",".join(sorted(name for name in set(sys.modules) - loaded if "." not in name)))  # new packages
 """
 
 

@@ -87,7 +87,8 @@ class Accelerated(Swaps):
 
 def accelerated(target: Any, config: Any, device: torch.device | str, *, training: bool) -> Accelerated:
     """Switch the speed layer on for a fit of `target` (components with `unet`, `vae`,
-    `text_encoder`; `training=True`) or for calls of the sampling pipeline `target`
+    `text_encoder`, or a LoRA family model with a `denoiser`; `training=True`) or for
+    calls of the sampling pipeline `target`
     (`training=False`), as `config`'s speed options say; see the module docstring. Use it
     as a `with` block: the swaps are undone when it ends."""
     done = Accelerated()

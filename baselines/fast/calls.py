@@ -284,6 +284,7 @@ def route_keyword_calls(denoiser: torch.nn.Module,
     (`names` as `KeywordCall` reads them; one runner per set of names); returns the undo.
     Any other call (another argument, return_dict left on) runs the denoiser's forward."""
     signature = inspect.signature(type(denoiser).forward)
+    receiver = next(iter(signature.parameters))  # forward's `self`
     runners: dict[tuple[str, ...], Callable[..., torch.Tensor]] = {}
 
     def call(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
@@ -293,7 +294,7 @@ def route_keyword_calls(denoiser: torch.nn.Module,
             bound = signature.bind(denoiser, *args, **kwargs).arguments
         except TypeError:
             return NotImplemented
-        tensors = keyword_tensors(signature, {k: v for k, v in bound.items() if k != "self"})
+        tensors = keyword_tensors(signature, {k: v for k, v in bound.items() if k != receiver})
         if tensors is None:
             return NotImplemented
         names = tuple(tensors)
