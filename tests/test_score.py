@@ -219,3 +219,17 @@ def test_an_image_changed_after_checking_is_refused_and_not_sealed(smoke, tmp_pa
     subject_dir = next(p for p in (tmp_path / "results").rglob(victim.parent.name) if p.is_dir())
     status = subject_dir / "status.json"
     assert not status.exists() or '"done"' not in status.read_text()
+
+
+def test_a_report_of_external_images_alone_names_no_unknown_protocol_version(smoke, tmp_path):
+    from varbench.report.render import _protocol_lines, add_default_sections
+    from varbench.report.section import build_views
+    from varbench.report.spec import load_spec
+
+    score(layout_of_references(smoke, tmp_path / "images", prompts=1), tmp_path / "results", dataset="smoke")
+    results = load_results(tmp_path / "results")
+    spec = load_spec(None)
+    add_default_sections(spec, results)
+    views, _ = build_views(spec, results)
+    [line] = _protocol_lines(views)
+    assert line.startswith("Protocol smoke") and "version" not in line

@@ -121,8 +121,10 @@ def _protocol_lines(views: list[SectionView]) -> list[str]:
     """One line per protocol shown: its name, version and own description."""
     lines = []
     for protocol in {view.protocol.name: view.protocol for view in views}.values():
-        versions = sorted({str(run.identity.get("protocol_version", "?")) for run in protocol.runs})
-        text = f"Protocol {protocol.name} (version {', '.join(versions)})"
+        # (images scored with `varbench score` come from no protocol file: no version)
+        versions = sorted({str(run.identity["protocol_version"]) for run in protocol.runs
+                           if run.identity.get("protocol_version") is not None})
+        text = f"Protocol {protocol.name}" + (f" (version {', '.join(versions)})" if versions else "")
         lines.append(f"{text}: {protocol.description}" if protocol.description else f"{text}.")
     return lines
 
