@@ -52,6 +52,8 @@ def test_a_protocol_no_section_names_is_described_by_its_own_yaml(tmp_path: Path
     sections = {section.name: section for section in spec.sections}
     assert sections["auto-smoke"].description.startswith(smoke_description())
     assert sections["auto-my_protocol"].description == "(Not named in the report spec: default tables and plots.)"
+    # any protocol's report shows its methods' loss curves and what they drew
+    assert "loss" in sections["auto-smoke"].figures and sections["auto-smoke"].grids is not None
     assert page_title(spec, views) == "varbench report: protocols my_protocol, smoke"
     assert _protocol_lines(views)[0] == "Protocol my_protocol (version 1)."
 

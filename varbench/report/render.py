@@ -36,7 +36,7 @@ from varbench.report.html import Page, Unit, render_page
 from varbench.report.paths import PAGE_NAME, OutputFolder
 from varbench.report.results import ProtocolResults, load_results
 from varbench.report.section import SectionView, build_views
-from varbench.report.spec import PACKAGE_DIR, ReportSpec, SectionSpec, find_spec, load_spec
+from varbench.report.spec import PACKAGE_DIR, GridSpec, ReportSpec, SectionSpec, find_spec, load_spec
 from varbench.report.speed_section import speed_unit
 from varbench.report.table_model import Table
 from varbench.report.tables import build_tables, subject_records
@@ -94,7 +94,8 @@ def render_report(results: Path, out: Path | None = None, spec: Path | str | Non
 
 def add_default_sections(spec: ReportSpec, results: dict[str, ProtocolResults]) -> None:
     """Give every protocol with results that no section names a plain comparison section,
-    described by the protocol's own description."""
+    described by the protocol's own description, with loss curves and sample grids (a
+    report of any protocol shows what its methods drew)."""
     named = {protocol for section in spec.sections for protocol in section.protocols}
     for name, protocol in results.items():
         if name not in named:
@@ -102,7 +103,8 @@ def add_default_sections(spec: ReportSpec, results: dict[str, ProtocolResults]) 
             description = f"{protocol.description} {note}".strip()
             spec.sections.append(SectionSpec(name=f"auto-{name}", protocols=[name], title=f"Protocol {name}",
                                              description=description,
-                                             tables=["comparison", "split"], figures=["cost", "spread"]))
+                                             tables=["comparison", "split"], figures=["cost", "spread", "loss"],
+                                             grids=GridSpec()))
 
 
 def page_title(spec: ReportSpec, views: list[SectionView]) -> str:
