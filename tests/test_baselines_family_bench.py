@@ -123,19 +123,16 @@ def test_out_of_memory_at_the_default_refits_with_checkpointing_and_budget_skips
     assert [s["name"] for s in report["skipped"]] == ["dreambooth_lora sdxl sampling@2"]  # past the budget
 
 
-def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
-    assert family_bench.variants_to_fit("sd15", False, "cuda") == ["eager", "default"]
-    assert family_bench.variants_to_fit("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
-    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
-    assert family_bench.variants_to_fit("sd3", False, "cuda") == ["eager", "default"]
-    assert family_bench.variants_to_fit("sd15", False, "cpu") == ["default"]
-    assert family_bench.flops_visible("eager", False, "cuda") and family_bench.flops_visible("default", True, "cuda")
-    assert not family_bench.flops_visible("default", False, "cuda")  # replayed graphs
-    assert not family_bench.flops_visible("compiled", True, "cuda")
+def fake_step_fits(monkeypatch, out_of_memory=lambda variant, checkpointing: False) -> list[tuple]:
+    """Replace each family's fits by instant fake ones (eager, then default; FLOPs seen on
+    eager only) and IP-Adapter by nothing; returns the (variant, checkpointing, count) of
+    every fit asked for."""
     fits = []
 
     def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
         fits.append((variant, checkpointing, count))
+        if out_of_memory(variant, checkpointing):
+            raise torch.OutOfMemoryError("CUDA out of memory")
         return Fitted({"name": family_bench.step_name(family, checkpointing, variant), "method": "dreambooth_lora",
                        "family": family, "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4,
                        "seconds": [1.0], "flops": 1e9 if count else None, "peak_memory_gib": None, "extra": {}},
@@ -145,6 +142,19 @@ def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eage
     monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
     monkeypatch.setattr(family_bench, "variants_to_fit", lambda family, checkpointing, device: ["eager", "default"])
     monkeypatch.setattr(family_bench, "flops_visible", lambda variant, checkpointing, device: variant == "eager")
+    return fits
+
+
+def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
+    assert family_bench.variants_to_fit("sd15", False, "cuda") == ["eager", "default"]
+    assert family_bench.variants_to_fit("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
+    assert family_bench.variants_to_fit("sd3", False, "cuda") == ["eager", "default"]
+    assert family_bench.variants_to_fit("sd15", False, "cpu") == ["default"]
+    assert family_bench.flops_visible("eager", False, "cuda") and family_bench.flops_visible("default", True, "cuda")
+    assert not family_bench.flops_visible("default", False, "cuda")  # replayed graphs
+    assert not family_bench.flops_visible("compiled", True, "cuda")
+    fits = fake_step_fits(monkeypatch)
     report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,)))
     assert fits == [("eager", False, True), ("default", False, False)]
     # sampling follows the first fit (it is not accelerated: any fit's model samples alike)
@@ -156,21 +166,8 @@ def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eage
 
 def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(monkeypatch):
     """Checkpointing recomputes the forward: its FLOPs are not those of the eager step."""
-    fits = []
-
-    def fake_fit(family, settings, folder, cache, checkpointing, variant="default", count=True):
-        fits.append((variant, checkpointing, count))
-        if variant == "default" and not checkpointing:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return Fitted({"name": family_bench.step_name(family, checkpointing, variant), "method": "dreambooth_lora",
-                       "family": family, "kind": "step", "value": 2.0, "unit": "steps/s", "batch": 4,
-                       "seconds": [1.0], "flops": 1e9 if count else None, "peak_memory_gib": None, "extra": {}},
-                      FakeModel())
-
-    monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
-    monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
-    monkeypatch.setattr(family_bench, "variants_to_fit", lambda family, checkpointing, device: ["eager", "default"])
-    monkeypatch.setattr(family_bench, "flops_visible", lambda variant, checkpointing, device: variant == "eager")
+    # the default fit runs out of memory without checkpointing
+    fits = fake_step_fits(monkeypatch, lambda variant, checkpointing: variant == "default" and not checkpointing)
     report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sdxl",), batches=(1,)))
     assert fits == [("eager", False, True), ("default", False, False), ("default", True, False)]
     steps = {r["name"]: r for r in report["results"] if r["kind"] == "step"}
