@@ -109,7 +109,7 @@ class FamilyBenchSettings:
     count_flops: bool = True
     budget_s: float | None = 390.0  # skip a batch > 1 that would end past this; None: no limit
     cache_dir: str | None = None  # IP-Adapter stand-ins (built once per base); None: a temp folder
-    step_variants: tuple[str, ...] | None = None  # fits per family (STEP_VARIANTS); None: see step_variants()
+    step_variants: tuple[str, ...] | None = None  # fits per family (STEP_VARIANTS); None: see variants_to_fit()
     methods: tuple[str, ...] = ("dreambooth_lora", "ip_adapter")
     seed: int = 0
 
@@ -121,8 +121,8 @@ class FamilyBenchSettings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# The fit under the method's default speed options, and with them all off (the plain eager
-# step, as diffusers' scripts run it: the before of each family's before/after pair).
+# The fit under the method's default speed options, and eager (no graphs, NHWC weights or
+# compile: the before of each family's before/after pair; cuDNN attention stays off).
 # `compiled` (opt-in, --step-variants): the defaults with the denoiser compiled too.
 STEP_VARIANTS = {"default": {}, "eager": {"cuda_graphs": False, "compile": False, "channels_last": False},
                  "compiled": {"compile": True}}
@@ -526,8 +526,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--methods", default="dreambooth_lora,ip_adapter", help="comma-separated: which to measure")
-    parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted in the first: "
-                                                f"{', '.join(STEP_VARIANTS)} (default: eager,default on a GPU)")
+    parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted where no graph "
+                                                f"hides them: {', '.join(STEP_VARIANTS)} (default: eager,default on "
+                                                "a GPU)")
     args = parser.parse_args(argv)
     settings = FamilyBenchSettings.for_size(
         args.size, args.device, families=tuple(f for f in args.families.split(",") if f),

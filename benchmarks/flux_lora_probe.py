@@ -21,14 +21,14 @@ import traceback
 from pathlib import Path
 
 
-from baselines.family_bench import FamilyBenchSettings, bench_lora_fit, describe
+from baselines.family_bench import FAMILY_ORDER, FamilyBenchSettings, bench_lora_fit, describe
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
     parser.add_argument("--cudnn-attention", choices=["on", "off"], default="off")
-    parser.add_argument("--family", default="flux")
+    parser.add_argument("--family", default="flux", choices=FAMILY_ORDER)
     parser.add_argument("--steps", type=int, default=4, help="timed steps, after 2 warm-up steps")
     parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a quick CPU check")
     parser.add_argument("--device", default="cuda")
