@@ -28,8 +28,10 @@ What is timed, per family:
     leave eager, runs once. A speed option that fell back is named in the row's extras.
   - `dreambooth_lora <family> sampling@B` (s/image): the first fit's model's `generate` (the
     adapters active, as the method samples) at the config's sampler, steps, guidance and
-    resolution, B prompts per call: 1 warm-up call (its FLOPs counted), then 2 timed
-    calls (full), CUDA-synchronised; the value is the median call time / B.
+    resolution, B prompts per call: 1 warm-up call, then 2 timed calls (full),
+    CUDA-synchronised; the value is the median call time / B. On a GPU twice: eager
+    (`... (eager)`, its warm-up call FLOP-counted), then under the method's defaults (the
+    denoiser's steps replayed as CUDA graphs, kept between calls; the eager count).
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
     `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
     tower at full size with random weights, as the method's `weights: random` builds
@@ -110,6 +112,8 @@ class FamilyBenchSettings:
     budget_s: float | None = 390.0  # skip a batch > 1 that would end past this; None: no limit
     cache_dir: str | None = None  # IP-Adapter stand-ins (built once per base); None: a temp folder
     step_variants: tuple[str, ...] | None = None  # fits per family (STEP_VARIANTS); None: see variants_to_fit()
+    # DreamBooth-LoRA's sampling under each (STEP_VARIANTS' options); None: eager and default on a GPU
+    sampling_variants: tuple[str, ...] | None = None
     methods: tuple[str, ...] = ("dreambooth_lora", "ip_adapter")
     seed: int = 0
 
@@ -133,8 +137,15 @@ def step_name(family: str, checkpointing: bool, variant: str = "default") -> str
             + ("" if variant == "default" else f" ({variant})"))
 
 
-def sampling_name(method: str, family: str, batch: int) -> str:
-    return f"{method} {family} sampling@{batch}"
+def sampling_name(method: str, family: str, batch: int, variant: str = "default") -> str:
+    return f"{method} {family} sampling@{batch}" + ("" if variant == "default" else f" ({variant})")
+
+
+def variant_options(variant: str) -> dict[str, Any]:
+    """DreamBooth-LoRA's speed options under `variant`: its defaults, changed as STEP_VARIANTS says."""
+    defaults = DreamBoothLora.Config
+    return {"cuda_graphs": defaults.cuda_graphs, "compile": defaults.compile, "channels_last": defaults.channels_last,
+            **STEP_VARIANTS[variant]}
 
 
 # --- running one method of one family -------------------------------------------------------
@@ -167,6 +178,16 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0][:500]
+
+
+def fallback_messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The speed options that failed and fell back (each warns once): a row must say it
+    ran without them. Printed too."""
+    messages = [str(w.message) for w in caught
+                if issubclass(w.category, RuntimeWarning) and "failed" in str(w.message)]
+    for message in messages:
+        print(f"warning: {message}", flush=True)
+    return messages
 
 
 @dataclass
@@ -218,11 +239,7 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
     finally:
         if flops is not None:
             flops.stop()
-    # a speed option that failed falls back with a warning: the row must say it ran without
-    fallbacks = [str(w.message) for w in caught
-                 if issubclass(w.category, RuntimeWarning) and "failed" in str(w.message)]
-    for message in fallbacks:
-        print(f"warning: {message}", flush=True)
+    fallbacks = fallback_messages(caught)
     seconds = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
     rate = window / statistics.median(seconds)
     result = {
@@ -242,36 +259,47 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
 
 
 def bench_sampling(model: Any, method: str, family: str, batch: int, prompt: str,
-                   settings: FamilyBenchSettings) -> dict[str, Any]:
-    """`model.generate` on `batch` prompts: one warm-up call (FLOPs counted there), then the
-    timed calls; seconds per image = median call / batch."""
+                   settings: FamilyBenchSettings, variant: str | None = None) -> dict[str, Any]:
+    """`model.generate` on `batch` prompts: one warm-up call (FLOPs counted there when the
+    counter sees the denoiser: no graphs, not compiled), then the timed calls; seconds per
+    image = median call / batch. A `variant` sets the model's speed options (DreamBooth-LoRA)."""
+    if variant is not None:
+        model.config = replace(model.config, **variant_options(variant))
+    config = model.config
+    visible = not is_cuda(settings.device) or not (getattr(config, "cuda_graphs", False)
+                                                   or getattr(config, "compile", False))
     prompts, seeds = [prompt] * batch, list(range(batch))
     reset_peak_memory(settings.device)
     synchronize(settings.device)
     start = time.perf_counter()
     flops = None
-    if settings.count_flops:
-        flops = count_flops(lambda: model.generate(prompts, seeds)) / batch
-    else:
-        model.generate(prompts, seeds)
-    synchronize(settings.device)
-    first_call = time.perf_counter() - start
-    seconds = []
-    for _ in range(settings.sample_repeats):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        if settings.count_flops and visible:
+            flops = count_flops(lambda: model.generate(prompts, seeds)) / batch
+        else:
+            model.generate(prompts, seeds)
         synchronize(settings.device)
-        start = time.perf_counter()
-        images = model.generate(prompts, seeds)
-        synchronize(settings.device)
-        seconds.append(time.perf_counter() - start)
+        first_call = time.perf_counter() - start
+        seconds = []
+        for _ in range(settings.sample_repeats):
+            synchronize(settings.device)
+            start = time.perf_counter()
+            images = model.generate(prompts, seeds)
+            synchronize(settings.device)
+            seconds.append(time.perf_counter() - start)
+    fallbacks = fallback_messages(caught)
     if len(images) != batch:
         raise RuntimeError(f"generate returned {len(images)} images for {batch} prompts")
-    config = model.config
     extra = {"resolution": config.resolution, "sample_steps": config.sample_steps, "sampler": config.sampler,
              "guidance_scale": config.guidance_scale, "first_call_s": first_call}
     if getattr(config, "true_cfg_scale", None) is not None:
         extra["true_cfg_scale"] = config.true_cfg_scale
-    return {"name": sampling_name(method, family, batch), "method": method, "family": family, "kind": "sampling",
-            "value": statistics.median(seconds) / batch, "unit": "s/image", "batch": batch, "seconds": seconds,
+    if variant is not None:
+        extra.update(variant=variant, cuda_graphs=config.cuda_graphs, compile=config.compile, fallbacks=fallbacks)
+    return {"name": sampling_name(method, family, batch, variant or "default"), "method": method, "family": family,
+            "kind": "sampling", "value": statistics.median(seconds) / batch, "unit": "s/image", "batch": batch,
+            "seconds": seconds,
             "flops": flops or None, "peak_memory_gib": peak_memory_gb(settings.device), "extra": extra}
 
 
@@ -321,14 +349,14 @@ class Run:
         self.saved()
         return False
 
-    def sample_all(self, model: Any, method: str, family: str, prompt: str) -> None:
+    def sample_all(self, model: Any, method: str, family: str, prompt: str, variant: str | None = None) -> None:
         at_1 = None
         for batch in sorted(self.settings.batches):
-            name = sampling_name(method, family, batch)
+            name = sampling_name(method, family, batch, variant or "default")
             if not self.fits_budget(name, at_1, batch):
                 continue
             try:
-                result = bench_sampling(model, method, family, batch, prompt, self.settings)
+                result = bench_sampling(model, method, family, batch, prompt, self.settings, variant)
             except Exception as err:  # noqa: BLE001 - e.g. out of memory at a large batch
                 traceback.print_exc()
                 self.error(name, describe(err))
@@ -336,7 +364,14 @@ class Run:
             finally:
                 free_memory(self.settings.device)
             at_1 = result["value"] if batch == 1 else at_1
+            if result["flops"] is None:  # replayed or compiled: the counted FLOPs of the same images
+                result["flops"] = self.counted_flops(method, family, batch)
             self.add(result)
+
+    def counted_flops(self, method: str, family: str, batch: int) -> float | None:
+        counted = [r["flops"] for r in self.report["results"] if r["kind"] == "sampling" and r["flops"]
+                   and (r["method"], r["family"], r["batch"]) == (method, family, batch)]
+        return counted[0] if counted else None
 
 
 def run_family_bench(settings: FamilyBenchSettings,
@@ -360,8 +395,8 @@ def run_family_bench(settings: FamilyBenchSettings,
 
 def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
     """The fit's steps/s under each variant (`variants_to_fit`: eager, then the method's
-    defaults), each on a fresh base; then sampling with the first fit's model (sampling is
-    not accelerated: every variant's model samples alike). FLOPs are counted on a fit the
+    defaults), each on a fresh base; then sampling with the first fit's model, under each
+    sampling variant (its speed options set on that model). FLOPs are counted on a fit the
     counter sees (no graphs, no compile) and given to every fit of the same checkpointing.
     Out of memory: an error entry, and that fit again with gradient checkpointing."""
     settings = run.settings
@@ -381,12 +416,18 @@ def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
         fitted.result["flops"] = flops.get(checkpointing)
         run.add(fitted.result)
         if not sampled:
-            run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT)
+            for sampling in settings.sampling_variants or sampling_variants(settings.device):
+                run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT, sampling)
             sampled = True
         fitted = None  # (frees the model before the next variant's base is built)
     if not sampled:
         for batch in settings.batches:
             run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: no fit succeeded")
+
+
+def sampling_variants(device: str) -> list[str]:
+    """eager then default on a GPU (the speed options change nothing on the CPU)."""
+    return ["eager", "default"] if is_cuda(device) else ["default"]
 
 
 def variants_to_fit(family: str, checkpointing: bool, device: str) -> list[str]:
@@ -485,7 +526,8 @@ def check_settings(settings: FamilyBenchSettings) -> None:
     unknown_methods = [m for m in settings.methods if m not in (DreamBoothLora.name, IPAdapter.name)]
     if unknown_methods or not settings.methods:
         raise ValueError(f"methods are {', '.join(settings.methods) or 'none'}: use dreambooth_lora, ip_adapter")
-    unknown_variants = [v for v in settings.step_variants or () if v not in STEP_VARIANTS]
+    unknown_variants = [v for v in (settings.step_variants or ()) + (settings.sampling_variants or ())
+                        if v not in STEP_VARIANTS]
     if unknown_variants:
         raise ValueError(f"unknown step variant {', '.join(unknown_variants)}: use {', '.join(STEP_VARIANTS)}")
     if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
@@ -529,12 +571,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted where no graph "
                                                 f"hides them: {', '.join(STEP_VARIANTS)} (default: eager,default on "
                                                 "a GPU)")
+    parser.add_argument("--sampling-variants", help="comma-separated speed options DreamBooth-LoRA samples under "
+                                                    f"(the first fit's model): {', '.join(STEP_VARIANTS)} (default: "
+                                                    "eager,default on a GPU)")
     args = parser.parse_args(argv)
     settings = FamilyBenchSettings.for_size(
         args.size, args.device, families=tuple(f for f in args.families.split(",") if f),
         warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, windows=args.windows,
         sample_repeats=args.repeats, sample_steps=args.sample_steps, cache_dir=args.cache_dir,
         step_variants=tuple(v for v in args.step_variants.split(",") if v) if args.step_variants else None,
+        sampling_variants=(tuple(v for v in args.sampling_variants.split(",") if v)
+                           if args.sampling_variants else None),
         methods=tuple(m for m in args.methods.split(",") if m),
         batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else None)
     if args.budget is not None:

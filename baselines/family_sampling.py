@@ -2,7 +2,9 @@
 documents it: the pipeline called on a batch of prompts with one generator per image, so
 image i depends only on (prompts[i], seeds[i]) and never on the batch it was generated in.
 The sampler is the pipeline's scheduler, set from the config when the base is loaded
-(`baselines.families.FamilyMethod.load_base`).
+(`baselines.families.FamilyMethod.load_base`). The config's speed options (DreamBooth-LoRA's
+`cuda_graphs`, `compile`) replay or compile the denoiser's steps (baselines/fast/); the
+images are the plain pipeline's.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from baselines.fast import accelerated
 from varbench.method import PersonalizedModel
 
 
@@ -24,9 +27,10 @@ def generate_images(pipeline: Any, prompts: Sequence[str], seeds: Sequence[int],
     if not prompts:
         return []
     generators = [torch.Generator(device=pipeline.device).manual_seed(int(seed)) for seed in seeds]
-    result = pipeline(list(prompts), height=config.resolution, width=config.resolution,
-                      num_inference_steps=config.sample_steps, guidance_scale=config.guidance_scale,
-                      generator=generators, output_type="pil", **options)
+    with accelerated(pipeline, config, pipeline.device, training=False):
+        result = pipeline(list(prompts), height=config.resolution, width=config.resolution,
+                          num_inference_steps=config.sample_steps, guidance_scale=config.guidance_scale,
+                          generator=generators, output_type="pil", **options)
     return list(result.images)
 
 

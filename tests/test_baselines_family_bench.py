@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -93,10 +93,24 @@ def test_floor_targets_are_checked_in_row():
     assert row("baselines", "dreambooth step", 16.0, "steps/s", 5e12, 800e12)["floor_target"] is None
 
 
+@dataclass
+class FakeConfig:
+    resolution: int = 64
+    sample_steps: int = 2
+    sampler: str = "dpm"
+    guidance_scale: float = 7.5
+    cuda_graphs: bool = True
+    compile: bool = False
+    channels_last: bool = True
+
+
 class FakeModel:
-    config = SimpleNamespace(resolution=64, sample_steps=2, sampler="dpm", guidance_scale=7.5)
+    def __init__(self):
+        self.config = FakeConfig()
+        self.calls = []  # the speed options of each generate call
 
     def generate(self, prompts, seeds):
+        self.calls.append((self.config.cuda_graphs, self.config.compile))
         return [None] * len(prompts)
 
 
@@ -157,11 +171,40 @@ def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eage
     fits = fake_step_fits(monkeypatch)
     report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,)))
     assert fits == [("eager", False, True), ("default", False, False)]
-    # sampling follows the first fit (it is not accelerated: any fit's model samples alike)
+    # sampling follows the first fit, with its model (on the CPU under the defaults only)
     assert [r["name"] for r in report["results"]] == [
         "dreambooth_lora sd3 step (eager)", "dreambooth_lora sd3 sampling@1", "dreambooth_lora sd3 step"]
     steps = [r for r in report["results"] if r["kind"] == "step"]
     assert [r["flops"] for r in steps] == [1e9, 1e9] and steps[1]["floor"] == steps[0]["floor"]
+
+
+def test_on_a_gpu_sampling_runs_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
+    """The first fit's model samples under each variant's speed options; the replayed
+    default calls, which the counter cannot see, take the eager calls' FLOPs."""
+    assert family_bench.sampling_variants("cuda") == ["eager", "default"]
+    assert family_bench.sampling_variants("cpu") == ["default"]
+    models = []
+    fake_step_fits(monkeypatch)
+    plain_fit = family_bench.bench_lora_fit
+
+    def fit(*args, **kwargs):
+        fitted = plain_fit(*args, **kwargs)
+        models.append(fitted.model)
+        return fitted
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fit)
+    monkeypatch.setattr(family_bench, "sampling_variants", lambda device: ["eager", "default"])
+    monkeypatch.setattr(family_bench, "is_cuda", lambda device: True)  # (timing stays on the CPU)
+    counted = []
+    monkeypatch.setattr(family_bench, "count_flops", lambda work: counted.append(work()) or 5e9)
+    report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,)))
+    sampling = [r for r in report["results"] if r["kind"] == "sampling"]
+    assert [r["name"] for r in sampling] == ["dreambooth_lora sd3 sampling@1 (eager)",
+                                             "dreambooth_lora sd3 sampling@1"]
+    assert len(counted) == 1 and [r["flops"] for r in sampling] == [5e9, 5e9]
+    assert [(r["extra"]["cuda_graphs"], r["extra"]["fallbacks"]) for r in sampling] == [(False, []), (True, [])]
+    # warm-up + 1 timed call each (tiny), eager first, on the first fit's model only
+    assert models[0].calls == [(False, False)] * 2 + [(True, False)] * 2 and models[1].calls == []
 
 
 def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(monkeypatch):

@@ -577,6 +577,93 @@ def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_
     assert sdpa_state() == before
 
 
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux"])
+def test_lora_sampling_through_routed_denoiser_calls_gives_the_plain_images(family, tmp_path, monkeypatch):
+    """With graphs 'captured' (simulated), a fitted model's sampling runs every denoiser step
+    through one kept KeywordCall, captured once for both calls, and gives the plain images."""
+    _, _, model = lora_fit(family, tmp_path)
+    plain = model.generate(PROMPTS[:2], SEEDS[:2])
+    captured = []
+    simulate_cuda(monkeypatch, captured)
+    runs = []
+    original = calls.KeywordCall.forward
+
+    def counted(self, *tensors):
+        runs.append(self.names)
+        return original(self, *tensors)
+
+    monkeypatch.setattr(calls.KeywordCall, "forward", counted)
+    model.config = dataclasses.replace(model.config, cuda_graphs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
+        first = model.generate(PROMPTS[:2], SEEDS[:2])
+        second = model.generate(PROMPTS[:2], SEEDS[:2])
+    assert captured == ["KeywordCall"]  # kept between the calls: same denoiser, same shapes
+    assert len(set(runs)) == 1 and len(runs) >= 2 * model.config.sample_steps
+    assert "forward" not in vars(model.model.denoiser)  # the routing ends with each call
+    for image, want in zip(first + second, plain + plain):
+        assert max_difference(image, want) == 0
+
+
+def test_kept_sampling_calls_are_built_again_when_the_adapters_change(tmp_path, monkeypatch):
+    """A graph bakes in the adapters' scale and reads parameters where they were: a new
+    scale, or a parameter replaced, must not replay the old graph."""
+    from baselines.fast import family_sampling
+
+    _, _, model = lora_fit("sd3", tmp_path)
+    captured = []
+    simulate_cuda(monkeypatch, captured)
+    model.config = dataclasses.replace(model.config, cuda_graphs=True)
+    model.generate(PROMPTS[:1], SEEDS[:1])
+    denoiser = model.model.denoiser
+    before = family_sampling.KEPT[denoiser]
+    model.generate(PROMPTS[:1], SEEDS[:1])
+    assert family_sampling.KEPT[denoiser] is before and captured == ["KeywordCall"]
+    scaled = next(m for m in denoiser.modules() if isinstance(getattr(m, "scaling", None), dict) and m.scaling)
+    name = next(iter(scaled.scaling))
+    scaled.scaling[name] = scaled.scaling[name] * 0.5
+    halved = model.generate(PROMPTS[:1], SEEDS[:1])
+    assert family_sampling.KEPT[denoiser] is not before and captured == ["KeywordCall"] * 2
+    weight = next(p for p in denoiser.parameters())
+    weight.data = weight.data.clone()  # same values, new storage
+    model.generate(PROMPTS[:1], SEEDS[:1])
+    assert captured == ["KeywordCall"] * 3
+    model.config = dataclasses.replace(model.config, cuda_graphs=False)
+    monkeypatch.setattr(calls, "on_cuda", lambda device: False)
+    assert max_difference(model.generate(PROMPTS[:1], SEEDS[:1])[0], halved[0]) == 0
+
+
+def test_keyword_routing_without_gradients_takes_only_no_grad_calls():
+    from varbench.models.families import FAMILIES, load_family
+
+    denoiser = load_family(FAMILIES["flux"], "flux", None, "tiny", "cpu", torch.float32).denoiser
+    seen = []
+
+    def runner_for(names):
+        seen.append(names)
+        return calls.KeywordCall(denoiser, names)
+
+    config = denoiser.config
+    generator = torch.Generator().manual_seed(2)
+    inputs = dict(hidden_states=torch.randn(1, 16, config.in_channels, generator=generator),
+                  encoder_hidden_states=torch.randn(1, 3, config.joint_attention_dim, generator=generator),
+                  pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator),
+                  timestep=torch.tensor([0.5]), img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(3, 3))
+    if config.guidance_embeds:
+        inputs["guidance"] = torch.tensor([3.5])
+    undo = calls.route_keyword_calls(denoiser, runner_for, grad=False)
+    try:
+        denoiser(**inputs, return_dict=False)  # gradients on: the plain forward
+        assert seen == []
+        with torch.no_grad():
+            plain = type(denoiser).forward(denoiser, **inputs, return_dict=False)[0]
+            routed = denoiser(**inputs, return_dict=False)[0]
+        assert len(seen) == 1 and set(seen[0]) == set(inputs) and torch.equal(routed, plain)
+    finally:
+        undo()
+    assert "forward" not in vars(denoiser)
+
+
 def test_keyword_routing_takes_only_tensor_calls_without_return_dict():
     from varbench.models.families import FAMILIES, load_family
 

@@ -1,6 +1,6 @@
 """The diffusion baselines' plain code stays plain: no compiler, CUDA-graph, kernel or
 layout code; the speed layer (baselines.fast) is imported only as `accelerated`, called
-once where each method fits and once where the pipeline samples; and the method modules
+once where each method fits and once where each kind of pipeline samples; and the method modules
 import no heavy library, so planning a protocol loads none."""
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import varbench.models.diffusion as diffusion
 PACKAGE = Path(baselines.__file__).parent
 TOOLS = {"bench.py", "bench_device.py", "bench_report.py", "bench_component.py"}  # drive the speed layer
 PLAIN = sorted(path for path in PACKAGE.glob("*.py") if path.name not in TOOLS) + [Path(diffusion.__file__)]
-# Where `accelerated` may be called: each method's fit, and the sampling call.
+# Where `accelerated` may be called: each method's fit, and the two sampling calls (SD 1.5, LoRA families).
 CALL_SITES = {"dreambooth.py": 1, "custom_diffusion.py": 1, "textual_inversion.py": 1, "dreambooth_lora.py": 1,
-              "sampling.py": 1}
+              "sampling.py": 1, "family_sampling.py": 1}
 SPEED_CODE = ("torch.compile", "torch.compiler", "torch._dynamo", "torch._inductor", "CUDAGraph", "torch.cuda.graph",
               "make_graphed_callables", "torch.cuda.Stream", "triton", "load_inline", "torch.backends", "sdpa_kernel",
               "torch.channels_last", "memory_format", "fuse_qkv_projections", "ChannelStatsGroupNorm",

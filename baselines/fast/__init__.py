@@ -1,9 +1,10 @@
 """The speed layer of the diffusion baselines: the plain recipes' computation, run faster.
 
 The plain code (common.py, the method files, train_*.py, training.py, data.py,
-sampling.py, class_images.py, tokens.py) is eager PyTorch and diffusers as the releases
-run them. It imports one thing from here, `accelerated`, at two call sites: each method's
-`fit` wraps its training loop, and `sampling.generate_images` wraps the pipeline call:
+sampling.py, family_sampling.py, class_images.py, tokens.py) is eager PyTorch and diffusers as the releases
+run them. It imports one thing from here, `accelerated`, at two kinds of call site: each
+method's `fit` wraps its training loop, and `sampling.generate_images` (SD 1.5's methods) and
+`family_sampling.generate_images` (DreamBooth-LoRA, IP-Adapter) wrap the pipeline call:
 
     with accelerated(base, config, ctx.device, training=True):       # a fit
         unet = train(base, subject, class_paths, config, ctx, phrase)
@@ -39,8 +40,9 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   compile,            run through a `FastCall` (`calls.route_keyword_calls`); no graphs
   channels_last,      under gradient checkpointing; a UNet denoiser's weights NHWC with
   cudnn_attention     `channels_last`; SDPA's cuDNN kernel off unless `cudnn_attention`
-  (LoRA families)     (on torch 2.11 its backward fails on FLUX.1-dev's shapes). A family
-                      pipeline's sampling is not accelerated.
+  (LoRA families)     (on torch 2.11 its backward fails on FLUX.1-dev's shapes). Sampling:
+                      the denoiser's keyword calls without gradients likewise, the graphs
+                      kept with the denoiser while it is unchanged (family_sampling.py).
   fuse_micro_batches  every device: Textual Inversion's `training_loop` becomes
                       `training.fused_training_loop` (a step's micro-batches as one batch).
   encode_ahead        every device: Custom Diffusion's `encoded_steps` encodes the subject
@@ -66,7 +68,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.fast import calls, sampling, settings
+from baselines.fast import calls, family_sampling, sampling, settings
 from baselines.fast.training import encoding_ahead, fused_training_loop
 from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
 from varbench.models.fast.swaps import Swaps
@@ -88,15 +90,17 @@ class Accelerated(Swaps):
 def accelerated(target: Any, config: Any, device: torch.device | str, *, training: bool) -> Accelerated:
     """Switch the speed layer on for a fit of `target` (components with `unet`, `vae`,
     `text_encoder`, or a LoRA family model with a `denoiser`; `training=True`) or for
-    calls of the sampling pipeline `target`
-    (`training=False`), as `config`'s speed options say; see the module docstring. Use it
-    as a `with` block: the swaps are undone when it ends."""
+    calls of the sampling pipeline `target` (`training=False`; a LoRA family's pipeline
+    when `config` is a family method's), as `config`'s speed options say; see the module
+    docstring. Use it as a `with` block: the swaps are undone when it ends."""
     done = Accelerated()
     try:
         if training and hasattr(target, "denoiser"):  # a LoRA family model (varbench.models.families)
             _accelerate_family_fit(done, target, config, device)
         elif training:
             _accelerate_fit(done, target, config, device)
+        elif hasattr(config, "model_family"):  # a LoRA family's pipeline (baselines.families)
+            _accelerate_family_sampling(done, target, config, device)
         else:
             _accelerate_sampling(done, target, config, device)
     except BaseException:
@@ -154,6 +158,14 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
         return calls.fast_call(calls.KeywordCall(denoiser, names), options, device, training=True)
 
     done.record("denoiser calls with gradients -> FastCall", calls.route_keyword_calls(denoiser, runner_for))
+
+
+def _accelerate_family_sampling(done: Accelerated, pipeline: Any, config: Any, device: torch.device | str) -> None:
+    """A family pipeline's call: its denoiser's calls without gradients through the
+    `FastCall`s kept for it (family_sampling.py)."""
+    undo = family_sampling.route_sampling_calls(pipeline, config, device)
+    if undo is not None:
+        done.record("denoiser calls without gradients -> FastCall", undo)
 
 
 def _accelerate_sampling(done: Accelerated, pipeline: Any, config: Any, device: torch.device | str) -> None:

@@ -14,7 +14,8 @@ t, states, return_dict=False)`, `text_encoder(ids)[0]`, as the plain training co
 writes them) run through such a `FastCall` while gradients are on; everything else (no
 gradient, other arguments, a deep copy of the module) runs the module's own forward.
 `route_keyword_calls` does the same for a LoRA family's denoiser, whose calls pass their
-tensors by keyword (one `FastCall` per set of keywords).
+tensors by keyword (one `FastCall` per set of keywords), in a fit or, without gradients,
+in its pipeline's sampling loop (family_sampling.py).
 """
 from __future__ import annotations
 
@@ -278,11 +279,13 @@ def route_text_encoder_calls(text_encoder: torch.nn.Module,
 
 
 def route_keyword_calls(denoiser: torch.nn.Module,
-                        runner_for: Callable[[tuple[str, ...]], Callable[..., torch.Tensor]]) -> Callable[[], None]:
-    """`denoiser(..., return_dict=False)` with gradients on, whose arguments are tensors,
-    dicts of tensors, or None where None is the default, runs `runner_for(names)(*tensors)`
-    (`names` as `KeywordCall` reads them; one runner per set of names); returns the undo.
-    Any other call (another argument, return_dict left on) runs the denoiser's forward."""
+                        runner_for: Callable[[tuple[str, ...]], Callable[..., torch.Tensor]],
+                        grad: bool = True) -> Callable[[], None]:
+    """`denoiser(..., return_dict=False)` with gradients on (`grad`; off: a sampling loop's
+    calls), whose arguments are tensors, dicts of tensors, or None where None is the
+    default, runs `runner_for(names)(*tensors)` (`names` as `KeywordCall` reads them; one
+    runner per set of names); returns the undo. Any other call (another argument,
+    return_dict left on, the other grad mode) runs the denoiser's forward."""
     signature = inspect.signature(type(denoiser).forward)
     receiver = next(iter(signature.parameters))  # forward's `self`
     runners: dict[tuple[str, ...], Callable[..., torch.Tensor]] = {}
@@ -302,12 +305,13 @@ def route_keyword_calls(denoiser: torch.nn.Module,
             runners[names] = runner_for(names)
         return (runners[names](*tensors.values()),)
 
-    return _route(denoiser, call)
+    return _route(denoiser, call, grad)
 
 
 def keyword_tensors(signature: inspect.Signature, arguments: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     """The call's tensors by (dotted) name, or None when an argument is something a
-    captured graph cannot take as an input (a number, a flag, a None that is not the default)."""
+    captured graph cannot take as an input (a number, a flag, a None that is not the
+    default). A None or empty dict where None is the default is left out (the default)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, value in arguments.items():
         if signature.parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
@@ -316,15 +320,16 @@ def keyword_tensors(signature: inspect.Signature, arguments: dict[str, Any]) -> 
             tensors[name] = value
         elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
             tensors.update({f"{name}.{key}": tensor for key, tensor in value.items()})
-        elif value is not None or signature.parameters[name].default is not None:
+        elif signature.parameters[name].default is not None or not (value is None or value == {}):
+            # (an empty options dict is what diffusers' FLUX pipeline passes for "none")
             return None
     return tensors
 
 
-def _route(module: torch.nn.Module, call: Callable[..., Any]) -> Callable[[], None]:
+def _route(module: torch.nn.Module, call: Callable[..., Any], grad: bool = True) -> Callable[[], None]:
     def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         # A deep copy of `module` gets this method bound to itself: it runs its own forward.
-        if self is module and torch.is_grad_enabled():
+        if self is module and torch.is_grad_enabled() == grad:
             result = call(*args, **kwargs)
             if result is not NotImplemented:
                 return result
