@@ -25,7 +25,7 @@ import baselines.train_custom_diffusion as train_custom_diffusion
 import baselines.train_textual_inversion as train_textual_inversion
 from baselines.common import DiffusionConfig
 from baselines.custom_diffusion import CustomDiffusionConfig
-from baselines.fast import accelerated, calls, settings
+from baselines.fast import accelerated, calls, family_sampling, settings
 from baselines.fast import sampling as fast_sampling
 from baselines.fast.calls import FastCall, NoisePrediction, TextStates, fast_call
 from baselines.fast.sampling import SyncFreePipeline, fuse_projections
@@ -63,16 +63,19 @@ def max_difference(first, second) -> int:
     return int(np.abs(np.asarray(first, dtype=np.int16) - np.asarray(second, dtype=np.int16)).max())
 
 
-def simulate_cuda(monkeypatch, captured: list | None = None) -> None:
-    """The CUDA control flow on the CPU: 'capture' runs the runner itself."""
-    def pass_through(runner, samples):
-        if captured is not None:
-            captured.append(type(runner).__name__)
-        return runner
+def simulate_cuda(monkeypatch, captured: list | None = None, inference: list | None = None) -> None:
+    """The CUDA control flow on the CPU: 'capture' runs the runner itself. Captures are
+    listed by runner class in `captured`, inference ones in `inference` where given."""
+    def recorder(into):
+        def pass_through(runner, samples):
+            if into is not None:
+                into.append(type(runner).__name__)
+            return runner
+        return pass_through
 
     monkeypatch.setattr(calls, "on_cuda", lambda device: True)
-    monkeypatch.setattr(calls, "capture_training_graph", pass_through)
-    monkeypatch.setattr(calls, "InferenceGraph", pass_through)
+    monkeypatch.setattr(calls, "capture_training_graph", recorder(captured))
+    monkeypatch.setattr(calls, "InferenceGraph", recorder(captured if inference is None else inference))
 
 
 def sdpa_state() -> tuple:
@@ -530,13 +533,14 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
     """With graphs 'captured' (simulated), every denoiser call of the fit goes through one
     KeywordCall per set of keywords and trains exactly the adapters of the plain fit."""
     plain_adapters, plain_losses, _ = lora_fit(family, tmp_path / "plain")
-    captured = []
-    simulate_cuda(monkeypatch, captured)
+    captured, sampled = [], []
+    simulate_cuda(monkeypatch, captured, sampled)  # (class images may be sampled through graphs)
     runs = []
     original = calls.KeywordCall.forward
 
     def counted(self, *tensors):
-        runs.append(self.names)
+        if torch.is_grad_enabled():  # (not the class images' sampling)
+            runs.append(self.names)
         return original(self, *tensors)
 
     monkeypatch.setattr(calls.KeywordCall, "forward", counted)
@@ -544,6 +548,8 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
         warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
         adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False)
     assert captured == ["KeywordCall"]  # one capture: the same keywords and shapes at every step
+    assert sampled == ([] if family == "sd15" else ["KeywordCall"])  # SD 1.5: DreamBooth's class images
+    assert model.model.denoiser not in family_sampling.KEPT  # the pre-adapter graphs went when the fit began
     # the first call runs it three times (the plain-vs-graph check twice, the 'graph' once), then one per step
     assert len(runs) == 4 and len(set(runs)) == 1
     assert "forward" not in vars(model.model.denoiser)  # the routing ends with the fit
@@ -608,8 +614,6 @@ def test_lora_sampling_through_routed_denoiser_calls_gives_the_plain_images(fami
 def test_kept_sampling_calls_are_built_again_when_the_adapters_change(tmp_path, monkeypatch):
     """A graph bakes in the adapters' scale and reads parameters where they were: a new
     scale, or a parameter replaced, must not replay the old graph."""
-    from baselines.fast import family_sampling
-
     _, _, model = lora_fit("sd3", tmp_path)
     captured = []
     simulate_cuda(monkeypatch, captured)

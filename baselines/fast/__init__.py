@@ -142,6 +142,7 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
     and a captured backward keeps its recomputed activations in the graph's own pool."""
     if not calls.on_cuda(device):
         return
+    family_sampling.forget(model.denoiser)
     done.record(f"cuDNN attention {'allowed' if config.cudnn_attention else 'off'}",
                 settings.set_cudnn_attention(config.cudnn_attention))
     denoiser = model.denoiser

@@ -14,7 +14,8 @@ optimizer step, `load_lora_weights` into the same adapters), but not when the mo
 itself changes (adapters added or removed, their scale or active set changed). The calls
 of a denoiser are kept between pipeline calls (a capture costs several forward passes)
 with a signature of its parameters and adapter settings, and built again when that
-signature changes.
+signature changes; a fit drops them when it starts (the class images sampled before it
+leave graphs of the denoiser without adapters).
 """
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ def calls_for(denoiser: torch.nn.Module, config: Any, device: torch.device | str
     if kept is None or kept.options != options or kept.signature != signature(denoiser):
         kept = KEPT[denoiser] = DenoiserCalls(denoiser, config, device)
     return kept
+
+
+def forget(denoiser: torch.nn.Module) -> None:
+    """Drop the denoiser's kept calls (a fit is about to change it: their graphs, which
+    hold GPU memory of their own, would be rebuilt at the next sampling call anyway)."""
+    KEPT.pop(denoiser, None)
 
 
 def route_sampling_calls(pipeline: Any, config: Any, device: torch.device | str) -> Callable[[], None] | None:
