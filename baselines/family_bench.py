@@ -31,7 +31,8 @@ What is timed, per family:
     resolution, B prompts per call: 1 warm-up call, then 2 timed calls (full),
     CUDA-synchronised; the value is the median call time / B. On a GPU twice: eager
     (`... (eager)`, its warm-up call FLOP-counted), then under the method's defaults (the
-    denoiser's steps replayed as CUDA graphs, kept between calls; the eager count).
+    denoiser's steps replayed as CUDA graphs, kept between calls, and compiled as a
+    DreamBench worker settles `compile_generation: auto`; the eager count).
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
     `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
     tower at full size with random weights, as the method's `weights: random` builds
@@ -83,6 +84,7 @@ from baselines.ip_adapter import IPAdapter
 from baselines.synthetic import synthetic_subject
 from varbench.method import CellContext
 from varbench.models.families import FAMILIES
+from varbench.execution import settle_auto
 from varbench.schema import from_dict
 from varbench.timing import matmul_rate
 
@@ -128,8 +130,12 @@ class FamilyBenchSettings:
 # The fit under the method's default speed options, and eager (no graphs, NHWC weights or
 # compile: the before of each family's before/after pair; cuDNN attention stays off).
 # `compiled` (opt-in, --step-variants): the defaults with the denoiser compiled too.
-STEP_VARIANTS = {"default": {}, "eager": {"cuda_graphs": False, "compile": False, "channels_last": False},
-                 "compiled": {"compile": True}}
+STEP_VARIANTS = {"default": {},
+                 "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False},
+                 "compiled": {"compile": True, "compile_generation": True}}
+# How a protocol worker settles the defaults' `auto` compile fields: one GPU running a
+# DreamBench arm's 30 cells (execution.settle_auto).
+WORKER_CELLS = 30
 
 
 def step_name(family: str, checkpointing: bool, variant: str = "default") -> str:
@@ -142,10 +148,16 @@ def sampling_name(method: str, family: str, batch: int, variant: str = "default"
 
 
 def variant_options(variant: str) -> dict[str, Any]:
-    """DreamBooth-LoRA's speed options under `variant`: its defaults, changed as STEP_VARIANTS says."""
+    """DreamBooth-LoRA's speed options under `variant`: its defaults, changed as STEP_VARIANTS
+    says ("auto" left as it is: `settled` decides it)."""
     defaults = DreamBoothLora.Config
     return {"cuda_graphs": defaults.cuda_graphs, "compile": defaults.compile, "channels_last": defaults.channels_last,
-            **STEP_VARIANTS[variant]}
+            "compile_generation": defaults.compile_generation, **STEP_VARIANTS[variant]}
+
+
+def settled(config: Any) -> Any:
+    """`config` with its `auto` compile fields decided as a protocol worker would (WORKER_CELLS)."""
+    return settle_auto(config, WORKER_CELLS, DreamBoothLora.compile_pays_after)
 
 
 # --- running one method of one family -------------------------------------------------------
@@ -222,6 +234,7 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
 
     method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing,
                          **{**STEP_VARIANTS[variant], **overrides})
+    method.config = settled(method.config)
     config = method.config
     ctx = make_context(settings, folder, cache, on_step)
     build = time.perf_counter()
@@ -264,10 +277,10 @@ def bench_sampling(model: Any, method: str, family: str, batch: int, prompt: str
     counter sees the denoiser: no graphs, not compiled), then the timed calls; seconds per
     image = median call / batch. A `variant` sets the model's speed options (DreamBooth-LoRA)."""
     if variant is not None:
-        model.config = replace(model.config, **variant_options(variant))
+        model.config = settled(replace(model.config, **variant_options(variant)))
     config = model.config
     visible = not is_cuda(settings.device) or not (getattr(config, "cuda_graphs", False)
-                                                   or getattr(config, "compile", False))
+                                                   or getattr(config, "compile_generation", False))
     prompts, seeds = [prompt] * batch, list(range(batch))
     reset_peak_memory(settings.device)
     synchronize(settings.device)
@@ -296,7 +309,8 @@ def bench_sampling(model: Any, method: str, family: str, batch: int, prompt: str
     if getattr(config, "true_cfg_scale", None) is not None:
         extra["true_cfg_scale"] = config.true_cfg_scale
     if variant is not None:
-        extra.update(variant=variant, cuda_graphs=config.cuda_graphs, compile=config.compile, fallbacks=fallbacks)
+        extra.update(variant=variant, cuda_graphs=config.cuda_graphs, compile_generation=config.compile_generation,
+                     fallbacks=fallbacks)
     return {"name": sampling_name(method, family, batch, variant or "default"), "method": method, "family": family,
             "kind": "sampling", "value": statistics.median(seconds) / batch, "unit": "s/image", "batch": batch,
             "seconds": seconds,

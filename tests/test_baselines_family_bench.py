@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -17,6 +17,7 @@ from varbench.bench import harness
 from varbench.bench.cost import Workload, arm_hours, lora_step_rate, project
 from varbench.bench.harness import row
 from varbench.protocol import load_protocol
+from varbench.schema import EXECUTION
 
 LORA_FAMILIES = ("sd15", "sdxl", "sd3", "flux")
 IP_FAMILIES = ("sd15", "sdxl", "flux")
@@ -102,6 +103,7 @@ class FakeConfig:
     cuda_graphs: bool = True
     compile: bool = False
     channels_last: bool = True
+    compile_generation: bool | str = field(default="auto", metadata={EXECUTION: "compile_generation"})
 
 
 class FakeModel:
@@ -110,7 +112,7 @@ class FakeModel:
         self.calls = []  # the speed options of each generate call
 
     def generate(self, prompts, seeds):
-        self.calls.append((self.config.cuda_graphs, self.config.compile))
+        self.calls.append((self.config.cuda_graphs, self.config.compile_generation))
         return [None] * len(prompts)
 
 
@@ -203,8 +205,9 @@ def test_on_a_gpu_sampling_runs_eager_then_at_the_defaults_with_the_eager_flops(
                                              "dreambooth_lora sd3 sampling@1"]
     assert len(counted) == 1 and [r["flops"] for r in sampling] == [5e9, 5e9]
     assert [(r["extra"]["cuda_graphs"], r["extra"]["fallbacks"]) for r in sampling] == [(False, []), (True, [])]
-    # warm-up + 1 timed call each (tiny), eager first, on the first fit's model only
-    assert models[0].calls == [(False, False)] * 2 + [(True, False)] * 2 and models[1].calls == []
+    # warm-up + 1 timed call each (tiny), eager first, on the first fit's model only; the
+    # defaults' compile_generation "auto" settled as a DreamBench worker would: compiled
+    assert models[0].calls == [(False, False)] * 2 + [(True, True)] * 2 and models[1].calls == []
 
 
 def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(monkeypatch):

@@ -549,7 +549,7 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
         adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False)
     assert captured == ["KeywordCall"]  # one capture: the same keywords and shapes at every step
     assert sampled == ([] if family == "sd15" else ["KeywordCall"])  # SD 1.5: DreamBooth's class images
-    assert model.model.denoiser not in family_sampling.KEPT  # the pre-adapter graphs went when the fit began
+    assert family_sampling.kept_for(model.model.denoiser) is None  # the pre-adapter graphs went when the fit began
     # the first call runs it three times (the plain-vs-graph check twice, the 'graph' once), then one per step
     assert len(runs) == 4 and len(set(runs)) == 1
     assert "forward" not in vars(model.model.denoiser)  # the routing ends with the fit
@@ -620,14 +620,14 @@ def test_kept_sampling_calls_are_built_again_when_the_adapters_change(tmp_path, 
     model.config = dataclasses.replace(model.config, cuda_graphs=True)
     model.generate(PROMPTS[:1], SEEDS[:1])
     denoiser = model.model.denoiser
-    before = family_sampling.KEPT[denoiser]
+    before = family_sampling.kept_for(denoiser)
     model.generate(PROMPTS[:1], SEEDS[:1])
-    assert family_sampling.KEPT[denoiser] is before and captured == ["KeywordCall"]
+    assert family_sampling.kept_for(denoiser) is before and captured == ["KeywordCall"]
     scaled = next(m for m in denoiser.modules() if isinstance(getattr(m, "scaling", None), dict) and m.scaling)
     name = next(iter(scaled.scaling))
     scaled.scaling[name] = scaled.scaling[name] * 0.5
     halved = model.generate(PROMPTS[:1], SEEDS[:1])
-    assert family_sampling.KEPT[denoiser] is not before and captured == ["KeywordCall"] * 2
+    assert family_sampling.kept_for(denoiser) is not before and captured == ["KeywordCall"] * 2
     weight = next(p for p in denoiser.parameters())
     weight.data = weight.data.clone()  # same values, new storage
     model.generate(PROMPTS[:1], SEEDS[:1])
@@ -635,6 +635,33 @@ def test_kept_sampling_calls_are_built_again_when_the_adapters_change(tmp_path, 
     model.config = dataclasses.replace(model.config, cuda_graphs=False)
     monkeypatch.setattr(calls, "on_cuda", lambda device: False)
     assert max_difference(model.generate(PROMPTS[:1], SEEDS[:1])[0], halved[0]) == 0
+
+
+def test_kept_sampling_calls_do_not_keep_a_dropped_model_alive(tmp_path, monkeypatch):
+    """The kept graphs hold the denoiser: they must go with the pipeline, or a benchmark's
+    (or a worker's) next model would share the GPU with every model sampled before it."""
+    import gc
+    import weakref
+
+    _, _, model = lora_fit("flux", tmp_path)
+    simulate_cuda(monkeypatch)
+    model.config = dataclasses.replace(model.config, cuda_graphs=True)
+    model.generate(PROMPTS[:1], SEEDS[:1])
+    denoiser = weakref.ref(model.model.denoiser)
+    assert family_sampling.kept_for(denoiser()) is not None
+    del model
+    gc.collect()
+    assert denoiser() is None and len(family_sampling.KEPT) == 0
+
+
+def test_sampling_compiles_only_with_compile_generation_true():
+    from baselines.dreambooth_lora import DreamBoothLoraConfig
+
+    assert DreamBoothLoraConfig().compile_generation == "auto"
+    assert family_sampling.sampling_options(DreamBoothLoraConfig()) == (True, False)  # unsettled auto
+    assert family_sampling.sampling_options(DreamBoothLoraConfig(compile_generation=True)) == (True, True)
+    assert family_sampling.sampling_options(DreamBoothLoraConfig(cuda_graphs=False, compile=True)) == (False, False)
+    assert family_sampling.sampling_options(SimpleNamespace()) == (False, False)  # IP-Adapter: neither
 
 
 def test_keyword_routing_without_gradients_takes_only_no_grad_calls():

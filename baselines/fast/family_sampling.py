@@ -4,7 +4,8 @@ the denoiser's calls replayed as CUDA graphs and/or compiled.
 The pipeline stays diffusers' own, called as diffusers documents it
 (`baselines.family_sampling`). Only its denoiser's keyword calls without gradients
 (`transformer(hidden_states=..., timestep=..., ..., return_dict=False)`, one per step,
-two with true CFG) run through a `calls.FastCall`. Why: at batch 1, FLUX.1-dev's
+two with true CFG) run through a `calls.FastCall`: replayed as CUDA graphs
+(`cuda_graphs`), compiled inside them (`compile_generation`). Why: at batch 1, FLUX.1-dev's
 transformer launches thousands of small kernels per step and the host, not the GPU, sets
 the pace; a replayed graph launches once. A call with an argument a graph cannot take (an
 IP-Adapter's list of image embeddings, a LoRA scale in a dict) runs the plain forward.
@@ -21,13 +22,23 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from baselines.fast import calls
 
-KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # denoiser -> DenoiserCalls
+# pipeline -> its denoiser's DenoiserCalls. Keyed weakly by the pipeline, which the calls do not
+# reference: they go when the pipeline goes (the calls hold the denoiser, so keying by it would
+# keep it alive for good).
+KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sampling_options(config: Any) -> tuple[bool, bool]:
+    """(CUDA graphs, compiled) for sampling: `cuda_graphs` and `compile_generation`, where
+    the method has them (IP-Adapter has neither); an unsettled "auto" does not compile."""
+    return bool(getattr(config, "cuda_graphs", False)), getattr(config, "compile_generation", False) is True
 
 
 def denoiser_of(pipeline: Any) -> torch.nn.Module:
@@ -50,44 +61,50 @@ class DenoiserCalls:
     """A denoiser's `FastCall`s, one per set of keyword names, valid for one signature."""
 
     def __init__(self, denoiser: torch.nn.Module, config: Any, device: torch.device | str):
-        self.denoiser = weakref.ref(denoiser)  # (KEPT's value must not keep its key alive)
-        self.config = config
+        self.denoiser = denoiser
         self.device = device
-        self.options = (bool(config.cuda_graphs), bool(config.compile))
+        self.options = sampling_options(config)
         self.signature = signature(denoiser)
         self.runners: dict[tuple[str, ...], Callable[..., torch.Tensor]] = {}
 
     def runner_for(self, names: tuple[str, ...]) -> Callable[..., torch.Tensor]:
         if names not in self.runners:
-            fast = calls.fast_call(calls.KeywordCall(self.denoiser(), names), self.config, self.device,
-                                   training=False)
+            graphs, compile = self.options
+            fast = calls.fast_call(calls.KeywordCall(self.denoiser, names),
+                                   SimpleNamespace(cuda_graphs=graphs, compile=compile), self.device, training=False)
             # A graph's output buffer is overwritten by its next replay (true CFG calls the
             # denoiser twice per step): hand out a copy.
             self.runners[names] = lambda *tensors: fast(*tensors).clone()
         return self.runners[names]
 
 
-def calls_for(denoiser: torch.nn.Module, config: Any, device: torch.device | str) -> DenoiserCalls:
-    """The kept calls of `denoiser`, or new ones where it or the speed options changed."""
-    kept = KEPT.get(denoiser)
-    options = (bool(config.cuda_graphs), bool(config.compile))
-    if kept is None or kept.options != options or kept.signature != signature(denoiser):
-        kept = KEPT[denoiser] = DenoiserCalls(denoiser, config, device)
+def calls_for(pipeline: Any, config: Any, device: torch.device | str) -> DenoiserCalls:
+    """The kept calls of the pipeline's denoiser, or new ones where it or the speed options
+    changed."""
+    denoiser = denoiser_of(pipeline)
+    kept = KEPT.get(pipeline)
+    if (kept is None or kept.denoiser is not denoiser or kept.options != sampling_options(config)
+            or kept.signature != signature(denoiser)):
+        kept = KEPT[pipeline] = DenoiserCalls(denoiser, config, device)
     return kept
 
 
+def kept_for(denoiser: torch.nn.Module) -> DenoiserCalls | None:
+    """The calls kept for `denoiser` (by whichever pipeline holds it), if any."""
+    return next((kept for kept in KEPT.values() if kept.denoiser is denoiser), None)
+
+
 def forget(denoiser: torch.nn.Module) -> None:
-    """Drop the denoiser's kept calls (a fit is about to change it: their graphs, which
+    """Drop the calls kept for `denoiser` (a fit is about to change it: their graphs, which
     hold GPU memory of their own, would be rebuilt at the next sampling call anyway)."""
-    KEPT.pop(denoiser, None)
+    for pipeline in [p for p, kept in KEPT.items() if kept.denoiser is denoiser]:
+        del KEPT[pipeline]
 
 
 def route_sampling_calls(pipeline: Any, config: Any, device: torch.device | str) -> Callable[[], None] | None:
     """Route the pipeline's denoiser calls without gradients through its kept `FastCall`s;
     returns the undo, or None where nothing is to change (CPU, or no speed option on)."""
-    graphs, compile = bool(getattr(config, "cuda_graphs", False)), bool(getattr(config, "compile", False))
-    if not calls.on_cuda(device) or not (graphs or compile):
+    if not calls.on_cuda(device) or not any(sampling_options(config)):
         return None
-    denoiser = denoiser_of(pipeline)
-    kept = calls_for(denoiser, config, device)
-    return calls.route_keyword_calls(denoiser, kept.runner_for, grad=False)
+    kept = calls_for(pipeline, config, device)
+    return calls.route_keyword_calls(kept.denoiser, kept.runner_for, grad=False)
