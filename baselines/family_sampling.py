@@ -3,7 +3,7 @@ documents it: the pipeline called on a batch of prompts with one generator per i
 image i depends only on (prompts[i], seeds[i]) and never on the batch it was generated in.
 The sampler is the pipeline's scheduler, set from the config when the base is loaded
 (`baselines.families.FamilyMethod.load_base`). The config's speed options (DreamBooth-LoRA's
-`cuda_graphs`, `compile`) replay or compile the denoiser's steps (baselines/fast/); the
+`cuda_graphs`, `compile_generation`) replay or compile the denoiser's steps (baselines/fast/); the
 images are the plain pipeline's.
 """
 from __future__ import annotations

@@ -41,8 +41,9 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   channels_last,      under gradient checkpointing; a UNet denoiser's weights NHWC with
   cudnn_attention     `channels_last`; SDPA's cuDNN kernel off unless `cudnn_attention`
   (LoRA families)     (on torch 2.11 its backward fails on FLUX.1-dev's shapes). Sampling:
-                      the denoiser's keyword calls without gradients likewise, the graphs
-                      kept with the denoiser while it is unchanged (family_sampling.py).
+                      the denoiser's keyword calls without gradients likewise (`cuda_graphs`,
+                      `compile_generation`), the graphs kept with the pipeline while its
+                      denoiser is unchanged (family_sampling.py).
   fuse_micro_batches  every device: Textual Inversion's `training_loop` becomes
                       `training.fused_training_loop` (a step's micro-batches as one batch).
   encode_ahead        every device: Custom Diffusion's `encoded_steps` encodes the subject

@@ -12,9 +12,9 @@ IP-Adapter's list of image embeddings, a LoRA scale in a dict) runs the plain fo
 
 A graph reads the weights where they are, so it stays right while they change value (an
 optimizer step, `load_lora_weights` into the same adapters), but not when the module
-itself changes (adapters added or removed, their scale or active set changed). The calls
-of a denoiser are kept between pipeline calls (a capture costs several forward passes)
-with a signature of its parameters and adapter settings, and built again when that
+itself changes (adapters added or removed, their scale or active set changed). A
+pipeline's calls are kept between its calls (a capture costs several forward passes) with
+a signature of its denoiser's parameters and adapter settings, and built again when that
 signature changes; a fit drops them when it starts (the class images sampled before it
 leave graphs of the denoiser without adapters).
 """
