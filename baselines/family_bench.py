@@ -82,9 +82,9 @@ from baselines.bench_device import (
 from baselines.dreambooth_lora import DreamBoothLora
 from baselines.ip_adapter import IPAdapter
 from baselines.synthetic import synthetic_subject
+from varbench.execution import settle_auto
 from varbench.method import CellContext
 from varbench.models.families import FAMILIES
-from varbench.execution import settle_auto
 from varbench.schema import from_dict
 from varbench.timing import matmul_rate
 
@@ -127,9 +127,10 @@ class FamilyBenchSettings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# The fit under the method's default speed options, and eager (no graphs, NHWC weights or
-# compile: the before of each family's before/after pair; cuDNN attention stays off).
-# `compiled` (opt-in, --step-variants): the defaults with the denoiser compiled too.
+# The fit (and sampling) under the method's default speed options, and eager (no graphs,
+# NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
+# stays off). `compiled` (opt-in, --step-variants / --sampling-variants): the defaults with
+# the denoiser compiled too, in the fit and in sampling.
 STEP_VARIANTS = {"default": {},
                  "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False},
                  "compiled": {"compile": True, "compile_generation": True}}
