@@ -86,10 +86,9 @@ class DreamBoothLoraConfig(FamilyConfig):
     # FLUX.1-dev's joint attention ("mha_graph.execute ... is_good()"; benchmarks/NOTES-baselines.md)
     cudnn_attention: bool = field(default=False, metadata={EXECUTION: "cudnn_attention"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
-    # minute (SD 1.5) to two (FLUX.1-dev) of compiling per process and batch size, then
-    # faster images. "auto": see DreamBoothLora.compile_pays_after; outside a protocol's
-    # workers (which settle it) "auto" does not compile.
-    compile_generation: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile_generation"})
+    # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
+    # images ("auto" never compiles: no break-even measured yet, see compile_pays_after)
+    compile_generation: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile_generation"})
 
     FAMILY_DEFAULTS = FAMILY_DEFAULTS
 
@@ -105,11 +104,12 @@ class DreamBoothLora(FamilyMethod):
     Config = DreamBoothLoraConfig
     description = "DreamBooth-LoRA: rank-4 adapters on the denoiser (SD 1.5, SDXL, SD3 Medium, FLUX.1-dev)"
     fit_steps_field = "steps"
-    # `compile_generation: auto`: on one H100, compiling the sampled denoiser cost 64 s (SD 1.5)
-    # to 137 s (FLUX.1-dev) and saved 0.13 s (SD 1.5, 0.42 -> 0.29 s/image) to 0.55 s (FLUX,
-    # 2.03 -> 1.47) per image: at DreamBench's 100 images a cell, from ~5 cells
-    # (benchmarks/NOTES-baselines.md). The fit's `compile` states no break-even: never on auto.
-    compile_pays_after = {"compile_generation": 5}
+    # No break-even stated, so `auto` never compiles. Measured on one H100 at batch 1: compiling
+    # the sampled denoiser cost 64 s (SD 1.5) to 137 s (FLUX.1-dev) and saved 0.13 to 0.55 s
+    # per image; at the protocols' batch 4, and whether a worker's next cell (a freshly loaded
+    # base) compiles again, are not measured (benchmarks/NOTES-baselines.md). The fit's
+    # `compile` likewise: faster steps, but ~2 min of compiling against ~12 s saved per fit.
+    compile_pays_after: dict[str, int] = {}
     rehearsal_config = {"num_class_images": 2, "class_batch_size": 2}  # class images: shared per class
     # varbench check-method: the family's tiny random-init parts, 64 px, 4 fit and 4 sampler steps
     tiny_config = {"weights": "tiny", "resolution": 64, "sample_steps": 4, "steps": 4, "num_class_images": 2}

@@ -31,8 +31,9 @@ What is timed, per family:
     resolution, B prompts per call: 1 warm-up call, then 2 timed calls (full),
     CUDA-synchronised; the value is the median call time / B. On a GPU twice: eager
     (`... (eager)`, its warm-up call FLOP-counted), then under the method's defaults (the
-    denoiser's steps replayed as CUDA graphs, kept between calls, and compiled as a
-    DreamBench worker settles `compile_generation: auto`; the eager count).
+    denoiser's steps replayed as CUDA graphs, kept between calls; an `auto` compile field
+    settled as a DreamBench worker settles it; the eager count). `--sampling-variants
+    compiled` adds `compile_generation: true`.
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
     `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
     tower at full size with random weights, as the method's `weights: random` builds
@@ -151,9 +152,8 @@ def sampling_name(method: str, family: str, batch: int, variant: str = "default"
 def variant_options(variant: str) -> dict[str, Any]:
     """DreamBooth-LoRA's speed options under `variant`: its defaults, changed as STEP_VARIANTS
     says ("auto" left as it is: `settled` decides it)."""
-    defaults = DreamBoothLora.Config
-    return {"cuda_graphs": defaults.cuda_graphs, "compile": defaults.compile, "channels_last": defaults.channels_last,
-            "compile_generation": defaults.compile_generation, **STEP_VARIANTS[variant]}
+    names = {name for options in STEP_VARIANTS.values() for name in options}
+    return {**{name: getattr(DreamBoothLora.Config, name) for name in sorted(names)}, **STEP_VARIANTS[variant]}
 
 
 def settled(config: Any) -> Any:
@@ -280,8 +280,8 @@ def bench_sampling(model: Any, method: str, family: str, batch: int, prompt: str
     if variant is not None:
         model.config = settled(replace(model.config, **variant_options(variant)))
     config = model.config
-    visible = not is_cuda(settings.device) or not (getattr(config, "cuda_graphs", False)
-                                                   or getattr(config, "compile_generation", False))
+    visible = not is_cuda(settings.device) or not (getattr(config, "cuda_graphs", False) is True
+                                                   or getattr(config, "compile_generation", False) is True)
     prompts, seeds = [prompt] * batch, list(range(batch))
     reset_peak_memory(settings.device)
     synchronize(settings.device)
@@ -544,7 +544,8 @@ def check_settings(settings: FamilyBenchSettings) -> None:
     unknown_variants = [v for v in (settings.step_variants or ()) + (settings.sampling_variants or ())
                         if v not in STEP_VARIANTS]
     if unknown_variants:
-        raise ValueError(f"unknown step variant {', '.join(unknown_variants)}: use {', '.join(STEP_VARIANTS)}")
+        raise ValueError(f"unknown step or sampling variant {', '.join(unknown_variants)}: "
+                         f"use {', '.join(STEP_VARIANTS)}")
     if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
         raise ValueError("sample_repeats and every batch must be at least 1")
 

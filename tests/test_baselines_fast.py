@@ -25,6 +25,7 @@ import baselines.train_custom_diffusion as train_custom_diffusion
 import baselines.train_textual_inversion as train_textual_inversion
 from baselines.common import DiffusionConfig
 from baselines.custom_diffusion import CustomDiffusionConfig
+from baselines.dreambooth_lora import DreamBoothLoraConfig
 from baselines.fast import accelerated, calls, family_sampling, settings
 from baselines.fast import sampling as fast_sampling
 from baselines.fast.calls import FastCall, NoisePrediction, TextStates, fast_call
@@ -654,11 +655,47 @@ def test_kept_sampling_calls_do_not_keep_a_dropped_model_alive(tmp_path, monkeyp
     assert denoiser() is None and len(family_sampling.KEPT) == 0
 
 
-def test_sampling_compiles_only_with_compile_generation_true():
-    from baselines.dreambooth_lora import DreamBoothLoraConfig
+def test_kept_sampling_calls_hand_out_copies_of_the_graph_output(monkeypatch):
+    """A replayed graph writes every output into the same buffer; true CFG calls the
+    denoiser twice per step and uses both outputs, so each call must get its own copy."""
+    from varbench.models.families import FAMILIES, load_family
 
-    assert DreamBoothLoraConfig().compile_generation == "auto"
-    assert family_sampling.sampling_options(DreamBoothLoraConfig()) == (True, False)  # unsettled auto
+    class OneBufferGraph:  # as a CUDA graph: the same output tensor, overwritten by each replay
+        def __init__(self, runner, samples):
+            self.runner, self.output = runner, None
+
+        def __call__(self, *args):
+            result = self.runner(*args)
+            if self.output is None:
+                self.output = result.clone()
+            self.output.copy_(result)
+            return self.output
+
+    monkeypatch.setattr(calls, "on_cuda", lambda device: True)
+    monkeypatch.setattr(calls, "InferenceGraph", OneBufferGraph)
+    model = load_family(FAMILIES["sd3"], "sd3", None, "tiny", "cpu", torch.float32)
+    kept = family_sampling.calls_for(model.pipeline, DreamBoothLoraConfig(), "cpu")
+    config, generator = model.denoiser.config, torch.Generator().manual_seed(4)
+    names = ("hidden_states", "timestep", "encoder_hidden_states", "pooled_projections")
+
+    def inputs():
+        return (torch.randn(1, config.in_channels, 8, 8, generator=generator), torch.tensor([500.0]),
+                torch.randn(1, 5, config.joint_attention_dim, generator=generator),
+                torch.randn(1, config.pooled_projection_dim, generator=generator))
+
+    first, second = inputs(), inputs()
+    with torch.no_grad():
+        plain = calls.KeywordCall(model.denoiser, names)(*first)
+        run = kept.runner_for(names)
+        positive = run(*first)
+        run(*second)  # (the negative prompt's call)
+    assert torch.equal(positive, plain)
+
+
+def test_sampling_compiles_only_with_compile_generation_true():
+    assert DreamBoothLoraConfig().compile_generation is False
+    assert family_sampling.sampling_options(DreamBoothLoraConfig()) == (True, False)
+    assert family_sampling.sampling_options(DreamBoothLoraConfig(compile_generation="auto")) == (True, False)
     assert family_sampling.sampling_options(DreamBoothLoraConfig(compile_generation=True)) == (True, True)
     assert family_sampling.sampling_options(DreamBoothLoraConfig(cuda_graphs=False, compile=True)) == (False, False)
     assert family_sampling.sampling_options(SimpleNamespace()) == (False, False)  # IP-Adapter: neither
@@ -690,9 +727,16 @@ def test_keyword_routing_without_gradients_takes_only_no_grad_calls():
             plain = type(denoiser).forward(denoiser, **inputs, return_dict=False)[0]
             routed = denoiser(**inputs, return_dict=False)[0]
         assert len(seen) == 1 and set(seen[0]) == set(inputs) and torch.equal(routed, plain)
+        with torch.no_grad():  # an empty options dict, as FLUX's pipeline passes: the default
+            routed = denoiser(**inputs, joint_attention_kwargs={}, return_dict=False)[0]
+        assert len(seen) == 1 and torch.equal(routed, plain)
     finally:
         undo()
     assert "forward" not in vars(denoiser)
+    signature = inspect.signature(type(denoiser).forward)
+    assert list(calls.keyword_tensors(signature, {"img_ids": inputs["img_ids"], "joint_attention_kwargs": {}})) == [
+        "img_ids"]
+    assert calls.keyword_tensors(signature, {"img_ids": inputs["img_ids"], "controlnet_block_samples": []}) is None
 
 
 def test_keyword_routing_takes_only_tensor_calls_without_return_dict():

@@ -281,11 +281,12 @@ def route_text_encoder_calls(text_encoder: torch.nn.Module,
 def route_keyword_calls(denoiser: torch.nn.Module,
                         runner_for: Callable[[tuple[str, ...]], Callable[..., torch.Tensor]],
                         grad: bool = True) -> Callable[[], None]:
-    """`denoiser(..., return_dict=False)` with gradients on (`grad`; off: a sampling loop's
-    calls), whose arguments are tensors, dicts of tensors, or None where None is the
-    default, runs `runner_for(names)(*tensors)` (`names` as `KeywordCall` reads them; one
-    runner per set of names); returns the undo. Any other call (another argument,
-    return_dict left on, the other grad mode) runs the denoiser's forward."""
+    """`denoiser(..., return_dict=False)` in one grad mode (`grad=True`: a fit's calls, with
+    gradients on; False: a sampling loop's, without), whose arguments are tensors, dicts
+    of tensors, or None where None is the default, runs `runner_for(names)(*tensors)`
+    (`names` as `KeywordCall` reads them; one runner per set of names); returns the undo.
+    Any other call (another argument, return_dict left on, the other grad mode) runs the
+    denoiser's forward."""
     signature = inspect.signature(type(denoiser).forward)
     receiver = next(iter(signature.parameters))  # forward's `self`
     runners: dict[tuple[str, ...], Callable[..., torch.Tensor]] = {}
@@ -311,7 +312,9 @@ def route_keyword_calls(denoiser: torch.nn.Module,
 def keyword_tensors(signature: inspect.Signature, arguments: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     """The call's tensors by (dotted) name, or None when an argument is something a
     captured graph cannot take as an input (a number, a flag, a None that is not the
-    default). A None or empty dict where None is the default is left out (the default)."""
+    default). A None where None is the default is left out, and so is an empty options dict
+    (`..._kwargs={}`, which diffusers' FLUX pipeline passes for "none"; diffusers reads it as
+    None)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, value in arguments.items():
         if signature.parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
@@ -320,10 +323,13 @@ def keyword_tensors(signature: inspect.Signature, arguments: dict[str, Any]) -> 
             tensors[name] = value
         elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
             tensors.update({f"{name}.{key}": tensor for key, tensor in value.items()})
-        elif signature.parameters[name].default is not None or not (value is None or value == {}):
-            # (an empty options dict is what diffusers' FLUX pipeline passes for "none")
+        elif signature.parameters[name].default is not None or not (value is None or is_empty_options(name, value)):
             return None
     return tensors
+
+
+def is_empty_options(name: str, value: Any) -> bool:
+    return name.endswith("_kwargs") and isinstance(value, dict) and not value
 
 
 def _route(module: torch.nn.Module, call: Callable[..., Any], grad: bool = True) -> Callable[[], None]:

@@ -84,7 +84,7 @@ def calls_for(pipeline: Any, config: Any, device: torch.device | str) -> Denoise
     denoiser = denoiser_of(pipeline)
     kept = KEPT.get(pipeline)
     if (kept is None or kept.denoiser is not denoiser or kept.options != sampling_options(config)
-            or kept.signature != signature(denoiser)):
+            or torch.device(kept.device) != torch.device(device) or kept.signature != signature(denoiser)):
         kept = KEPT[pipeline] = DenoiserCalls(denoiser, config, device)
     return kept
 
