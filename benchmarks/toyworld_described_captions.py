@@ -70,10 +70,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--pool", type=int, default=8192)
     parser.add_argument("--share", type=float, default=0.5, help="captions that name the colours")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = parser.parse_args()
-    if args.out.exists():
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.force:
+            parser.error(f"{args.out} exists and is not empty; pass --force to replace it")
         shutil.rmtree(args.out)
-    shutil.copytree(WEIGHTS_DIR, args.out)
+    shutil.copytree(WEIGHTS_DIR, args.out, dirs_exist_ok=True)
     components = load_components("toyworld", None, "cpu")
     pool = render_pool(args.pool, 1, workers=2)
     rng = np.random.default_rng(5)
