@@ -16,7 +16,9 @@ itself changes (adapters added or removed, their scale or active set changed). A
 pipeline's calls are kept between its calls (a capture costs several forward passes) with
 a signature of its denoiser's parameters and adapter settings, and built again when that
 signature changes; a fit drops them when it starts (the class images sampled before it
-leave graphs of the denoiser without adapters).
+leave graphs of the denoiser without adapters). Each graph (one per set of keywords and
+shapes, e.g. batch 1 and batch 4) keeps its own memory pool while it is kept: the family
+bench's later rows' peaks include the earlier batch sizes' pools.
 """
 from __future__ import annotations
 
