@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--modifier", choices=["red", "purple"], help="recolour the subject (default: as it is)")
     parser.add_argument("--strip", type=Path, default=Path("colour-probe.png"))
     args = parser.parse_args()
+    if args.subject not in {subject.name for subject in toyworld_dataset().subjects}:
+        parser.error(f"unknown subject {args.subject!r}: pick from "
+                     + ", ".join(subject.name for subject in toyworld_dataset().subjects))
     work = Path(tempfile.mkdtemp(prefix="colour-probe-"))
     subject = recoloured_subject(args.subject, args.modifier, work)
     scorer = make_scorer()
