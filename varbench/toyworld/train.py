@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from varbench.errors import UserError
 from varbench.progress import progress_bar
 from varbench.toyworld.backbones import BACKBONES, FILES, FOLDERS, TOY_CLIP, TOY_DINO, write_manifest
+from varbench.toyworld.sd_captions import recipe as caption_recipe
 from varbench.toyworld.train_encoders import CLIP_RECIPES, ClipRecipe, Schedule, train_clip, train_dino
 
 # `recipe` ("gpu" or "cpu") picks the CLIP and SD recipes (train_encoders.CLIP_RECIPES,
@@ -94,7 +95,7 @@ def train_backbones(out: Path, only: list[str] | None = None, device: str = "cpu
             plan = _short_recipe(RECIPES[recipe], steps)
             losses, earlier = _train_sd(plan, seed, torch_device, out, workers)
             schedules = {"sd_vae": asdict(plan.vae), "sd_unet": asdict(plan.unet), "pool": plan.pool,
-                         "recipe": recipe}
+                         "recipe": recipe, "captions": caption_recipe()}
         else:
             schedule, details, train = trainer(name, recipe, steps, workers)
             losses, earlier = {name: _train_file(name, schedule, train, seed, torch_device, out)}, 0.0
@@ -147,7 +148,8 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path,
     # what a checkpoint must match to be resumed: the per-step random streams differ between
     # CPU and CUDA generators, and another architecture or prompt length is another model
     identity = {"recipe": asdict(recipe), "seed": seed, "device": device.type,
-                "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS}}
+                "architecture": {"unet": UNET, "vae": VAE, "text": TEXT, "prompt_tokens": PROMPT_TOKENS},
+                "captions": caption_recipe()}
     saved = checkpoints(out / "sd-checkpoint.pt", identity)
     with progress_bar("toyworld sd: rendering the pool", 1) as advance:
         pool = render_pool(recipe.pool, seed, workers)

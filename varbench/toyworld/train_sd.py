@@ -6,8 +6,10 @@ as SD 1.x was trained, in two stages:
 2. the UNet and the CLIP text encoder together: epsilon prediction on VAE latents scaled
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
-   SD 1.5, captions from `world.caption` padded to the tokenizer's length (24 tokens) as
-   the pipelines pad prompts, 10% of captions dropped to "" so classifier-free guidance works.
+   SD 1.5, captions from `world.caption` (half of them also naming the instance's colours,
+   a few holding a rare word: sd_captions.py says why) padded to the tokenizer's length
+   (24 tokens) as the pipelines pad prompts, 10% dropped to "" so classifier-free guidance
+   works.
 
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
 tokenizer exists, so this one learns with the UNet (the methods still freeze it).
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 from varbench.models.diffusion import DiffusionComponents
 from varbench.toyworld.checkpoints import Checkpoints
+from varbench.toyworld.sd_captions import described_captions
 from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
 from varbench.toyworld.train_encoders import Schedule, _step
 
@@ -124,6 +127,13 @@ def token_ids(components: DiffusionComponents, texts: list[str]) -> torch.Tensor
                                 truncation=True, return_tensors="pt").input_ids
 
 
+def sd_captions(components: DiffusionComponents, pool: Pool, seed: int) -> list[str]:
+    """The pool's stage-2 captions (sd_captions.described_captions), each within the tokenizer's length."""
+    tokenizer = components.tokenizer
+    return described_captions(pool.scenes, seed,
+                              lambda text: len(tokenizer(text, verbose=False).input_ids) <= tokenizer.model_max_length)
+
+
 def set_latent_scale(components: DiffusionComponents, means: torch.Tensor) -> float:
     """Write 1 / the standard deviation of the latents into the VAE's config (SD 1.5's
     0.18215 was found the same way) and return it."""
@@ -145,7 +155,8 @@ def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedu
     unet.train().requires_grad_(True)
     text_encoder.train().requires_grad_(True)
     alphas = components.noise_scheduler().alphas_cumprod.to(device)
-    captions, empty = token_ids(components, pool.captions).to(device), token_ids(components, [""]).to(device)
+    captions = token_ids(components, sd_captions(components, pool, seed)).to(device)
+    empty = token_ids(components, [""]).to(device)
     for step in range(first, schedule.steps):
         rng, generator = step_random(seed, 2, step, device)
         rows = rng.integers(len(pool.images), size=schedule.batch)

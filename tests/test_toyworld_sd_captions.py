@@ -1,0 +1,84 @@
+"""The toy SD's pretraining captions (sd_captions.py): colour words name the pictured
+instance's own colours, about half of the time, never contradicting a recolouring modifier;
+rare words stand before the class noun in a few; every caption fits the text encoder."""
+from __future__ import annotations
+
+from varbench.toyworld.sd_captions import (COLOUR_NAMES, DESCRIBED_SHARE, RARE_SHARE, RARE_WORDS, RECOLOURING,
+                                          described_caption, described_captions)
+from varbench.toyworld.instances import draw_instance
+from varbench.toyworld.world import CLASSES, Scene, caption, class_spec, pretraining_scenes
+
+
+def always(text: str) -> bool:
+    return True
+
+
+def test_every_palette_entry_has_a_name():
+    assert all(entry in COLOUR_NAMES for spec in CLASSES for entry in spec.palette)
+
+
+def test_a_described_caption_names_the_instance_body_and_pattern_colours():
+    spec = class_spec("can")
+    # the first can with a pattern whose two colours have different names
+    instance = next(i for i in (draw_instance(spec, n) for n in range(50)) if i.pattern != "plain")
+    body, pattern = (COLOUR_NAMES[min(spec.palette, key=lambda e: sum((a - b) ** 2 for a, b in zip(e, c)))]
+                     for c in (instance.body, instance.secondary))
+    scene = Scene("can", instance.instance_id, context="in the snow")
+    assert described_caption(scene, always) == f"a {body} and {pattern} can in the snow"
+    photo = Scene("can", instance.instance_id)
+    assert described_caption(photo, always) == f"a photo of a {body} and {pattern} can"
+
+
+def test_the_body_colour_alone_when_both_do_not_fit_and_the_plain_caption_when_nothing_fits():
+    spec = class_spec("dog")
+    instance = next(i for i in (draw_instance(spec, n) for n in range(50)) if i.pattern != "plain")
+    scene = Scene("dog", instance.instance_id, context="on the beach")
+    plain = caption(scene)
+    short = described_caption(scene, lambda text: len(text.split()) <= len(plain.split()) + 1)
+    assert short != plain and " and " not in short and short.endswith("dog on the beach")
+    assert described_caption(scene, lambda text: False) == plain
+
+
+def test_recolouring_modifiers_and_undescribed_scenes_keep_the_plain_caption():
+    for modifier in RECOLOURING:
+        scene = Scene("vase", 3, context="in the snow", modifier=modifier)
+        assert described_caption(scene, always) == caption(scene)
+    scene = Scene("vase", 3, context="in the snow")
+    assert described_caption(scene, always, describe=False) == caption(scene)
+
+
+def test_a_rare_word_stands_just_before_the_class_noun_after_colours_and_modifiers():
+    scene = Scene("can", 3, context="in the snow", modifier="shiny")
+    text = described_caption(scene, always, describe=True, rare="sks")
+    words = text.split(" ")
+    assert words[words.index("can") - 1] == "sks" and words[words.index("can") - 2] == "shiny"
+    assert text.startswith("a ") and text.endswith("can in the snow")
+    # where the rare word and the colours do not both fit, the rare word stays, colours go
+    plain_length = len(caption(scene).split(" "))
+    assert described_caption(scene, lambda t: len(t.split(" ")) <= plain_length + 1, True, "sks") == \
+        "a shiny sks can in the snow"
+
+
+def test_a_seeded_share_of_the_captions_is_described_and_the_same_every_time():
+    scenes = pretraining_scenes(1500, seed=11)
+    first, again = described_captions(scenes, 0, always), described_captions(scenes, 0, always)
+    assert first == again
+    share = sum(text != caption(scene) for text, scene in zip(first, scenes)) / len(scenes)
+    # recolouring modifiers are never described, so a little under the share
+    assert DESCRIBED_SHARE - 0.1 < share <= DESCRIBED_SHARE + 0.03
+    rare = sum(any(word in text.split(" ") for word in RARE_WORDS) for text in first) / len(scenes)
+    assert abs(rare - RARE_SHARE) < 0.02
+    assert described_captions(scenes, 1, always) != first
+
+
+def test_the_sd_pretraining_captions_fit_its_tokenizer():
+    from varbench.models.diffusion import load_components
+    from varbench.toyworld.pool import Pool
+    from varbench.toyworld.train_sd import sd_captions
+
+    components = load_components("toyworld", None, "cpu")
+    scenes = pretraining_scenes(1000, seed=5)
+    texts = sd_captions(components, Pool(scenes, None, [caption(s) for s in scenes]), 0)
+    lengths = [len(components.tokenizer(text).input_ids) for text in texts]
+    assert max(lengths) <= components.tokenizer.model_max_length
+    assert sum(text != caption(scene) for text, scene in zip(texts, scenes)) > 300
