@@ -33,7 +33,10 @@ What is timed, per family:
     (`... (eager)`, its warm-up call FLOP-counted), then under the method's defaults (the
     denoiser's steps replayed as CUDA graphs, kept between calls; an `auto` compile field
     settled as a DreamBench worker settles it; the eager count). `--sampling-variants
-    compiled` adds `compile_generation: true`.
+    compiled` adds `compile_generation: true`. `--cells N` fits each step variant N
+    times, each on a fresh base in the one process, and each later fit samples again
+    (rows named `... [cell k]`): what a protocol worker's later cells pay for compiling
+    once dynamo's and inductor's caches are warm (their `first_step_s`, `first_call_s`).
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
     `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
     tower at full size with random weights, as the method's `weights: random` builds
@@ -119,6 +122,10 @@ class FamilyBenchSettings:
     sampling_variants: tuple[str, ...] | None = None
     methods: tuple[str, ...] = ("dreambooth_lora", "ip_adapter")
     seed: int = 0
+    # DreamBooth-LoRA fits per step variant, each on a fresh base in this one process, as a
+    # protocol worker runs its cells: the later cells' first step and first sampling call
+    # show what compiling costs again once dynamo's and inductor's caches are warm
+    cells: int = 1
 
     @classmethod
     def for_size(cls, size: str, device: str, **overrides: Any) -> FamilyBenchSettings:
@@ -364,10 +371,11 @@ class Run:
         self.saved()
         return False
 
-    def sample_all(self, model: Any, method: str, family: str, prompt: str, variant: str | None = None) -> None:
+    def sample_all(self, model: Any, method: str, family: str, prompt: str, variant: str | None = None,
+                   cell: int = 1) -> None:
         at_1 = None
         for batch in sorted(self.settings.batches):
-            name = sampling_name(method, family, batch, variant or "default")
+            name = sampling_name(method, family, batch, variant or "default") + (f" [cell {cell}]" if cell > 1 else "")
             if not self.fits_budget(name, at_1, batch):
                 continue
             try:
@@ -379,6 +387,7 @@ class Run:
             finally:
                 free_memory(self.settings.device)
             at_1 = result["value"] if batch == 1 else at_1
+            in_cell(result, cell)
             if result["flops"] is None:  # replayed or compiled: the counted FLOPs of the same images
                 result["flops"] = self.counted_flops(method, family, batch)
             self.add(result)
@@ -421,23 +430,32 @@ def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
     for variant in settings.step_variants or variants_to_fit(family, checkpointing, settings.device):
         if not settings.step_variants and variant not in variants_to_fit(family, checkpointing, settings.device):
             continue  # a retry with checkpointing made it the computation just measured
-        free_memory(settings.device)
-        fitted, checkpointing = fit_or_retry(run, family, folder / variant, cache, checkpointing, variant,
-                                             set(flops))
-        if fitted is None:
-            continue
-        if fitted.result["flops"]:
-            flops.setdefault(checkpointing, fitted.result["flops"])
-        fitted.result["flops"] = flops.get(checkpointing)
-        run.add(fitted.result)
-        if not sampled:
-            for sampling in settings.sampling_variants or sampling_variants(settings.device):
-                run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT, sampling)
-            sampled = True
-        fitted = None  # (frees the model before the next variant's base is built)
+        for cell in range(1, settings.cells + 1):
+            free_memory(settings.device)
+            fitted, checkpointing = fit_or_retry(run, family, folder / variant / f"cell{cell}", cache, checkpointing,
+                                                 variant, set(flops))
+            if fitted is None:
+                break
+            if fitted.result["flops"]:
+                flops.setdefault(checkpointing, fitted.result["flops"])
+            fitted.result["flops"] = flops.get(checkpointing)
+            run.add(in_cell(fitted.result, cell))
+            if not sampled or cell > 1:  # each later cell samples again: its own first calls
+                for sampling in settings.sampling_variants or sampling_variants(settings.device):
+                    run.sample_all(fitted.model, DreamBoothLora.name, family, LORA_PROMPT, sampling, cell)
+                sampled = True
+            fitted = None  # (frees the model before the next base is built)
     if not sampled:
         for batch in settings.batches:
             run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: no fit succeeded")
+
+
+def in_cell(result: dict[str, Any], cell: int) -> dict[str, Any]:
+    """`result`, named and marked as measured in a worker's `cell`-th cell (the first: unchanged)."""
+    if cell > 1:
+        result["name"] += f" [cell {cell}]"
+        result["extra"]["cell"] = cell
+    return result
 
 
 def sampling_variants(device: str) -> list[str]:
@@ -546,6 +564,8 @@ def check_settings(settings: FamilyBenchSettings) -> None:
     if unknown_variants:
         raise ValueError(f"unknown step or sampling variant {', '.join(unknown_variants)}: "
                          f"use {', '.join(STEP_VARIANTS)}")
+    if settings.cells < 1:
+        raise ValueError("cells must be at least 1")
     if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
         raise ValueError("sample_repeats and every batch must be at least 1")
 
@@ -583,6 +603,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                      "(full: 390; 0: no limit)")
     parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    parser.add_argument("--cells", type=int, help="DreamBooth-LoRA fits per step variant on fresh bases in this "
+                                                  "process, each sampling again: what a worker's later cells pay")
     parser.add_argument("--methods", default="dreambooth_lora,ip_adapter", help="comma-separated: which to measure")
     parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted where no graph "
                                                 f"hides them: {', '.join(STEP_VARIANTS)} (default: eager,default on "
@@ -598,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step_variants=tuple(v for v in args.step_variants.split(",") if v) if args.step_variants else None,
         sampling_variants=(tuple(v for v in args.sampling_variants.split(",") if v)
                            if args.sampling_variants else None),
-        methods=tuple(m for m in args.methods.split(",") if m),
+        methods=tuple(m for m in args.methods.split(",") if m), cells=args.cells,
         batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else None)
     if args.budget is not None:
         settings.budget_s = args.budget or None

@@ -222,6 +222,35 @@ def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(
     assert [e["name"] for e in report["errors"]] == ["dreambooth_lora sdxl step"]
 
 
+
+def test_later_cells_fit_on_fresh_bases_and_sample_again_under_their_own_names(monkeypatch):
+    """`cells`: a worker's later cells, each a new fit with its own model and its own
+    first sampling call; the first cell's rows keep their names."""
+    fits = fake_step_fits(monkeypatch)
+    folders, models = [], []
+    fake_fit = family_bench.bench_lora_fit
+
+    def fit(family, settings, folder, *args, **kwargs):
+        folders.append(folder.relative_to(folder.parents[2]).as_posix())
+        fitted = fake_fit(family, settings, folder, *args, **kwargs)
+        models.append(fitted.model)
+        return fitted
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fit)
+    settings = FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,), cells=2,
+                                            step_variants=("compiled",))
+    report = run_family_bench(settings)
+    assert [r["name"] for r in report["results"]] == [
+        "dreambooth_lora sd3 step (compiled)", "dreambooth_lora sd3 sampling@1",
+        "dreambooth_lora sd3 step (compiled) [cell 2]", "dreambooth_lora sd3 sampling@1 [cell 2]"]
+    assert folders == ["lora/compiled/cell1", "lora/compiled/cell2"] and len(fits) == 2
+    assert models[0] is not models[1] and len(models[0].calls) == len(models[1].calls) == 2
+    later = [r for r in report["results"] if "[cell 2]" in r["name"]]
+    assert [r["extra"]["cell"] for r in later] == [2, 2]
+    with pytest.raises(SystemExit):
+        main(["--size", "tiny", "--device", "cpu", "--cells", "0"])
+
+
 # --- cost projection ----------------------------------------------------------------------
 
 def family_bench_rows():
