@@ -71,6 +71,22 @@ def test_a_seeded_share_of_the_captions_is_described_and_the_same_every_time():
     assert described_captions(scenes, 1, always) != first
 
 
+def test_rare_words_take_their_share_without_changing_which_captions_name_colours(monkeypatch):
+    """The colour draws come first, so a rare-word share leaves the colour choices (and the
+    captions trained without rare words) as they were."""
+    from varbench.toyworld import sd_captions
+
+    scenes = pretraining_scenes(1500, seed=11)
+    monkeypatch.setattr(sd_captions, "RARE_SHARE", 0.0)
+    without = described_captions(scenes, 0, always)
+    monkeypatch.setattr(sd_captions, "RARE_SHARE", 0.05)
+    with_rare = described_captions(scenes, 0, always)
+    rare = [any(word in text.split(" ") for word in RARE_WORDS) for text in with_rare]
+    assert 0.035 < sum(rare) / len(scenes) < 0.065
+    stripped = [" ".join(w for w in text.split(" ") if w not in RARE_WORDS) for text in with_rare]
+    assert stripped == without
+
+
 def test_the_sd_pretraining_captions_fit_its_tokenizer():
     from varbench.models.diffusion import load_components
     from varbench.toyworld.pool import Pool

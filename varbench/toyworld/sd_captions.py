@@ -32,9 +32,11 @@ COLOUR_NAMES: dict[Colour, str] = {
 # modifiers that paint the body over: their caption already names the colour it shows
 RECOLOURING = ("red", "purple")
 DESCRIBED_SHARE = 0.5  # captions that name the colours
-# DreamBooth's identifier and made-up words like it; each stands in ~1% of captions
+# DreamBooth's identifier and made-up words like it. The shipped SD was trained with
+# RARE_SHARE 0 (colour words only): the rare words wait for a GPU retrain to be measured
+# (benchmarks/NOTES-toyworld.md, session 14)
 RARE_WORDS = ("sks", "zwx", "qrv", "bnk", "vhl")
-RARE_SHARE = 0.05
+RARE_SHARE = 0.0
 
 
 def recipe() -> dict:
