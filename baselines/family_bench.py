@@ -33,8 +33,9 @@ What is timed, per family:
     (`... (eager)`, its warm-up call FLOP-counted), then under the method's defaults (the
     denoiser's steps replayed as CUDA graphs, kept between calls; an `auto` compile field
     settled as a DreamBench worker settles it; the eager count). `--sampling-variants
-    compiled` adds `compile_generation: true`. `--cells N` fits each step variant N
-    times, each on a fresh base in the one process, and each later fit samples again
+    compiled` adds `compile_generation: true`. `--cells N` (with one `--step-variants`
+    variant) fits it N times, each on a fresh base in the one process, and each later fit
+    samples again
     (rows named `... [cell k]`): what a protocol worker's later cells pay for compiling
     once dynamo's and inductor's caches are warm (their `first_step_s`, `first_call_s`).
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
@@ -375,7 +376,7 @@ class Run:
                    cell: int = 1) -> None:
         at_1 = None
         for batch in sorted(self.settings.batches):
-            name = sampling_name(method, family, batch, variant or "default") + (f" [cell {cell}]" if cell > 1 else "")
+            name = sampling_name(method, family, batch, variant or "default") + cell_suffix(cell)
             if not self.fits_budget(name, at_1, batch):
                 continue
             try:
@@ -420,7 +421,8 @@ def run_family_bench(settings: FamilyBenchSettings,
 def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
     """The fit's steps/s under each variant (`variants_to_fit`: eager, then the method's
     defaults), each on a fresh base; then sampling with the first fit's model, under each
-    sampling variant (its speed options set on that model). FLOPs are counted on a fit the
+    sampling variant (its speed options set on that model), and with each later cell's
+    (`cells`: one step variant, fitted again). FLOPs are counted on a fit the
     counter sees (no graphs, no compile) and given to every fit of the same checkpointing.
     Out of memory: an error entry, and that fit again with gradient checkpointing."""
     settings = run.settings
@@ -433,7 +435,7 @@ def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
         for cell in range(1, settings.cells + 1):
             free_memory(settings.device)
             fitted, checkpointing = fit_or_retry(run, family, folder / variant / f"cell{cell}", cache, checkpointing,
-                                                 variant, set(flops))
+                                                 variant, set(flops), cell)
             if fitted is None:
                 break
             if fitted.result["flops"]:
@@ -450,10 +452,15 @@ def bench_lora(run: Run, family: str, folder: Path, cache: Path) -> None:
             run.error(sampling_name(DreamBoothLora.name, family, batch), "not measured: no fit succeeded")
 
 
+def cell_suffix(cell: int) -> str:
+    """What names a row of a worker's `cell`-th cell (the first: nothing)."""
+    return f" [cell {cell}]" if cell > 1 else ""
+
+
 def in_cell(result: dict[str, Any], cell: int) -> dict[str, Any]:
     """`result`, named and marked as measured in a worker's `cell`-th cell (the first: unchanged)."""
     if cell > 1:
-        result["name"] += f" [cell {cell}]"
+        result["name"] += cell_suffix(cell)
         result["extra"]["cell"] = cell
     return result
 
@@ -482,7 +489,7 @@ def flops_visible(variant: str, checkpointing: bool, device: str) -> bool:
 
 
 def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing: bool, variant: str,
-                 counted: set[bool]) -> tuple[Fitted | None, bool]:
+                 counted: set[bool], cell: int = 1) -> tuple[Fitted | None, bool]:
     """`bench_lora_fit`, and again with gradient checkpointing if it ran out of memory
     without; returns the fit (None if it failed: an error entry) and the checkpointing used.
     FLOPs are counted where the counter sees the step and none were counted yet for that
@@ -500,7 +507,7 @@ def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing
         traceback.print_exc()
         failure = (is_out_of_memory(err), describe(err))
     # (outside the except block: the traceback no longer holds the model)
-    run.error(step_name(family, checkpointing, variant), failure[1])
+    run.error(step_name(family, checkpointing, variant) + cell_suffix(cell), failure[1])
     free_memory(settings.device)
     if not failure[0] or checkpointing:
         return None, checkpointing
@@ -508,7 +515,7 @@ def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing
         return fit(folder / "checkpointed", True), True
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
-        run.error(step_name(family, True, variant), describe(err))
+        run.error(step_name(family, True, variant) + cell_suffix(cell), describe(err))
     return None, True
 
 
@@ -566,6 +573,9 @@ def check_settings(settings: FamilyBenchSettings) -> None:
                          f"use {', '.join(STEP_VARIANTS)}")
     if settings.cells < 1:
         raise ValueError("cells must be at least 1")
+    if settings.cells > 1 and len(settings.step_variants or ()) != 1:
+        # later cells sample again: with several variants, whose model is the second cell's?
+        raise ValueError("cells above 1 need exactly one step variant (--step-variants)")
     if settings.sample_repeats < 1 or not settings.batches or min(settings.batches) < 1:
         raise ValueError("sample_repeats and every batch must be at least 1")
 
@@ -603,14 +613,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                      "(full: 390; 0: no limit)")
     parser.add_argument("--cache-dir", help="keep the IP-Adapter stand-ins here between runs")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
-    parser.add_argument("--cells", type=int, help="DreamBooth-LoRA fits per step variant on fresh bases in this "
-                                                  "process, each sampling again: what a worker's later cells pay")
+    parser.add_argument("--cells", type=int, help="DreamBooth-LoRA fits of the one --step-variants variant on fresh "
+                                                  "bases in this process, each sampling again: what a worker's "
+                                                  "later cells pay")
     parser.add_argument("--methods", default="dreambooth_lora,ip_adapter", help="comma-separated: which to measure")
     parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted where no graph "
                                                 f"hides them: {', '.join(STEP_VARIANTS)} (default: eager,default on "
                                                 "a GPU)")
     parser.add_argument("--sampling-variants", help="comma-separated speed options DreamBooth-LoRA samples under "
-                                                    f"(the first fit's model): {', '.join(STEP_VARIANTS)} (default: "
+                                                    f"(the first fit's model; with --cells, each later fit's too): "
+                                                    f"{', '.join(STEP_VARIANTS)} (default: "
                                                     "eager,default on a GPU)")
     args = parser.parse_args(argv)
     settings = FamilyBenchSettings.for_size(

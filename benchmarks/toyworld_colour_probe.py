@@ -1,6 +1,7 @@
 """Probe (issue 22): can Textual Inversion, which trains one word against the frozen toy
 SD, learn a subject's colour? A held-out subject is drawn as it is, or recoloured by one
-of the world's modifiers ("red", "purple": the only colours pretraining captions name);
+of the world's modifiers ("red", "purple": before session 14, the only colours the SD's
+pretraining captions named);
 Textual Inversion (the toyworld protocol's recipe) and no_fit then sample the subject's
 first five prompts, and the mean toy-DINO cosine of the samples to the (recoloured)
 references is printed for both. A strip of references and samples is written too.

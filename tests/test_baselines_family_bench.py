@@ -222,7 +222,6 @@ def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(
     assert [e["name"] for e in report["errors"]] == ["dreambooth_lora sdxl step"]
 
 
-
 def test_later_cells_fit_on_fresh_bases_and_sample_again_under_their_own_names(monkeypatch):
     """`cells`: a worker's later cells, each a new fit with its own model and its own
     first sampling call; the first cell's rows keep their names."""
@@ -247,8 +246,27 @@ def test_later_cells_fit_on_fresh_bases_and_sample_again_under_their_own_names(m
     assert models[0] is not models[1] and len(models[0].calls) == len(models[1].calls) == 2
     later = [r for r in report["results"] if "[cell 2]" in r["name"]]
     assert [r["extra"]["cell"] for r in later] == [2, 2]
-    with pytest.raises(SystemExit):
-        main(["--size", "tiny", "--device", "cpu", "--cells", "0"])
+    for refused in (["--cells", "0"], ["--cells", "2"], ["--cells", "2", "--step-variants", "eager,default"]):
+        with pytest.raises(SystemExit):  # later cells of one variant only: their rows' names are its own
+            main(["--size", "tiny", "--device", "cpu", *refused])
+
+
+def test_a_later_cell_that_fails_is_named_as_that_cell(monkeypatch):
+    fake_step_fits(monkeypatch, lambda variant, checkpointing: len(calls) > 1)
+    calls = []
+    fake_fit = family_bench.bench_lora_fit
+
+    def fit(*args, **kwargs):
+        calls.append(args)
+        return fake_fit(*args, **kwargs)
+
+    monkeypatch.setattr(family_bench, "bench_lora_fit", fit)
+    report = run_family_bench(FamilyBenchSettings.for_size("tiny", "cpu", families=("sd3",), batches=(1,), cells=2,
+                                                           step_variants=("default",)))
+    assert [r["name"] for r in report["results"]] == ["dreambooth_lora sd3 step", "dreambooth_lora sd3 sampling@1"]
+    # out of memory, then again with checkpointing: both errors are the second cell's
+    assert [e["name"] for e in report["errors"]] == ["dreambooth_lora sd3 step [cell 2]",
+                                                     "dreambooth_lora sd3 step (gradient checkpointing) [cell 2]"]
 
 
 # --- cost projection ----------------------------------------------------------------------

@@ -3,8 +3,9 @@ instance's own colours, about half of the time, never contradicting a recolourin
 rare words stand before the class noun in a few; every caption fits the text encoder."""
 from __future__ import annotations
 
+from varbench.toyworld.modifiers import PROPERTIES
 from varbench.toyworld.sd_captions import (COLOUR_NAMES, DESCRIBED_SHARE, RARE_SHARE, RARE_WORDS, RECOLOURING,
-                                          described_caption, described_captions)
+                                          colour_name, described_caption, described_captions)
 from varbench.toyworld.instances import draw_instance
 from varbench.toyworld.world import CLASSES, Scene, caption, class_spec, pretraining_scenes
 
@@ -19,7 +20,7 @@ def test_every_palette_entry_has_a_name():
 
 def test_a_described_caption_names_the_instance_body_and_pattern_colours():
     spec = class_spec("can")
-    # the first can with a pattern whose two colours have different names
+    # the first patterned can
     instance = next(i for i in (draw_instance(spec, n) for n in range(50)) if i.pattern != "plain")
     body, pattern = (COLOUR_NAMES[min(spec.palette, key=lambda e: sum((a - b) ** 2 for a, b in zip(e, c)))]
                      for c in (instance.body, instance.secondary))
@@ -33,10 +34,21 @@ def test_the_body_colour_alone_when_both_do_not_fit_and_the_plain_caption_when_n
     spec = class_spec("dog")
     instance = next(i for i in (draw_instance(spec, n) for n in range(50)) if i.pattern != "plain")
     scene = Scene("dog", instance.instance_id, context="on the beach")
-    plain = caption(scene)
-    short = described_caption(scene, lambda text: len(text.split()) <= len(plain.split()) + 1)
-    assert short != plain and " and " not in short and short.endswith("dog on the beach")
+    plain, body = caption(scene), colour_name(instance.body, class_spec("dog").palette)
+    short = described_caption(scene, lambda text: len(text.split()) <= len(plain.split()) + len(body.split()))
+    assert short == f"a {body} dog on the beach"
     assert described_caption(scene, lambda text: False) == plain
+
+
+def test_the_recolouring_modifiers_are_those_that_paint_every_instance_one_colour():
+    """A new modifier that paints the body one colour must join RECOLOURING, or the
+    captions would name a colour the picture does not show."""
+    spec = class_spec("vase")
+    first, second = draw_instance(spec, 1), draw_instance(spec, 2)
+    assert first.body != second.body
+    painting = {m.name for m in PROPERTIES if m.recolour is not None
+                and m.recolour(first).body == m.recolour(second).body}
+    assert painting == set(RECOLOURING)
 
 
 def test_recolouring_modifiers_and_undescribed_scenes_keep_the_plain_caption():
@@ -89,12 +101,11 @@ def test_rare_words_take_their_share_without_changing_which_captions_name_colour
 
 def test_the_sd_pretraining_captions_fit_its_tokenizer():
     from varbench.models.diffusion import load_components
-    from varbench.toyworld.pool import Pool
-    from varbench.toyworld.train_sd import sd_captions
+    from varbench.toyworld.train_sd import stage2_captions
 
     components = load_components("toyworld", None, "cpu")
     scenes = pretraining_scenes(1000, seed=5)
-    texts = sd_captions(components, Pool(scenes, None, [caption(s) for s in scenes]), 0)
+    texts = stage2_captions(components, scenes, 0)
     lengths = [len(components.tokenizer(text).input_ids) for text in texts]
     assert max(lengths) <= components.tokenizer.model_max_length
     assert sum(text != caption(scene) for text, scene in zip(texts, scenes)) > 300

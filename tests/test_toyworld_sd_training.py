@@ -75,3 +75,20 @@ def test_a_resumed_run_counts_the_seconds_of_the_run_it_resumes(tmp_path, monkey
     assert resumed.earlier_seconds == first
     run(pool, tmp_path)
     assert torch.load(tmp_path / "sd-checkpoint.pt", weights_only=True)["seconds"] > first
+
+
+def test_the_denoiser_trains_on_the_described_captions(tmp_path, monkeypatch):
+    """Stage 2 tokenizes the pool's captions from sd_captions (colours named), not the
+    plain `world.caption`s the pool carries."""
+    pool = render_pool(16, seed=1)
+    components = random_sd(seed=1)
+    tokenized = []
+    plain_token_ids = train_sd.token_ids
+    monkeypatch.setattr(train_sd, "token_ids",
+                        lambda parts, texts: tokenized.append(texts) or plain_token_ids(parts, texts))
+    monkeypatch.setattr(train_sd, "SCALE_SCENES", 16)
+    saved = checkpoints(tmp_path / "sd-checkpoint.pt", {"test": 2})
+    train_denoiser(components, pool, Schedule(steps=1, batch=2, learning_rate=1e-3, warmup=1), 1,
+                   torch.device("cpu"), lambda step, loss: None, saved)
+    expected = train_sd.stage2_captions(components, pool.scenes, 1)
+    assert expected in tokenized and expected != pool.captions

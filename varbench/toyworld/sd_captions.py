@@ -7,11 +7,11 @@ and the world's captions lacked, each missed by a method that leans on the text 
   only what the captions let the text side express; when they named a colour only through
   the "red" and "purple" modifiers, its word for a yellow can drew red and blue cans
   (benchmarks/NOTES-toyworld.md, the colour probe);
-- **rare words**: a few captions hold a word with no look of its own before the class
-  noun ("a photo of a sks dog"). DreamBooth's identifier "sks" is such a word in SD 1.5's
-  data; one that no caption held kept its initial embedding, so "a photo of sks dog" and
-  "a photo of a dog" read nearly alike and the prior's class images pulled the subject
-  back to the class.
+- **rare words** (RARE_SHARE; 0 in the shipped SD, so far): a few captions can hold a
+  word with no look of its own before the class noun ("a photo of a sks dog").
+  DreamBooth's identifier "sks" is such a word in SD 1.5's data; one that no caption
+  holds keeps its initial embedding, so "a photo of sks dog" and "a photo of a dog" read
+  nearly alike and the prior's class images pull the subject back to the class.
 
 Which scenes get which is seeded, so a run's captions are the same every time.
 """
@@ -29,23 +29,28 @@ COLOUR_NAMES: dict[Colour, str] = {
                        "black", "white", "grey", "beige", "lime", "maroon"))),
     **dict(zip(FUR, ("tan", "brown", "dark brown", "black", "white", "cream", "grey", "ginger", "golden"))),
 }
-# modifiers that paint the body over: their caption already names the colour it shows
+# modifiers that paint the body in the colour they name, so the caption already names the
+# colour shown ("shiny" and "wet" only brighten or darken the instance's own)
 RECOLOURING = ("red", "purple")
 DESCRIBED_SHARE = 0.5  # captions that name the colours
 # DreamBooth's identifier and made-up words like it. The shipped SD was trained with
 # RARE_SHARE 0 (colour words only): the rare words wait for a GPU retrain to be measured
-# (benchmarks/NOTES-toyworld.md, session 14)
+# (benchmarks/NOTES-toyworld.md, session 14). Their draws follow the colour draws, so the
+# share changes no colour choice.
 RARE_WORDS = ("sks", "zwx", "qrv", "bnk", "vhl")
 RARE_SHARE = 0.0
 
 
 def recipe() -> dict:
     """What training.json and the SD checkpoint's identity record of the captions."""
-    return {"described": DESCRIBED_SHARE, "rare": RARE_SHARE, "rare_words": list(RARE_WORDS)}
+    return {"described": DESCRIBED_SHARE, "rare": RARE_SHARE, "rare_words": list(RARE_WORDS),
+            "recolouring": list(RECOLOURING), "colour_names": sorted(set(COLOUR_NAMES.values()))}
 
 
 def colour_name(colour: Colour, palette: tuple[Colour, ...]) -> str:
-    """The name of `palette`'s entry nearest to `colour` (instances jitter their entry)."""
+    """The name of `palette`'s entry nearest to `colour`: the colour as drawn. Instances
+    jitter their entry, so about 1% of fur colours sit nearer a neighbouring entry (tan
+    and golden, dark brown and black) and take its name, as a viewer would."""
     nearest = min(palette, key=lambda entry: sum((a - b) ** 2 for a, b in zip(entry, colour)))
     return COLOUR_NAMES[nearest]
 

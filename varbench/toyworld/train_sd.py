@@ -6,8 +6,8 @@ as SD 1.x was trained, in two stages:
 2. the UNet and the CLIP text encoder together: epsilon prediction on VAE latents scaled
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
-   SD 1.5, captions from `world.caption` (half of them also naming the instance's colours,
-   a few holding a rare word: sd_captions.py says why) padded to the tokenizer's length
+   SD 1.5, captions from `world.caption` (half of them also naming the instance's colours:
+   sd_captions.py says why) padded to the tokenizer's length
    (24 tokens) as the pipelines pad prompts, 10% dropped to "" so classifier-free guidance
    works.
 
@@ -35,6 +35,7 @@ from varbench.toyworld.checkpoints import Checkpoints
 from varbench.toyworld.sd_captions import described_captions
 from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
 from varbench.toyworld.train_encoders import Schedule, _step
+from varbench.toyworld.world import Scene
 
 KL_WEIGHT = 1e-6  # SD's autoencoder KL weight
 CAPTION_DROP = 0.1  # share of empty captions (classifier-free guidance)
@@ -127,10 +128,10 @@ def token_ids(components: DiffusionComponents, texts: list[str]) -> torch.Tensor
                                 truncation=True, return_tensors="pt").input_ids
 
 
-def sd_captions(components: DiffusionComponents, pool: Pool, seed: int) -> list[str]:
-    """The pool's stage-2 captions (sd_captions.described_captions), each within the tokenizer's length."""
+def stage2_captions(components: DiffusionComponents, scenes: list[Scene], seed: int) -> list[str]:
+    """The scenes' stage-2 captions (sd_captions.described_captions), each within the tokenizer's length."""
     tokenizer = components.tokenizer
-    return described_captions(pool.scenes, seed,
+    return described_captions(scenes, seed,
                               lambda text: len(tokenizer(text, verbose=False).input_ids) <= tokenizer.model_max_length)
 
 
@@ -155,7 +156,7 @@ def train_denoiser(components: DiffusionComponents, pool: Pool, schedule: Schedu
     unet.train().requires_grad_(True)
     text_encoder.train().requires_grad_(True)
     alphas = components.noise_scheduler().alphas_cumprod.to(device)
-    captions = token_ids(components, sd_captions(components, pool, seed)).to(device)
+    captions = token_ids(components, stage2_captions(components, pool.scenes, seed)).to(device)
     empty = token_ids(components, [""]).to(device)
     for step in range(first, schedule.steps):
         rng, generator = step_random(seed, 2, step, device)
