@@ -1,11 +1,11 @@
 """The toy SD's pretraining captions (sd_captions.py): colour words name the pictured
-instance's own colours, about half of the time, never contradicting a recolouring modifier;
-rare words stand before the class noun in a few; every caption fits the text encoder."""
+instance's own colours, about half of the time, before any modifier, never contradicting a
+recolouring one; every caption fits the text encoder."""
 from __future__ import annotations
 
 from varbench.toyworld.modifiers import PROPERTIES
-from varbench.toyworld.sd_captions import (COLOUR_NAMES, DESCRIBED_SHARE, RARE_SHARE, RARE_WORDS, RECOLOURING,
-                                          colour_name, described_caption, described_captions)
+from varbench.toyworld.sd_captions import (COLOUR_NAMES, DESCRIBED_SHARE, RECOLOURING, colour_name,
+                                          described_caption, described_captions)
 from varbench.toyworld.instances import draw_instance
 from varbench.toyworld.world import CLASSES, Scene, caption, class_spec, pretraining_scenes
 
@@ -51,24 +51,18 @@ def test_the_recolouring_modifiers_are_those_that_paint_every_instance_one_colou
     assert painting == set(RECOLOURING)
 
 
-def test_recolouring_modifiers_and_undescribed_scenes_keep_the_plain_caption():
+def test_recolouring_modifiers_keep_the_plain_caption():
     for modifier in RECOLOURING:
         scene = Scene("vase", 3, context="in the snow", modifier=modifier)
         assert described_caption(scene, always) == caption(scene)
-    scene = Scene("vase", 3, context="in the snow")
-    assert described_caption(scene, always, describe=False) == caption(scene)
 
 
-def test_a_rare_word_stands_just_before_the_class_noun_after_colours_and_modifiers():
-    scene = Scene("can", 3, context="in the snow", modifier="shiny")
-    text = described_caption(scene, always, describe=True, rare="sks")
-    words = text.split(" ")
-    assert words[words.index("can") - 1] == "sks" and words[words.index("can") - 2] == "shiny"
-    assert text.startswith("a ") and text.endswith("can in the snow")
-    # where the rare word and the colours do not both fit, the rare word stays, colours go
-    plain_length = len(caption(scene).split(" "))
-    assert described_caption(scene, lambda t: len(t.split(" ")) <= plain_length + 1, True, "sks") == \
-        "a shiny sks can in the snow"
+def test_the_colours_come_after_the_article_and_before_a_modifier():
+    spec = class_spec("can")
+    instance = draw_instance(spec, 3)
+    body = colour_name(instance.body, spec.palette)
+    text = described_caption(Scene("can", 3, context="in the snow", modifier="shiny"), always)
+    assert text.startswith(f"a {body} ") and text.endswith(" shiny can in the snow")
 
 
 def test_a_seeded_share_of_the_captions_is_described_and_the_same_every_time():
@@ -78,25 +72,7 @@ def test_a_seeded_share_of_the_captions_is_described_and_the_same_every_time():
     share = sum(text != caption(scene) for text, scene in zip(first, scenes)) / len(scenes)
     # recolouring modifiers are never described, so a little under the share
     assert DESCRIBED_SHARE - 0.1 < share <= DESCRIBED_SHARE + 0.03
-    rare = sum(any(word in text.split(" ") for word in RARE_WORDS) for text in first) / len(scenes)
-    assert abs(rare - RARE_SHARE) < 0.02
     assert described_captions(scenes, 1, always) != first
-
-
-def test_rare_words_take_their_share_without_changing_which_captions_name_colours(monkeypatch):
-    """The colour draws come first, so a rare-word share leaves the colour choices (and the
-    captions trained without rare words) as they were."""
-    from varbench.toyworld import sd_captions
-
-    scenes = pretraining_scenes(1500, seed=11)
-    monkeypatch.setattr(sd_captions, "RARE_SHARE", 0.0)
-    without = described_captions(scenes, 0, always)
-    monkeypatch.setattr(sd_captions, "RARE_SHARE", 0.05)
-    with_rare = described_captions(scenes, 0, always)
-    rare = [any(word in text.split(" ") for word in RARE_WORDS) for text in with_rare]
-    assert 0.035 < sum(rare) / len(scenes) < 0.065
-    stripped = [" ".join(w for w in text.split(" ") if w not in RARE_WORDS) for text in with_rare]
-    assert stripped == without
 
 
 def test_the_sd_pretraining_captions_fit_its_tokenizer():

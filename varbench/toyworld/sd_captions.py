@@ -1,19 +1,12 @@
-"""The toy SD's pretraining captions: `world.caption`, with two things web captions have
-and the world's captions lacked, each missed by a method that leans on the text side:
+"""The toy SD's pretraining captions: `world.caption`, half of them (seeded) also naming
+the pictured instance's body colour, and its pattern's colour where it has one ("a yellow
+and navy can in the snow"), as web captions describe what they show.
 
-- **colour words**: half of the captions name the pictured instance's body colour, and
-  its pattern's colour where it has one ("a yellow and navy can in the snow"). Textual
-  Inversion trains one new word against the frozen text encoder and UNet, so it reaches
-  only what the captions let the text side express; when they named a colour only through
-  the "red" and "purple" modifiers, its word for a yellow can drew red and blue cans
-  (benchmarks/NOTES-toyworld.md, the colour probe);
-- **rare words** (RARE_SHARE; 0 in the shipped SD, so far): a few captions can hold a
-  word with no look of its own before the class noun ("a photo of a sks dog").
-  DreamBooth's identifier "sks" is such a word in SD 1.5's data; one that no caption
-  holds keeps its initial embedding, so "a photo of sks dog" and "a photo of a dog" read
-  nearly alike and the prior's class images pull the subject back to the class.
-
-Which scenes get which is seeded, so a run's captions are the same every time.
+Why: Textual Inversion trains one new word against the frozen text encoder and UNet, so
+it reaches only what the captions let the text side express. When they named a colour
+only through the "red" and "purple" modifiers, its word for a yellow can drew red and blue
+cans, and Custom Diffusion fared little better (benchmarks/NOTES-toyworld.md, the colour
+probe and session 14).
 """
 from __future__ import annotations
 
@@ -33,18 +26,12 @@ COLOUR_NAMES: dict[Colour, str] = {
 # colour shown ("shiny" and "wet" only brighten or darken the instance's own)
 RECOLOURING = ("red", "purple")
 DESCRIBED_SHARE = 0.5  # captions that name the colours
-# DreamBooth's identifier and made-up words like it. The shipped SD was trained with
-# RARE_SHARE 0 (colour words only): the rare words wait for a GPU retrain to be measured
-# (benchmarks/NOTES-toyworld.md, session 14). Their draws follow the colour draws, so the
-# share changes no colour choice.
-RARE_WORDS = ("sks", "zwx", "qrv", "bnk", "vhl")
-RARE_SHARE = 0.0
 
 
 def recipe() -> dict:
     """What training.json and the SD checkpoint's identity record of the captions."""
-    return {"described": DESCRIBED_SHARE, "rare": RARE_SHARE, "rare_words": list(RARE_WORDS),
-            "recolouring": list(RECOLOURING), "colour_names": sorted(set(COLOUR_NAMES.values()))}
+    return {"described": DESCRIBED_SHARE, "recolouring": list(RECOLOURING),
+            "colour_names": sorted(set(COLOUR_NAMES.values()))}
 
 
 def colour_name(colour: Colour, palette: tuple[Colour, ...]) -> str:
@@ -55,38 +42,27 @@ def colour_name(colour: Colour, palette: tuple[Colour, ...]) -> str:
     return COLOUR_NAMES[nearest]
 
 
-def described_caption(scene: Scene, fits: Callable[[str], bool], describe: bool = True,
-                      rare: str | None = None) -> str:
-    """The scene's caption with the instance's colours (`describe`) and a `rare` word named
-    just before the class noun. The colours are body and pattern, or the body's alone
-    where `fits(text)` refuses both; none where a modifier recolours the body or neither
-    fits. A rare word that does not fit is left out."""
+def described_caption(scene: Scene, fits: Callable[[str], bool]) -> str:
+    """The scene's caption with the instance's colours named after the article, before
+    any modifier ("a yellow shiny can"): body and pattern colour, or the body's alone
+    where `fits(text)` refuses both; the plain caption where a modifier recolours the
+    body or neither fits."""
     words = caption(scene).split(" ")
+    if scene.modifier in RECOLOURING:
+        return " ".join(words)
     lead = 4 if words[:4] == ["a", "photo", "of", "a"] else 1  # "a photo of a" or "a"
-    noun = words.index(scene.class_name)
-    colour_options: list[list[str]] = []
-    if describe and scene.modifier not in RECOLOURING:
-        spec = class_spec(scene.class_name)
-        instance = draw_instance(spec, scene.instance_id)
-        body, pattern = colour_name(instance.body, spec.palette), colour_name(instance.secondary, spec.palette)
-        colour_options = ([[body, "and", pattern]] if instance.pattern != "plain" else []) + [[body]]
-    # the richest caption that fits: rare word and colours, then fewer words
-    for with_rare in ([[rare]] if rare else []) + [[]]:
-        for colours in colour_options + [[]]:
-            # colours after the article, before a modifier ("a yellow shiny can"); the rare
-            # word right before the noun ("a photo of a sks dog")
-            text = " ".join(words[:lead] + colours + words[lead:noun] + with_rare + words[noun:])
-            if fits(text):
-                return text
+    spec = class_spec(scene.class_name)
+    instance = draw_instance(spec, scene.instance_id)
+    body, pattern = colour_name(instance.body, spec.palette), colour_name(instance.secondary, spec.palette)
+    for colours in ([[body, "and", pattern]] if instance.pattern != "plain" else []) + [[body]]:
+        text = " ".join(words[:lead] + colours + words[lead:])
+        if fits(text):
+            return text
     return " ".join(words)
 
 
 def described_captions(scenes: list[Scene], seed: int, fits: Callable[[str], bool]) -> list[str]:
-    """Captions of `scenes`: a seeded DESCRIBED_SHARE of them name the colours and a
-    RARE_SHARE hold a rare word (above); `fits(text)` says whether a caption fits the text
-    encoder's length."""
-    rng = np.random.default_rng([0xC0, seed])
-    describe = rng.random(len(scenes)) < DESCRIBED_SHARE
-    rare = np.where(rng.random(len(scenes)) < RARE_SHARE, rng.integers(len(RARE_WORDS), size=len(scenes)), -1)
-    return [described_caption(scene, fits, bool(d), RARE_WORDS[r] if r >= 0 else None)
-            for scene, d, r in zip(scenes, describe, rare)]
+    """Captions of `scenes`, a seeded DESCRIBED_SHARE of them naming the colours (above);
+    `fits(text)` says whether a caption fits the text encoder's length."""
+    describe = np.random.default_rng([0xC0, seed]).random(len(scenes)) < DESCRIBED_SHARE
+    return [described_caption(scene, fits) if chosen else caption(scene) for scene, chosen in zip(scenes, describe)]
