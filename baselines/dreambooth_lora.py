@@ -106,9 +106,11 @@ class DreamBoothLora(FamilyMethod):
     fit_steps_field = "steps"
     # No break-even stated, so `auto` never compiles. Measured on one H100 at batch 1: compiling
     # the sampled denoiser cost 64 s (SD 1.5) to 137 s (FLUX.1-dev) and saved 0.13 to 0.55 s
-    # per image; at the protocols' batch 4, and whether a worker's next cell (a freshly loaded
-    # base) compiles again, are not measured (benchmarks/NOTES-baselines.md). The fit's
-    # `compile` likewise: faster steps, but ~2 min of compiling against ~12 s saved per fit.
+    # per image. A worker pays it once: its next cell, on a freshly loaded base, compiled in
+    # about a second (SD 1.5, fit and sampling; benchmarks/NOTES-baselines.md, session 14).
+    # Still unmeasured: FLUX.1-dev's saving at the protocols' batch 4, and SDXL's compile,
+    # which did not finish in 330 s. The fit's `compile` likewise (SD 1.5: ~2 min once per
+    # worker against ~11 s saved per 500-step fit).
     compile_pays_after: dict[str, int] = {}
     rehearsal_config = {"num_class_images": 2, "class_batch_size": 2}  # class images: shared per class
     # varbench check-method: the family's tiny random-init parts, 64 px, 4 fit and 4 sampler steps
