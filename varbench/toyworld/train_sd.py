@@ -7,9 +7,8 @@ as SD 1.x was trained, in two stages:
    to unit variance (the scale is measured after stage 1 and written into the VAE's
    config as `scaling_factor`, which the pipelines read), DDPM's scaled-linear schedule of
    SD 1.5, captions from `world.caption` (half of them also naming the instance's colours:
-   sd_captions.py says why) padded to the tokenizer's length
-   (24 tokens) as the pipelines pad prompts, 10% dropped to "" so classifier-free guidance
-   works.
+   sd_captions.py says why) padded to the tokenizer's length (24 tokens) as the pipelines
+   pad prompts, 10% dropped to "" so classifier-free guidance works.
 
 SD 1.5 froze a pretrained CLIP text encoder; no toyworld text encoder with the same
 tokenizer exists, so this one learns with the UNet (the methods still freeze it).
@@ -32,8 +31,8 @@ import torch.nn.functional as F
 
 from varbench.models.diffusion import DiffusionComponents
 from varbench.toyworld.checkpoints import Checkpoints
-from varbench.toyworld.sd_captions import described_captions
 from varbench.toyworld.pool import RENDER_CHUNK, Pool, step_random
+from varbench.toyworld.sd_captions import described_captions
 from varbench.toyworld.train_encoders import Schedule, _step
 from varbench.toyworld.world import Scene
 
