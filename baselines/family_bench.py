@@ -35,9 +35,9 @@ What is timed, per family:
     settled as a DreamBench worker settles it; the eager count). `--sampling-variants
     compiled` adds `compile_generation: true`. `--cells N` (with one `--step-variants`
     variant) fits it N times, each on a fresh base in the one process, and each later fit
-    samples again
-    (rows named `... [cell k]`): what a protocol worker's later cells pay for compiling
-    once dynamo's and inductor's caches are warm (their `first_step_s`, `first_call_s`).
+    samples again (rows named `... [cell k]`): what a protocol worker's later cells pay for
+    compiling once dynamo's and inductor's caches are warm (their `first_step_s`,
+    `first_call_s`).
   - `ip_adapter <family> sampling@B` (s/image), for the families IP-Adapter supports:
     `IPAdapter.load_base` (its random stand-in adapter and the release's CLIP vision
     tower at full size with random weights, as the method's `weights: random` builds

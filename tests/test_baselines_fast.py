@@ -51,6 +51,11 @@ ALL_OFF = dict(cudnn_benchmark=False, channels_last=False, channels_last_samplin
                attention_backend="auto", sampling_loop="diffusers")
 
 
+def kept_for(denoiser: nn.Module) -> family_sampling.DenoiserCalls | None:
+    """The sampling calls kept for `denoiser` (by whichever pipeline holds it), if any."""
+    return next((kept for kept in family_sampling.KEPT.values() if kept.denoiser is denoiser), None)
+
+
 @pytest.fixture(scope="module")
 def components():
     return tiny_components()
@@ -550,7 +555,7 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
         adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False)
     assert captured == ["KeywordCall"]  # one capture: the same keywords and shapes at every step
     assert sampled == ([] if family == "sd15" else ["KeywordCall"])  # SD 1.5: DreamBooth's class images
-    assert family_sampling.kept_for(model.model.denoiser) is None  # the pre-adapter graphs went when the fit began
+    assert kept_for(model.model.denoiser) is None  # the pre-adapter graphs went when the fit began
     # the first call runs it three times (the plain-vs-graph check twice, the 'graph' once), then one per step
     assert len(runs) == 4 and len(set(runs)) == 1
     assert "forward" not in vars(model.model.denoiser)  # the routing ends with the fit
@@ -621,14 +626,14 @@ def test_kept_sampling_calls_are_built_again_when_the_adapters_change(tmp_path, 
     model.config = dataclasses.replace(model.config, cuda_graphs=True)
     model.generate(PROMPTS[:1], SEEDS[:1])
     denoiser = model.model.denoiser
-    before = family_sampling.kept_for(denoiser)
+    before = kept_for(denoiser)
     model.generate(PROMPTS[:1], SEEDS[:1])
-    assert family_sampling.kept_for(denoiser) is before and captured == ["KeywordCall"]
+    assert kept_for(denoiser) is before and captured == ["KeywordCall"]
     scaled = next(m for m in denoiser.modules() if isinstance(getattr(m, "scaling", None), dict) and m.scaling)
     name = next(iter(scaled.scaling))
     scaled.scaling[name] = scaled.scaling[name] * 0.5
     halved = model.generate(PROMPTS[:1], SEEDS[:1])
-    assert family_sampling.kept_for(denoiser) is not before and captured == ["KeywordCall"] * 2
+    assert kept_for(denoiser) is not before and captured == ["KeywordCall"] * 2
     weight = next(p for p in denoiser.parameters())
     weight.data = weight.data.clone()  # same values, new storage
     model.generate(PROMPTS[:1], SEEDS[:1])
@@ -649,7 +654,7 @@ def test_kept_sampling_calls_do_not_keep_a_dropped_model_alive(tmp_path, monkeyp
     model.config = dataclasses.replace(model.config, cuda_graphs=True)
     model.generate(PROMPTS[:1], SEEDS[:1])
     denoiser = weakref.ref(model.model.denoiser)
-    assert family_sampling.kept_for(denoiser()) is not None
+    assert kept_for(denoiser()) is not None
     del model
     gc.collect()
     assert denoiser() is None and len(family_sampling.KEPT) == 0

@@ -91,11 +91,6 @@ def calls_for(pipeline: Any, config: Any, device: torch.device | str) -> Denoise
     return kept
 
 
-def kept_for(denoiser: torch.nn.Module) -> DenoiserCalls | None:
-    """The calls kept for `denoiser` (by whichever pipeline holds it), if any."""
-    return next((kept for kept in KEPT.values() if kept.denoiser is denoiser), None)
-
-
 def forget(denoiser: torch.nn.Module) -> None:
     """Drop the calls kept for `denoiser` (a fit is about to change it: their graphs, which
     hold GPU memory of their own, would be rebuilt at the next sampling call anyway)."""
