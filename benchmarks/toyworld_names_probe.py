@@ -7,8 +7,10 @@ two prompts may read too alike. Web captions name pets and products; the world's
 never do. This script continues the shipped SD's stage 2 (UNet and text encoder,
 train_sd.train_denoiser) for a few hundred steps on the shipped captions, a seeded
 `--share` of them with a made-up three-letter name of the instance right before the class
-noun ("a photo of a qeb dog"; never "sks" or "zwx"), and writes a whole toyworld weights
-folder with that SD. `--share 0` continues alike without names: the control.
+noun ("a photo of a slf dog"; never "sks" or "zwx"), and writes a whole toyworld weights
+folder with that SD (its training.json says how the SD was continued). `--share 0`
+continues alike without names: the control. Stage 2 measures the VAE's latent scale
+again on the probe's pool, so `scaling_factor` moves in the fourth digit.
 
     python benchmarks/toyworld_names_probe.py --share 0.15 --out /tmp/names
     python benchmarks/toyworld_names_probe.py --share 0 --out /tmp/control
@@ -19,6 +21,7 @@ folder with that SD. `--share 0` continues alike without names: the control.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +35,9 @@ from varbench.toyworld.world import CLASSES, Scene
 
 LETTERS = "bcdfghjklmnpqrstvwxz"
 RESERVED = ("sks", "zwx")  # DreamBooth's identifiers: they stay new words
+POOL, POOL_SEED = 4096, 3  # a pool of its own, not the shipped SD's (seed 0)
+SEED = 5  # the continuation's step randomness
+BATCH, LEARNING_RATE, WARMUP = 64, 3e-4, 20
 
 
 def instance_name(class_name: str, instance_id: int) -> str:
@@ -54,10 +60,12 @@ def with_names(share: float):
         named = np.random.default_rng([0xC1, seed]).random(len(scenes)) < share
         out = []
         for text, scene, chosen in zip(texts, scenes, named):
-            words = text.split(" ")
-            noun = words.index(scene.class_name)
-            longer = " ".join(words[:noun] + [instance_name(scene.class_name, scene.instance_id)] + words[noun:])
-            out.append(longer if chosen and fits(longer) else text)
+            if chosen:
+                words = text.split(" ")
+                noun = words.index(scene.class_name)
+                longer = " ".join(words[:noun] + [instance_name(scene.class_name, scene.instance_id)] + words[noun:])
+                text = longer if fits(longer) else text
+            out.append(text)
         return out
 
     return captions
@@ -88,8 +96,8 @@ def main() -> None:
         raise SystemExit(f"error: {args.out} exists; give a new folder")
     torch.set_num_threads(args.threads)
     components = load_components("toyworld", None, "cpu")
-    pool = render_pool(4096, 3, workers=2)
-    schedule = Schedule(steps=args.steps, batch=64, learning_rate=3e-4, warmup=20)
+    pool = render_pool(POOL, POOL_SEED, workers=2)
+    schedule = Schedule(steps=args.steps, batch=BATCH, learning_rate=LEARNING_RATE, warmup=WARMUP)
     train_sd.described_captions = with_names(args.share)
     started = time.perf_counter()
 
@@ -97,10 +105,16 @@ def main() -> None:
         if step % 50 == 0:
             print(f"step {step}: loss {loss:.4f}, {time.perf_counter() - started:.0f} s", flush=True)
 
-    train_sd.train_denoiser(components, pool, schedule, 5, torch.device("cpu"), advance, NoCheckpoints())
+    train_sd.train_denoiser(components, pool, schedule, SEED, torch.device("cpu"), advance, NoCheckpoints())
     shutil.copytree(folder_path("sd").parent, args.out)
     shutil.rmtree(args.out / "sd")
-    components.to("cpu")
+    log = args.out / "training.json"
+    record = json.loads(log.read_text())
+    record["sd"]["names_probe"] = {"continued_from": "the shipped SD", "named_share": args.share,
+                                   "steps": args.steps, "batch": BATCH, "learning_rate": LEARNING_RATE,
+                                   "warmup": WARMUP, "pool": POOL, "pool_seed": POOL_SEED, "seed": SEED,
+                                   "seconds": time.perf_counter() - started}
+    log.write_text(json.dumps(record, indent=1))
     for module in (components.text_encoder, components.vae, components.unet):
         module.half()  # stored as the shipped SD is
     save_folder(components, args.out / "sd")
