@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,19 +72,10 @@ def with_names(share: float):
     return captions
 
 
-class NoCheckpoints:
-    """A probe run is short: nothing to resume."""
-
-    def resume(self, stage, steps, components, optimizer):
-        return 0, []
-
-    def maybe_save(self, *args, **kwargs):
-        return None
-
-
 def main() -> None:
-    from varbench.models.diffusion import load_components, save_folder
+    from varbench.models.diffusion import load_components
     from varbench.toyworld.pool import render_pool
+    from varbench.toyworld.train import save_sd
     from varbench.toyworld.train_encoders import Schedule
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -94,6 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"error: {args.out} exists; give a new folder")
+    if not 0 <= args.share <= 1:
+        raise SystemExit(f"error: --share {args.share} is not a share; give one from 0 to 1")
     torch.set_num_threads(args.threads)
     components = load_components("toyworld", None, "cpu")
     pool = render_pool(POOL, POOL_SEED, workers=2)
@@ -105,7 +99,9 @@ def main() -> None:
         if step % 50 == 0:
             print(f"step {step}: loss {loss:.4f}, {time.perf_counter() - started:.0f} s", flush=True)
 
-    train_sd.train_denoiser(components, pool, schedule, SEED, torch.device("cpu"), advance, NoCheckpoints())
+    with tempfile.TemporaryDirectory() as scratch:  # a short run: its checkpoints are not kept
+        saved = train_sd.checkpoints(Path(scratch) / "sd-checkpoint.pt", {"names_probe": args.share})
+        train_sd.train_denoiser(components, pool, schedule, SEED, torch.device("cpu"), advance, saved)
     shutil.copytree(folder_path("sd").parent, args.out)
     shutil.rmtree(args.out / "sd")
     log = args.out / "training.json"
@@ -115,9 +111,7 @@ def main() -> None:
                                    "warmup": WARMUP, "pool": POOL, "pool_seed": POOL_SEED, "seed": SEED,
                                    "seconds": time.perf_counter() - started}
     log.write_text(json.dumps(record, indent=1))
-    for module in (components.text_encoder, components.vae, components.unet):
-        module.half()  # stored as the shipped SD is
-    save_folder(components, args.out / "sd")
+    save_sd(components, args.out)  # fp16, as the shipped SD is stored
     write_manifest(args.out)
     print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
 

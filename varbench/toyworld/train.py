@@ -139,7 +139,6 @@ def _train_file(name: str, schedule: Schedule, train: Callable[..., list[float]]
 def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path,
               workers: int) -> tuple[dict[str, list[float]], float]:
     """Both SD stages (train_sd.py), resumable, then the fp16 diffusers folder `out/sd`."""
-    from varbench.models.diffusion import save_folder
     from varbench.toyworld.diffusion import PROMPT_TOKENS, TEXT, UNET, VAE, random_sd
     from varbench.toyworld.pool import render_pool
     from varbench.toyworld.train_sd import checkpoints, train_denoiser, train_vae
@@ -158,11 +157,18 @@ def _train_sd(recipe: Any, seed: int, device: torch.device, out: Path,
     for stage, schedule, train in (("sd_vae", recipe.vae, train_vae), ("sd_unet", recipe.unet, train_denoiser)):
         losses[stage] = _with_bar(f"toyworld {stage}", schedule, lambda advance: train(
             components, pool, schedule, seed, device, advance, saved))
+    save_sd(components, out)
+    return losses, saved.earlier_seconds
+
+
+def save_sd(components: Any, out: Path) -> None:
+    """The SD parts as the fp16 diffusers folder `out/sd` (`load_folder` gives fp32 back)."""
+    from varbench.models.diffusion import save_folder
+
     components.to("cpu")
     for module in (components.text_encoder, components.vae, components.unet):
-        module.half()  # stored in half precision; `load_folder` gives fp32 back
+        module.half()
     save_folder(components, out / FOLDERS["sd"])
-    return losses, saved.earlier_seconds
 
 
 def _train_infinity(recipe: Any, seed: int, device: torch.device, out: Path,
