@@ -139,10 +139,14 @@ class FamilyBenchSettings:
 # The fit (and sampling) under the method's default speed options, and eager (no graphs,
 # NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
 # stays off). `compiled` (opt-in, --step-variants / --sampling-variants): the defaults with
-# the denoiser compiled too, in the fit and in sampling.
+# the denoiser compiled too, in the fit and in sampling; `cudnn`, `compiled-cudnn`: those with
+# SDPA's cuDNN kernel allowed in the fit.
 STEP_VARIANTS = {"default": {},
                  "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False},
-                 "compiled": {"compile": True, "compile_generation": True}}
+                 "compiled": {"compile": True, "compile_generation": True},
+                 # cuDNN's fused attention allowed in the fit (off by default: it fails on FLUX.1-dev)
+                 "cudnn": {"cudnn_attention": True},
+                 "compiled-cudnn": {"compile": True, "compile_generation": True, "cudnn_attention": True}}
 # How a protocol worker settles the defaults' `auto` compile fields: one GPU running a
 # DreamBench arm's 30 cells (execution.settle_auto).
 WORKER_CELLS = 30
