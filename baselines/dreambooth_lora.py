@@ -49,6 +49,19 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# `auto` compiles from this many cells of an arm on one worker: compile seconds / seconds
+# saved per DreamBench cell (500 fit steps; 25 prompts x 4 images), both measured on one H100
+# (benchmarks/NOTES-baselines.md). A worker pays the compile once: its later cells, on
+# freshly loaded bases, compiled in about a second (SD 1.5, fit and sampling, session 14).
+# A family or field not listed is not measured (SDXL's compile did not finish in 330 s).
+COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
+    # fit: 117 s once; 15.7 -> 24.5 steps/s saves 11.3 s per fit
+    "sd15": {"compile": 11},
+    # fit: 110 s once; 11.6 -> 17.0 steps/s saves 13.6 s per fit
+    "sd3": {"compile": 9},
+}
+
+
 @dataclass
 class DreamBoothLoraConfig(FamilyConfig):
     identifier: str = "sks"  # the rare word that names the subject: "a photo of sks dog"
@@ -79,8 +92,8 @@ class DreamBoothLoraConfig(FamilyConfig):
     # Speed only, CUDA only (baselines/fast/ says what each swaps in): the denoiser's forward and
     # backward replayed as CUDA graphs (not with gradient checkpointing), compiled, NHWC UNet weights
     cuda_graphs: bool = field(default=True, metadata={EXECUTION: "cuda_graphs"})
-    # ("auto" never compiles: no break-even measured for these fits yet, see varbench.execution)
-    compile: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile"})
+    # ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
+    compile: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile"})
     channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
     # cuDNN's fused attention allowed in a fit. Off: on torch 2.11 (H100) its backward fails on
     # FLUX.1-dev's joint attention ("mha_graph.execute ... is_good()"; benchmarks/NOTES-baselines.md)
@@ -104,14 +117,15 @@ class DreamBoothLora(FamilyMethod):
     Config = DreamBoothLoraConfig
     description = "DreamBooth-LoRA: rank-4 adapters on the denoiser (SD 1.5, SDXL, SD3 Medium, FLUX.1-dev)"
     fit_steps_field = "steps"
-    # No break-even stated, so `auto` never compiles. Measured on one H100 at batch 1: compiling
-    # the sampled denoiser cost 64 s (SD 1.5) to 137 s (FLUX.1-dev) and saved 0.13 to 0.55 s
-    # per image. A worker pays it once: its next cell, on a freshly loaded base, compiled in
-    # about a second (SD 1.5, fit and sampling; benchmarks/NOTES-baselines.md, session 14).
-    # Still unmeasured: FLUX.1-dev's saving at the protocols' batch 4, and SDXL's compile,
-    # which did not finish in 330 s. The fit's `compile` likewise (SD 1.5: ~2 min once per
-    # worker against ~11 s saved per 500-step fit).
-    compile_pays_after: dict[str, int] = {}
+    compile_pays_after: dict[str, int] = {}  # per family instead: compile_break_even
+
+    @classmethod
+    def compile_break_even(cls, config: Any) -> dict[str, int]:
+        """The cells of an arm from which a worker compiles, for `config`'s family
+        (COMPILE_PAYS_AFTER); a family with no measured break-even never compiles on `auto`."""
+        family = config.model_family(quiet=True)
+        return COMPILE_PAYS_AFTER.get(family.name, {}) if family is not None else {}
+
     rehearsal_config = {"num_class_images": 2, "class_batch_size": 2}  # class images: shared per class
     # varbench check-method: the family's tiny random-init parts, 64 px, 4 fit and 4 sampler steps
     tiny_config = {"weights": "tiny", "resolution": 64, "sample_steps": 4, "steps": 4, "num_class_images": 2}

@@ -138,15 +138,15 @@ class FamilyBenchSettings:
 
 # The fit (and sampling) under the method's default speed options, and eager (no graphs,
 # NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
-# stays off). `compiled` (opt-in, --step-variants / --sampling-variants): the defaults with
-# the denoiser compiled too, in the fit and in sampling; `cudnn`, `compiled-cudnn`: those with
-# SDPA's cuDNN kernel allowed in the fit.
+# stays off). Opt-in (--step-variants / --sampling-variants): `graphs` (the defaults
+# without compiling), `compiled` (the denoiser compiled too, in the fit and in sampling),
+# `cudnn` (SDPA's cuDNN kernel allowed in the fit); joined with "+" they combine, e.g.
+# `graphs+cudnn`.
 STEP_VARIANTS = {"default": {},
                  "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False},
+                 "graphs": {"compile": False, "compile_generation": False},
                  "compiled": {"compile": True, "compile_generation": True},
-                 # cuDNN's fused attention allowed in the fit (off by default: it fails on FLUX.1-dev)
-                 "cudnn": {"cudnn_attention": True},
-                 "compiled-cudnn": {"compile": True, "compile_generation": True, "cudnn_attention": True}}
+                 "cudnn": {"cudnn_attention": True}}
 # How a protocol worker settles the defaults' `auto` compile fields: one GPU running a
 # DreamBench arm's 30 cells (execution.settle_auto).
 WORKER_CELLS = 30
@@ -165,12 +165,17 @@ def variant_options(variant: str) -> dict[str, Any]:
     """DreamBooth-LoRA's speed options under `variant`: its defaults, changed as STEP_VARIANTS
     says ("auto" left as it is: `settled` decides it)."""
     names = {name for options in STEP_VARIANTS.values() for name in options}
-    return {**{name: getattr(DreamBoothLora.Config, name) for name in sorted(names)}, **STEP_VARIANTS[variant]}
+    return {**{name: getattr(DreamBoothLora.Config, name) for name in sorted(names)}, **variant_changes(variant)}
 
 
-def settled(config: Any) -> Any:
+def variant_changes(variant: str) -> dict[str, Any]:
+    """The speed options `variant` changes: its parts' (joined by "+"), later parts winning."""
+    return {name: value for part in variant.split("+") for name, value in STEP_VARIANTS[part].items()}
+
+
+def settled(config: Any, method_class: type = DreamBoothLora) -> Any:
     """`config` with its `auto` compile fields decided as a protocol worker would (WORKER_CELLS)."""
-    return settle_auto(config, WORKER_CELLS, DreamBoothLora.compile_pays_after)
+    return settle_auto(config, WORKER_CELLS, method_class.compile_break_even(config))
 
 
 # --- running one method of one family -------------------------------------------------------
@@ -183,8 +188,8 @@ def make_method(method_class: type, family: str, settings: FamilyBenchSettings, 
     if settings.sample_steps is not None:
         values["sample_steps"] = settings.sample_steps
     fields = method_class.Config.__dataclass_fields__
-    return method_class(from_dict(method_class.Config, {k: v for k, v in values.items() if k in fields},
-                                  "baselines.family_bench"))
+    config = from_dict(method_class.Config, {k: v for k, v in values.items() if k in fields}, "baselines.family_bench")
+    return method_class(settled(config, method_class))
 
 
 def make_context(settings: FamilyBenchSettings, folder: Path, cache: Path,
@@ -246,8 +251,7 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
             stamps.append(time.perf_counter())
 
     method = make_method(DreamBoothLora, family, settings, steps=steps, gradient_checkpointing=checkpointing,
-                         **{**STEP_VARIANTS[variant], **overrides})
-    method.config = settled(method.config)
+                         **{**variant_changes(variant), **overrides})
     config = method.config
     ctx = make_context(settings, folder, cache, on_step)
     build = time.perf_counter()
@@ -477,17 +481,22 @@ def sampling_variants(device: str) -> list[str]:
 def variants_to_fit(family: str, checkpointing: bool, device: str) -> list[str]:
     """eager then default; default alone where the speed layer leaves the step as it is (the
     CPU, or a transformer trained with checkpointing: no graphs, no NHWC weights)."""
-    defaults = DreamBoothLora.Config
+    defaults = default_config(family)
     transformer = FAMILIES[family].denoiser == "transformer"
     no_change = not is_cuda(device) or (transformer and checkpointing and not defaults.compile)
     return ["default"] if no_change else ["eager", "default"]
 
 
-def flops_visible(variant: str, checkpointing: bool, device: str) -> bool:
+def default_config(family: str) -> Any:
+    """DreamBooth-LoRA's config on `family` at its defaults, `auto` settled as a worker's."""
+    return settled(DreamBoothLora.Config(base_model=family))
+
+
+def flops_visible(family: str, variant: str, checkpointing: bool, device: str) -> bool:
     """Whether the FLOP counter sees this variant's step: not replayed as CUDA graphs (which
     gradient checkpointing turns off), not compiled."""
-    options = {"cuda_graphs": DreamBoothLora.Config.cuda_graphs, "compile": DreamBoothLora.Config.compile,
-               **STEP_VARIANTS[variant]}
+    defaults = default_config(family)
+    options = {"cuda_graphs": defaults.cuda_graphs, "compile": defaults.compile, **variant_changes(variant)}
     graphs = options["cuda_graphs"] and not checkpointing
     return not is_cuda(device) or not (graphs or options["compile"])
 
@@ -501,7 +510,7 @@ def fit_or_retry(run: Run, family: str, folder: Path, cache: Path, checkpointing
     settings = run.settings
 
     def fit(subfolder: Path, checkpointed: bool) -> Fitted:
-        count = checkpointed not in counted and flops_visible(variant, checkpointed, settings.device)
+        count = checkpointed not in counted and flops_visible(family, variant, checkpointed, settings.device)
         return bench_lora_fit(family, settings, subfolder, cache, checkpointed, variant, count)
 
     failure = None
@@ -571,10 +580,10 @@ def check_settings(settings: FamilyBenchSettings) -> None:
     if unknown_methods or not settings.methods:
         raise ValueError(f"methods are {', '.join(settings.methods) or 'none'}: use dreambooth_lora, ip_adapter")
     unknown_variants = [v for v in (settings.step_variants or ()) + (settings.sampling_variants or ())
-                        if v not in STEP_VARIANTS]
+                        if any(part not in STEP_VARIANTS for part in v.split("+"))]
     if unknown_variants:
         raise ValueError(f"unknown step or sampling variant {', '.join(unknown_variants)}: "
-                         f"use {', '.join(STEP_VARIANTS)}")
+                         f"use {', '.join(STEP_VARIANTS)}, or several joined by +")
     if settings.cells < 1:
         raise ValueError("cells must be at least 1")
     if settings.cells > 1 and len(settings.step_variants or ()) != 1:
@@ -622,8 +631,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   "later cells pay")
     parser.add_argument("--methods", default="dreambooth_lora,ip_adapter", help="comma-separated: which to measure")
     parser.add_argument("--step-variants", help="comma-separated fits per family, FLOPs counted where no graph "
-                                                f"hides them: {', '.join(STEP_VARIANTS)} (default: eager,default on "
-                                                "a GPU)")
+                                                f"hides them: {', '.join(STEP_VARIANTS)}, or several joined by + "
+                                                "(default: eager,default on a GPU)")
     parser.add_argument("--sampling-variants", help="comma-separated speed options DreamBooth-LoRA samples under "
                                                     f"(the first fit's model; with --cells, each later fit's too): "
                                                     f"{', '.join(STEP_VARIANTS)} (default: "

@@ -132,7 +132,18 @@ class Method(ABC):
     tiny_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
+        from varbench.execution import settle_auto
+
+        config = config if config is not None else self.Config()
+        # A compile field still `auto` here was not settled by a protocol worker (a method
+        # built directly: tests, check-method, scripts): decide it as for one cell.
+        self.config = settle_auto(config, 1, self.compile_break_even(config))
+
+    @classmethod
+    def compile_break_even(cls, config: Any) -> dict[str, int]:
+        """`compile_pays_after` for `config`. A method whose compile cost and saving depend on
+        its config (the model family it fine-tunes, say) overrides this."""
+        return cls.compile_pays_after
 
     def uses_random_init(self) -> bool:
         """True when this config runs a random-init backbone (tiny test configs, rehearsals).

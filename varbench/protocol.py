@@ -163,7 +163,8 @@ class Arm:
     def make_method(self, cells_here: int = 1) -> Any:
         """The method with this arm's config; `compile: auto` decided for a worker that
         runs `cells_here` cells of the arm (varbench.execution.settle_auto)."""
-        config = execution.settle_auto(self.config, cells_here, self.method_class.compile_pays_after)
+        config = execution.settle_auto(self.config, cells_here,
+                                        self.method_class.compile_break_even(self.config))
         return self.method_class(config)
 
     def identity(self) -> dict[str, Any]:
