@@ -35,30 +35,36 @@ from varbench.schema import EXECUTION
 if TYPE_CHECKING:
     from varbench.data.subject import Subject
 
-# Each family's defaults where they differ (sources: baselines/README-lora.md).
+# Each family's defaults where they differ (sources: baselines/README-lora.md; `cudnn_attention`, a
+# speed option: measured, see its field).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "sd15": dict(resolution=512, learning_rate=5e-4, adam_weight_decay=1e-2, sampler="dpm", sample_steps=25,
-                 guidance_scale=7.5),
+                 guidance_scale=7.5, cudnn_attention=True),
     "sdxl": dict(resolution=1024, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="dpm", sample_steps=25,
-                 guidance_scale=5.0),
+                 guidance_scale=5.0, cudnn_attention=False),
     "sd3": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
-                guidance_scale=7.0, weighting_scheme="logit_normal", max_sequence_length=77),
+                guidance_scale=7.0, weighting_scheme="logit_normal", max_sequence_length=77, cudnn_attention=True),
     "flux": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
                  guidance_scale=3.5, weighting_scheme="none", max_sequence_length=512, train_guidance_scale=3.5,
-                 lora_alpha=4),
+                 lora_alpha=4, cudnn_attention=False),
 }
 
 
 # `auto` compiles from this many cells of an arm on one worker: compile seconds / seconds
-# saved per DreamBench cell (500 fit steps; 25 prompts x 4 images), both measured on one H100
-# (benchmarks/NOTES-baselines.md). A worker pays the compile once: its later cells, on
-# freshly loaded bases, compiled in about a second (SD 1.5, fit and sampling, session 14).
-# A family or field not listed is not measured (SDXL's compile did not finish in 330 s).
+# saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), each measured
+# on one H100 against the same step or call on CUDA graphs, at the defaults otherwise
+# (benchmarks/NOTES-baselines.md, sessions 13, 14 and 16). A worker pays a compile once: its
+# later cells, on freshly loaded bases, compiled in about a second (SD 1.5, fit and
+# sampling, session 14). A family or field not listed is not measured and never compiles
+# on `auto` (SDXL's compile did not finish in 330 s; SD3's sampling at batch 4).
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
-    # fit: 117 s once; 15.7 -> 24.5 steps/s saves 11.3 s per fit
-    "sd15": {"compile": 11},
-    # fit: 110 s once; 11.6 -> 17.0 steps/s saves 13.6 s per fit
-    "sd3": {"compile": 9},
+    # fit: 117 s once, 15.7 -> 24.5 steps/s saves 11.3 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
+    "sd15": {"compile": 11, "compile_generation": 12},
+    # fit (cuDNN attention): 132 s once, 12.3 -> 18.4 steps/s saves 13.5 s
+    "sd3": {"compile": 10},
+    # fit (gradient checkpointing): 340 s once, 0.93 -> 1.68 steps/s saves 239 s (peak 36.5 -> 53.4 GiB);
+    # sampling: 138 s once, 1.81 -> 1.25 s/image saves 56 s
+    "flux": {"compile": 2, "compile_generation": 3},
 }
 
 
@@ -95,13 +101,15 @@ class DreamBoothLoraConfig(FamilyConfig):
     # ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
     compile: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile"})
     channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
-    # cuDNN's fused attention allowed in a fit. Off: on torch 2.11 (H100) its backward fails on
-    # FLUX.1-dev's joint attention ("mha_graph.execute ... is_good()"; benchmarks/NOTES-baselines.md)
-    cudnn_attention: bool = field(default=False, metadata={EXECUTION: "cudnn_attention"})
+    # cuDNN's fused attention allowed in a fit; None: the family's default. On for SD 1.5 and
+    # SD3 (measured on an H100: 1.09x and 1.06x steps/s). Off for FLUX.1-dev: on torch 2.11
+    # its backward fails on the joint attention ("mha_graph.execute ... is_good()"), and for
+    # SDXL, not tried (benchmarks/NOTES-baselines.md)
+    cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
-    # images ("auto" never compiles: no break-even measured yet, see compile_pays_after)
-    compile_generation: bool | Literal["auto"] = field(default=False, metadata={EXECUTION: "compile_generation"})
+    # images ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
+    compile_generation: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile_generation"})
 
     FAMILY_DEFAULTS = FAMILY_DEFAULTS
 

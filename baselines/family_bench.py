@@ -22,10 +22,12 @@ What is timed, per family:
     and is measured again with gradient checkpointing. On a GPU each family's fit runs
     twice, on a fresh base each time: first eager (`... step (eager)`: no CUDA graphs, no
     NHWC weights, no compile; FLOP-counted), then under the method's defaults (CUDA
-    graphs, NHWC UNet weights; baselines/fast/), whose row takes the eager count (a
-    replayed graph is invisible to the counter). Both keep cuDNN attention off, as every
-    LoRA fit does (`cudnn_attention`). A checkpointed transformer, which the defaults
-    leave eager, runs once. A speed option that fell back is named in the row's extras.
+    graphs, NHWC UNet weights, and compiled where a DreamBench worker's 30 cells pay
+    for it: `COMPILE_PAYS_AFTER`; baselines/fast/), whose row takes the eager count (a
+    replayed or compiled step is invisible to the counter). Both take the family's
+    `cudnn_attention` (on for SD 1.5 and SD3). A checkpointed transformer that the
+    defaults leave uncompiled runs once. A speed option that fell back is named in the
+    row's extras.
   - `dreambooth_lora <family> sampling@B` (s/image): the first fit's model's `generate` (the
     adapters active, as the method samples) at the config's sampler, steps, guidance and
     resolution, B prompts per call: 1 warm-up call, then 2 timed calls (full),
@@ -138,7 +140,7 @@ class FamilyBenchSettings:
 
 # The fit (and sampling) under the method's default speed options, and eager (no graphs,
 # NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
-# stays off). Opt-in (--step-variants / --sampling-variants): `graphs` (the defaults
+# at the family's default). Opt-in (--step-variants / --sampling-variants): `graphs` (the defaults
 # without compiling), `compiled` (the denoiser compiled too, in the fit and in sampling),
 # `cudnn` (SDPA's cuDNN kernel allowed in the fit); joined with "+" they combine, e.g.
 # `graphs+cudnn`.

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import baselines.family_bench as family_bench
+from baselines.dreambooth_lora import COMPILE_PAYS_AFTER
 from baselines.bench_component import bench_families, family_rows
 from baselines.family_bench import FamilyBenchSettings, Fitted, main, run_family_bench
 from varbench.bench import harness
@@ -169,11 +170,14 @@ def fake_step_fits(monkeypatch, out_of_memory=lambda variant, checkpointing: Fal
 def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
     assert family_bench.variants_to_fit("sd15", False, "cuda") == ["eager", "default"]
     assert family_bench.variants_to_fit("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
-    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # checkpointed: no graphs
+    # checkpointed: no graphs, but a worker of 30 cells compiles FLUX.1-dev's fit at the defaults
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["eager", "default"]
+    monkeypatch.setitem(COMPILE_PAYS_AFTER, "flux", {})  # no break-even: `auto` does not compile it
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # nothing for eager to differ in
     assert family_bench.variants_to_fit("sd3", False, "cuda") == ["eager", "default"]
     assert family_bench.variants_to_fit("sd15", False, "cpu") == ["default"]
     assert family_bench.flops_visible("sdxl", "eager", False, "cuda")
-    assert family_bench.flops_visible("flux", "default", True, "cuda")  # checkpointed: no graphs, not compiled
+    assert family_bench.flops_visible("flux", "default", True, "cuda")  # checkpointed and (here) not compiled
     assert not family_bench.flops_visible("sdxl", "default", False, "cuda")  # replayed graphs
     assert not family_bench.flops_visible("flux", "compiled", True, "cuda")
     # a worker of 30 cells compiles SD3's fit at the defaults (COMPILE_PAYS_AFTER), so its

@@ -22,6 +22,8 @@ from varbench.errors import UserError
 from varbench.method import CellContext
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, tiny_components
 from varbench.models.families import FAMILIES, load_family, sampling_scheduler, tiny_family
+from varbench.execution import settle_auto
+from varbench.protocol import load_protocol
 from varbench.schema import from_dict
 from varbench.testing import assert_conforms
 
@@ -166,6 +168,31 @@ def test_family_defaults_follow_the_diffusers_scripts():
     assert DreamBoothLoraConfig(base_model="flux", rank=16).lora_alpha == 4  # ... but FLUX's is its own
     assert DreamBoothLoraConfig(base_model="sdxl", learning_rate=3e-4).learning_rate == 3e-4  # set: kept
     assert DreamBoothLora().uses_random_init() is False and make_method("sd3").uses_random_init() is True
+
+
+def test_compile_and_cudnn_attention_are_decided_per_family():
+    """`auto` compiles where the family's break-even was measured and the worker runs enough
+    cells (COMPILE_PAYS_AFTER); cuDNN attention is a family default; neither enters the run id."""
+    arms = {arm.name: arm for arm in load_protocol("dreambench").arms}
+
+    def settled(arm, cells):
+        config = arms[arm].make_method(cells).config
+        return config.compile, config.compile_generation, config.cudnn_attention
+
+    assert settled("lora-flux", 30) == (True, True, False)  # cuDNN's backward fails on FLUX.1-dev
+    assert settled("lora-flux", 2) == (True, False, False)  # sampling pays after 3 cells
+    assert settled("lora-flux", 1) == (False, False, False)
+    assert settled("lora-sdxl", 1000) == (False, False, False)  # no break-even measured
+    sd15 = DreamBoothLoraConfig(base_model="sd15")
+    assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile is True
+    assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile_generation is False  # from 12
+    assert sd15.cudnn_attention is True
+    uncompiled = {arm.name: arm for arm in load_protocol("dreambench", ["execution.compile=false"]).arms}
+    assert arms["lora-flux"].run_id == uncompiled["lora-flux"].run_id
+    # a method built outside a worker decides `auto` as for one cell; a value set is kept
+    assert DreamBoothLora(DreamBoothLoraConfig(base_model="flux")).config.compile is False
+    forced = DreamBoothLora(DreamBoothLoraConfig(base_model="flux", compile=True, cudnn_attention=True)).config
+    assert (forced.compile, forced.cudnn_attention) == (True, True)
 
 
 @pytest.mark.parametrize("settings, message", [
