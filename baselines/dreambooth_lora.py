@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # speed option: measured, see its field).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "sd15": dict(resolution=512, learning_rate=5e-4, adam_weight_decay=1e-2, sampler="dpm", sample_steps=25,
-                 guidance_scale=7.5, cudnn_attention=True),
+                 guidance_scale=7.5, cudnn_attention=False),
     "sdxl": dict(resolution=1024, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="dpm", sample_steps=25,
                  guidance_scale=5.0, cudnn_attention=False),
     "sd3": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
@@ -50,19 +50,23 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# `auto` compiles from this many cells of an arm on one worker: compile seconds / seconds
-# saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), each measured
-# on one H100 against the same step or call on CUDA graphs, at the defaults otherwise
-# (benchmarks/NOTES-baselines.md, sessions 13, 14 and 16). A worker pays a compile once: its
-# later cells, on freshly loaded bases, compiled in about a second (SD 1.5, fit and
-# sampling, session 14). A family or field not listed is not measured and never compiles
-# on `auto` (SDXL's compile did not finish in 330 s; SD3's sampling at batch 4).
+# `auto` compiles from this many cells of an arm on one worker: the compile's one-time
+# seconds (the first compiled step or call less the uncompiled first one) over the seconds
+# saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), rounded up.
+# Each measured on one H100 against the uncompiled defaults (CUDA graphs; FLUX.1-dev's
+# checkpointed fit has none), cuDNN attention as the family's default (benchmarks/
+# NOTES-baselines.md, sessions 13, 14 and 16). Assumed: a worker pays a compile once. Its
+# later cells, on freshly loaded bases, compiled in about a second, measured on SD 1.5 only
+# (fit and sampling, session 14). Not measured: a compiled fit and compiled sampling in one
+# process (FLUX.1-dev's peak memory there), and batch 8 (vico, vico_live). A family or field
+# not listed never compiles on `auto` (SDXL's compile did not finish in 330 s; SD3's
+# sampling was not measured compiled at batch 4).
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
-    # fit: 117 s once, 15.7 -> 24.5 steps/s saves 11.3 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
+    # fit: 115 s once, 15.7 -> 24.5 steps/s saves 11.4 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
     "sd15": {"compile": 11, "compile_generation": 12},
-    # fit (cuDNN attention): 132 s once, 12.3 -> 18.4 steps/s saves 13.5 s
+    # fit: 129 s once, 12.3 -> 18.4 steps/s saves 13.5 s
     "sd3": {"compile": 10},
-    # fit (gradient checkpointing): 340 s once, 0.93 -> 1.68 steps/s saves 239 s (peak 36.5 -> 53.4 GiB);
+    # fit (checkpointed): 340 s once, 0.93-1.02 -> 1.68 steps/s saves 193-239 s (peak 36.5 -> 53.4 GiB);
     # sampling: 138 s once, 1.81 -> 1.25 s/image saves 56 s
     "flux": {"compile": 2, "compile_generation": 3},
 }
@@ -101,10 +105,11 @@ class DreamBoothLoraConfig(FamilyConfig):
     # ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
     compile: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile"})
     channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
-    # cuDNN's fused attention allowed in a fit; None: the family's default. On for SD 1.5 and
-    # SD3 (measured on an H100: 1.09x and 1.06x steps/s). Off for FLUX.1-dev: on torch 2.11
-    # its backward fails on the joint attention ("mha_graph.execute ... is_good()"), and for
-    # SDXL, not tried (benchmarks/NOTES-baselines.md)
+    # cuDNN's fused attention allowed in a fit; None: the family's default (H100, torch 2.11;
+    # benchmarks/NOTES-baselines.md). On for SD3: 1.06x steps/s on CUDA graphs, and compiled.
+    # Off for FLUX.1-dev: its backward fails on the joint attention ("mha_graph.execute ...
+    # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs, but its first step took 8 s longer
+    # and it was not measured compiled. Off for SDXL: not tried.
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster

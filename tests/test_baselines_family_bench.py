@@ -163,22 +163,24 @@ def fake_step_fits(monkeypatch, out_of_memory=lambda variant, checkpointing: Fal
     monkeypatch.setattr(family_bench, "bench_lora_fit", fake_fit)
     monkeypatch.setattr(family_bench, "bench_ip_adapter", lambda run, family, folder, cache: None)
     monkeypatch.setattr(family_bench, "variants_to_fit", lambda family, checkpointing, device: ["eager", "default"])
-    monkeypatch.setattr(family_bench, "flops_visible", lambda family, variant, checkpointing, device: variant == "eager")
+    monkeypatch.setattr(family_bench, "flops_visible",
+                        lambda family, variant, checkpointing, device: variant == "eager")
     return fits
 
 
 def test_on_a_gpu_each_step_is_measured_eager_then_at_the_defaults_with_the_eager_flops(monkeypatch):
     assert family_bench.variants_to_fit("sd15", False, "cuda") == ["eager", "default"]
     assert family_bench.variants_to_fit("sdxl", True, "cuda") == ["eager", "default"]  # NHWC weights still apply
-    # checkpointed: no graphs, but a worker of 30 cells compiles FLUX.1-dev's fit at the defaults
-    assert family_bench.variants_to_fit("flux", True, "cuda") == ["eager", "default"]
-    monkeypatch.setitem(COMPILE_PAYS_AFTER, "flux", {})  # no break-even: `auto` does not compile it
-    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # nothing for eager to differ in
     assert family_bench.variants_to_fit("sd3", False, "cuda") == ["eager", "default"]
     assert family_bench.variants_to_fit("sd15", False, "cpu") == ["default"]
     assert family_bench.flops_visible("sdxl", "eager", False, "cuda")
-    assert family_bench.flops_visible("flux", "default", True, "cuda")  # checkpointed and (here) not compiled
     assert not family_bench.flops_visible("sdxl", "default", False, "cuda")  # replayed graphs
+    # checkpointed: no graphs, but a worker of 30 cells compiles FLUX.1-dev's fit at the defaults
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["eager", "default"]
+    assert not family_bench.flops_visible("flux", "default", True, "cuda")
+    monkeypatch.setitem(COMPILE_PAYS_AFTER, "flux", {})  # were there no break-even, `auto` would not compile it
+    assert family_bench.variants_to_fit("flux", True, "cuda") == ["default"]  # nothing for eager to differ in
+    assert family_bench.flops_visible("flux", "default", True, "cuda")
     assert not family_bench.flops_visible("flux", "compiled", True, "cuda")
     # a worker of 30 cells compiles SD3's fit at the defaults (COMPILE_PAYS_AFTER), so its
     # checkpointed default step is compiled too, and the counter does not see it
@@ -323,3 +325,12 @@ def test_vico_live_is_projected_only_where_its_protocol_exists(monkeypatch):
     monkeypatch.setattr(protocol_module, "available_protocols",
                         lambda: {name: path for name, path in found.items() if name != "vico_live"})
     assert {entry["protocol"] for entry in project(family_bench_rows())} == {"dreambench", "vico"}
+
+
+def test_the_budget_counts_the_one_time_compile_a_new_batch_size_pays_again():
+    """A batch-4 call predicted from batch 1 also pays batch 1's one-time capture and compile
+    again (graphs and compiled code are per shape), so a run near its budget skips it."""
+    run = family_bench.Run(FamilyBenchSettings.for_size("tiny", "cpu", budget_s=100.0), None)
+    assert run.fits_budget("sampling@4", 1.0, 4, once_s=0.0)  # 1.1 x 4 x 2 = 9 s
+    assert not run.fits_budget("sampling@4", 1.0, 4, once_s=140.0)  # + a FLUX-sized compile
+    assert [s["name"] for s in run.report["skipped"]] == ["sampling@4"]

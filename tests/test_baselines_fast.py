@@ -589,6 +589,25 @@ def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_
     assert sdpa_state() == before
 
 
+@pytest.mark.parametrize("family, allowed", [("sd3", True), ("flux", False)])
+def test_a_lora_fit_allows_cudnn_attention_as_its_family_default_says(family, allowed, tmp_path, monkeypatch):
+    """cuDNN's attention is on in SD3's fits and off in FLUX.1-dev's (its backward fails
+    there), whatever the process had, and the process's setting comes back after the fit."""
+    simulate_cuda(monkeypatch)
+    from baselines import train_dreambooth_lora
+
+    plain_add_lora, seen = train_dreambooth_lora.add_lora, []
+    monkeypatch.setattr(train_dreambooth_lora, "add_lora",
+                        lambda *args: seen.append(torch.backends.cuda.cudnn_sdp_enabled()) or plain_add_lora(*args))
+    previous = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(not allowed)  # the opposite, so the fit must set it
+    try:
+        lora_fit(family, tmp_path, gradient_checkpointing=True)
+        assert seen == [allowed] and torch.backends.cuda.cudnn_sdp_enabled() is (not allowed)
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(previous)
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux"])
 def test_lora_sampling_through_routed_denoiser_calls_gives_the_plain_images(family, tmp_path, monkeypatch):
     """With graphs 'captured' (simulated), a fitted model's sampling runs every denoiser step
@@ -698,7 +717,7 @@ def test_kept_sampling_calls_hand_out_copies_of_the_graph_output(monkeypatch):
 
 
 def test_sampling_compiles_only_with_compile_generation_true():
-    assert DreamBoothLoraConfig().compile_generation is False
+    assert DreamBoothLoraConfig().compile_generation == "auto"  # settled per worker (COMPILE_PAYS_AFTER)
     assert family_sampling.sampling_options(DreamBoothLoraConfig()) == (True, False)
     assert family_sampling.sampling_options(DreamBoothLoraConfig(compile_generation="auto")) == (True, False)
     assert family_sampling.sampling_options(DreamBoothLoraConfig(compile_generation=True)) == (True, True)

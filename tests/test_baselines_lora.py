@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,9 +187,16 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     sd15 = DreamBoothLoraConfig(base_model="sd15")
     assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile is True
     assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile_generation is False  # from 12
-    assert sd15.cudnn_attention is True
-    uncompiled = {arm.name: arm for arm in load_protocol("dreambench", ["execution.compile=false"]).arms}
-    assert arms["lora-flux"].run_id == uncompiled["lora-flux"].run_id
+    sd3 = DreamBoothLoraConfig(base_model="sd3")
+    pays_after = DreamBoothLora.compile_break_even(sd3)
+    assert [settle_auto(sd3, cells, pays_after).compile for cells in (9, 10)] == [False, True]
+    assert (sd15.cudnn_attention, DreamBoothLoraConfig(base_model="sdxl").cudnn_attention, sd3.cudnn_attention) == (
+        False, False, True)
+    assert replace(sd3, cudnn_attention=None).cudnn_attention is True  # None: the family's default again
+    changed = ["execution.compile=false", "execution.compile_generation=true", "execution.cudnn_attention=true"]
+    other = {arm.name: arm for arm in load_protocol("dreambench", changed).arms}
+    assert other["lora-flux"].make_method(30).config.cudnn_attention is True  # (taken: the option reached the arm)
+    assert all(arms[name].run_id == other[name].run_id for name in ("lora-flux", "lora-sdxl"))
     # a method built outside a worker decides `auto` as for one cell; a value set is kept
     assert DreamBoothLora(DreamBoothLoraConfig(base_model="flux")).config.compile is False
     forced = DreamBoothLora(DreamBoothLoraConfig(base_model="flux", compile=True, cudnn_attention=True)).config

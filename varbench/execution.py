@@ -19,7 +19,8 @@ error naming the arm, with a close match; a top-level key must be honoured by so
 
 `compile: auto` compiles only where it pays: compiling costs minutes per model, batch
 size and process, so a worker compiles an arm when it will run at least the method's
-`compile_pays_after` cells of it (settle_auto), and compiled graphs persist across
+`compile_break_even(config)` cells of it (by default its `compile_pays_after`; settle_auto;
+a method built outside a worker settles as for one cell), and compiled graphs persist across
 processes in the inductor cache under the varbench cache (TORCHINDUCTOR_CACHE_DIR).
 """
 from __future__ import annotations

@@ -145,7 +145,7 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
         return
     family_sampling.forget(model.denoiser)
     done.record(f"cuDNN attention {'allowed' if config.cudnn_attention else 'off'}",
-                settings.set_cudnn_attention(config.cudnn_attention))
+                settings.set_cudnn_attention(bool(config.cudnn_attention)))
     denoiser = model.denoiser
     if model.family.denoiser == "unet":
         _set_layout(done, "UNet", denoiser, config.channels_last)
