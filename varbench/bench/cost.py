@@ -10,6 +10,13 @@ second). Class images for prior preservation (DreamBooth, Custom Diffusion: gene
 once per class and shared between them when their settings match, as the cache does) are
 a separate row. Model loading is not included (it depends on the disk). Cells are
 independent, so N GPUs divide the wall-clock time (while cells >= N).
+
+The rates are the bench's default rows, each at one setting of compiling, while a protocol
+worker decides `compile: auto` by how many cells of the arm it runs: DreamBooth-LoRA's rows
+are settled as for a worker running a whole DreamBench arm
+(`baselines.family_bench.WORKER_CELLS`), so a worker with fewer cells may run slower than
+projected; the diffusion baselines' rows are uncompiled, so a worker that compiles them
+runs faster. The one-time compile (minutes per worker) is not included.
 """
 from __future__ import annotations
 
