@@ -130,8 +130,6 @@ class DreamBoothLora(FamilyMethod):
     Config = DreamBoothLoraConfig
     description = "DreamBooth-LoRA: rank-4 adapters on the denoiser (SD 1.5, SDXL, SD3 Medium, FLUX.1-dev)"
     fit_steps_field = "steps"
-    compile_pays_after: dict[str, int] = {}  # per family instead: compile_break_even
-
     @classmethod
     def compile_break_even(cls, config: Any) -> dict[str, int]:
         """The cells of an arm from which a worker compiles, for `config`'s family

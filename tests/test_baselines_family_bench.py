@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import baselines.family_bench as family_bench
-from baselines.dreambooth_lora import COMPILE_PAYS_AFTER
 from baselines.bench_component import bench_families, family_rows
+from baselines.dreambooth_lora import COMPILE_PAYS_AFTER
 from baselines.family_bench import FamilyBenchSettings, Fitted, main, run_family_bench
 from varbench.bench import harness
 from varbench.bench.cost import Workload, arm_hours, lora_step_rate, project
 from varbench.bench.harness import row
-from varbench.protocol import load_protocol
 from varbench.models.families import FAMILIES
+from varbench.protocol import load_protocol
 from varbench.schema import EXECUTION
 
 LORA_FAMILIES = ("sd15", "sdxl", "sd3", "flux")

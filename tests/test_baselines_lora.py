@@ -20,10 +20,10 @@ from baselines.family_sampling import generate_images
 from baselines.synthetic import synthetic_subject
 from baselines.train_dreambooth_lora import LORA_FILE, TARGETS, class_image_paths
 from varbench.errors import UserError
+from varbench.execution import settle_auto
 from varbench.method import CellContext
 from varbench.models.diffusion import SD15_ID, SD15_REVISION, tiny_components
 from varbench.models.families import FAMILIES, load_family, sampling_scheduler, tiny_family
-from varbench.execution import settle_auto
 from varbench.protocol import load_protocol
 from varbench.schema import from_dict
 from varbench.testing import assert_conforms
@@ -185,8 +185,8 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     assert settled("lora-flux", 1) == (False, False, False)
     assert settled("lora-sdxl", 1000) == (False, False, False)  # no break-even measured
     sd15 = DreamBoothLoraConfig(base_model="sd15")
-    assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile is True
-    assert settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15)).compile_generation is False  # from 12
+    at_11 = settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15))
+    assert (at_11.compile, at_11.compile_generation) == (True, False)  # sampling from 12
     sd3 = DreamBoothLoraConfig(base_model="sd3")
     pays_after = DreamBoothLora.compile_break_even(sd3)
     assert [settle_auto(sd3, cells, pays_after).compile for cells in (9, 10)] == [False, True]
