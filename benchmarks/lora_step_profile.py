@@ -1,0 +1,126 @@
+"""Where a DreamBooth-LoRA training step's GPU time goes (issue 21, item 5): the method's
+own fit (random weights at the real size, `baselines.family_bench`'s setup) under one or
+more speed variants, each a fresh fit in this one process, a few steps profiled after the
+warm-up. Kernels are summed by kind (attention, convolution, matmul, inductor's fused
+triton kernels, normalisation, the rest) per step, beside the step's wall time: when the
+two agree the step is bound by its kernels, not by launches.
+
+    python benchmarks/lora_step_profile.py --family sd15 --variants compiled+nographs,compiled,compiled+cudnn
+
+Variants are `family_bench`'s (`default`, `eager`, `graphs`, `compiled`, `cudnn`, joined by
+"+"), plus `nographs` (CUDA graphs off: the profiler then sees each kernel; under graphs
+it may see none). Prints one table per variant and, with --json, writes the rows there.
+GPU only for kernel times; `--size tiny --device cpu` checks the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from baselines.dreambooth_lora import DreamBoothLora
+from baselines.family_bench import (FAMILY_ORDER, FamilyBenchSettings, make_context, make_method, subject_of,
+                                    variant_changes)
+
+# Kernel name fragments, checked in this order (a cuDNN attention kernel's name holds "mha",
+# a convolution's "fprop"/"dgrad"; both may hold "xmma" or "gemm", as plain matmuls do).
+KINDS = [("attention", ("flash", "fmha", "mha", "attention", "attn")),
+         ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit")),
+         ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "matmul")),
+         ("triton (fused by inductor)", ("triton",)),
+         ("normalisation", ("norm",))]
+
+
+def kind_of(kernel: str) -> str:
+    name = kernel.lower()
+    return next((kind for kind, parts in KINDS if any(part in name for part in parts)), "other")
+
+
+def options_of(variant: str) -> dict[str, Any]:
+    parts = variant.split("+")
+    changes = variant_changes("+".join(part for part in parts if part != "nographs") or "default")
+    return {**changes, **({"cuda_graphs": False} if "nographs" in parts else {})}
+
+
+def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
+    """(kernel name, GPU seconds, calls) of every device kernel the profiler saw."""
+    rows = []
+    for event in profiler.key_averages():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        seconds = getattr(event, "self_device_time_total", None)
+        if seconds is None:  # torch < 2.4 names it for CUDA
+            seconds = event.self_cuda_time_total
+        rows.append((event.key, seconds / 1e6, event.count))
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder: Path, warmup: int,
+                profiled: int) -> dict[str, Any]:
+    """Fit for `warmup` + `profiled` steps; the last `profiled` ones under the profiler."""
+    activities = [ProfilerActivity.CUDA] if settings.device == "cuda" else [ProfilerActivity.CPU]
+    profiler = profile(activities=activities)
+    edges: list[float] = []
+
+    def on_step(done: int, total: int) -> None:
+        if done in (warmup, warmup + profiled):
+            if settings.device == "cuda":
+                torch.cuda.synchronize()
+            edges.append(time.perf_counter())
+            (profiler.start if done == warmup else profiler.stop)()
+
+    method = make_method(DreamBoothLora, family, settings, steps=warmup + profiled, **options_of(variant))
+    ctx = make_context(settings, folder, folder / "cache", on_step)
+    method.fit(method.load_base(ctx), subject_of(settings, folder, method.config.resolution), ctx)
+    rows = kernel_rows(profiler)
+    by_kind: dict[str, float] = defaultdict(float)
+    for name, seconds, _ in rows:
+        by_kind[kind_of(name)] += seconds / profiled
+    return {"family": family, "variant": variant, "wall_s_per_step": (edges[1] - edges[0]) / profiled,
+            "kernel_s_per_step": sum(by_kind.values()), "by_kind_s_per_step": dict(by_kind),
+            "top_kernels": [{"name": name[:160], "s_per_step": seconds / profiled, "calls_per_step": calls / profiled}
+                            for name, seconds, calls in rows[:25]]}
+
+
+def print_profile(result: dict[str, Any]) -> None:
+    wall, kernels = result["wall_s_per_step"], result["kernel_s_per_step"]
+    print(f"\n{result['family']} {result['variant']}: {wall * 1e3:.1f} ms per step wall, "
+          f"{kernels * 1e3:.1f} ms of kernels ({kernels / wall:.0%})", flush=True)
+    for kind, seconds in sorted(result["by_kind_s_per_step"].items(), key=lambda item: -item[1]):
+        print(f"  {kind:28s} {seconds * 1e3:7.2f} ms  {seconds / max(kernels, 1e-12):5.1%}")
+    for row in result["top_kernels"]:
+        print(f"    {row['s_per_step'] * 1e3:7.3f} ms {row['calls_per_step']:6.1f}x  {row['name'][:110]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="sd15", choices=FAMILY_ORDER)
+    parser.add_argument("--variants", default="compiled+nographs", help="comma-separated, each a fresh fit")
+    parser.add_argument("--warmup", type=int, default=4, help="steps before profiling (the first compiles)")
+    parser.add_argument("--steps", type=int, default=4, help="profiled steps")
+    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a quick CPU check")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    settings = FamilyBenchSettings.for_size(args.size, args.device, families=(args.family,), count_flops=False)
+    results = []
+    for variant in args.variants.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            result = profile_fit(args.family, variant, settings, Path(tmp), args.warmup, args.steps)
+            result["fit_s"] = time.perf_counter() - started
+        print_profile(result)
+        results.append(result)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
