@@ -28,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 from baselines.dreambooth_lora import DreamBoothLora
 from baselines.family_bench import (FAMILY_ORDER, FamilyBenchSettings, make_context, make_method, subject_of,
                                     variant_changes)
+from varbench.timing import matmul_rate
 
 # Kernel name fragments, checked in this order (a cuDNN attention kernel's name holds "mha",
 # a convolution's "fprop"/"dgrad"; both may hold "xmma" or "gemm", as plain matmuls do).
@@ -119,12 +120,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     settings = FamilyBenchSettings.for_size(args.size, args.device, families=(args.family,), count_flops=False)
+    rate = matmul_rate(args.device)  # the floor's rate: a step's FLOPs over it (NOTES-baselines.md)
+    print(f"matmul rate {rate / 1e12:.0f} TFLOP/s", flush=True)
     results = []
     for variant in args.variants.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             result = profile_fit(args.family, variant, settings, Path(tmp), args.warmup, args.steps)
             result["fit_s"] = time.perf_counter() - started
+        result["matmul_flops_per_second"] = rate
         print_profile(result)
         results.append(result)
         if args.json:
