@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from baselines.bench_device import peak_memory_gb, reset_peak_memory
 from baselines.dreambooth_lora import DreamBoothLora
 from baselines.family_bench import (FAMILY_ORDER, FamilyBenchSettings, make_context, make_method, subject_of,
                                     variant_changes)
@@ -85,6 +86,7 @@ def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder
     method = make_method(DreamBoothLora, family, settings, steps=warmup + profiled, **options_of(variant))
     ctx = make_context(settings, folder, folder / "cache", on_step)
     base = method.load_base(ctx)
+    reset_peak_memory(settings.device)
     started = time.perf_counter()
     method.fit(base, subject_of(settings, folder, method.config.resolution), ctx)
     rows = kernel_rows(profiler)
@@ -92,6 +94,7 @@ def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder
     for name, seconds, _ in rows:
         by_kind[kind_of(name)] += seconds / profiled
     return {"family": family, "variant": variant, "first_step_s": first_step[0],
+            "peak_memory_gib": peak_memory_gb(settings.device),
             "wall_s_per_step": (edges[1] - edges[0]) / profiled,
             "kernel_s_per_step": sum(by_kind.values()), "by_kind_s_per_step": dict(by_kind),
             "top_kernels": [{"name": name[:160], "s_per_step": seconds / profiled, "calls_per_step": calls / profiled}
@@ -101,7 +104,8 @@ def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder
 def print_profile(result: dict[str, Any]) -> None:
     wall, kernels = result["wall_s_per_step"], result["kernel_s_per_step"]
     print(f"\n{result['family']} {result['variant']}: {wall * 1e3:.1f} ms per step wall, "
-          f"{kernels * 1e3:.1f} ms of kernels ({kernels / wall:.0%}); first step {result['first_step_s']:.1f} s",
+          f"{kernels * 1e3:.1f} ms of kernels ({kernels / wall:.0%}); first step {result['first_step_s']:.1f} s; "
+          f"peak {result['peak_memory_gib'] or 0:.1f} GiB",
           flush=True)
     for kind, seconds in sorted(result["by_kind_s_per_step"].items(), key=lambda item: -item[1]):
         print(f"  {kind:28s} {seconds * 1e3:7.2f} ms  {seconds / max(kernels, 1e-12):5.1%}")
