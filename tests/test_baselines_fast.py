@@ -455,6 +455,87 @@ def test_compiled_module_gives_the_modules_values_and_gradients():
         torch.testing.assert_close(got, want)
 
 
+class SelfAttention(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.scaled_dot_product_attention(x, x, x)
+
+
+@pytest.fixture
+def recorded_compiles(monkeypatch):
+    """torch.compile with a backend that records each forward graph after AOT autograd's
+    dispatch (where SDPA's kernel is chosen) and runs it uncompiled: seconds, not minutes."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    graphs: list[set[str]] = []
+
+    def backend(module, inputs):
+        def record(graph, _):
+            graphs.append({str(node.target) for node in graph.graph.nodes})
+            return graph.forward
+        return aot_module_simplified(module, inputs, fw_compiler=record)
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **options: real_compile(module, backend=backend, **options))
+    torch._dynamo.reset()  # no versions left by earlier tests
+    yield graphs
+    torch._dynamo.reset()
+
+
+def test_compiled_calls_follow_the_attention_switches(recorded_compiles):
+    """Dynamo does not guard SDPA's switches, and compiled code keeps the kernel chosen when
+    it was traced: each new FastCall (a cell's fit) must compile again when they changed,
+    and reuse the version compiled under the same switches."""
+    x = torch.randn(1, 2, 64, 32)
+    flash = "aten._scaled_dot_product_flash_attention_for_cpu.default"
+    kept = torch.backends.cuda.flash_sdp_enabled()
+    try:
+        for allowed in (True, False, True):
+            torch.backends.cuda.enable_flash_sdp(allowed)
+            call = FastCall(SelfAttention(), training=False, compile=True, cuda_graphs=False)
+            with torch.no_grad():  # as sampling calls it (compiled code is specialised on the grad mode)
+                torch.testing.assert_close(call(x), SelfAttention()(x))
+            assert call.compile, "fell back to eager"
+    finally:
+        torch.backends.cuda.enable_flash_sdp(kept)
+    # traced with the flash kernel, then without it; the third call reused the first version
+    assert [flash in graph for graph in recorded_compiles] == [True, False]
+
+
+@pytest.mark.slow
+def test_compiled_calls_take_no_code_traced_under_other_switches_from_the_disk_cache(tmp_path, monkeypatch):
+    """The graph dynamo hands on is the same under any SDPA switches (the kernel is chosen
+    after it), so AOT autograd's on-disk cache, shared by a machine's processes, would give
+    a process code compiled under another process's switches. Real inductor, on the CPU."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    x = torch.randn(1, 2, 64, 32)
+    kept = torch.backends.cuda.flash_sdp_enabled()
+    counters.clear()
+    try:
+        for allowed in (True, False):
+            torch._dynamo.reset()  # as a new process starts: only the disk cache is shared
+            torch.backends.cuda.enable_flash_sdp(allowed)
+            call = FastCall(SelfAttention(), training=False, compile=True, cuda_graphs=False)
+            with torch.no_grad():
+                call(x)
+            assert call.compile, "fell back to eager"
+    finally:
+        torch.backends.cuda.enable_flash_sdp(kept)
+        torch._dynamo.reset()
+    assert counters["aot_autograd"]["autograd_cache_hit"] == 0
+
+
+def test_compiled_calls_keep_compiling_past_dynamos_default_limit(recorded_compiles):
+    """Every FastCall compiles one function; dynamo's default of 8 versions per function
+    would leave the ninth module or shape of a process uncompiled, silently."""
+    for width in range(1, 13):
+        with torch.no_grad():
+            FastCall(nn.Linear(width, 2), training=False, compile=True, cuda_graphs=False)(torch.randn(3, width))
+    assert len(recorded_compiles) == 12
+    assert torch._dynamo.config.recompile_limit == 8  # (raised only around the compiled calls)
+
+
 def test_casts_keep_fp32_modules_and_do_not_warn(caplog):
     fresh = tiny_components()
     fresh.unet._keep_in_fp32_modules = ["time_embedding"]

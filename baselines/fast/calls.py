@@ -2,10 +2,11 @@
 fails a cell, and how a fit's plain network calls are routed to them.
 
 `fast_call(module, config, device, training)` gives `module` itself, or a `FastCall`
-that runs it compiled (`torch.compile`, default mode, fixed shapes) and/or as a CUDA graph
-captured at its first call per argument shapes. A graph replays a whole forward (and,
-when training, a whole backward) with one launch, which removes the per-kernel CPU cost
-that dominates small batches; it runs the plain kernels. If compiling or capturing fails
+that runs it compiled (`torch.compile`, default mode, fixed shapes, a version per setting
+of SDPA's kernel switches: `Compiled`) and/or as a CUDA graph captured at its first call
+per argument shapes. A graph replays a whole forward (and, when training, a whole
+backward) with one launch, which removes the per-kernel CPU cost that dominates small
+batches; it runs the plain kernels. If compiling or capturing fails
 (an old torch, an op that cannot be captured) or gives other values than the plain module,
 one warning is issued and the module runs as before: a speed option never fails a cell.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from baselines.fast import settings
 from varbench.errors import warn_fallback
 
 TRAINING_WARMUP_CALLS = 3  # make_graphed_callables' warm-up iterations before capture
@@ -94,7 +96,7 @@ class FastCall:
 
     def _compiled_or_eager(self, args: Sequence[torch.Tensor], name: str) -> Callable[..., Any]:
         if self.compiled is None:
-            self.compiled = torch.compile(self.module, dynamic=False)
+            self.compiled = Compiled(self.module)
         try:
             # Compile now (forward, and backward when training), on copies of the real
             # arguments, so a failure shows here and not in the middle of a step.
@@ -106,6 +108,70 @@ class FastCall:
             warn_fallback(f"torch.compile of {name}", err, "running eager")
             self.compile = False
             return self.module
+
+
+class Compiled(torch.nn.Module):
+    """`module` compiled (default mode, fixed shapes), each call specialised on SDPA's kernel
+    switches of the moment (`SwitchKeyed`), with room for as many compiled versions as a
+    worker's calls need (`COMPILED_VERSIONS`). A module itself, so that a CUDA graph
+    capture sees its parameters."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.compiled = torch.compile(SwitchKeyed(module), dynamic=False)
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        switches = settings.sdpa_switches()
+        with compiled_versions(COMPILED_VERSIONS), cache_tag(switches):
+            return self.compiled(switches, *args)
+
+
+class SwitchKeyed(torch.nn.Module):
+    """`module(*args)`, given SDPA's kernel switches first. Compiled code keeps the attention
+    kernel chosen when it was traced, and dynamo does not guard the switches: a fit with
+    cuDNN attention allowed after one without it, in one process, ran the earlier fit's
+    flash kernels (an H100, seventeenth session). Dynamo does guard a constant argument that
+    the traced code reads, so the check below makes each switch setting a compiled version
+    of its own (compiled once, reused whenever the switches are back)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, switches: str, *args: torch.Tensor) -> Any:
+        if not switches.startswith("sdpa "):
+            raise ValueError(f"expected SDPA switches (settings.sdpa_switches()), got {switches!r}")
+        return self.module(*args)
+
+
+# Every FastCall compiles the same function (SwitchKeyed.forward): one version per module
+# class, argument shapes, grad mode and switch setting. Dynamo keeps 8 versions of a function
+# and then runs it uncompiled, silently, for the rest of the process; a worker fitting and
+# sampling several families needs more (e.g. 4 families x (fit + sampling at 2 batch sizes)
+# x 2 switch settings = 24).
+COMPILED_VERSIONS = 64
+
+
+def compiled_versions(limit: int) -> contextlib.AbstractContextManager:
+    """Dynamo's limit on compiled versions of one function, raised to `limit` (older torch
+    names it cache_size_limit)."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{name: max(limit, getattr(config, name))})
+
+
+def cache_tag(switches: str) -> contextlib.AbstractContextManager:
+    """The switches in the key of torch's on-disk compile caches: the graph dynamo hands on
+    is the same under any switches (the kernel is chosen after it), and AOT autograd's cache,
+    shared by the processes of a machine, would give back code traced under other switches.
+    A torch without the tag keeps that cache off around these calls instead."""
+    config = getattr(torch.compiler, "config", None)
+    if config is not None and hasattr(config, "cache_key_tag"):
+        return config.patch(cache_key_tag=f"{config.cache_key_tag} varbench {switches}".strip())
+    functorch = torch._functorch.config
+    if getattr(functorch, "enable_autograd_cache", False):
+        return functorch.patch(enable_autograd_cache=False)
+    return contextlib.nullcontext()
 
 
 def check_same_outputs(runner: Callable[..., Any], module: torch.nn.Module, args: Sequence[torch.Tensor],

@@ -47,6 +47,17 @@ def set_cudnn_attention(enabled: bool) -> Callable[[], None]:
     return lambda: torch.backends.cuda.enable_cudnn_sdp(previous)
 
 
+def sdpa_switches() -> str:
+    """The SDPA kernels allowed now and PyTorch's order of trying them, as one string:
+    compiled code keeps the kernel chosen when it was traced (dynamo does not guard these
+    switches), so compiled calls are specialised on this (calls.SwitchKeyed)."""
+    cuda = torch.backends.cuda
+    allowed = (f"flash={cuda.flash_sdp_enabled():d} efficient={cuda.mem_efficient_sdp_enabled():d} "
+               f"cudnn={cuda.cudnn_sdp_enabled():d} math={cuda.math_sdp_enabled():d}")
+    order = getattr(torch._C, "_get_sdp_priority_order", None)  # torch >= 2.6 (sdpa_kernel's set_priority)
+    return f"sdpa {allowed}" + (f" order={','.join(map(str, order()))}" if order is not None else "")
+
+
 def attention_backend(name: str) -> contextlib.AbstractContextManager:
     """SDPA tries kernel `name` first and the others where it cannot run a shape (e.g. the
     VAE's head dim of 512). Needs `sdpa_kernel(..., set_priority=True)`; older torch keeps
