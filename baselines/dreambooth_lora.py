@@ -55,15 +55,17 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 # saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), rounded up.
 # Each measured on one H100 against the uncompiled defaults (CUDA graphs; FLUX.1-dev's
 # checkpointed fit has none), cuDNN attention as the family's default (benchmarks/
-# NOTES-baselines.md, sessions 13, 14 and 16). Assumed: a worker pays a compile once. Its
-# later cells, on freshly loaded bases, compiled in about a second, measured on SD 1.5 only
-# (fit and sampling, session 14). Not measured: a compiled fit and compiled sampling in one
-# process (FLUX.1-dev's peak memory there), and batch 8 (vico, vico_live). A family or field
-# not listed never compiles on `auto` (SDXL's compile did not finish in 330 s; SD3's
-# sampling was not measured compiled at batch 4).
+# NOTES-baselines.md, sessions 13, 14, 16 and 17). Assumed: a worker pays a compile once.
+# Its later cells, on freshly loaded bases, compiled in about a second, measured on SD 1.5
+# only (fit and sampling, session 14). Not measured: a compiled fit and compiled sampling in
+# one process (FLUX.1-dev's peak memory there), batch 8 (vico, vico_live), and SDXL's
+# compiled peak memory. A family or field not listed never compiles on `auto` (SDXL's and
+# SD3's sampling were not measured compiled at batch 4).
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
     # fit: 115 s once, 15.7 -> 24.5 steps/s saves 11.4 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
     "sd15": {"compile": 11, "compile_generation": 12},
+    # fit: 394 s once, 3.20 -> 4.37 steps/s saves 41.5 s (the graphed rate measured on another H100 host)
+    "sdxl": {"compile": 10},
     # fit: 129 s once, 12.3 -> 18.4 steps/s saves 13.5 s
     "sd3": {"compile": 10},
     # fit (checkpointed): 340 s once, 0.93-1.02 -> 1.68 steps/s saves 193-239 s (peak 36.5 -> 53.4 GiB);
@@ -109,7 +111,7 @@ class DreamBoothLoraConfig(FamilyConfig):
     # benchmarks/NOTES-baselines.md). On for SD3: 1.06x steps/s on CUDA graphs, and compiled.
     # Off for FLUX.1-dev: its backward fails on the joint attention ("mha_graph.execute ...
     # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs, but its first step took 8 s longer
-    # and it was not measured compiled. Off for SDXL: not tried.
+    # and it was not measured compiled. Off for SDXL: not measured.
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster

@@ -183,7 +183,8 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     assert settled("lora-flux", 30) == (True, True, False)  # cuDNN's backward fails on FLUX.1-dev
     assert settled("lora-flux", 2) == (True, False, False)  # sampling pays after 3 cells
     assert settled("lora-flux", 1) == (False, False, False)
-    assert settled("lora-sdxl", 1000) == (False, False, False)  # no break-even measured
+    assert settled("lora-sdxl", 10) == (True, False, False)  # sampling: no break-even measured
+    assert settled("lora-sdxl", 9) == (False, False, False)
     sd15 = DreamBoothLoraConfig(base_model="sd15")
     at_11 = settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15))
     assert (at_11.compile, at_11.compile_generation) == (True, False)  # sampling from 12
