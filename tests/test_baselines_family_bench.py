@@ -109,7 +109,7 @@ class FakeConfig:
     compile_generation: bool | str = field(default="auto", metadata={EXECUTION: "compile_generation"})
 
     def model_family(self, quiet=False):
-        return FAMILIES["sdxl"]  # no measured break-even: `auto` settles to no compile
+        return FAMILIES["sdxl"]  # no measured break-even for sampling: `auto` settles to no compile
 
 
 class FakeModel:

@@ -6,9 +6,9 @@ that runs it compiled (`torch.compile`, default mode, fixed shapes, a version pe
 of SDPA's kernel switches: `Compiled`) and/or as a CUDA graph captured at its first call
 per argument shapes. A graph replays a whole forward (and, when training, a whole
 backward) with one launch, which removes the per-kernel CPU cost that dominates small
-batches; it runs the plain kernels. If compiling or capturing fails
-(an old torch, an op that cannot be captured) or gives other values than the plain module,
-one warning is issued and the module runs as before: a speed option never fails a cell.
+batches; it runs the plain kernels. If compiling or capturing fails (an old torch, an op
+that cannot be captured) or gives other values than the plain module, one warning is
+issued and the module runs as before: a speed option never fails a cell.
 
 `route_unet_calls` / `route_text_encoder_calls` make a module's own calls (`unet(noisy,
 t, states, return_dict=False)`, `text_encoder(ids)[0]`, as the plain training code
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ class FastCall:
         self.training = training
         self.compile = compile
         self.cuda_graphs = cuda_graphs
-        self.compiled: Callable[..., Any] | None = None
+        self.compiled: Compiled | None = None
         self.runners: dict[tuple, Callable[..., Any]] = {}
 
     def __call__(self, *args: torch.Tensor) -> Any:
@@ -95,13 +96,15 @@ class FastCall:
             return runner
 
     def _compiled_or_eager(self, args: Sequence[torch.Tensor], name: str) -> Callable[..., Any]:
-        if self.compiled is None:
-            self.compiled = Compiled(self.module)
         try:
+            if self.compiled is None:
+                self.compiled = Compiled(self.module)
             # Compile now (forward, and backward when training), on copies of the real
             # arguments, so a failure shows here and not in the middle of a step.
             samples = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+            breaks = graph_breaks()
             run_once(self.compiled, self.module, samples, self.training)
+            warn_graph_breaks(name, graph_breaks() - breaks)
             check_same_outputs(self.compiled, self.module, samples, self.training)
             return self.compiled
         except Exception as err:  # noqa: BLE001 - see above
@@ -112,18 +115,17 @@ class FastCall:
 
 class Compiled(torch.nn.Module):
     """`module` compiled (default mode, fixed shapes), each call specialised on SDPA's kernel
-    switches of the moment (`SwitchKeyed`), with room for as many compiled versions as a
-    worker's calls need (`COMPILED_VERSIONS`). A module itself, so that a CUDA graph
-    capture sees its parameters."""
+    switches of the moment (`SwitchKeyed`), with room for up to COMPILED_VERSIONS compiled
+    versions. A module itself, so that a CUDA graph capture sees its parameters."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.compiled = torch.compile(SwitchKeyed(module), dynamic=False)
+        self.optimized = torch.compile(SwitchKeyed(module), dynamic=False)
 
     def forward(self, *args: torch.Tensor) -> Any:
         switches = settings.sdpa_switches()
         with compiled_versions(COMPILED_VERSIONS), cache_tag(switches):
-            return self.compiled(switches, *args)
+            return self.optimized(switches, *args)
 
 
 class SwitchKeyed(torch.nn.Module):
@@ -132,7 +134,8 @@ class SwitchKeyed(torch.nn.Module):
     cuDNN attention allowed after one without it, in one process, ran the earlier fit's
     flash kernels (an H100, seventeenth session). Dynamo does guard a constant argument that
     the traced code reads, so the check below makes each switch setting a compiled version
-    of its own (compiled once, reused whenever the switches are back)."""
+    of its own (compiled once, reused whenever the switches are back). Only up to the
+    module's first graph break, if it has one: FastCall warns of breaks."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
@@ -144,9 +147,10 @@ class SwitchKeyed(torch.nn.Module):
         return self.module(*args)
 
 
-# Every FastCall compiles the same function (SwitchKeyed.forward): one version per module
-# class, argument shapes, grad mode and switch setting. Dynamo keeps 8 versions of a function
-# and then runs it uncompiled, silently, for the rest of the process; a worker fitting and
+# Every FastCall compiles this one function (SwitchKeyed.forward), so the versions of every
+# module class share dynamo's limit per function: one version per module class, argument
+# shapes, grad mode and switch setting. At its default (8) dynamo runs new versions
+# uncompiled for the rest of the process, with only a log line; a worker fitting and
 # sampling several families needs more (e.g. 4 families x (fit + sampling at 2 batch sizes)
 # x 2 switch settings = 24).
 COMPILED_VERSIONS = 64
@@ -158,6 +162,22 @@ def compiled_versions(limit: int) -> contextlib.AbstractContextManager:
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     return config.patch(**{name: max(limit, getattr(config, name))})
+
+
+def graph_breaks() -> int:
+    """Graph breaks dynamo has met in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values())
+
+
+def warn_graph_breaks(name: str, breaks: int) -> None:
+    """A module that breaks into several graphs still runs compiled, but the code after a
+    break is not specialised on SDPA's switches (SwitchKeyed): say so, once per compile."""
+    if breaks:
+        warnings.warn(f"torch.compile of {name}: {breaks} graph break(s); the code after a break keeps the "
+                      f"attention kernels it was first compiled with if SDPA's switches change", RuntimeWarning,
+                      stacklevel=3)
 
 
 def cache_tag(switches: str) -> contextlib.AbstractContextManager:
