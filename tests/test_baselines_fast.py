@@ -552,16 +552,18 @@ def test_compiled_calls_take_no_code_traced_under_other_switches_from_the_disk_c
     assert counters["aot_autograd"]["autograd_cache_hit"] == (1 if tagged else 0)
 
 
-def test_compiled_calls_keep_compiling_past_dynamos_default_limit(recorded_compiles, monkeypatch):
+def test_compiled_calls_keep_compiling_past_dynamos_default_limit(recorded_compiles):
     """Every FastCall compiles one function; dynamo's default of 8 versions per function
     would leave the ninth module or shape of a process uncompiled (one log line)."""
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(torch._dynamo.config, limit, 8)  # the default (Infinity's speed layer raises it)
-    for width in range(1, 13):
-        with torch.no_grad():
-            FastCall(nn.Linear(width, 2), training=False, compile=True, cuda_graphs=False)(torch.randn(3, width))
+    # the default (Infinity's speed layer raises it for the process; monkeypatch would break
+    # torch's config module on undo)
+    with torch._dynamo.config.patch(**{limit: 8}):
+        for width in range(1, 13):
+            with torch.no_grad():
+                FastCall(nn.Linear(width, 2), training=False, compile=True, cuda_graphs=False)(torch.randn(3, width))
+        assert getattr(torch._dynamo.config, limit) == 8  # (raised only around the compiled calls)
     assert len(recorded_compiles) == 12
-    assert getattr(torch._dynamo.config, limit) == 8  # (raised only around the compiled calls)
 
 
 def test_casts_keep_fp32_modules_and_do_not_warn(caplog):
