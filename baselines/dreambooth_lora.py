@@ -110,8 +110,8 @@ class DreamBoothLoraConfig(FamilyConfig):
     # cuDNN's fused attention allowed in a fit; None: the family's default (H100, torch 2.11;
     # benchmarks/NOTES-baselines.md). On for SD3: 1.06x steps/s on CUDA graphs, and compiled.
     # Off for FLUX.1-dev: its backward fails on the joint attention ("mha_graph.execute ...
-    # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs, but its first step took 8 s longer
-    # and it was not measured compiled. Off for SDXL: not measured.
+    # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs and 1.06x compiled, but its first step
+    # takes 8-11 s longer, repaid only after 3-10 cells. Off for SDXL: not measured.
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
