@@ -54,7 +54,7 @@ def sdpa_switches() -> str:
     cuda = torch.backends.cuda
     allowed = (f"flash={cuda.flash_sdp_enabled():d} efficient={cuda.mem_efficient_sdp_enabled():d} "
                f"cudnn={cuda.cudnn_sdp_enabled():d} math={cuda.math_sdp_enabled():d}")
-    order = getattr(torch._C, "_get_sdp_priority_order", None)  # torch >= 2.6 (sdpa_kernel's set_priority)
+    order = getattr(torch._C, "_get_sdp_priority_order", None)  # where sdpa_kernel has set_priority
     return f"sdpa {allowed}" + (f" order={','.join(map(str, order()))}" if order is not None else "")
 
 
