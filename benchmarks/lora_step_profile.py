@@ -31,8 +31,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from baselines.bench_device import peak_memory_gb, reset_peak_memory
 from baselines.dreambooth_lora import DreamBoothLora
-from baselines.family_bench import (FAMILY_ORDER, FamilyBenchSettings, fallback_messages, make_context,
-                                    make_method, subject_of, variant_changes)
+from baselines.family_bench import (FAMILY_ORDER, STEP_VARIANTS, FamilyBenchSettings, fallback_messages,
+                                    make_context, make_method, subject_of, variant_changes)
 from varbench.timing import matmul_rate
 
 # Kernel name fragments, checked in this order: inductor names its kernels after the ops
@@ -138,6 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
+    known = [*STEP_VARIANTS, "nographs"]
+    unknown = [v for v in args.variants.split(",") if any(part not in known for part in v.split("+"))]
+    if unknown:
+        parser.error(f"unknown variant {', '.join(unknown)}: use {', '.join(known)}, or several joined by +")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     settings = FamilyBenchSettings.for_size(args.size, args.device, families=(args.family,), count_flops=False)
     rate = matmul_rate(args.device)  # the floor's rate: a step's FLOPs over it (NOTES-baselines.md)
     print(f"matmul rate {rate / 1e12:.0f} TFLOP/s", flush=True)
