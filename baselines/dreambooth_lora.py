@@ -113,6 +113,9 @@ class DreamBoothLoraConfig(FamilyConfig):
     # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs and 1.06x compiled, but its first step
     # takes 8-11 s longer, repaid only after 3-10 cells. Off for SDXL: not measured.
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
+    # CUDA, UNet families: a self-attention's adapted q/k/v computed as one LoRA
+    # (baselines/fast/lora_qkv.py): one rank-r product per role instead of three
+    fuse_lora_qkv: bool = field(default=False, metadata={EXECUTION: "fuse_lora_qkv"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
     # images ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)

@@ -146,13 +146,15 @@ class FamilyBenchSettings:
 # NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
 # at the family's default). Opt-in (--step-variants / --sampling-variants): `graphs` (the defaults
 # without compiling), `compiled` (the denoiser compiled too, in the fit and in sampling),
-# `cudnn` (SDPA's cuDNN kernel allowed in the fit); joined with "+" they combine, e.g.
-# `graphs+cudnn`.
+# `cudnn` (SDPA's cuDNN kernel allowed in the fit), `qkv` (a UNet's self-attention LoRA
+# q/k/v in one pass, in the fit); joined with "+" they combine, e.g. `graphs+cudnn`.
 STEP_VARIANTS = {"default": {},
-                 "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False},
+                 "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False,
+                           "fuse_lora_qkv": False},
                  "graphs": {"compile": False, "compile_generation": False},
                  "compiled": {"compile": True, "compile_generation": True},
-                 "cudnn": {"cudnn_attention": True}}
+                 "cudnn": {"cudnn_attention": True},
+                 "qkv": {"fuse_lora_qkv": True}}
 # How a protocol worker settles the defaults' `auto` compile fields: one GPU running a
 # DreamBench arm's 30 cells (execution.settle_auto).
 WORKER_CELLS = 30
@@ -288,7 +290,8 @@ def bench_lora_fit(family: str, settings: FamilyBenchSettings, folder: Path, cac
                   "prior_preservation": config.prior_preservation, "rank": config.rank,
                   "gradient_checkpointing": checkpointing, "cuda_graphs": config.cuda_graphs,
                   "compile": config.compile, "channels_last": config.channels_last,
-                  "cudnn_attention": config.cudnn_attention, "fallbacks": fallbacks,
+                  "cudnn_attention": config.cudnn_attention, "fuse_lora_qkv": config.fuse_lora_qkv,
+                  "fallbacks": fallbacks,
                   "trainable_parameters": model.trainable_parameters,
                   "build_s": build_s, "first_step_s": first_step[0], "steps_per_window": window}}
     return Fitted(result, model)
@@ -645,7 +648,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sampling-variants", help="comma-separated speed options DreamBooth-LoRA samples under "
                                                     f"(the first fit's model; with --cells, each later fit's too): "
                                                     f"{', '.join(STEP_VARIANTS)}, or several joined by + (cudnn "
-                                                    "changes only fits) (default: eager,default on a GPU)")
+                                                    "and qkv change only fits) (default: eager,default on a GPU)")
     args = parser.parse_args(argv)
     settings = FamilyBenchSettings.for_size(
         args.size, args.device, families=tuple(f for f in args.families.split(",") if f),

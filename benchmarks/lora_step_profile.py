@@ -7,7 +7,7 @@ two agree the step is bound by its kernels, not by launches.
 
     python benchmarks/lora_step_profile.py --family sd15 --variants compiled+nographs,compiled,compiled+cudnn
 
-Variants are `family_bench`'s (`default`, `eager`, `graphs`, `compiled`, `cudnn`, joined by
+Variants are `family_bench`'s (`default`, `eager`, `graphs`, `compiled`, `cudnn`, `qkv`, joined by
 "+"), plus `nographs` (CUDA graphs off; the profiler sees the kernels inside the graphs
 too, so this shows what launching them one by one costs). Timed under the profiler, a
 few percent slower than `family_bench`'s windows (SD 1.5 compiled: 23.9 against 24.5
@@ -105,7 +105,8 @@ def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder
         by_kind[kind_of(name)] += seconds / profiled
     config = method.config
     return {"family": family, "variant": variant, "first_step_s": first_step[0],
-            "options": {name: getattr(config, name) for name in ("cuda_graphs", "compile", "cudnn_attention")},
+            "options": {name: getattr(config, name) for name in ("cuda_graphs", "compile", "cudnn_attention",
+                                                                   "fuse_lora_qkv")},
             "fallbacks": fallback_messages(caught),
             "peak_memory_gib": peak_memory_gb(settings.device),
             "wall_s_per_step": (edges[1] - edges[0]) / profiled,

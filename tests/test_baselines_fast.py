@@ -26,7 +26,7 @@ import baselines.train_textual_inversion as train_textual_inversion
 from baselines.common import DiffusionConfig
 from baselines.custom_diffusion import CustomDiffusionConfig
 from baselines.dreambooth_lora import DreamBoothLoraConfig
-from baselines.fast import accelerated, calls, family_sampling, settings
+from baselines.fast import accelerated, calls, family_sampling, lora_qkv, settings
 from baselines.fast import sampling as fast_sampling
 from baselines.fast.calls import FastCall, NoisePrediction, TextStates, fast_call
 from baselines.fast.sampling import SyncFreePipeline, fuse_projections
@@ -673,6 +673,29 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
     assert losses == plain_losses
     assert adapters.keys() == plain_adapters.keys()
     assert all(torch.equal(adapters[key], plain_adapters[key]) for key in adapters)
+
+
+def test_fuse_lora_qkv_computes_self_attention_in_one_pass_for_the_fit_only(tmp_path, monkeypatch):
+    """With `fuse_lora_qkv`, SDXL's fit computes each self-attention's adapted q/k/v as one
+    LoRA (lora_qkv.py) and trains the plain fit's adapters up to rounding; its sampling,
+    after the fit, runs diffusers' processors again."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    plain_adapters, plain_losses, _ = lora_fit("sdxl", tmp_path / "plain")
+    simulate_cuda(monkeypatch)
+    plain_lora_qkv, calls_with_gradients = lora_qkv.lora_qkv, []
+    monkeypatch.setattr(lora_qkv, "lora_qkv",
+                        lambda *args: calls_with_gradients.append(torch.is_grad_enabled()) or plain_lora_qkv(*args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
+        adapters, losses, model = lora_fit("sdxl", tmp_path / "fused", cuda_graphs=True, channels_last=False,
+                                           fuse_lora_qkv=True)
+    assert calls_with_gradients and all(calls_with_gradients)  # the fit's calls only, not sampling's
+    assert all(type(p) is AttnProcessor2_0 for p in lora_qkv.processors(model.model.denoiser))
+    torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=0)
+    assert adapters.keys() == plain_adapters.keys()
+    for key in adapters:  # (Adam moves a near-zero gradient by about lr = 1e-2 whatever its rounding)
+        torch.testing.assert_close(adapters[key], plain_adapters[key], rtol=1e-3, atol=1e-4)
 
 
 def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_path, monkeypatch):

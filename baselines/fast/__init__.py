@@ -39,8 +39,10 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   cuda_graphs,        DreamBooth-LoRA's fits: the denoiser's keyword calls with gradients
   compile,            run through a `FastCall` (`calls.route_keyword_calls`); no graphs
   channels_last,      under gradient checkpointing; a UNet denoiser's weights NHWC with
-  cudnn_attention     `channels_last`; SDPA's cuDNN kernel off unless `cudnn_attention`
-  (LoRA families)     (on torch 2.11 its backward fails on FLUX.1-dev's shapes). Sampling:
+  cudnn_attention,    `channels_last`; SDPA's cuDNN kernel off unless `cudnn_attention`
+  fuse_lora_qkv       (on torch 2.11 its backward fails on FLUX.1-dev's shapes); a UNet's
+  (LoRA families)     self-attention processors `lora_qkv.LoraQKVAttnProcessor` with
+                      `fuse_lora_qkv` (the q/k/v adapters as one LoRA). Sampling:
                       the denoiser's keyword calls without gradients likewise (`cuda_graphs`,
                       `compile_generation`), the graphs kept with the pipeline while its
                       denoiser is unchanged (family_sampling.py).
@@ -69,7 +71,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.fast import calls, family_sampling, sampling, settings
+from baselines.fast import calls, family_sampling, lora_qkv, sampling, settings
 from baselines.fast.training import encoding_ahead, fused_training_loop
 from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
 from varbench.models.fast.swaps import Swaps
@@ -149,6 +151,9 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
     denoiser = model.denoiser
     if model.family.denoiser == "unet":
         _set_layout(done, "UNet", denoiser, config.channels_last)
+        if config.fuse_lora_qkv:
+            done.set_class("self-attention: LoRA q/k/v in one pass", lora_qkv.processors(denoiser),
+                           lora_qkv.LoraQKVAttnProcessor)
         if config.compile:
             done.set_class("compiled GroupNorms", _group_norms([denoiser]), ChannelStatsGroupNorm)
     graphs = config.cuda_graphs and not config.gradient_checkpointing
