@@ -106,6 +106,7 @@ class FakeConfig:
     compile: bool = False
     channels_last: bool = True
     cudnn_attention: bool = False
+    fuse_lora_qkv: bool = False
     compile_generation: bool | str = field(default="auto", metadata={EXECUTION: "compile_generation"})
 
     def model_family(self, quiet=False):
