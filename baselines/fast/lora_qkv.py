@@ -1,19 +1,26 @@
 """Self-attention's LoRA q/k/v projections in one pass (DreamBooth-LoRA's UNet fits).
 
-peft adapts `to_q`, `to_k` and `to_v` as three layers, each reading the same input: per
-step that is three rank-r down-projections of the whole activation, three up-projections
-and three adds forward, and nine rank-r products backward. At rank 4 these are
-memory-bound passes for a tiny share of the FLOPs (SDXL: about 28 ms of a 207 ms step on
-an H100, over ~3,000 small GEMM calls; benchmarks/NOTES-baselines.md). Here one
-down-projection reads the input once for all three (their A matrices stacked), one
-up-projection writes all three (their B matrices, scaled, on a block diagonal; the zero
-blocks add exact zeros), and one add joins them to the three frozen projections'
-outputs, so the backward has one product per role instead of three.
+peft adapts `to_q`, `to_k` and `to_v` as three layers, each reading the same input. Per
+self-attention and step that is three frozen products, six rank-r products and three adds
+forward, and, where the input needs a gradient (every self-attention after the first
+adapted one), three frozen products and twelve rank-r products backward. At rank 4 the
+rank-r products are memory-bound passes over whole activations for a tiny share of the
+FLOPs: all of SDXL's adapters take about 28 ms of a 207 ms compiled step on an H100
+(benchmarks/NOTES-baselines.md, seventeenth session), q/k/v about half of that.
+
+Here the three adapters are one LoRA: their A matrices stacked (one down-projection reads
+the input once), their scaled B matrices on a block diagonal (the zero blocks add exact
+zeros), and the frozen weights stacked too, as diffusers' fused projections do. Forward:
+one frozen product, one down-projection, and one up-projection that adds the frozen
+output in its epilogue (`addmm`); backward: one frozen product and four rank-r products.
+What it costs: the stacked frozen weights are copied every step and kept for the backward
+(SDXL: about 0.6 GB), and the backward concatenates the q/k/v gradients, as it does for
+diffusers' fused projections.
 
 The same sums in a different grouping: equal to peft's computation up to rounding
-(tests/test_baselines_fast.py). Any layout the plain processor handles and this one does
-not (cross-attention, masks, norms, merged or disabled adapters, dropout, DoRA) runs
-the plain processor.
+(tests/test_baselines_lora_qkv.py). Any case the plain processor handles and this one
+does not (cross-attention, masks, norms, a residual, 4-D input, merged or disabled or
+several adapters, dropout, DoRA, a bias on B) runs the plain processor.
 """
 from __future__ import annotations
 
@@ -55,16 +62,19 @@ def plain_self_attention(attn: Any) -> str | None:
 
 def active_adapter(attn: Any) -> str | None:
     """The one adapter active on all of `attn`'s q/k/v, if each computes peft's plain LoRA
-    with it (unmerged, no dropout, no variant such as DoRA, no bias on B); else None."""
+    with it on an `nn.Linear` (unmerged, no dropout, no variant such as DoRA, no bias on
+    B) and their frozen biases are all there or all absent; else None."""
     from peft.tuners.lora import Linear
 
     layers = (attn.to_q, attn.to_k, attn.to_v)
-    if not all(isinstance(layer, Linear) for layer in layers):
+    if not all(isinstance(layer, Linear) and isinstance(layer.base_layer, nn.Linear) for layer in layers):
         return None
-    names = {tuple(layer.active_adapters) for layer in layers}
-    if len(names) != 1 or len(name := next(iter(names))) != 1:
+    if len({layer.base_layer.bias is None for layer in layers}) != 1:
         return None
-    (name,) = name
+    active = {tuple(layer.active_adapters) for layer in layers}
+    if len(active) != 1 or len(names := next(iter(active))) != 1:
+        return None
+    (name,) = names
     for layer in layers:
         if (layer.disable_adapters or layer.merged or name not in layer.lora_A or name in layer.lora_variant
                 or not isinstance(layer.lora_dropout[name], nn.Identity) or layer.lora_B[name].bias is not None):
@@ -76,17 +86,25 @@ def lora_qkv(attn: Any, x: torch.Tensor, name: str) -> tuple[torch.Tensor, ...]:
     """q, k, v of `x` through `attn`'s projections adapted by `name`: each frozen projection
     plus scaling * B(A(x)), as peft computes them, with the three adapters as one."""
     layers = (attn.to_q, attn.to_k, attn.to_v)
+    frozen = [layer.base_layer for layer in layers]
+    weight = torch.cat([linear.weight for linear in frozen])
+    bias = None if frozen[0].bias is None else torch.cat([linear.bias for linear in frozen])
     down = torch.cat([layer.lora_A[name].weight for layer in layers])
     up = torch.block_diag(*(layer.lora_B[name].weight * layer.scaling[name] for layer in layers))
-    base = torch.cat([layer.base_layer(x) for layer in layers], dim=-1)
-    # As peft: the input in the adapters' dtype (under autocast the products still run in
-    # its dtype), the sum back in the frozen projections'.
-    qkv = (base + F.linear(F.linear(x.to(down.dtype), down), up)).to(base.dtype)
-    return qkv.split([layer.base_layer.out_features for layer in layers], dim=-1)
+    rows = x.reshape(-1, x.shape[-1])
+    base = F.linear(rows, weight, bias)
+    low = F.linear(rows.to(down.dtype), down)  # as peft: the input in the adapters' dtype
+    if low.dtype == base.dtype:  # fp32 throughout, or both in autocast's dtype
+        qkv = torch.addmm(base, low, up.t())
+    else:  # as peft: the sum back in the frozen projections' dtype
+        qkv = (base + F.linear(low, up)).to(base.dtype)
+    qkv = qkv.view(*x.shape[:-1], -1)
+    return qkv.split([linear.out_features for linear in frozen], dim=-1)
 
 
 def processors(denoiser: nn.Module) -> list[AttnProcessor2_0]:
-    """`denoiser`'s attention processors that are exactly diffusers' `AttnProcessor2_0`
-    (the ones `LoraQKVAttnProcessor` may stand in for), each once."""
-    found = {id(p): p for m in denoiser.modules() if type(p := getattr(m, "processor", None)) is AttnProcessor2_0}
+    """The processors of `denoiser`'s self-attentions that are exactly diffusers'
+    `AttnProcessor2_0` (the ones `LoraQKVAttnProcessor` may stand in for), each once."""
+    found = {id(p): p for m in denoiser.modules() if not getattr(m, "is_cross_attention", True)
+             and type(p := getattr(m, "processor", None)) is AttnProcessor2_0}
     return list(found.values())
