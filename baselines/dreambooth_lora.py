@@ -114,7 +114,8 @@ class DreamBoothLoraConfig(FamilyConfig):
     # takes 8-11 s longer, repaid only after 3-10 cells. Off for SDXL: not measured.
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA, UNet families: a self-attention's adapted q/k/v computed as one LoRA
-    # (baselines/fast/lora_qkv.py): one rank-r product per role instead of three
+    # (baselines/fast/lora_qkv.py): one rank-r product per role instead of three. Off
+    # until its speed is measured on a GPU (benchmarks/NOTES-baselines.md, session 18).
     fuse_lora_qkv: bool = field(default=False, metadata={EXECUTION: "fuse_lora_qkv"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
