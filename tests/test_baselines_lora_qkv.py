@@ -1,6 +1,7 @@
-"""baselines.fast.lora_qkv against peft's plain computation, on the CPU: a UNet self-attention's
-adapted q/k/v as one LoRA gives peft's values and gradients; whatever it does not handle
-runs the plain processor; DreamBooth-LoRA's `fuse_lora_qkv` swaps it in for a fit only."""
+"""baselines.fast.lora_qkv against peft's plain computation, on the CPU (and on CUDA under
+bf16 where a GPU is present): a UNet self-attention's adapted q/k/v as one LoRA gives
+peft's values and gradients; whatever it does not handle runs the plain processor. (A fit
+with DreamBooth-LoRA's `fuse_lora_qkv`: tests/test_baselines_fast.py.)"""
 from __future__ import annotations
 
 import warnings
@@ -10,25 +11,18 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from baselines import train_dreambooth_lora
-from baselines.fast import calls, lora_qkv
+from baselines.fast import lora_qkv
 from baselines.fast.lora_qkv import LoraQKVAttnProcessor
 from baselines.train_dreambooth_lora import add_lora
 from varbench.models.families import FAMILIES, tiny_family
 from varbench.models.fast.swaps import Swaps
 
 
-def adapted_unet(family: str, alpha: int = 8, dropout: float = 0.0):
-    """A tiny `family` UNet with rank-4 adapters (scaling alpha / 4) whose B is not zero, so
-    the adapters change the output; only the adapters train."""
+def adapted_unet(family: str):
+    """A tiny `family` UNet with DreamBooth-LoRA's rank-4 adapters, scaling 2, whose B is not
+    zero, so the adapters change the output; only the adapters train."""
     denoiser = tiny_family(FAMILIES[family]).denoiser
-    add_lora(denoiser, family, SimpleNamespace(rank=4, lora_alpha=alpha), 1)
-    if dropout:
-        from peft import LoraConfig
-
-        denoiser.delete_adapters("default")
-        denoiser.add_adapter(LoraConfig(r=4, lora_alpha=alpha, lora_dropout=dropout, init_lora_weights="gaussian",
-                                        target_modules=["to_q", "to_k", "to_v"]))
+    add_lora(denoiser, family, SimpleNamespace(rank=4, lora_alpha=8), 1)
     generator = torch.Generator().manual_seed(0)
     denoiser.requires_grad_(False)
     params = [param for name, param in denoiser.named_parameters() if ".lora_" in name]
@@ -42,17 +36,20 @@ def adapted_unet(family: str, alpha: int = 8, dropout: float = 0.0):
 
 
 def unet_inputs(denoiser, family: str) -> tuple[tuple, dict]:
-    """Fixed random inputs for a call of the tiny `family` UNet `denoiser`."""
+    """Fixed random inputs for a call of the tiny `family` UNet `denoiser`, on its device."""
     config = denoiser.config
     generator = torch.Generator().manual_seed(1)
-    noisy = torch.randn(2, config.in_channels, 8, 8, generator=generator)
-    states = torch.randn(2, 7, config.cross_attention_dim, generator=generator)
-    extra = {}
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(denoiser.device)
+
+    args = (draw(2, config.in_channels, 8, 8), torch.tensor([10, 500], device=denoiser.device),
+            draw(2, 7, config.cross_attention_dim))
+    keywords = {"return_dict": False}
     if family == "sdxl":
         pooled = denoiser.add_embedding.linear_1.in_features - config.addition_time_embed_dim * 6
-        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(2, pooled, generator=generator),
-                                      "time_ids": torch.randn(2, 6, generator=generator)}
-    return (noisy, torch.tensor([10, 500]), states), {"return_dict": False, **extra}
+        keywords["added_cond_kwargs"] = {"text_embeds": draw(2, pooled), "time_ids": draw(2, 6)}
+    return args, keywords
 
 
 def output_and_gradients(denoiser, family: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -84,32 +81,50 @@ def processor_classes(module) -> set[type]:
     return {type(m.processor) for m in module.modules() if hasattr(m, "processor")}
 
 
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_one_pass_gives_peft_values_and_gradients(family, fused_calls):
+    denoiser, _ = adapted_unet(family)
+    plain_out, plain_grads = output_and_gradients(denoiser, family)
+    with fused(denoiser):
+        swapped = [m for m in denoiser.modules() if type(getattr(m, "processor", None)) is LoraQKVAttnProcessor]
+        out, grads = output_and_gradients(denoiser, family)
+    self_attentions = [m for name, m in denoiser.named_modules() if name.endswith("attn1")]
+    # each self-attention once, no cross-attention
+    assert len(self_attentions) > 1 and sorted(map(id, fused_calls)) == sorted(map(id, self_attentions))
+    assert sorted(map(id, swapped)) == sorted(map(id, self_attentions))  # only they are swapped
+    torch.testing.assert_close(out, plain_out, rtol=1e-5, atol=1e-5)
+    assert all(grad.abs().max() > 0 for grad in grads)
+    for grad, plain_grad in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
+    assert processor_classes(denoiser) == {AttnProcessor2_0}  # the swap undone
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((value.float() - reference).norm() / reference.norm())
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
-def test_one_pass_gives_peft_values_and_gradients(family, device, fused_calls):
-    """fp32 on the CPU; on a GPU, under bf16 autocast as the fits run (its kernels, and SDPA
-    on the strided q/k/v views), to bf16's rounding."""
+def test_under_bf16_autocast_the_one_pass_is_as_accurate_as_peft(family, device, fused_calls):
+    """As the fits run (bf16 autocast; on a GPU, its kernels and SDPA on the strided q/k/v
+    views), against the fp32 computation: element by element bf16's rounding differs, so
+    the errors are compared (on the CPU: 1.5-1.7% for the output, 4-5% on average for the
+    gradients, both ways)."""
     denoiser, _ = adapted_unet(family)
     denoiser.to(device)
-    tolerance = dict(rtol=1e-5, atol=1e-5) if device == "cpu" else dict(rtol=2e-2, atol=2e-2)
-    with torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+    reference_out, reference_grads = output_and_gradients(denoiser, family)
+    with torch.autocast(device, torch.bfloat16):
         plain_out, plain_grads = output_and_gradients(denoiser, family)
         with fused(denoiser):
-            swapped = [m for m in denoiser.modules() if type(getattr(m, "processor", None)) is LoraQKVAttnProcessor]
             out, grads = output_and_gradients(denoiser, family)
-    self_attentions = [m for name, m in denoiser.named_modules() if name.endswith("attn1")]
-    # each self-attention once, no cross-attention
-    assert len(self_attentions) > 1 and sorted(map(id, fused_calls)) == sorted(map(id, self_attentions))
-    assert sorted(map(id, swapped)) == sorted(map(id, self_attentions))  # only they are swapped
-    torch.testing.assert_close(out, plain_out, **tolerance)
-    assert all(grad.abs().max() > 0 for grad in grads)
-    for grad, plain_grad in zip(grads, plain_grads, strict=True):
-        torch.testing.assert_close(grad, plain_grad, rtol=1e-4 if device == "cpu" else 5e-2,
-                                   atol=1e-7 if device == "cpu" else 1e-4)
-    assert processor_classes(denoiser) == {AttnProcessor2_0}  # the swap undone
+    assert fused_calls
+    assert relative_error(out, reference_out) <= 1.25 * relative_error(plain_out, reference_out) + 1e-3
+    errors = [relative_error(g, r) for g, r in zip(grads, reference_grads, strict=True)]
+    plain_errors = [relative_error(g, r) for g, r in zip(plain_grads, reference_grads, strict=True)]
+    assert sum(errors) <= 1.25 * sum(plain_errors) and max(errors) <= 2 * max(plain_errors)
 
 
 def adapted_attention(lora: dict | None = None, **attention):
