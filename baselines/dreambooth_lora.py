@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 # speed option: measured, see its field).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "sd15": dict(resolution=512, learning_rate=5e-4, adam_weight_decay=1e-2, sampler="dpm", sample_steps=25,
-                 guidance_scale=7.5, cudnn_attention=False),
+                 guidance_scale=7.5, cudnn_attention=True),
     "sdxl": dict(resolution=1024, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="dpm", sample_steps=25,
-                 guidance_scale=5.0, cudnn_attention=False),
+                 guidance_scale=5.0, cudnn_attention=True),
     "sd3": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
                 guidance_scale=7.0, weighting_scheme="logit_normal", max_sequence_length=77, cudnn_attention=True),
     "flux": dict(resolution=512, learning_rate=1e-4, adam_weight_decay=1e-4, sampler="shipped", sample_steps=28,
@@ -54,18 +54,18 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 # seconds (the first compiled step or call less the uncompiled first one) over the seconds
 # saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), rounded up.
 # Each measured on one H100 against the uncompiled defaults (CUDA graphs; FLUX.1-dev's
-# checkpointed fit has none), cuDNN attention as the family's default (benchmarks/
-# NOTES-baselines.md, sessions 13, 14, 16 and 17). Assumed: a worker pays a compile once.
-# Its later cells, on freshly loaded bases, compiled in about a second, measured on SD 1.5
-# only (fit and sampling, session 14). Not measured: a compiled fit and compiled sampling in
-# one process (FLUX.1-dev's peak memory there), batch 8 (vico, vico_live), and SDXL's
-# compiled peak memory. A family or field not listed never compiles on `auto` (SDXL's and
-# SD3's sampling were not measured compiled at batch 4).
+# checkpointed fit has none) with the family's default cuDNN attention and one-pass q/k/v
+# (benchmarks/NOTES-baselines.md, sessions 13, 14, 16 and 19). Assumed: a worker pays a
+# compile once. Its later cells, on freshly loaded bases, compiled in about a second,
+# measured on SD 1.5 only (fit and sampling, session 14). Not measured: a compiled fit and
+# compiled sampling in one process (FLUX.1-dev's peak memory there) and batch 8 (vico,
+# vico_live). A family or field not listed never compiles on `auto` (SDXL's and SD3's
+# sampling were not measured compiled at batch 4).
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
-    # fit: 115 s once, 15.7 -> 24.5 steps/s saves 11.4 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
-    "sd15": {"compile": 11, "compile_generation": 12},
-    # fit: 394 s once, 3.20 -> 4.37 steps/s saves 41.5 s (the graphed rate measured on another H100 host)
-    "sdxl": {"compile": 10},
+    # fit: 126 s once, 18.4 -> 30.2 steps/s saves 10.6 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
+    "sd15": {"compile": 12, "compile_generation": 12},
+    # fit: 270 s once, 277 -> 197 ms per step (under the profiler) saves 40.1 s (peak 35.1 -> 34.8 GiB)
+    "sdxl": {"compile": 7},
     # fit: 129 s once, 12.3 -> 18.4 steps/s saves 13.5 s
     "sd3": {"compile": 10},
     # fit (checkpointed): 340 s once, 0.93-1.02 -> 1.68 steps/s saves 193-239 s (peak 36.5 -> 53.4 GiB);
@@ -108,15 +108,17 @@ class DreamBoothLoraConfig(FamilyConfig):
     compile: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile"})
     channels_last: bool = field(default=True, metadata={EXECUTION: "channels_last"})
     # cuDNN's fused attention allowed in a fit; None: the family's default (H100, torch 2.11;
-    # benchmarks/NOTES-baselines.md). On for SD3: 1.06x steps/s on CUDA graphs, and compiled.
-    # Off for FLUX.1-dev: its backward fails on the joint attention ("mha_graph.execute ...
-    # is_good()"). Off for SD 1.5: 1.09x on CUDA graphs and 1.06x compiled, but its first step
-    # takes 8-11 s longer, repaid only after 3-10 cells. Off for SDXL: not measured.
+    # benchmarks/NOTES-baselines.md). On for SD 1.5 (1.09-1.14x on CUDA graphs; attention
+    # kernels 7.2 ms of a step instead of flash's 13.1), SDXL (1.05-1.07x; attention 28 ms
+    # instead of 49) and SD3 (1.06x). A fresh machine's first
+    # process pays 8-11 s more for SD 1.5's first step (session 16), a later process under a
+    # second (session 19). Off for FLUX.1-dev: its backward fails on the joint attention
+    # ("mha_graph.execute ... is_good()").
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
-    # CUDA, UNet families: a self-attention's adapted q/k/v computed as one LoRA
-    # (baselines/fast/lora_qkv.py): one rank-r product per role instead of three. Off
-    # until its speed is measured on a GPU (benchmarks/NOTES-baselines.md, session 18).
-    fuse_lora_qkv: bool = field(default=False, metadata={EXECUTION: "fuse_lora_qkv"})
+    # CUDA, UNet families (SD 1.5, SDXL): a self-attention's adapted q/k/v computed as one
+    # LoRA (baselines/fast/lora_qkv.py): one rank-r product per role instead of three;
+    # 1.05-1.11x on CUDA graphs, and SDXL's peak 0.8-0.9 GiB lower (session 19)
+    fuse_lora_qkv: bool = field(default=True, metadata={EXECUTION: "fuse_lora_qkv"})
     # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): about a
     # minute (SD 1.5) to two (FLUX.1-dev) of compiling per model and batch size, then faster
     # images ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)

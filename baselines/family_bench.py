@@ -21,11 +21,11 @@ What is timed, per family:
     the median window rate. A family whose default runs out of memory gets an error row
     and is measured again with gradient checkpointing. On a GPU each family's fit runs
     twice, on a fresh base each time: first eager (`... step (eager)`: no CUDA graphs, no
-    NHWC weights, no compile; FLOP-counted), then under the method's defaults (CUDA
+    NHWC weights, no one-pass q/k/v, no compile; FLOP-counted), then under the method's defaults (CUDA
     graphs, NHWC UNet weights, and compiled where a DreamBench worker's 30 cells pay
     for it: `COMPILE_PAYS_AFTER`; baselines/fast/), whose row takes the eager count (a
     replayed or compiled step is invisible to the counter). Both take the family's
-    `cudnn_attention` (on for SD3 only). A checkpointed transformer that the
+    `cudnn_attention` (off for FLUX.1-dev only). A checkpointed transformer that the
     defaults leave uncompiled runs once. A speed option that fell back is named in the
     row's extras.
   - `dreambooth_lora <family> sampling@B` (s/image): the first fit's model's `generate` (the
@@ -143,18 +143,21 @@ class FamilyBenchSettings:
 
 
 # The fit (and sampling) under the method's default speed options, and eager (no graphs,
-# NHWC weights or compile: the before of each family's before/after pair; cuDNN attention
-# at the family's default). Opt-in (--step-variants / --sampling-variants): `graphs` (the defaults
-# without compiling), `compiled` (the denoiser compiled too, in the fit and in sampling),
-# `cudnn` (SDPA's cuDNN kernel allowed in the fit), `qkv` (a UNet's self-attention LoRA
-# q/k/v in one pass, in the fit); joined with "+" they combine, e.g. `graphs+cudnn`.
+# NHWC weights, one-pass q/k/v or compile: the before of each family's before/after pair;
+# cuDNN attention at the family's default). Opt-in (--step-variants / --sampling-variants):
+# `graphs` (the defaults without compiling), `compiled` (the denoiser compiled too, in the
+# fit and in sampling), `cudnn` / `flash` (SDPA's cuDNN kernel allowed / not in the fit),
+# `qkv` / `noqkv` (a UNet's self-attention LoRA q/k/v in one pass / as peft's three, in the
+# fit); joined with "+" they combine, e.g. `graphs+flash`.
 STEP_VARIANTS = {"default": {},
                  "eager": {"cuda_graphs": False, "compile": False, "channels_last": False, "compile_generation": False,
                            "fuse_lora_qkv": False},
                  "graphs": {"compile": False, "compile_generation": False},
                  "compiled": {"compile": True, "compile_generation": True},
                  "cudnn": {"cudnn_attention": True},
-                 "qkv": {"fuse_lora_qkv": True}}
+                 "flash": {"cudnn_attention": False},
+                 "qkv": {"fuse_lora_qkv": True},
+                 "noqkv": {"fuse_lora_qkv": False}}
 # How a protocol worker settles the defaults' `auto` compile fields: one GPU running a
 # DreamBench arm's 30 cells (execution.settle_auto).
 WORKER_CELLS = 30

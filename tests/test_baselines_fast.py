@@ -663,7 +663,8 @@ def test_lora_fits_through_routed_denoiser_calls_train_the_plain_adapters(family
     monkeypatch.setattr(calls.KeywordCall, "forward", counted)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback may trigger
-        adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False)
+        adapters, losses, model = lora_fit(family, tmp_path / "routed", cuda_graphs=True, channels_last=False,
+                                           fuse_lora_qkv=False)  # (the one pass: its own test below)
     assert captured == ["KeywordCall"]  # one capture: the same keywords and shapes at every step
     assert sampled == ([] if family == "sd15" else ["KeywordCall"])  # SD 1.5: DreamBooth's class images
     assert kept_for(model.model.denoiser) is None  # the pre-adapter graphs went when the fit began
@@ -715,7 +716,8 @@ def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_
 
     monkeypatch.setattr(train_dreambooth_lora, "add_lora", add_lora)
     before = sdpa_state()
-    _, losses, model = lora_fit("sd15", tmp_path, cuda_graphs=True, gradient_checkpointing=True)
+    _, losses, model = lora_fit("sd15", tmp_path, cuda_graphs=True, gradient_checkpointing=True,
+                                cudnn_attention=False)
     assert captured == [] and len(losses) == 2
     assert layouts == [True]  # NHWC during the fit, standard again for sampling and saving
     assert model.model.denoiser.conv_in.weight.is_contiguous()
@@ -724,10 +726,11 @@ def test_a_checkpointed_lora_fit_runs_without_graphs_and_a_unet_trains_nhwc(tmp_
     assert sdpa_state() == before
 
 
-@pytest.mark.parametrize("family, allowed", [("sd3", True), ("flux", False)])
+@pytest.mark.parametrize("family, allowed", [("sd15", True), ("sdxl", True), ("sd3", True), ("flux", False)])
 def test_a_lora_fit_allows_cudnn_attention_as_its_family_default_says(family, allowed, tmp_path, monkeypatch):
-    """cuDNN's attention is on in SD3's fits and off in FLUX.1-dev's (its backward fails
-    there), whatever the process had, and the process's setting comes back after the fit."""
+    """cuDNN's attention is on in the fits of SD 1.5, SDXL and SD3 and off in FLUX.1-dev's
+    (its backward fails there), whatever the process had, and the process's setting comes
+    back after the fit."""
     simulate_cuda(monkeypatch)
     from baselines import train_dreambooth_lora
 

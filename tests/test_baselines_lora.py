@@ -183,17 +183,18 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     assert settled("lora-flux", 30) == (True, True, False)  # cuDNN's backward fails on FLUX.1-dev
     assert settled("lora-flux", 2) == (True, False, False)  # sampling pays after 3 cells
     assert settled("lora-flux", 1) == (False, False, False)
-    assert settled("lora-sdxl", 10) == (True, False, False)  # sampling: no break-even measured
-    assert settled("lora-sdxl", 9) == (False, False, False)
+    assert settled("lora-sdxl", 7) == (True, False, True)  # sampling: no break-even measured
+    assert settled("lora-sdxl", 6) == (False, False, True)
     sd15 = DreamBoothLoraConfig(base_model="sd15")
-    at_11 = settle_auto(sd15, 11, DreamBoothLora.compile_break_even(sd15))
-    assert (at_11.compile, at_11.compile_generation) == (True, False)  # sampling from 12
+    assert [settle_auto(sd15, cells, DreamBoothLora.compile_break_even(sd15)).compile for cells in (11, 12)] == [
+        False, True]
     sd3 = DreamBoothLoraConfig(base_model="sd3")
     pays_after = DreamBoothLora.compile_break_even(sd3)
     assert [settle_auto(sd3, cells, pays_after).compile for cells in (9, 10)] == [False, True]
     assert (sd15.cudnn_attention, DreamBoothLoraConfig(base_model="sdxl").cudnn_attention, sd3.cudnn_attention) == (
-        False, False, True)
+        True, True, True)
     assert replace(sd3, cudnn_attention=None).cudnn_attention is True  # None: the family's default again
+    assert sd15.fuse_lora_qkv is True  # (a UNet family's fit; the transformers' have no such processors)
     changed = ["execution.compile=false", "execution.compile_generation=true", "execution.cudnn_attention=true"]
     other = {arm.name: arm for arm in load_protocol("dreambench", changed).arms}
     assert other["lora-flux"].make_method(30).config.cudnn_attention is True  # (taken: the option reached the arm)
