@@ -110,10 +110,9 @@ class DreamBoothLoraConfig(FamilyConfig):
     # cuDNN's fused attention allowed in a fit; None: the family's default (H100, torch 2.11;
     # benchmarks/NOTES-baselines.md). On for SD 1.5 (1.09-1.14x on CUDA graphs; attention
     # kernels 7.2 ms of a step instead of flash's 13.1), SDXL (1.05-1.07x; attention 28 ms
-    # instead of 49) and SD3 (1.06x). A fresh machine's first
-    # process pays 8-11 s more for SD 1.5's first step (session 16), a later process under a
-    # second (session 19). Off for FLUX.1-dev: its backward fails on the joint attention
-    # ("mha_graph.execute ... is_good()").
+    # instead of 49) and SD3 (1.06x). A fresh machine's first process pays 8-11 s more for
+    # SD 1.5's first step (session 16), a later process under a second (session 19). Off for
+    # FLUX.1-dev: its backward fails on the joint attention ("mha_graph.execute ... is_good()").
     cudnn_attention: bool | None = field(default=None, metadata={EXECUTION: "cudnn_attention"})
     # CUDA, UNet families (SD 1.5, SDXL): a self-attention's adapted q/k/v computed as one
     # LoRA (baselines/fast/lora_qkv.py): one rank-r product per role instead of three;
