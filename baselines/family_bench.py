@@ -21,9 +21,9 @@ What is timed, per family:
     the median window rate. A family whose default runs out of memory gets an error row
     and is measured again with gradient checkpointing. On a GPU each family's fit runs
     twice, on a fresh base each time: first eager (`... step (eager)`: no CUDA graphs, no
-    NHWC weights, no one-pass q/k/v, no compile; FLOP-counted), then under the method's defaults (CUDA
-    graphs, NHWC UNet weights, and compiled where a DreamBench worker's 30 cells pay
-    for it: `COMPILE_PAYS_AFTER`; baselines/fast/), whose row takes the eager count (a
+    NHWC weights, no one-pass q/k/v, no compile; FLOP-counted), then under the method's
+    defaults (CUDA graphs, NHWC UNet weights, one-pass q/k/v, and compiled where a
+    DreamBench worker's 30 cells pay for it: `COMPILE_PAYS_AFTER`; baselines/fast/), whose row takes the eager count (a
     replayed or compiled step is invisible to the counter). Both take the family's
     `cudnn_attention` (off for FLUX.1-dev only). A checkpointed transformer that the
     defaults leave uncompiled runs once. A speed option that fell back is named in the

@@ -13,8 +13,9 @@ inside the graphs too, so this shows what launching them one by one costs). Time
 the profiler, slower than `family_bench`'s windows by a few percent (SD 1.5 compiled,
 session 17: 23.9 against 24.5 steps/s) to a fifth (SD 1.5 compiled with cuDNN attention
 and one-pass q/k/v, session 19: 40.0 against 33.1 ms per step, the kernels 31.5): compare
-the kernel times, and take steps/s from `family_bench`. Prints one table per variant, with the speed options the fit ran and any that
-fell back, and, with --json, writes the rows there. GPU only for kernel times;
+the kernel times, and take steps/s from `family_bench`. Prints one table per variant, with
+the speed options the fit ran and any that fell back, and, with --json, writes the rows
+there. GPU only for kernel times;
 `--size tiny --device cpu` checks the script runs.
 """
 from __future__ import annotations
