@@ -15,7 +15,9 @@ session 17: 23.9 against 24.5 steps/s) to a fifth (SD 1.5 compiled with cuDNN at
 and one-pass q/k/v, session 19: 40.0 against 33.1 ms per step, the kernels 31.5): compare
 the kernel times, and take steps/s from `family_bench`. Prints one table per variant, with
 the speed options the fit ran and any that fell back, and, with --json, writes the rows
-there. GPU only for kernel times;
+there. `--ops N` also lists the N costliest (launching op, its four parent ops, input
+shapes, kernel) rows: which call a copy or a matmul comes from (profile a `nographs`
+variant for this: a replayed graph's kernels have no launching op). GPU only for kernel times;
 `--size tiny --device cpu` checks the script runs.
 """
 from __future__ import annotations
@@ -72,11 +74,34 @@ def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
     return sorted(rows, key=lambda row: -row[1])
 
 
+def launching_ops(profiler: profile, profiled: int, top: int) -> list[dict[str, Any]]:
+    """Device seconds per step by the CPU op that launched each kernel (with its four parent
+    ops and input shapes) and the kernel's name: the `top` costliest rows."""
+    totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for event in profiler.events():
+        if event.device_type != torch.autograd.DeviceType.CPU or not event.kernels:
+            continue
+        parents, parent = [], event.cpu_parent
+        while parent is not None and len(parents) < 4:
+            parents.append(parent.name[:60])
+            parent = parent.cpu_parent
+        for kernel in event.kernels:
+            row = totals[(event.name, " < ".join(parents), str(event.input_shapes)[:120], kernel.name[:70])]
+            row[0] += kernel.duration / 1e6 / profiled  # microseconds
+            row[1] += 1 / profiled
+    ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
+    return [{"op": op, "parents": parents, "shapes": shapes, "kernel": kernel, "s_per_step": seconds,
+             "calls_per_step": calls} for (op, parents, shapes, kernel), (seconds, calls) in ranked]
+
+
 def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder: Path, warmup: int,
-                profiled: int) -> dict[str, Any]:
-    """Fit for `warmup` + `profiled` steps; the last `profiled` ones under the profiler."""
+                profiled: int, ops: int = 0) -> dict[str, Any]:
+    """Fit for `warmup` + `profiled` steps; the last `profiled` ones under the profiler
+    (with `ops`, also the CPU ops and their input shapes, for `launching_ops`)."""
     activities = [ProfilerActivity.CUDA] if settings.device == "cuda" else [ProfilerActivity.CPU]
-    profiler = profile(activities=activities)
+    if ops:
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if settings.device == "cuda" else [])]
+    profiler = profile(activities=activities, record_shapes=bool(ops))
     edges: list[float] = []
     first_step: list[float] = []
 
@@ -115,7 +140,8 @@ def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder
             "wall_s_per_step": (edges[1] - edges[0]) / profiled,
             "kernel_s_per_step": sum(by_kind.values()), "by_kind_s_per_step": dict(by_kind),
             "top_kernels": [{"name": name[:160], "s_per_step": seconds / profiled, "calls_per_step": calls / profiled}
-                            for name, seconds, calls in rows[:25]]}
+                            for name, seconds, calls in rows[:25]],
+            "ops": launching_ops(profiler, profiled, ops) if ops else []}
 
 
 def print_profile(result: dict[str, Any]) -> None:
@@ -128,6 +154,11 @@ def print_profile(result: dict[str, Any]) -> None:
         print(f"  {kind:28s} {seconds * 1e3:7.2f} ms  {seconds / max(kernels, 1e-12):5.1%}")
     for row in result["top_kernels"]:
         print(f"    {row['s_per_step'] * 1e3:7.3f} ms {row['calls_per_step']:6.1f}x  {row['name'][:110]}")
+    if result["ops"]:
+        print("  by launching op (op < parents; input shapes; kernel):")
+    for row in result["ops"]:
+        print(f"    {row['s_per_step'] * 1e3:7.3f} ms {row['calls_per_step']:6.1f}x  {row['op']} < {row['parents']}; "
+              f"{row['shapes']}; {row['kernel']}")
 
 
 def main() -> None:
@@ -138,6 +169,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="profiled steps")
     parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a quick CPU check")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--ops", type=int, default=0, help="also list the N costliest launching ops")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
@@ -155,7 +187,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            result = profile_fit(args.family, variant, settings, Path(tmp), args.warmup, args.steps)
+            result = profile_fit(args.family, variant, settings, Path(tmp), args.warmup, args.steps, args.ops)
             result["fit_s"] = time.perf_counter() - started
         result["matmul_flops_per_second"] = rate
         print_profile(result)
