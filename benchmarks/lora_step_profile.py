@@ -17,7 +17,8 @@ the kernel times, and take steps/s from `family_bench`. Prints one table per var
 the speed options the fit ran and any that fell back, and, with --json, writes the rows
 there. `--ops N` also lists the N costliest (launching op, its four parent ops, input
 shapes, kernel) rows: which call a copy or a matmul comes from (profile a `nographs`
-variant for this: a replayed graph's kernels have no launching op). GPU only for kernel times;
+variant for this: a replayed graph's kernels have no launching op; NOTES-baselines.md,
+twentieth session, groups SD 1.5's step this way). GPU only for kernel times;
 `--size tiny --device cpu` checks the script runs.
 """
 from __future__ import annotations

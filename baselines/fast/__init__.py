@@ -20,9 +20,7 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   channels_last       fits: UNet and VAE weights in NHWC; Custom Diffusion's VAE, which
                       encodes every step and is GroupNorm-bound, stays NCHW (PyTorch's
                       GroupNorm copies NHWC input to NCHW and back). Back to the standard
-                      layout when the block ends. The UNet's transformers hand back NHWC
-                      activations (nhwc.py; diffusers' copy to NCHW is undone by the next
-                      convolution).
+                      layout when the block ends.
   cuda_graphs,        fits: the UNet's and the text encoder's own calls with gradients on
   compile             (`unet(noisy, t, states)`, `text_encoder(ids)`) run through a
                       `calls.FastCall`: forward and backward replayed as CUDA graphs and/or
@@ -35,10 +33,9 @@ ones (CUDA only unless marked "every device"; on the CPU a run is the plain run)
   sampling_loop       every device: the pipeline's class becomes `SyncFreePipeline`
   ("varbench")        (sampling.py): the pipeline's arithmetic without host syncs, padded
                       to the batch size its graphs were captured at.
-  channels_last_sampling,  sampling: NHWC weights (transformers as above), and diffusers'
-  fuse_qkv            fused q/k/v projections (sync-free loop only; a reduced-precision
-                      UNet only: in fp32 runs the sampled UNet is the one a fit trains
-                      next or DreamBooth saves).
+  channels_last_sampling,  sampling: NHWC weights, and diffusers' fused q/k/v projections
+  fuse_qkv            (sync-free loop only; a reduced-precision UNet only: in fp32 runs the
+                      sampled UNet is the one a fit trains next or DreamBooth saves).
   cuda_graphs,        DreamBooth-LoRA's fits: the denoiser's keyword calls with gradients
   compile,            run through a `FastCall` (`calls.route_keyword_calls`); no graphs
   channels_last,      under gradient checkpointing; a UNet denoiser's weights NHWC with
@@ -74,7 +71,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.fast import calls, family_sampling, lora_qkv, nhwc, sampling, settings
+from baselines.fast import calls, family_sampling, lora_qkv, sampling, settings
 from baselines.fast.training import encoding_ahead, fused_training_loop
 from varbench.models.fast.groupnorm import ChannelStatsGroupNorm
 from varbench.models.fast.swaps import Swaps
@@ -121,8 +118,6 @@ def _accelerate_fit(done: Accelerated, base: Any, config: Any, device: torch.dev
         done.record(f"cuDNN benchmark {config.cudnn_benchmark}, attention {config.attention_backend} first",
                     settings.set_cuda_settings(config))
         _set_layout(done, "UNet", base.unet, config.channels_last)
-        if config.channels_last:
-            nhwc.install(done, "UNet", base.unet)
         _set_layout(done, "VAE", base.vae, config.channels_last and not encodes_every_step)
         if config.compile:
             compiled = [base.unet] + ([base.vae] if encodes_every_step else [])
@@ -156,8 +151,6 @@ def _accelerate_family_fit(done: Accelerated, model: Any, config: Any, device: t
     denoiser = model.denoiser
     if model.family.denoiser == "unet":
         _set_layout(done, "UNet", denoiser, config.channels_last)
-        if config.channels_last:
-            nhwc.install(done, "UNet", denoiser)
         if config.fuse_lora_qkv:
             done.set_class("self-attention: LoRA q/k/v in one pass", lora_qkv.processors(denoiser),
                            lora_qkv.LoraQKVAttnProcessor)
@@ -195,10 +188,6 @@ def _accelerate_sampling(done: Accelerated, pipeline: Any, config: Any, device: 
             PREPARED.add(pipeline)
             settings.set_layout([pipeline.unet, pipeline.vae], config.channels_last_sampling)
             done.kept.append(f"UNet and VAE {'NHWC' if config.channels_last_sampling else 'NCHW'}")
-            if config.channels_last_sampling:
-                for module in nhwc.transformers(pipeline.unet):
-                    module.__class__ = nhwc.NHWCTransformer2D
-                done.kept.append("UNet transformers: output kept NHWC")
             reduced_precision = next(pipeline.unet.parameters()).dtype != torch.float32
             if config.fuse_qkv and sync_free and reduced_precision and sampling.fuse_projections(pipeline.unet):
                 done.kept.append("UNet: fused q/k/v projections")
