@@ -66,7 +66,9 @@ def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
     """(kernel name, GPU seconds, calls) of every device kernel the profiler saw."""
     rows = []
     for event in profiler.key_averages():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
+        # (with CPU ops recorded, `--ops`, the GPU also shows each compiled graph's call as a
+        # user annotation spanning its kernels: not a kernel)
+        if event.device_type != torch.autograd.DeviceType.CUDA or getattr(event, "is_user_annotation", False):
             continue
         seconds = getattr(event, "self_device_time_total", None)
         if seconds is None:  # torch < 2.4 names it for CUDA
@@ -88,7 +90,7 @@ def launching_ops(profiler: profile, profiled: int, top: int) -> list[dict[str, 
             parent = parent.cpu_parent
         for kernel in event.kernels:
             row = totals[(event.name, " < ".join(parents), str(event.input_shapes)[:120], kernel.name[:70])]
-            row[0] += kernel.duration / 1e6 / profiled  # microseconds
+            row[0] += kernel.duration / 1e6 / profiled  # (durations are in microseconds)
             row[1] += 1 / profiled
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
     return [{"op": op, "parents": parents, "shapes": shapes, "kernel": kernel, "s_per_step": seconds,
