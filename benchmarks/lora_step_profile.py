@@ -17,8 +17,8 @@ the kernel times, and take steps/s from `family_bench`. Prints one table per var
 the speed options the fit ran and any that fell back, and, with --json, writes the rows
 there. `--ops N` also lists the N costliest (launching op, its four parent ops, input
 shapes, kernel) rows: which call a copy or a matmul comes from (profile a `nographs`
-variant for this: a replayed graph's kernels have no launching op; NOTES-baselines.md,
-twentieth session, groups SD 1.5's step this way). GPU only for kernel times;
+variant for this: a replayed graph's kernels would be credited to its replay, not to
+their ops; NOTES-baselines.md, twentieth session, groups SD 1.5's step this way). GPU only for kernel times;
 `--size tiny --device cpu` checks the script runs.
 """
 from __future__ import annotations
@@ -66,9 +66,11 @@ def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
     """(kernel name, GPU seconds, calls) of every device kernel the profiler saw."""
     rows = []
     for event in profiler.key_averages():
-        # (with CPU ops recorded, `--ops`, the GPU also shows each compiled graph's call as a
-        # user annotation spanning its kernels: not a kernel)
-        if event.device_type != torch.autograd.DeviceType.CUDA or getattr(event, "is_user_annotation", False):
+        # (with CPU ops recorded, `--ops`, the GPU also shows each compiled graph's call, and
+        # the optimizer's step, as a user annotation spanning its kernels: not a kernel; a
+        # torch without the flag is told by inductor's "## Call ... ##" names)
+        annotation = getattr(event, "is_user_annotation", None) or event.key.startswith("## ")
+        if event.device_type != torch.autograd.DeviceType.CUDA or annotation:
             continue
         seconds = getattr(event, "self_device_time_total", None)
         if seconds is None:  # torch < 2.4 names it for CUDA
@@ -80,21 +82,22 @@ def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
 def launching_ops(profiler: profile, profiled: int, top: int) -> list[dict[str, Any]]:
     """Device seconds per step by the CPU op that launched each kernel (with its four parent
     ops and input shapes) and the kernel's name: the `top` costliest rows."""
-    totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for event in profiler.events():
         if event.device_type != torch.autograd.DeviceType.CPU or not event.kernels:
             continue
         parents, parent = [], event.cpu_parent
         while parent is not None and len(parents) < 4:
-            parents.append(parent.name[:60])
+            parents.append(parent.name)
             parent = parent.cpu_parent
         for kernel in event.kernels:
-            row = totals[(event.name, " < ".join(parents), str(event.input_shapes)[:120], kernel.name[:70])]
-            row[0] += kernel.duration / 1e6 / profiled  # (durations are in microseconds)
-            row[1] += 1 / profiled
+            row = totals[(event.name, " < ".join(parents), str(event.input_shapes), kernel.name)]
+            row[0] += kernel.duration / 1e6  # (durations are in microseconds)
+            row[1] += 1
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
-    return [{"op": op, "parents": parents, "shapes": shapes, "kernel": kernel, "s_per_step": seconds,
-             "calls_per_step": calls} for (op, parents, shapes, kernel), (seconds, calls) in ranked]
+    return [{"op": op, "parents": parents[:300], "shapes": shapes[:200], "kernel": kernel[:160],
+             "s_per_step": seconds / profiled, "calls_per_step": calls / profiled}
+            for (op, parents, shapes, kernel), (seconds, calls) in ranked]
 
 
 def profile_fit(family: str, variant: str, settings: FamilyBenchSettings, folder: Path, warmup: int,

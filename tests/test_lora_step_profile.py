@@ -28,19 +28,22 @@ def op(name, parent=None, kernels=(), shapes=()):
 
 def test_kernels_are_summed_per_step_by_their_launching_op_and_parents():
     script = load_script()
-    graph = op("## Call CompiledFxGraph ##", op("CompiledFunctionBackward"))
+    graph = op("## Call CompiledFxGraph ##", op("CompiledFunctionBackward", op("autograd engine")))
     backward = op("aten::convolution_backward", graph)
-    events = [graph.cpu_parent, graph, backward,
+    events = [graph.cpu_parent.cpu_parent, graph.cpu_parent, graph, backward,
               op("aten::copy_", op("aten::clone", backward), [("copy_kernel", 30.0)], [[4, 320, 64, 64]]),
               op("aten::copy_", op("aten::clone", backward), [("copy_kernel", 50.0)], [[4, 320, 64, 64]]),
               op("aten::mm", graph, [("gemm", 10.0), ("gemm", 12.0)], [[16384, 4], [4, 320]]),
               op("aten::mm", graph, [("gemm", 400.0)], [[16384, 320], [320, 320]])]
-    rows = script.launching_ops(SimpleNamespace(events=lambda: events), profiled=2, top=2)
-    assert [row["shapes"] for row in rows] == ["[[16384, 320], [320, 320]]", "[[4, 320, 64, 64]]"]  # costliest first
-    copies = rows[1]
+    rows = script.launching_ops(SimpleNamespace(events=lambda: events), profiled=2, top=3)
+    # costliest first
+    assert [row["shapes"] for row in rows] == ["[[16384, 320], [320, 320]]", "[[4, 320, 64, 64]]",
+                                               "[[16384, 4], [4, 320]]"]
+    copies, products = rows[1], rows[2]
     assert copies["parents"] == ("aten::clone < aten::convolution_backward < ## Call CompiledFxGraph ## < "
-                                 "CompiledFunctionBackward")
-    assert copies["s_per_step"] == pytest.approx(40e-6) and copies["calls_per_step"] == 1.0  # two steps: 80 us in 2 calls
+                                 "CompiledFunctionBackward")  # four parents, the nearest first
+    assert copies["s_per_step"] == pytest.approx(40e-6) and copies["calls_per_step"] == 1  # two steps: 80 us in 2 calls
+    assert products["s_per_step"] == pytest.approx(11e-6) and products["calls_per_step"] == 1  # both kernels of the op
 
 
 def test_a_compiled_graphs_annotation_is_not_a_kernel():
