@@ -16,7 +16,7 @@ and one-pass q/k/v, session 19: 40.0 against 33.1 ms per step, the kernels 31.5)
 the kernel times, and take steps/s from `family_bench`. Prints one table per variant, with
 the speed options the fit ran and any that fell back, and, with --json, writes the rows
 there. `--ops N` also lists the N costliest (launching op, its four parent ops, input
-shapes, kernel) rows: which call a copy or a matmul comes from (profile a `nographs`
+shapes, kernel) rows and one for the rest: which call a copy or a matmul comes from (profile a `nographs`
 variant for this: a replayed graph's kernels would be credited to its replay, not to
 their ops; NOTES-baselines.md, twentieth session, groups SD 1.5's step this way). GPU only for kernel times;
 `--size tiny --device cpu` checks the script runs.
@@ -81,7 +81,8 @@ def kernel_rows(profiler: profile) -> list[tuple[str, float, int]]:
 
 def launching_ops(profiler: profile, profiled: int, top: int) -> list[dict[str, Any]]:
     """Device seconds per step by the CPU op that launched each kernel (with its four parent
-    ops and input shapes) and the kernel's name: the `top` costliest rows."""
+    ops and input shapes) and the kernel's name: the `top` costliest rows, then one row
+    summing the others (so the rows add up to every attributed kernel)."""
     totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for event in profiler.events():
         if event.device_type != torch.autograd.DeviceType.CPU or not event.kernels:
@@ -94,7 +95,11 @@ def launching_ops(profiler: profile, profiled: int, top: int) -> list[dict[str, 
             row = totals[(event.name, " < ".join(parents), str(event.input_shapes), kernel.name)]
             row[0] += kernel.duration / 1e6  # (durations are in microseconds)
             row[1] += 1
-    ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
+    ranked = sorted(totals.items(), key=lambda item: -item[1][0])
+    rest = ranked[top:]
+    if rest:
+        ranked = ranked[:top] + [((f"(the other {len(rest)} rows)", "", "", ""),
+                                  [sum(row[0] for _, row in rest), sum(row[1] for _, row in rest)])]
     return [{"op": op, "parents": parents[:300], "shapes": shapes[:200], "kernel": kernel[:160],
              "s_per_step": seconds / profiled, "calls_per_step": calls / profiled}
             for (op, parents, shapes, kernel), (seconds, calls) in ranked]

@@ -44,6 +44,9 @@ def test_kernels_are_summed_per_step_by_their_launching_op_and_parents():
                                  "CompiledFunctionBackward")  # four parents, the nearest first
     assert copies["s_per_step"] == pytest.approx(40e-6) and copies["calls_per_step"] == 1  # two steps: 80 us in 2 calls
     assert products["s_per_step"] == pytest.approx(11e-6) and products["calls_per_step"] == 1  # both kernels of the op
+    *_, rest = script.launching_ops(SimpleNamespace(events=lambda: events), profiled=2, top=1)
+    assert rest["op"] == "(the other 2 rows)"  # the copies and the small products
+    assert rest["s_per_step"] == pytest.approx(51e-6) and rest["calls_per_step"] == 2
 
 
 def test_a_compiled_graphs_annotation_is_not_a_kernel():
