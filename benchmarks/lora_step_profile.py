@@ -16,10 +16,10 @@ and one-pass q/k/v, session 19: 40.0 against 33.1 ms per step, the kernels 31.5)
 the kernel times, and take steps/s from `family_bench`. Prints one table per variant, with
 the speed options the fit ran and any that fell back, and, with --json, writes the rows
 there. `--ops N` also lists the N costliest (launching op, its four parent ops, input
-shapes, kernel) rows and one for the rest: which call a copy or a matmul comes from (profile a `nographs`
-variant for this: a replayed graph's kernels would be credited to its replay, not to
-their ops; NOTES-baselines.md, twentieth session, groups SD 1.5's step this way). GPU only for kernel times;
-`--size tiny --device cpu` checks the script runs.
+shapes, kernel) rows and one for the rest: which call a copy or a matmul comes from
+(profile a `nographs` variant for this: a replayed graph's kernels would be credited to
+its replay, not to their ops; NOTES-baselines.md, twentieth session, groups SD 1.5's step
+this way). GPU only for kernel times; `--size tiny --device cpu` checks the script runs.
 """
 from __future__ import annotations
 
