@@ -185,6 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
+    if args.ops < 0:
+        parser.error("--ops must be 0 (off) or a number of rows")
     known = [*STEP_VARIANTS, "nographs"]
     unknown = [v for v in args.variants.split(",") if any(part not in known for part in v.split("+"))]
     if unknown:
