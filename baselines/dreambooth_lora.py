@@ -55,19 +55,20 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 # saved per DreamBench cell (500 fit steps; 25 prompts x 4 images at batch 4), rounded up.
 # Each measured on one H100 against the uncompiled defaults (CUDA graphs; FLUX.1-dev's
 # checkpointed fit has none) with the family's default cuDNN attention and one-pass q/k/v
-# (benchmarks/NOTES-baselines.md, sessions 13, 14, 16 and 19). Assumed: a worker pays a
+# (benchmarks/NOTES-baselines.md, sessions 13, 14, 16, 19 and 21). Assumed: a worker pays a
 # compile once. Its later cells, on freshly loaded bases, compiled in about a second,
-# measured on SD 1.5 only (fit and sampling, session 14). Not measured: a compiled fit and
-# compiled sampling in one process (FLUX.1-dev's peak memory there) and batch 8 (vico,
-# vico_live). A family or field not listed never compiles on `auto` (SDXL's and SD3's
-# sampling were not measured compiled at batch 4).
+# measured on SD 1.5 only (fit and sampling, session 14). A compiled fit then compiled
+# sampling in one process was measured on FLUX.1-dev (session 21: the card's memory in use
+# peaked at 56 GB, of 80). Not measured: batch 8 (vico, vico_live). A family or field not
+# listed never compiles on `auto`.
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
     # fit: 126 s once, 18.4 -> 30.2 steps/s saves 10.6 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
     "sd15": {"compile": 12, "compile_generation": 12},
-    # fit: 270 s once, 277 -> 197 ms per step (under the profiler) saves 40.1 s (peak 35.1 -> 34.8 GiB)
-    "sdxl": {"compile": 7},
-    # fit: 129 s once, 12.3 -> 18.4 steps/s saves 13.5 s
-    "sd3": {"compile": 10},
+    # fit: 270 s once, 277 -> 197 ms per step (under the profiler) saves 40.1 s (peak 35.1 -> 34.8 GiB);
+    # sampling: 150 s once, 1.224 -> 1.024 s/image saves 20.0 s
+    "sdxl": {"compile": 7, "compile_generation": 8},
+    # fit: 129 s once, 12.3 -> 18.4 steps/s saves 13.5 s; sampling: 61 s once, 0.489 -> 0.378 s/image saves 11.0 s
+    "sd3": {"compile": 10, "compile_generation": 6},
     # fit (checkpointed): 340 s once, 0.93-1.02 -> 1.68 steps/s saves 193-239 s (peak 36.5 -> 53.4 GiB);
     # sampling: 138 s once, 1.81 -> 1.25 s/image saves 56 s
     "flux": {"compile": 2, "compile_generation": 3},

@@ -222,8 +222,8 @@ def test_on_a_gpu_sampling_runs_eager_then_at_the_defaults_with_the_eager_flops(
     assert len(counted) == 1 and [r["flops"] for r in sampling] == [5e9, 5e9]
     assert [(r["extra"]["cuda_graphs"], r["extra"]["fallbacks"]) for r in sampling] == [(False, []), (True, [])]
     # warm-up + 1 timed call each (tiny), eager first, on the first fit's model only; the
-    # defaults replay graphs and do not compile (compile_generation: false)
-    assert models[0].calls == [(False, False)] * 2 + [(True, False)] * 2 and models[1].calls == []
+    # defaults replay graphs, compiled (a worker of 30 cells compiles SD3's sampling: COMPILE_PAYS_AFTER)
+    assert models[0].calls == [(False, False)] * 2 + [(True, True)] * 2 and models[1].calls == []
 
 
 def test_a_default_fit_retried_with_checkpointing_does_not_take_the_eager_flops(monkeypatch):

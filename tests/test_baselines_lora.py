@@ -183,7 +183,8 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     assert settled("lora-flux", 30) == (True, True, False)  # cuDNN's backward fails on FLUX.1-dev
     assert settled("lora-flux", 2) == (True, False, False)  # sampling pays after 3 cells
     assert settled("lora-flux", 1) == (False, False, False)
-    assert settled("lora-sdxl", 7) == (True, False, True)  # sampling: no break-even measured
+    assert settled("lora-sdxl", 8) == (True, True, True)
+    assert settled("lora-sdxl", 7) == (True, False, True)  # sampling pays after 8 cells
     assert settled("lora-sdxl", 6) == (False, False, True)
     sd15 = DreamBoothLoraConfig(base_model="sd15")
     assert [settle_auto(sd15, cells, DreamBoothLora.compile_break_even(sd15)).compile for cells in (11, 12)] == [
@@ -191,6 +192,7 @@ def test_compile_and_cudnn_attention_are_decided_per_family():
     sd3 = DreamBoothLoraConfig(base_model="sd3")
     pays_after = DreamBoothLora.compile_break_even(sd3)
     assert [settle_auto(sd3, cells, pays_after).compile for cells in (9, 10)] == [False, True]
+    assert [settle_auto(sd3, cells, pays_after).compile_generation for cells in (5, 6)] == [False, True]
     assert (sd15.cudnn_attention, DreamBoothLoraConfig(base_model="sdxl").cudnn_attention, sd3.cudnn_attention) == (
         True, True, True)
     assert replace(sd3, cudnn_attention=None).cudnn_attention is True  # None: the family's default again
