@@ -57,6 +57,20 @@ def test_dreambench_projection_by_hand(monkeypatch):
     assert "| class images (shared) | " in report
 
 
+def test_a_projection_prices_images_at_the_batch_the_protocol_generates_with(monkeypatch):
+    """vico sets `execution: {batch_size: 8}`: its arms are priced at the batch-8 row."""
+    monkeypatch.setenv("VARBENCH_DREAMBENCH_DIR", str(SHARED_DATA / "dreambench"))
+    monkeypatch.setenv("VARBENCH_VICO_DIR", str(SHARED_DATA / "vico"))
+    rows = measured_rows() + [row("infinity", "infinity sampling@8", 0.2, "s/image", None, None)]
+    assert load_protocol("vico").arm("arbooth").batch_size == 8
+    report = cost_report({"device": "test", "note": "n", "rows": rows}, gpus=8)
+    vico = report.split("#### vico:")[1].split("####")[0]
+    assert "images, batch 8" in vico
+    generate = float(vico.split("| arbooth | ")[1].split(" | ")[1])
+    work = workload(load_protocol("vico"))
+    assert generate == pytest.approx(work.subjects * work.images_per_subject * 0.2 / 3600, abs=0.005)
+
+
 @pytest.mark.slow
 def test_tiny_metrics_bench_writes_well_formed_files(tmp_path):
     report = run_bench("tiny", "cpu", ("metrics",), tmp_path)

@@ -175,9 +175,11 @@ def project(rows: list[dict[str, Any]], gpus: int = 8) -> list[dict[str, Any]]:
         except UserError as err:
             projected.append({"protocol": name, "arm": "", "note": f"not projected: {err.line()}"})
             continue
-        size = f"{work.subjects} subjects x {work.images_per_subject} images, batch {protocol.spec.batch_size}"
+        # each arm generates at its own batch (the protocol's execution.batch_size, or the arm's)
+        batches = "/".join(str(b) for b in sorted({arm.batch_size for arm in protocol.arms}))
+        size = f"{work.subjects} subjects x {work.images_per_subject} images, batch {batches}"
         for arm in protocol.arms:
-            hours = arm_hours(arm, rows, work, protocol.spec.batch_size)
+            hours = arm_hours(arm, rows, work, arm.batch_size)
             entry = {"protocol": name, "size": size, "arm": arm.name, "note": "" if hours else "not measured"}
             if hours:
                 total = sum(hours.values())
