@@ -49,9 +49,8 @@ B is 1 and the protocols' default generation batch (4). A batch above 1 is skipp
 `budget_s` (full: 390 s; FLUX.1-dev's IP-Adapter samples at 1024 px with true CFG: two
 12 B transformer passes per step; the prediction adds the batch-1 first call's one-time
 capture and compile, which a new batch size pays again). The fits and batch-1 calls are
-never skipped. The defaults compile where a 30-cell worker would (every family's fit,
-SD 1.5's and FLUX.1-dev's sampling: one to seven minutes per compiled fit or sampling
-batch size; SDXL's fit 6.6), so one family can take more than a 10-minute call: run one
+never skipped. The defaults compile where a 30-cell worker would (every family's fit and
+sampling: one to seven minutes per compiled fit or sampling batch size; SDXL's fit 6.6), so one family can take more than a 10-minute call: run one
 family per call (`--families`), per method (`--methods`), or a fit's rows and the
 sampling apart (`--step-variants`, `--batches`; SDXL's eager and default fits apart).
 

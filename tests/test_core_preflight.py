@@ -138,3 +138,20 @@ def test_dry_run_projects_gpu_hours_from_the_committed_bench(tmp_path):
     assert done.returncode == 0
     assert "projected GPU-hours of the pending cells on NVIDIA H100" in done.stderr
     assert re.search(r"arbooth \d+\.\d\d, dreambooth \d+\.\d\d", done.stderr)
+
+
+def test_each_arm_is_checked_against_its_own_family_peak(monkeypatch):
+    """The memory check takes an arm's peak from its own rows: FLUX.1-dev's LoRA fit, not
+    the SD 1.5 baselines' sampling that an `sd15 sampling` prefix would find."""
+    from varbench.bench.cost import load_bench
+    from varbench.preflight import arm_peak_gib
+    from varbench.protocol import load_protocol
+
+    monkeypatch.setenv("VARBENCH_DREAMBENCH_DIR", str(DREAMBENCH))
+    protocol, rows = load_protocol("dreambench"), load_bench()["rows"]
+    peak = {name: arm_peak_gib(protocol.arm(name), rows) for name in ("lora-flux", "lora-sdxl", "ip-adapter-sdxl")}
+    by_name = {r["name"]: r["peak_memory_gib"] for r in rows}
+    assert peak["lora-flux"] == by_name["dreambooth_lora flux step (gradient checkpointing)"] > 50
+    assert peak["lora-sdxl"] == by_name["dreambooth_lora sdxl step"]
+    assert peak["ip-adapter-sdxl"] == by_name["ip_adapter sdxl sampling@1"]
+    assert arm_peak_gib(protocol.arm("dreambooth"), rows) == max(by_name["dreambooth step"], by_name["sd15 sampling@4"])
