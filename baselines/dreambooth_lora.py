@@ -59,8 +59,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 # compile once. Its later cells, on freshly loaded bases, compiled in about a second,
 # measured on SD 1.5 only (fit and sampling, session 14). A compiled fit then compiled
 # sampling at batch 1 in one process was measured on FLUX.1-dev (session 21: the card's
-# memory in use peaked at 56 GB, of 80). Not measured: batch 8 (vico, vico_live). A family or field not
-# listed never compiles on `auto`.
+# memory in use peaked at 56 GB, of 80). Not measured: batch 8 (vico, vico_live). A
+# family or field not listed never compiles on `auto`.
 COMPILE_PAYS_AFTER: dict[str, dict[str, int]] = {
     # fit: 126 s once, 18.4 -> 30.2 steps/s saves 10.6 s; sampling: 67 s once, 0.236 -> 0.176 s/image saves 6.0 s
     "sd15": {"compile": 12, "compile_generation": 12},
@@ -119,9 +119,9 @@ class DreamBoothLoraConfig(FamilyConfig):
     # LoRA (baselines/fast/lora_qkv.py): one rank-r product per role instead of three;
     # 1.05-1.11x on CUDA graphs, and SDXL's peak 0.8-0.9 GiB lower (session 19)
     fuse_lora_qkv: bool = field(default=True, metadata={EXECUTION: "fuse_lora_qkv"})
-    # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): one
-    # (SD 1.5, SD3) to two and a half (SDXL) minutes of compiling per model and batch size, then faster
-    # images ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
+    # CUDA: the denoiser's sampling steps compiled too (inside their CUDA graphs): one (SD
+    # 1.5, SD3) to two and a half (SDXL) minutes of compiling per model and batch size, then
+    # faster images ("auto": from COMPILE_PAYS_AFTER cells per worker, for the families measured)
     compile_generation: bool | Literal["auto"] = field(default="auto", metadata={EXECUTION: "compile_generation"})
 
     FAMILY_DEFAULTS = FAMILY_DEFAULTS

@@ -50,9 +50,10 @@ B is 1 and the protocols' default generation batch (4). A batch above 1 is skipp
 12 B transformer passes per step; the prediction adds the batch-1 first call's one-time
 capture and compile, which a new batch size pays again). The fits and batch-1 calls are
 never skipped. The defaults compile where a 30-cell worker would (every family's fit and
-sampling: one to seven minutes per compiled fit or sampling batch size; SDXL's fit 6.6), so one family can take more than a 10-minute call: run one
-family per call (`--families`), per method (`--methods`), or a fit's rows and the
-sampling apart (`--step-variants`, `--batches`; SDXL's eager and default fits apart).
+sampling: one to seven minutes per compiled fit or sampling batch size; SDXL's fit 6.6),
+so one family can take more than a 10-minute call: run one family per call (`--families`),
+per method (`--methods`), or a fit's rows and the sampling apart (`--step-variants`,
+`--batches`; SDXL's eager and default fits apart).
 
 Families run smallest first (SD 1.5, SDXL, SD3, FLUX.1-dev); each method's models are
 freed (gc + torch.cuda.empty_cache) before the next are built. A benchmark that fails

@@ -2,8 +2,8 @@
 
 For each arm of a protocol: fit = its optimizer steps (or iterations) at the measured
 rate; generation = its images (prompts x images per prompt + PRES images) at the
-measured seconds per image of its backbone at the arm's batch (`execution.batch_size`); scoring = the
-images at the measured scoring throughput; summed over subjects. DreamBooth-LoRA and
+measured seconds per image of its backbone at the arm's batch (`execution.batch_size`);
+scoring = the images at the measured scoring throughput; summed over subjects. DreamBooth-LoRA and
 IP-Adapter arms use the rows of the arm's model family (baselines.family_bench);
 IP-Adapter trains nothing, so its fit is 0 (encoding a reference photo takes about a
 second). Class images for prior preservation (DreamBooth, Custom Diffusion: generated
