@@ -169,23 +169,12 @@ def gpu_requirements(arms: list[Any], bench: Path | None) -> list[Requirement]:
 
 def arm_peak_gib(arm: Any, rows: list[dict[str, Any]]) -> float | None:
     """The largest measured peak of an arm's phases: its fit step and its sampling."""
+    from varbench.bench.cost import phase_rows
+
     names = phase_rows(arm)
     peaks = [r.get("peak_memory_gib") for r in rows if any(r.get("name", "").startswith(n) for n in names)]
     peaks = [p for p in peaks if p]
     return max(peaks) if peaks else None
-
-
-def phase_rows(arm: Any) -> tuple[str, str]:
-    """How the bench names the rows of an arm's fit step and sampling (name prefixes; see
-    varbench.bench.cost): DreamBooth-LoRA and IP-Adapter per model family, the SD 1.5
-    baselines' sampling under "sd15 sampling"."""
-    method = arm.method_name
-    if method == "arbooth":
-        return "arbooth iteration", "infinity sampling"
-    if method in ("dreambooth_lora", "ip_adapter"):
-        family = arm.config.model_family().name
-        return f"{method} {family} step", f"{method} {family} sampling"
-    return f"{method} step", "sd15 sampling"
 
 
 def hub_requirement() -> Requirement:

@@ -110,27 +110,37 @@ def sampling_seconds(rows: list[dict[str, Any]], prefix: str, batch: int) -> flo
     return usable[-1] if usable else None
 
 
+def phase_rows(arm: Any) -> tuple[str, str]:
+    """How the bench names an arm's fit row (step or iteration) and its sampling rows (a
+    prefix of `@batch`): DreamBooth-LoRA and IP-Adapter per model family, the SD 1.5
+    baselines' sampling under "sd15 sampling"."""
+    method = arm.method_name
+    if method == "arbooth":
+        return "arbooth iteration", "infinity sampling"
+    if method in ("dreambooth_lora", "ip_adapter"):
+        family = arm.config.model_family().name
+        return f"{method} {family} step", f"{method} {family} sampling"
+    return f"{method} step", "sd15 sampling"
+
+
 def arm_hours(arm: Any, rows: list[dict[str, Any]], work: Workload, batch: int) -> dict[str, float] | None:
     config, method = arm.config, arm.method_name
+    fit_row, sampling_prefix = phase_rows(arm)
     if method == "arbooth":
-        step_seconds, steps = figure(rows, "arbooth iteration"), config.iterations
-        image_seconds = sampling_seconds(rows, "infinity sampling", batch)
+        step_seconds, steps = figure(rows, fit_row), config.iterations
     elif method in DIFFUSION:
-        rate, steps = figure(rows, f"{method} step"), config.steps
+        rate, steps = figure(rows, fit_row), config.steps
         step_seconds = 1 / rate if rate else None
-        image_seconds = sampling_seconds(rows, "sd15 sampling", batch)
     elif method == "dreambooth_lora":
-        family = config.model_family().name
-        rate = lora_step_rate(rows, family, config.gradient_checkpointing)
+        rate = lora_step_rate(rows, config.model_family().name, config.gradient_checkpointing)
         # the row times one micro-batch per step (the default); accumulating k runs k of them
         steps = config.steps * config.grad_accumulation
         step_seconds = 1 / rate if rate else None
-        image_seconds = sampling_seconds(rows, f"dreambooth_lora {family} sampling", batch)
     elif method == "ip_adapter":
         step_seconds, steps = 0.0, 0  # tuning-free: the fit only encodes the reference photos
-        image_seconds = sampling_seconds(rows, f"ip_adapter {config.model_family().name} sampling", batch)
     else:
         return None
+    image_seconds = sampling_seconds(rows, sampling_prefix, batch)
     scoring = figure(rows, "scoring")
     if step_seconds is None or image_seconds is None or scoring is None:
         return None
