@@ -23,11 +23,11 @@ What is timed, per family:
     twice, on a fresh base each time: first eager (`... step (eager)`: no CUDA graphs, no
     NHWC weights, no one-pass q/k/v, no compile; FLOP-counted), then under the method's
     defaults (CUDA graphs, NHWC UNet weights, one-pass q/k/v, and compiled where a
-    DreamBench worker's 30 cells pay for it: `COMPILE_PAYS_AFTER`; baselines/fast/), whose row takes the eager count (a
-    replayed or compiled step is invisible to the counter). Both take the family's
-    `cudnn_attention` (off for FLUX.1-dev only). A checkpointed transformer that the
-    defaults leave uncompiled runs once. A speed option that fell back is named in the
-    row's extras.
+    DreamBench worker's 30 cells pay for it: `COMPILE_PAYS_AFTER`; baselines/fast/),
+    whose row takes the eager count (a replayed or compiled step is invisible to the
+    counter). Both take the family's `cudnn_attention` (off for FLUX.1-dev only). A
+    checkpointed transformer that the defaults leave uncompiled runs once. A speed option
+    that fell back is named in the row's extras.
   - `dreambooth_lora <family> sampling@B` (s/image): the first fit's model's `generate` (the
     adapters active, as the method samples) at the config's sampler, steps, guidance and
     resolution, B prompts per call: 1 warm-up call, then 2 timed calls (full),
